@@ -1,0 +1,154 @@
+// Package postgres holds the database plumbing every service shares: the pool, the
+// query interface that both a pool and a transaction satisfy, and the one transaction
+// helper. The SQL behind it must run on PostgreSQL and on CockroachDB.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DBTX runs queries on a pool or inside a transaction.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error)
+}
+
+// Beginner starts transactions; *pgxpool.Pool is one.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// PoolConfig tunes Connect.
+type PoolConfig struct {
+	MaxConns       int32         // 0 keeps pgx's default (max(4, GOMAXPROCS))
+	ConnectTimeout time.Duration // per connection attempt; 0 means 5s
+	// StatementTimeout bounds every statement on the server; 0 leaves the server's.
+	StatementTimeout time.Duration
+	AppName          string
+}
+
+// Connect opens a pool and checks that the server answers.
+func Connect(ctx context.Context, databaseURL string, pc PoolConfig) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url %s: %w", Redact(databaseURL), err)
+	}
+	if pc.MaxConns > 0 {
+		cfg.MaxConns = pc.MaxConns
+	}
+	cfg.ConnConfig.ConnectTimeout = pc.ConnectTimeout
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if pc.AppName != "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = pc.AppName
+	}
+	if pc.StatementTimeout > 0 {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(pc.StatementTimeout.Milliseconds())
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnConfig.ConnectTimeout)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping %s: %w", Redact(databaseURL), err)
+	}
+	return pool, nil
+}
+
+// maxTxAttempts bounds the retries of a transaction that failed with a serialization
+// failure: CockroachDB runs every transaction SERIALIZABLE and asks clients to retry.
+const maxTxAttempts = 5
+
+// WithTx runs fn in a transaction and commits it. It rolls back when fn fails (with a
+// context that is not cancelled, so a cancelled request still releases its locks) and
+// returns the commit error wrapped. A serialization failure (SQLSTATE 40001) or a
+// deadlock (40P01) reruns fn in a new transaction, up to five attempts in all, so fn
+// must not have effects outside the transaction.
+func WithTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) error {
+	var err error
+	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
+		err = runTx(ctx, db, fn)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		// A short, growing pause spreads out the transactions that collided.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func runTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rbErr := tx.Rollback(rbCtx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func retryable(err error) bool {
+	code := SQLState(err)
+	return code == "40001" || code == "40P01"
+}
+
+// SQLState returns the SQLSTATE code of a server error wrapped in err, or "".
+func SQLState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// IsUniqueViolation reports whether err is a unique violation (23505), optionally of
+// the named constraint.
+func IsUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		return false
+	}
+	return constraint == "" || pgErr.ConstraintName == constraint
+}
+
+// Redact hides the password in a database URL for logs and errors.
+func Redact(databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}

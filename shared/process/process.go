@@ -1,0 +1,72 @@
+// Package process runs a service's main: a JSON logger with a service attribute, a
+// context cancelled by SIGINT and SIGTERM, an exit code from the returned error, and
+// HTTP servers that drain in-flight requests on shutdown.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Main runs fn with a context that is cancelled on SIGINT or SIGTERM and exits with
+// status 1 if fn fails. The error is logged here, once.
+func Main(service string, fn func(ctx context.Context, log *slog.Logger) error) {
+	log, err := NewLogger(os.Stderr, service, os.Getenv("LOG_LEVEL"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = fn(ctx, log)
+	stop()
+	if err != nil {
+		log.Error("exiting on error", "error", err)
+		os.Exit(1)
+	}
+	log.Info("stopped")
+}
+
+// NewLogger returns a JSON logger tagged with the service name. level is debug, info
+// (the default when empty), warn or error.
+func NewLogger(w io.Writer, service, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if level != "" {
+		if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+			return nil, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", level)
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With("service", service), nil
+}
+
+// Serve runs srv on ln until ctx is cancelled, then shuts it down, letting in-flight
+// requests finish for up to drain. It returns nil after a clean shutdown.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		_ = srv.Close()
+		<-errc
+		return fmt.Errorf("drain %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
