@@ -1,0 +1,3 @@
+module github.com/outboxtodo/outboxtodo/devstack
+
+go 1.26.8
