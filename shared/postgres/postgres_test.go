@@ -1,0 +1,110 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+func TestWithTx(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE things (n INT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM things`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	t.Run("commits", func(t *testing.T) {
+		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO things VALUES (1)`)
+			return err
+		})
+		if err != nil || count() != 1 {
+			t.Fatalf("err = %v, rows = %d, want nil and 1", err, count())
+		}
+	})
+
+	t.Run("rolls back when fn fails", func(t *testing.T) {
+		boom := errors.New("boom")
+		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO things VALUES (2)`); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) || count() != 1 {
+			t.Fatalf("err = %v, rows = %d, want boom and 1", err, count())
+		}
+	})
+
+	t.Run("rolls back when the context is cancelled", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		err := postgres.WithTx(cctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(cctx, `INSERT INTO things VALUES (3)`); err != nil {
+				return err
+			}
+			cancel()
+			return cctx.Err()
+		})
+		if !errors.Is(err, context.Canceled) || count() != 1 {
+			t.Fatalf("err = %v, rows = %d, want context.Canceled and 1", err, count())
+		}
+		// The pool must still hand out working connections afterwards.
+		if err := pool.Ping(ctx); err != nil {
+			t.Fatalf("ping after cancelled tx: %v", err)
+		}
+	})
+
+	t.Run("retries a serialization failure", func(t *testing.T) {
+		calls := 0
+		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			calls++
+			if _, err := tx.Exec(ctx, `INSERT INTO things VALUES (4)`); err != nil {
+				return err
+			}
+			if calls == 1 {
+				// A real server error carrying SQLSTATE 40001, as CockroachDB sends
+				// when it asks the client to retry.
+				_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'retry me' USING ERRCODE = '40001'; END $$`)
+				return err
+			}
+			return nil
+		})
+		if err != nil || calls != 2 || count() != 2 {
+			t.Fatalf("err = %v, calls = %d, rows = %d; want nil, 2, 2", err, calls, count())
+		}
+	})
+
+	t.Run("reports unique violations by constraint", func(t *testing.T) {
+		_, err := pool.Exec(ctx, `INSERT INTO things VALUES (1)`)
+		if !postgres.IsUniqueViolation(err, "things_pkey") || !postgres.IsUniqueViolation(err, "") {
+			t.Fatalf("IsUniqueViolation(%v) = false", err)
+		}
+		if postgres.IsUniqueViolation(err, "other_key") {
+			t.Fatal("IsUniqueViolation matched another constraint")
+		}
+		if got := postgres.SQLState(err); got != "23505" {
+			t.Fatalf("SQLState = %q", got)
+		}
+	})
+}
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	got := postgres.Redact("postgres://app:s3cret@db:5432/todo")
+	if got != "postgres://app:xxxxx@db:5432/todo" {
+		t.Fatalf("Redact = %q", got)
+	}
+}
