@@ -1,0 +1,52 @@
+# Every target works from a fresh clone on a machine with Go and the PostgreSQL that
+# runs on 127.0.0.1:5432; see README.md.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Every package of every workspace module.
+PKGS := ./shared/... ./migrations/... ./devstack/... ./services/...
+GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
+FUZZTIME ?= 30s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/todo?sslmode=disable
+export DATABASE_URL
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every command into ./bin
+	@mkdir -p bin
+	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./devstack/cmd/...
+
+.PHONY: run
+run: build ## Run the whole system locally (API on http://localhost:8080); Ctrl-C stops it
+	./scripts/run-local.sh
+
+.PHONY: migrate
+migrate: ## Apply the schema to DATABASE_URL
+	go run ./migrations/cmd/migrate up
+
+.PHONY: test
+test: ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB
+	go test $(GO_TEST_FLAGS) $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)
+	@set -e; for pkg in $$(go list $(PKGS)); do \
+	  for f in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+.PHONY: vet
+vet: ## go vet and staticcheck on every module
+	go vet $(PKGS)
+	go run $(STATICCHECK) $(PKGS)
+
+.PHONY: fmt
+fmt: ## Format all Go code
+	gofmt -w $$(git ls-files '*.go')
