@@ -1,0 +1,138 @@
+// Command api serves the public REST API on API_ADDR and the admin endpoints (probes,
+// metrics, pprof) on ADMIN_ADDR. See internal/config for every setting.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/admin"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
+)
+
+func main() { process.Main("api", run) }
+
+func run(ctx context.Context, log *slog.Logger) error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "config", cfg)
+
+	pool, err := sharedpg.Connect(ctx, cfg.DatabaseURL, sharedpg.PoolConfig{
+		MaxConns:         cfg.DBMaxConns,
+		AppName:          "api",
+		StatementTimeout: cfg.RequestTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := postgres.New(pool)
+
+	reg := admin.NewRegistry()
+	handler, err := httpapi.New(httpapi.Options{
+		Store:              store,
+		Checks:             []httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}},
+		Log:                log,
+		Metrics:            reg,
+		RequestTimeout:     cfg.RequestTimeout,
+		MaxBodyBytes:       cfg.MaxBodyBytes,
+		CORSAllowedOrigins: cfg.CORSAllowedOrigins,
+	})
+	if err != nil {
+		return err
+	}
+
+	apiLn, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on API_ADDR: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		_ = apiLn.Close()
+		return fmt.Errorf("listen on ADMIN_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.RequestTimeout,
+		// The handler answers within RequestTimeout; the margin lets it write the answer.
+		WriteTimeout: cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	// The first of these to fail stops the others; all stop when ctx ends.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tasks := []func(context.Context) error{
+		func(ctx context.Context) error {
+			log.Info("api server listening", "addr", apiLn.Addr().String())
+			return process.Serve(ctx, srv, apiLn, cfg.ShutdownTimeout)
+		},
+		func(ctx context.Context) error {
+			return admin.Serve(ctx, adminLn, admin.Handler(reg, store.Ping, log), log)
+		},
+		func(ctx context.Context) error {
+			sweepIdempotencyKeys(ctx, store, cfg.IdempotencySweepInterval, log)
+			return nil
+		},
+	}
+	errs := make([]error, len(tasks))
+	var wg sync.WaitGroup
+	for i, task := range tasks {
+		wg.Go(func() {
+			errs[i] = task(ctx)
+			cancel()
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sweepBatch bounds one delete of expired idempotency keys, so that each statement
+// stays short however many keys expired at once.
+const sweepBatch = 1000
+
+// sweepIdempotencyKeys deletes expired idempotency keys every interval until ctx ends.
+// Failures are logged and retried at the next tick: expired keys are already ignored by
+// lookups, so a late sweep costs only disk.
+func sweepIdempotencyKeys(ctx context.Context, store *postgres.Store, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var total int64
+		for ctx.Err() == nil {
+			callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err := store.DeleteExpiredIdempotencyKeys(callCtx, sweepBatch)
+			cancel()
+			if err != nil {
+				log.Warn("sweep idempotency keys", "error", err)
+				break
+			}
+			total += n
+			if n < sweepBatch {
+				break
+			}
+		}
+		if total > 0 {
+			log.Info("swept expired idempotency keys", "deleted", total)
+		}
+	}
+}

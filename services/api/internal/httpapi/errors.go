@@ -1,0 +1,137 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/problem"
+)
+
+// kind is one stable problem type: its slug (the end of its type URI), status and
+// title. The slugs are part of the API contract.
+type kind struct {
+	slug   string
+	status int
+	title  string
+}
+
+var (
+	kindMalformedJSON      = kind{"malformed-json", http.StatusBadRequest, "Malformed JSON"}
+	kindInvalidUTF8        = kind{"invalid-utf8", http.StatusBadRequest, "Body is not valid UTF-8"}
+	kindUnknownField       = kind{"unknown-field", http.StatusBadRequest, "Unknown field"}
+	kindInvalidParameter   = kind{"invalid-parameter", http.StatusBadRequest, "Invalid parameter"}
+	kindInvalidHeader      = kind{"invalid-header", http.StatusBadRequest, "Invalid header"}
+	kindInvalidCursor      = kind{"invalid-cursor", http.StatusBadRequest, "Invalid cursor"}
+	kindUnauthorized       = kind{"unauthorized", http.StatusUnauthorized, "Authentication required"}
+	kindNotFound           = kind{"not-found", http.StatusNotFound, "Not found"}
+	kindMethodNotAllowed   = kind{"method-not-allowed", http.StatusMethodNotAllowed, "Method not allowed"}
+	kindEmailTaken         = kind{"email-taken", http.StatusConflict, "Email already registered"}
+	kindPreconditionFailed = kind{"precondition-failed", http.StatusPreconditionFailed, "Precondition failed"}
+	kindBodyTooLarge       = kind{"body-too-large", http.StatusRequestEntityTooLarge, "Body too large"}
+	kindUnsupportedMedia   = kind{"unsupported-media-type", http.StatusUnsupportedMediaType, "Unsupported media type"}
+	kindValidation         = kind{"validation-failed", http.StatusUnprocessableEntity, "Validation failed"}
+	kindIdempotencyReused  = kind{"idempotency-key-reused", http.StatusUnprocessableEntity, "Idempotency key reused"}
+	kindTimeout            = kind{"timeout", http.StatusServiceUnavailable, "Request timed out"}
+	kindInternal           = kind{"internal", http.StatusInternalServerError, "Internal server error"}
+)
+
+// apiError is an error that already knows its problem kind and a detail safe to show.
+type apiError struct {
+	kind   kind
+	detail string
+	fields []problem.FieldError
+}
+
+func (e *apiError) Error() string { return e.kind.slug + ": " + e.detail }
+
+func newError(k kind, format string, args ...any) *apiError {
+	return &apiError{kind: k, detail: fmt.Sprintf(format, args...)}
+}
+
+// errIdempotencyReused is returned when a key comes back with another request.
+var errIdempotencyReused = newError(kindIdempotencyReused,
+	"this Idempotency-Key was used with a different request; use a new key for a new request")
+
+// toProblem maps err to its problem document through the central table. The second
+// result is false for errors that are not the client's doing: those are logged and
+// answered with a generic detail that reveals nothing of the cause.
+func toProblem(err error) (problem.Details, bool) {
+	var (
+		ae   *apiError
+		ve   *input.ValidationError
+		se   *input.SyntaxError
+		ufe  *input.UnknownFieldError
+		p    problem.Details
+		mine = true
+	)
+	switch {
+	case errors.As(err, &ae):
+		p = details(ae.kind, ae.detail)
+		p.Errors = ae.fields
+	case errors.As(err, &ve):
+		p = details(kindValidation, "the request has invalid fields; see errors")
+		for _, f := range ve.Fields {
+			p.Errors = append(p.Errors, problem.FieldError{Pointer: f.Pointer, Detail: f.Detail})
+		}
+	case errors.As(err, &se):
+		p = details(kindMalformedJSON, fmt.Sprintf("the body is not valid JSON (at byte offset %d)", se.Offset))
+	case errors.Is(err, input.ErrNotObject):
+		p = details(kindMalformedJSON, "the body must be a JSON object")
+	case errors.Is(err, input.ErrTrailing):
+		p = details(kindMalformedJSON, "the body has data after the JSON object")
+	case errors.Is(err, input.ErrInvalidUTF8):
+		p = details(kindInvalidUTF8, "the body must be UTF-8 encoded")
+	case errors.As(err, &ufe):
+		p = details(kindUnknownField, fmt.Sprintf("unknown field(s) in the body: %v", ufe.Fields))
+		for _, f := range ufe.Fields {
+			p.Errors = append(p.Errors, problem.FieldError{Pointer: "/" + f, Detail: "is not a field of this request"})
+		}
+	case errors.Is(err, todos.ErrNotFound), errors.Is(err, users.ErrNotFound):
+		p = details(kindNotFound, "no such resource")
+	case errors.Is(err, todos.ErrVersionMismatch):
+		p = details(kindPreconditionFailed, "the resource has changed since the version given in If-Match")
+	case errors.Is(err, todos.ErrInvalidCursor):
+		p = details(kindInvalidCursor, "the cursor is malformed or belongs to another query; start again without it")
+	case errors.Is(err, users.ErrEmailTaken):
+		p = details(kindEmailTaken, "a user with this email address exists already")
+	case errors.Is(err, idempotency.ErrInvalidKey):
+		p = details(kindInvalidHeader, idempotency.ErrInvalidKey.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		p = details(kindTimeout, "the request did not finish in time; retry it")
+		mine = false
+	default:
+		p = details(kindInternal, "an internal error occurred; quote the request id when you report it")
+		mine = false
+	}
+	return p, mine
+}
+
+func details(k kind, detail string) problem.Details {
+	return problem.Details{Type: problem.TypeURI(k.slug), Title: k.title, Status: k.status, Detail: detail}
+}
+
+// writeError renders err as a problem document. Internal causes are logged here, once,
+// and never sent to the client.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	p, clientError := toProblem(err)
+	p.Instance = r.URL.Path
+	p.RequestID = requestID(r.Context())
+	switch {
+	case p.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "":
+		w.Header().Set("WWW-Authenticate", `Bearer realm="outboxtodo"`)
+	case p.Status == http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+	}
+	if !clientError {
+		log.ErrorContext(r.Context(), "request failed", "error", err, "request_id", p.RequestID,
+			"method", r.Method, "path", r.URL.Path)
+	}
+	problem.Write(w, p)
+}

@@ -1,0 +1,313 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/problem"
+)
+
+// signUpResponse is the answer to sign-up. Token is omitted from the stored response
+// of an idempotent sign-up (only its hash is ever stored), so a replay answers the same
+// user without a token.
+type signUpResponse struct {
+	User  users.User `json:"user"`
+	Token string     `json:"token,omitempty"`
+}
+
+func (a *api) signUp(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r, a.maxBody, mediaJSON)
+	if err != nil {
+		return err
+	}
+	return a.idempotent(w, r, idempotency.AnonymousScope, body, func(rec *idempotency.Record) error {
+		su, err := users.ParseSignUp(body)
+		if err != nil {
+			return err
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("new user id: %w", err)
+		}
+		u := su.User(id, a.store.Now())
+		token, hash := tokens.New()
+		headers := http.Header{"Location": {"/v1/users/me"}}
+		if rec != nil {
+			if rec.Response, err = response(http.StatusCreated, headers, signUpResponse{User: u}); err != nil {
+				return err
+			}
+		}
+		if err := a.store.CreateUser(r.Context(), u, hash, traceContext(r.Context()), rec); err != nil {
+			return err
+		}
+		copyHeaders(w, headers)
+		return writeJSON(w, http.StatusCreated, signUpResponse{User: u, Token: token})
+	})
+}
+
+func (a *api) getMe(w http.ResponseWriter, r *http.Request) error {
+	u, err := a.store.User(r.Context(), userID(r.Context()))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, u)
+}
+
+func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r, a.maxBody, mediaJSON, mediaMergePatch)
+	if err != nil {
+		return err
+	}
+	p, err := users.ParsePatch(body)
+	if err != nil {
+		return err
+	}
+	u, err := a.store.UpdateUser(r.Context(), userID(r.Context()), p, traceContext(r.Context()))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, u)
+}
+
+func (a *api) deleteMe(w http.ResponseWriter, r *http.Request) error {
+	if err := a.store.DeleteUser(r.Context(), userID(r.Context()), traceContext(r.Context())); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) createTodo(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r, a.maxBody, mediaJSON)
+	if err != nil {
+		return err
+	}
+	owner := userID(r.Context())
+	return a.idempotent(w, r, idempotency.UserScope(owner.String()), body, func(rec *idempotency.Record) error {
+		n, err := todos.ParseNew(body)
+		if err != nil {
+			return err
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("new todo id: %w", err)
+		}
+		t := n.Todo(id, owner, a.store.Now())
+		headers := http.Header{"Location": {"/v1/todos/" + t.ID.String()}, "Etag": {etag(t.Version)}}
+		if rec != nil {
+			if rec.Response, err = response(http.StatusCreated, headers, t); err != nil {
+				return err
+			}
+		}
+		if err := a.store.CreateTodo(r.Context(), t, traceContext(r.Context()), rec); err != nil {
+			return err
+		}
+		copyHeaders(w, headers)
+		return writeJSON(w, http.StatusCreated, t)
+	})
+}
+
+func (a *api) getTodo(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.store.Todo(r.Context(), userID(r.Context()), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", etag(t.Version))
+	return writeJSON(w, http.StatusOK, t)
+}
+
+func (a *api) patchTodo(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	want, weak, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(r, a.maxBody, mediaJSON, mediaMergePatch)
+	if err != nil {
+		return err
+	}
+	p, err := todos.ParsePatch(body)
+	if err != nil {
+		return err
+	}
+	if weak {
+		return todos.ErrVersionMismatch
+	}
+	t, err := a.store.UpdateTodo(r.Context(), userID(r.Context()), id, want, p, traceContext(r.Context()))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", etag(t.Version))
+	return writeJSON(w, http.StatusOK, t)
+}
+
+func (a *api) deleteTodo(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	want, weak, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	if weak {
+		return todos.ErrVersionMismatch
+	}
+	v, err := a.store.DeleteTodo(r.Context(), userID(r.Context()), id, want, traceContext(r.Context()))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", etag(v))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Page sizes of GET /v1/todos.
+const (
+	defaultLimit = 50
+	maxLimit     = 200
+)
+
+type todoPage struct {
+	Items      []todos.Todo `json:"items"`
+	NextCursor *string      `json:"next_cursor"`
+}
+
+func (a *api) listTodos(w http.ResponseWriter, r *http.Request) error {
+	owner := userID(r.Context())
+	q := r.URL.Query()
+	bad := queryParams(q, "limit", "cursor", "completed", "due_before", "due_after")
+	var f todos.Filter
+	limit := defaultLimit
+	if s := q.Get("limit"); q.Has("limit") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			bad = append(bad, problem.FieldError{Pointer: "query:limit", Detail: fmt.Sprintf("must be an integer from 1 to %d", maxLimit)})
+		}
+		limit = n
+	}
+	if s := q.Get("completed"); q.Has("completed") {
+		b, err := strconv.ParseBool(s)
+		if err != nil || (s != "true" && s != "false") {
+			bad = append(bad, problem.FieldError{Pointer: "query:completed", Detail: "must be true or false"})
+		}
+		f.Completed = &b
+	}
+	f.DueBefore = timeParam(q, "due_before", &bad)
+	f.DueAfter = timeParam(q, "due_after", &bad)
+	if len(bad) > 0 {
+		e := newError(kindInvalidParameter, "the query has invalid parameters; see errors")
+		e.fields = bad
+		return e
+	}
+	var after uuid.UUID
+	if q.Has("cursor") {
+		var err error
+		if after, err = todos.DecodeCursor(q.Get("cursor"), owner, f); err != nil {
+			return err
+		}
+	}
+	items, err := a.store.ListTodos(r.Context(), owner, f, after, limit+1)
+	if err != nil {
+		return err
+	}
+	page := todoPage{Items: items}
+	if len(items) > limit {
+		page.Items = items[:limit]
+		next := todos.EncodeCursor(owner, f, page.Items[limit-1].ID)
+		page.NextCursor = &next
+	}
+	if page.Items == nil {
+		page.Items = []todos.Todo{}
+	}
+	return writeJSON(w, http.StatusOK, page)
+}
+
+// timeParam parses an optional RFC 3339 query parameter.
+func timeParam(q url.Values, name string, bad *[]problem.FieldError) *time.Time {
+	if !q.Has(name) {
+		return nil
+	}
+	t, err := todos.ParseTime(q.Get(name))
+	if err != nil {
+		*bad = append(*bad, problem.FieldError{Pointer: "query:" + name, Detail: "must be an RFC 3339 date-time such as 2030-01-02T15:04:05Z"})
+		return nil
+	}
+	return &t
+}
+
+// idempotent runs create at most once per Idempotency-Key in scope. Without a key it
+// just runs create(nil). With one, a stored response for the same request is replayed,
+// a stored response for another request is refused, and otherwise create runs with a
+// record whose Response it must fill before it writes; a concurrent duplicate that
+// committed first is replayed.
+func (a *api) idempotent(w http.ResponseWriter, r *http.Request, scope string, body []byte, create func(*idempotency.Record) error) error {
+	vals := r.Header.Values(idempotency.Header)
+	if len(vals) == 0 {
+		return create(nil)
+	}
+	if len(vals) > 1 || !idempotency.ValidKey(vals[0]) {
+		return idempotency.ErrInvalidKey
+	}
+	rec := &idempotency.Record{Scope: scope, Key: vals[0], Fingerprint: idempotency.Fingerprint(r.Method, r.URL.Path, body)}
+	if done, err := a.replay(w, r, rec); done || err != nil {
+		return err
+	}
+	err := create(rec)
+	if !errors.Is(err, idempotency.ErrRace) {
+		return err
+	}
+	if done, err := a.replay(w, r, rec); done || err != nil {
+		return err
+	}
+	return fmt.Errorf("idempotency key %q lost a race but no stored response was found", rec.Key)
+}
+
+// replay answers with the stored response of rec's key, if there is one.
+func (a *api) replay(w http.ResponseWriter, r *http.Request, rec *idempotency.Record) (bool, error) {
+	stored, ok, err := a.store.Idempotency(r.Context(), rec.Scope, rec.Key)
+	if err != nil || !ok {
+		return false, err
+	}
+	if string(stored.Fingerprint) != string(rec.Fingerprint) {
+		return false, errIdempotencyReused
+	}
+	copyHeaders(w, stored.Response.Headers)
+	w.Header().Set("Idempotent-Replayed", "true")
+	writeRaw(w, stored.Response.Status, stored.Response.Body)
+	return true, nil
+}
+
+func response(status int, headers http.Header, v any) (idempotency.Response, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return idempotency.Response{}, fmt.Errorf("encode response: %w", err)
+	}
+	return idempotency.Response{Status: status, Headers: headers, Body: b}, nil
+}
+
+func copyHeaders(w http.ResponseWriter, h http.Header) {
+	for k, vs := range h {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+}

@@ -1,0 +1,223 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+)
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyTrace
+	keyUserID
+)
+
+// RequestIDHeader carries the request id in both directions.
+const RequestIDHeader = "X-Request-ID"
+
+var (
+	saneRequestID = regexp.MustCompile(`^[A-Za-z0-9._:\-]{1,128}$`)
+	// W3C Trace Context level 1: version-traceid-parentid-flags, lower-case hex.
+	traceParentRE = regexp.MustCompile(`^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$`)
+)
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(keyRequestID).(string)
+	return id
+}
+
+func traceContext(ctx context.Context) event.TraceContext {
+	tc, _ := ctx.Value(keyTrace).(event.TraceContext)
+	return tc
+}
+
+func userID(ctx context.Context) uuid.UUID {
+	id, _ := ctx.Value(keyUserID).(uuid.UUID)
+	return id
+}
+
+// withRequestID accepts a sane X-Request-ID or makes one, echoes it, and records it
+// with the W3C trace context of the request so that events can carry both.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !saneRequestID.MatchString(id) {
+			id = uuid.NewString()
+		}
+		w.Header().Set(RequestIDHeader, id)
+		tc := event.TraceContext{RequestID: id}
+		if tp := r.Header.Get("traceparent"); validTraceParent(tp) {
+			tc.TraceParent = tp
+			if ts := r.Header.Get("tracestate"); validTraceState(ts) {
+				tc.TraceState = ts
+			}
+		}
+		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		ctx = context.WithValue(ctx, keyTrace, tc)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func validTraceParent(s string) bool {
+	m := traceParentRE.FindStringSubmatch(s)
+	switch {
+	case m == nil, m[1] == "ff", m[2] == strings.Repeat("0", 32), m[3] == strings.Repeat("0", 16):
+		return false
+	case m[1] == "00":
+		return m[5] == "" // version 00 has exactly four fields
+	}
+	return true // a later version may append fields
+}
+
+func validTraceState(s string) bool {
+	if s == "" || len(s) > 512 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// metrics are the request metrics, labelled by route pattern so that ids in paths do
+// not explode the label space.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_requests_total", Help: "HTTP requests answered, by route pattern, method and status.",
+		}, []string{"route", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "http_request_duration_seconds", Help: "Time to answer HTTP requests, by route pattern and method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "method"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// observe logs one access line and records the metrics of each request. It sits
+// outside the recoverer so that a panicking request is logged with its 500.
+func observe(log *slog.Logger, m *metrics) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r)
+			elapsed := time.Since(start)
+			route := "unmatched"
+			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+				route = rc.RoutePattern()
+			}
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK
+			}
+			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
+			m.duration.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("method", r.Method), slog.String("route", route), slog.String("path", r.URL.Path),
+				slog.Int("status", status), slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+				slog.Int("bytes", ww.BytesWritten()), slog.String("request_id", requestID(r.Context())))
+		})
+	}
+}
+
+// recoverer turns a panic into a logged 500 problem. http.ErrAbortHandler keeps its
+// meaning: abort the response.
+func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.ErrorContext(r.Context(), "panic", "panic", v, "stack", string(debug.Stack()),
+					"request_id", requestID(r.Context()))
+				writeError(w, r, log, errors.New("recovered from a panic"))
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// timeout bounds the work of a request. Handlers pass the context to every call, so a
+// slow database ends in context.DeadlineExceeded, which the error adapter answers
+// with a 503 problem rather than an empty 504.
+func timeout(d time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+// tokenLookup finds the user a token hash belongs to.
+type tokenLookup interface {
+	UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID, error)
+}
+
+// authenticate admits requests with a valid bearer token and records their user.
+func authenticate(store tokenLookup, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				writeError(w, r, log, newError(kindUnauthorized, "send the token from sign-up as Authorization: Bearer <token>"))
+				return
+			}
+			invalid := func() {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="outboxtodo", error="invalid_token"`)
+				writeError(w, r, log, newError(kindUnauthorized, "the bearer token is invalid or revoked"))
+			}
+			token = strings.TrimSpace(token)
+			if !tokens.WellFormed(token) {
+				invalid()
+				return
+			}
+			id, err := store.UserIDByToken(r.Context(), tokens.Hash(token))
+			switch {
+			case errors.Is(err, users.ErrNotFound):
+				invalid()
+				return
+			case err != nil:
+				writeError(w, r, log, err)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyUserID, id)))
+		})
+	}
+}

@@ -1,0 +1,150 @@
+// Package httpapi is the public REST API: the chi router, its middleware (request ids
+// and trace context, access log and metrics, panic recovery, timeouts, CORS, bearer
+// authentication), the handlers, the one adapter that renders every error as RFC 9457
+// problem+json, and the OpenAPI document that describes it all.
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/cors"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+)
+
+// Store is what the handlers need from storage.
+type Store interface {
+	tokenLookup
+	Now() time.Time
+	CreateUser(ctx context.Context, u users.User, tokenHash []byte, trace event.TraceContext, idem *idempotency.Record) error
+	User(ctx context.Context, id uuid.UUID) (users.User, error)
+	UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error)
+	DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error
+	CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceContext, idem *idempotency.Record) error
+	Todo(ctx context.Context, owner, id uuid.UUID) (todos.Todo, error)
+	ListTodos(ctx context.Context, owner uuid.UUID, f todos.Filter, after uuid.UUID, limit int) ([]todos.Todo, error)
+	UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, error)
+	DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error)
+	Idempotency(ctx context.Context, scope, key string) (idempotency.Record, bool, error)
+}
+
+// Options configure the router.
+type Options struct {
+	Store              Store
+	Checks             []Check // run by GET /health/databases
+	Log                *slog.Logger
+	Metrics            prometheus.Registerer
+	RequestTimeout     time.Duration
+	MaxBodyBytes       int64
+	CORSAllowedOrigins []string // none: no CORS headers at all
+}
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// OpenAPI returns the OpenAPI document of the API.
+func OpenAPI() []byte { return openAPIDoc }
+
+// handlerFunc is a handler that returns its error to the one adapter that renders it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+type api struct {
+	store   Store
+	checks  []Check
+	log     *slog.Logger
+	maxBody int64
+}
+
+func (a *api) handle(fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			writeError(w, r, a.log, err)
+		}
+	}
+}
+
+// New returns the API's handler.
+func New(o Options) (http.Handler, error) {
+	m, err := newMetrics(o.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	a := &api{store: o.Store, checks: o.Checks, log: o.Log, maxBody: o.MaxBodyBytes}
+
+	r := chi.NewRouter()
+	r.Use(withRequestID, observe(o.Log, m), recoverer(o.Log))
+	if len(o.CORSAllowedOrigins) > 0 {
+		r.Use(cors.Handler(cors.Options{
+			AllowedOrigins: o.CORSAllowedOrigins,
+			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
+			AllowedHeaders: []string{"Authorization", "Content-Type", "If-Match", idempotency.Header, RequestIDHeader},
+			ExposedHeaders: []string{"ETag", "Location", RequestIDHeader, "Retry-After", "Idempotent-Replayed"},
+			MaxAge:         600,
+		}))
+	}
+	r.Use(timeout(o.RequestTimeout))
+	r.NotFound(a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return newError(kindNotFound, "no route for %s %s", r.Method, r.URL.Path)
+	}))
+	r.MethodNotAllowed(a.handle(func(w http.ResponseWriter, req *http.Request) error {
+		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+			if r.Match(chi.NewRouteContext(), method, req.URL.Path) {
+				w.Header().Add("Allow", method)
+			}
+		}
+		return newError(kindMethodNotAllowed, "%s is not allowed on %s; see the Allow header", req.Method, req.URL.Path)
+	}))
+
+	r.Get("/health", a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	r.Get("/health/databases", a.handle(a.healthDatabases))
+	r.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPIDoc)
+	})
+	r.Post("/v1/users", a.handle(a.signUp))
+	r.Group(func(r chi.Router) {
+		r.Use(authenticate(o.Store, o.Log))
+		r.Get("/v1/users/me", a.handle(a.getMe))
+		r.Patch("/v1/users/me", a.handle(a.patchMe))
+		r.Delete("/v1/users/me", a.handle(a.deleteMe))
+		r.Post("/v1/todos", a.handle(a.createTodo))
+		r.Get("/v1/todos", a.handle(a.listTodos))
+		r.Get("/v1/todos/{id}", a.handle(a.getTodo))
+		r.Patch("/v1/todos/{id}", a.handle(a.patchTodo))
+		r.Delete("/v1/todos/{id}", a.handle(a.deleteTodo))
+	})
+	return r, nil
+}
+
+// writeJSON encodes v before writing anything, so an encoding failure can still be
+// answered with a problem.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	writeRaw(w, status, b)
+	return nil
+}
+
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	_, _ = w.Write([]byte("\n"))
+}

@@ -1,0 +1,385 @@
+// Package postgres is the API's store: users, tokens, todos and idempotency keys in
+// PostgreSQL or CockroachDB. Every write runs in one transaction together with its
+// outbox rows (and its idempotency key, when the request has one), so a change is
+// never acknowledged without its event and an event never describes a rolled-back
+// change. Every read and write of a todo is scoped by its owner.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+// Store reads and writes the API's tables through a pool.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+}
+
+// New returns a store on pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, now: time.Now}
+}
+
+// Now returns the current time at the database's precision, for callers that build
+// new aggregates.
+func (s *Store) Now() time.Time {
+	return s.now().UTC().Truncate(todos.Precision)
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.pool.Ping(ctx)
+}
+
+const userColumns = `id, email, display_name, version, created_at, updated_at`
+
+func scanUser(row pgx.Row) (users.User, error) {
+	var u users.User
+	err := row.Scan(&u.ID, &u.Email, &u.DisplayName, &u.Version, &u.CreatedAt, &u.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return u, users.ErrNotFound
+	}
+	if err != nil {
+		return u, fmt.Errorf("read user: %w", err)
+	}
+	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
+	return u, nil
+}
+
+// CreateUser stores a new user, the hash of its first token, its user.created event
+// (with trace) and idem, the idempotency record of the request, when it has one. It fails with users.ErrEmailTaken when the email is registered already and
+// with idempotency.ErrRace when a concurrent request stored the same key first.
+func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, trace event.TraceContext, idem *idempotency.Record) error {
+	ev, err := event.New(event.UserCreated, u.ID, u.ID, u.Version, u.CreatedAt, trace, u.Data())
+	if err != nil {
+		return err
+	}
+	err = sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt); err != nil {
+			return fmt.Errorf("insert user: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`,
+			tokenHash, u.ID, u.CreatedAt); err != nil {
+			return fmt.Errorf("insert token: %w", err)
+		}
+		if err := outbox.Insert(ctx, tx, ev); err != nil {
+			return err
+		}
+		return saveIdempotency(ctx, tx, idem, u.CreatedAt)
+	})
+	if sharedpg.IsUniqueViolation(err, "users_email_key") {
+		return users.ErrEmailTaken
+	}
+	return err
+}
+
+// UserIDByToken returns the owner of an unrevoked token, or users.ErrNotFound.
+func (s *Store) UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID, error) {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx, `SELECT user_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL`, tokenHash).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return uuid.Nil, users.ErrNotFound
+	}
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("look up token: %w", err)
+	}
+	return id, nil
+}
+
+// User returns one user.
+func (s *Store) User(ctx context.Context, id uuid.UUID) (users.User, error) {
+	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+}
+
+// UpdateUser applies p to the user and stores the result with its user.updated event.
+func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error) {
+	var out users.User
+	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		u, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		out = u.Apply(p, s.Now())
+		if _, err := tx.Exec(ctx, `UPDATE users SET email = $2, display_name = $3, version = $4, updated_at = $5 WHERE id = $1`,
+			out.ID, out.Email, out.DisplayName, out.Version, out.UpdatedAt); err != nil {
+			return fmt.Errorf("update user: %w", err)
+		}
+		ev, err := event.New(event.UserUpdated, out.ID, out.ID, out.Version, out.UpdatedAt, trace, out.Data())
+		if err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, ev)
+	})
+	if sharedpg.IsUniqueViolation(err, "users_email_key") {
+		return users.User{}, users.ErrEmailTaken
+	}
+	return out, err
+}
+
+// DeleteUser deletes the user, every todo of theirs and their tokens and idempotency
+// keys in one transaction, with one todo.deleted event per todo and then user.deleted.
+// Locking the user row first makes a concurrent todo insert for this user either
+// finish before the delete sees the user's todos or fail its foreign key check.
+func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error {
+	return sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		u, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		now := s.Now()
+		rows, err := tx.Query(ctx, `DELETE FROM todos WHERE user_id = $1 RETURNING id, version`, id)
+		if err != nil {
+			return fmt.Errorf("delete todos: %w", err)
+		}
+		var events []event.Envelope
+		var todoID uuid.UUID
+		var version int64
+		_, err = pgx.ForEachRow(rows, []any{&todoID, &version}, func() error {
+			ev, err := tombstone(event.TodoDeleted, todoID, id, version+1, now, trace)
+			events = append(events, ev)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("delete todos: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM idempotency_keys WHERE scope = $1`, idempotency.UserScope(id.String())); err != nil {
+			return fmt.Errorf("delete idempotency keys: %w", err)
+		}
+		// api_tokens go with the user (ON DELETE CASCADE).
+		if _, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete user: %w", err)
+		}
+		ev, err := tombstone(event.UserDeleted, id, id, u.Version+1, now, trace)
+		if err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, append(events, ev)...)
+	})
+}
+
+func tombstone(eventType string, id, owner uuid.UUID, version int64, now time.Time, trace event.TraceContext) (event.Envelope, error) {
+	return event.New(eventType, id, owner, version, now, trace,
+		event.Tombstone{ID: id, OwnerID: owner, Version: version, DeletedAt: now})
+}
+
+const todoColumns = `id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanTodo(row scanner) (todos.Todo, error) {
+	var t todos.Todo
+	err := row.Scan(&t.ID, &t.UserID, &t.Title, &t.Notes, &t.Completed, &t.CompletedAt, &t.Due, &t.Priority,
+		&t.Version, &t.CreatedAt, &t.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, todos.ErrNotFound
+	}
+	if err != nil {
+		return t, fmt.Errorf("read todo: %w", err)
+	}
+	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
+	t.CompletedAt, t.Due = utc(t.CompletedAt), utc(t.Due)
+	return t, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// CreateTodo stores a new todo with its todo.created event and idem, as CreateUser
+// does. It
+// fails with users.ErrNotFound when the owner was deleted meanwhile and with
+// idempotency.ErrRace when a concurrent request stored the same key first.
+func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceContext, idem *idempotency.Record) error {
+	ev, err := event.New(event.TodoCreated, t.ID, t.UserID, t.Version, t.CreatedAt, trace, t.Data())
+	if err != nil {
+		return err
+	}
+	err = sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO todos (`+todoColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt); err != nil {
+			return fmt.Errorf("insert todo: %w", err)
+		}
+		if err := outbox.Insert(ctx, tx, ev); err != nil {
+			return err
+		}
+		return saveIdempotency(ctx, tx, idem, t.CreatedAt)
+	})
+	if sharedpg.SQLState(err) == "23503" { // foreign key: the owner is gone
+		return users.ErrNotFound
+	}
+	return err
+}
+
+// Todo returns one todo of owner, or todos.ErrNotFound, also when it belongs to
+// someone else.
+func (s *Store) Todo(ctx context.Context, owner, id uuid.UUID) (todos.Todo, error) {
+	return scanTodo(s.pool.QueryRow(ctx, `SELECT `+todoColumns+` FROM todos WHERE id = $1 AND user_id = $2`, id, owner))
+}
+
+// ListTodos returns up to limit todos of owner matching f, in id (creation) order,
+// starting after the todo with id after (uuid.Nil: from the first).
+func (s *Store) ListTodos(ctx context.Context, owner uuid.UUID, f todos.Filter, after uuid.UUID, limit int) ([]todos.Todo, error) {
+	var afterArg *uuid.UUID
+	if after != uuid.Nil {
+		afterArg = &after
+	}
+	rows, err := s.pool.Query(ctx, `
+SELECT `+todoColumns+` FROM todos
+WHERE user_id = $1
+  AND ($2::BOOL IS NULL OR completed = $2)
+  AND ($3::TIMESTAMPTZ IS NULL OR due < $3)
+  AND ($4::TIMESTAMPTZ IS NULL OR due > $4)
+  AND ($5::UUID IS NULL OR id > $5)
+ORDER BY id
+LIMIT $6`, owner, f.Completed, f.DueBefore, f.DueAfter, afterArg, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list todos: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (todos.Todo, error) { return scanTodo(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list todos: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateTodo applies p to a todo of owner and stores it with its todo.updated event.
+// When ifMatch is not zero and differs from the current version it fails with
+// todos.ErrVersionMismatch and changes nothing.
+func (s *Store) UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, error) {
+	var out todos.Todo
+	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		t, err := scanTodo(tx.QueryRow(ctx, `SELECT `+todoColumns+` FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner))
+		if err != nil {
+			return err
+		}
+		if ifMatch != 0 && ifMatch != t.Version {
+			return todos.ErrVersionMismatch
+		}
+		out = t.Apply(p, s.Now())
+		if _, err := tx.Exec(ctx, `
+UPDATE todos SET title = $3, notes = $4, completed = $5, completed_at = $6, due = $7, priority = $8,
+                 version = $9, updated_at = $10
+WHERE id = $1 AND user_id = $2`,
+			out.ID, out.UserID, out.Title, out.Notes, out.Completed, out.CompletedAt, out.Due, out.Priority,
+			out.Version, out.UpdatedAt); err != nil {
+			return fmt.Errorf("update todo: %w", err)
+		}
+		ev, err := event.New(event.TodoUpdated, out.ID, out.UserID, out.Version, out.UpdatedAt, trace, out.Data())
+		if err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, ev)
+	})
+	return out, err
+}
+
+// DeleteTodo deletes a todo of owner with its todo.deleted event and returns the
+// tombstone's version. ifMatch works as in UpdateTodo.
+func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error) {
+	var version int64
+	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var current int64
+		err := tx.QueryRow(ctx, `SELECT version FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner).Scan(&current)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return todos.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("select todo: %w", err)
+		}
+		if ifMatch != 0 && ifMatch != current {
+			return todos.ErrVersionMismatch
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM todos WHERE id = $1 AND user_id = $2`, id, owner); err != nil {
+			return fmt.Errorf("delete todo: %w", err)
+		}
+		version = current + 1
+		ev, err := tombstone(event.TodoDeleted, id, owner, version, s.Now(), trace)
+		if err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, ev)
+	})
+	return version, err
+}
+
+// Idempotency returns the live record of a key, or false when there is none.
+func (s *Store) Idempotency(ctx context.Context, scope, key string) (idempotency.Record, bool, error) {
+	r := idempotency.Record{Scope: scope, Key: key}
+	var headers []byte
+	err := s.pool.QueryRow(ctx, `
+SELECT request_hash, status_code, response_headers, response_body FROM idempotency_keys
+WHERE scope = $1 AND idem_key = $2 AND created_at > $3`, scope, key, s.now().Add(-idempotency.TTL)).
+		Scan(&r.Fingerprint, &r.Response.Status, &headers, &r.Response.Body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("select idempotency key: %w", err)
+	}
+	if err := json.Unmarshal(headers, &r.Response.Headers); err != nil {
+		return r, false, fmt.Errorf("decode stored headers: %w", err)
+	}
+	return r, true, nil
+}
+
+// saveIdempotency stores rec (if any) in tx. An expired row with the same key is
+// replaced; a live one means a concurrent request won: ErrRace. Under READ COMMITTED
+// the insert waits for that request's transaction and then sees its row.
+func saveIdempotency(ctx context.Context, tx pgx.Tx, rec *idempotency.Record, now time.Time) error {
+	if rec == nil {
+		return nil
+	}
+	headers, err := json.Marshal(rec.Response.Headers)
+	if err != nil {
+		return fmt.Errorf("encode headers: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `
+INSERT INTO idempotency_keys (scope, idem_key, request_hash, status_code, response_headers, response_body, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (scope, idem_key) DO UPDATE
+SET request_hash = excluded.request_hash, status_code = excluded.status_code,
+    response_headers = excluded.response_headers, response_body = excluded.response_body,
+    created_at = excluded.created_at
+WHERE idempotency_keys.created_at <= $8`,
+		rec.Scope, rec.Key, rec.Fingerprint, rec.Response.Status, headers, rec.Response.Body, now, now.Add(-idempotency.TTL))
+	if err != nil {
+		return fmt.Errorf("insert idempotency key: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return idempotency.ErrRace
+	}
+	return nil
+}
+
+// DeleteExpiredIdempotencyKeys deletes up to limit keys older than the TTL and returns
+// how many it deleted. Bounded batches keep each transaction short.
+func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `
+DELETE FROM idempotency_keys WHERE (scope, idem_key) IN (
+    SELECT scope, idem_key FROM idempotency_keys WHERE created_at <= $1 ORDER BY created_at LIMIT $2)`,
+		s.now().Add(-idempotency.TTL), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete expired idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

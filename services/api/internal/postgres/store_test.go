@@ -1,0 +1,51 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+)
+
+func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.NewPool(t)
+	s := postgres.New(pool)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u := users.SignUp{Email: "a@example.com", DisplayName: "A"}.User(uuid.New(), s.Now())
+	if err := s.CreateUser(ctx, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), u.ID, s.Now())
+		rec := &idempotency.Record{Scope: "s", Key: fmt.Sprint(i), Fingerprint: []byte{1},
+			Response: idempotency.Response{Status: 201, Headers: http.Header{}, Body: []byte("{}")}}
+		if err := s.CreateTodo(ctx, td, event.TraceContext{}, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' WHERE idem_key IN ('0', '1', '2')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int64{2, 1, 0} {
+		n, err := s.DeleteExpiredIdempotencyKeys(ctx, 2)
+		if err != nil || n != want {
+			t.Fatalf("deleted %d (%v), want %d", n, err, want)
+		}
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&left); err != nil || left != 2 {
+		t.Fatalf("%d keys left (%v), want 2", left, err)
+	}
+}

@@ -1,0 +1,156 @@
+// Package users is the user aggregate: its state, the rules for signing up and changing
+// a profile, and the errors the store reports about users.
+package users
+
+import (
+	"errors"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+)
+
+// Limits of the profile fields.
+const (
+	MaxEmailLen       = 254 // RFC 5321's limit on a forward path, in characters
+	MaxDisplayNameLen = 100
+)
+
+// Errors reported by the store.
+var (
+	ErrNotFound   = errors.New("user not found")
+	ErrEmailTaken = errors.New("email address already registered")
+)
+
+// User is the state of one user.
+type User struct {
+	ID          uuid.UUID `json:"id"`
+	Email       string    `json:"email"`
+	DisplayName string    `json:"display_name"`
+	Version     int64     `json:"version"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Data is the event payload of u.
+func (u User) Data() event.UserData {
+	return event.UserData(u)
+}
+
+// SignUp is a validated sign-up request.
+type SignUp struct {
+	Email       string
+	DisplayName string
+}
+
+// User returns the new user at version 1. now must already be truncated to the
+// database's precision so the state returned equals the state stored.
+func (s SignUp) User(id uuid.UUID, now time.Time) User {
+	return User{ID: id, Email: s.Email, DisplayName: s.DisplayName, Version: 1, CreatedAt: now, UpdatedAt: now}
+}
+
+type signUpBody struct {
+	Email       input.Field[string] `json:"email"`
+	DisplayName input.Field[string] `json:"display_name"`
+}
+
+// ParseSignUp parses a sign-up body, reporting every invalid field.
+func ParseSignUp(body []byte) (SignUp, error) {
+	var b signUpBody
+	if err := input.Decode(body, &b); err != nil {
+		return SignUp{}, err
+	}
+	var errs input.Errors
+	email, _ := parseEmail(&errs, b.Email, true)
+	name, _ := parseDisplayName(&errs, b.DisplayName, true)
+	if err := errs.Err(); err != nil {
+		return SignUp{}, err
+	}
+	return SignUp{Email: email, DisplayName: name}, nil
+}
+
+// Patch is a validated merge patch of a user: nil members stay unchanged.
+type Patch struct {
+	Email       *string
+	DisplayName *string
+}
+
+// Apply returns u changed by p at time now, with its version bumped.
+func (u User) Apply(p Patch, now time.Time) User {
+	if p.Email != nil {
+		u.Email = *p.Email
+	}
+	if p.DisplayName != nil {
+		u.DisplayName = *p.DisplayName
+	}
+	u.Version++
+	u.UpdatedAt = now
+	return u
+}
+
+// ParsePatch parses a JSON merge patch of the profile. Neither field may be null: a
+// user always has an email and a display name.
+func ParsePatch(body []byte) (Patch, error) {
+	var b signUpBody
+	if err := input.Decode(body, &b); err != nil {
+		return Patch{}, err
+	}
+	var (
+		errs input.Errors
+		p    Patch
+	)
+	if email, ok := parseEmail(&errs, b.Email, false); ok {
+		p.Email = &email
+	}
+	if name, ok := parseDisplayName(&errs, b.DisplayName, false); ok {
+		p.DisplayName = &name
+	}
+	if err := errs.Err(); err != nil {
+		return Patch{}, err
+	}
+	return p, nil
+}
+
+// parseEmail trims and lower-cases the address and accepts it only if it is a bare
+// address (no display name, no comments) as net/mail reads it. ok is false when the
+// field is absent or invalid.
+func parseEmail(errs *input.Errors, f input.Field[string], required bool) (string, bool) {
+	const ptr = "/email"
+	if !f.Present && !required {
+		return "", false
+	}
+	if f.Null {
+		errs.Add(ptr, "must not be null")
+		return "", false
+	}
+	f.Value = strings.ToLower(strings.TrimSpace(f.Value))
+	if !errs.Text(ptr, f, 1, MaxEmailLen, false) {
+		return "", false
+	}
+	addr, err := mail.ParseAddress(f.Value)
+	if err != nil || addr.Address != f.Value || addr.Name != "" {
+		errs.Add(ptr, "must be an email address such as name@example.com")
+		return "", false
+	}
+	return f.Value, true
+}
+
+func parseDisplayName(errs *input.Errors, f input.Field[string], required bool) (string, bool) {
+	const ptr = "/display_name"
+	if !f.Present && !required {
+		return "", false
+	}
+	if f.Null {
+		errs.Add(ptr, "must not be null")
+		return "", false
+	}
+	f.Value = strings.TrimSpace(f.Value)
+	if !errs.Text(ptr, f, 1, MaxDisplayNameLen, false) {
+		return "", false
+	}
+	return f.Value, true
+}
