@@ -1,0 +1,89 @@
+// Package cleanup deletes published outbox rows older than the retention age, in
+// bounded batches so that no statement holds many row locks or runs long, and only in
+// the partitions this replica leases so that replicas never contend for the same rows.
+package cleanup
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+)
+
+// Leases is what cleanup needs from the lease manager.
+type Leases interface {
+	Held() lease.Held
+}
+
+// Cleaner deletes old published rows.
+type Cleaner struct {
+	pool      *pgxpool.Pool
+	leases    Leases
+	retention time.Duration
+	batch     int
+	m         *metrics.Metrics
+	log       *slog.Logger
+}
+
+// New returns a Cleaner keeping published rows for retention, deleting batch rows per
+// statement.
+func New(pool *pgxpool.Pool, leases Leases, retention time.Duration, batch int, m *metrics.Metrics, log *slog.Logger) *Cleaner {
+	return &Cleaner{pool: pool, leases: leases, retention: retention, batch: batch, m: m, log: log}
+}
+
+// Run cleans every interval until ctx is cancelled; failures are logged and retried at
+// the next interval.
+func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := c.Clean(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("outbox cleanup failed", "error", err, "deleted", n)
+		}
+	}
+}
+
+// The subquery finds a bounded batch by the partial index on published_at; PostgreSQL
+// and CockroachDB both run DELETE ... WHERE key IN (SELECT ... LIMIT n).
+const deleteSQL = `
+DELETE FROM outbox WHERE event_id IN (
+    SELECT event_id FROM outbox
+    WHERE published_at IS NOT NULL
+      AND published_at < now() - $1::bigint * interval '1 millisecond'
+      AND partition = ANY($2)
+    LIMIT $3)`
+
+// Clean deletes batch after batch until a batch comes back short, and returns the
+// number of rows deleted.
+func (c *Cleaner) Clean(ctx context.Context) (int64, error) {
+	parts := c.leases.Held().Partitions()
+	if len(parts) == 0 {
+		return 0, nil
+	}
+	var total int64
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		tag, err := c.pool.Exec(sctx, deleteSQL, c.retention.Milliseconds(), parts, c.batch)
+		cancel()
+		if err != nil {
+			return total, fmt.Errorf("delete published outbox rows: %w", err)
+		}
+		n := tag.RowsAffected()
+		total += n
+		c.m.CleanedUp.Add(float64(n))
+		if n < int64(c.batch) || ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/stream"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+// BenchmarkDrain measures the outbox drain rate at several batch sizes beside a raw
+// JetStream async publish of the same messages (same subjects, bodies, headers and
+// message ids, into a second stream of the same configuration) in the same run, and
+// reports the ratio. Run it once per size: go test -run '^$' -bench Drain -benchtime 1x.
+func BenchmarkDrain(b *testing.B) {
+	for _, bc := range []struct{ batch, events int }{{1, 2000}, {100, 20000}, {500, 20000}} {
+		b.Run(fmt.Sprintf("batch=%d", bc.batch), func(b *testing.B) {
+			for range b.N {
+				benchDrain(b, bc.batch, bc.events)
+			}
+		})
+	}
+}
+
+func benchDrain(b *testing.B, batch, n int) {
+	b.StopTimer()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e := newEnv(b)
+	if _, err := stream.Ensure(ctx, e.js, stream.Spec{Name: "RAW", SubjectPrefix: "raw.events",
+		Replicas: 1, DuplicateWindow: 5 * time.Minute, MaxMsgsPerSubject: 100}); err != nil {
+		b.Fatal(err)
+	}
+	seedFast(ctx, b, e, n)
+	msgs := rawMessages(ctx, b, e)
+
+	// Raw: every message published async, then every PubAck awaited, in windows of the
+	// same size as the drain's batch so both pay the same round trips.
+	rawJS, _ := e.connect(b)
+	rawStart := time.Now()
+	for i := 0; i < len(msgs); i += max(batch, 1) {
+		end := min(i+batch, len(msgs))
+		futs := make([]jetstream.PubAckFuture, 0, end-i)
+		for _, m := range msgs[i:end] {
+			f, err := rawJS.PublishMsgAsync(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			futs = append(futs, f)
+		}
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			case <-ctx.Done():
+				b.Fatal(ctx.Err())
+			}
+		}
+	}
+	raw := time.Since(rawStart)
+
+	r := e.replica(b, "bench", 30*time.Second, opts(batch))
+	r.takeAll(ctx, b)
+	b.StartTimer()
+	start := time.Now()
+	for {
+		res, err := r.relay.Drain(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Claimed == 0 {
+			break
+		}
+	}
+	drain := time.Since(start)
+	b.StopTimer()
+
+	rawRate := float64(n) / raw.Seconds()
+	drainRate := float64(n) / drain.Seconds()
+	b.ReportMetric(rawRate, "raw_ev/s")
+	b.ReportMetric(drainRate, "drain_ev/s")
+	b.ReportMetric(drainRate/rawRate, "ratio")
+}
+
+// seedFast writes n events, 1000 per transaction (the benchmark measures the drain,
+// not the writers).
+func seedFast(ctx context.Context, b testing.TB, e *env, n int) {
+	b.Helper()
+	aggs := pubtest.NewAggregates(n / 4)
+	var evs []event.Envelope
+	flush := func() {
+		if err := postgres.WithTx(ctx, e.pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, evs...) }); err != nil {
+			b.Fatal(err)
+		}
+		evs = evs[:0]
+	}
+	for v := int64(1); v <= 4; v++ {
+		for i := range aggs.IDs {
+			evs = append(evs, pubtest.Event(b, aggs.Owners[i], aggs.IDs[i], v, ""))
+			if len(evs) == 1000 {
+				flush()
+			}
+		}
+	}
+	if len(evs) > 0 {
+		flush()
+	}
+}
+
+// rawMessages builds the drain's messages for the RAW stream.
+func rawMessages(ctx context.Context, b *testing.B, e *env) []*nats.Msg {
+	b.Helper()
+	rows, err := e.pool.Query(ctx, `SELECT event_id, aggregate_type, aggregate_id, aggregate_version, event_type, partition_key, payload::text
+FROM outbox ORDER BY created_at`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &Relay{opts: Options{SubjectPrefix: "raw.events"}}
+	var out []*nats.Msg
+	for rows.Next() {
+		var rw row
+		if err := rows.Scan(&rw.eventID, &rw.aggType, &rw.aggID, &rw.version, &rw.eventType, &rw.owner, &rw.payload); err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, r.message(rw))
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}

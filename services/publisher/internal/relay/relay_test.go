@@ -1,0 +1,362 @@
+package relay
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxtodo/outboxtodo/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/parking"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/stream"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+const streamName = "TODO_EVENTS"
+
+// env is one test's database and NATS server.
+type env struct {
+	dbURL string
+	pool  *pgxpool.Pool // the writers' and the checks' pool
+	srv   *natsserver.Server
+	js    jetstream.JetStream // the checks' client
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	pool, dbURL := dbtest.NewPool(t)
+	srv := natsserver.NewTest(t, nil)
+	e := &env{dbURL: dbURL, pool: pool, srv: srv}
+	e.js, _ = e.connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := stream.Ensure(ctx, e.js, stream.Spec{Name: streamName, SubjectPrefix: event.DefaultSubjectPrefix,
+		Replicas: 1, DuplicateWindow: 5 * time.Minute, MaxMsgsPerSubject: 100}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) connect(t testing.TB) (jetstream.JetStream, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(e.srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1000), jetstream.WithPublishAsyncTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, nc
+}
+
+// replica is one publisher's relay and leases, with pool and connection of its own so
+// that a test can kill it by closing them.
+type replica struct {
+	pool   *pgxpool.Pool
+	nc     *nats.Conn
+	leases *lease.Manager
+	relay  *Relay
+}
+
+func (e *env) replica(t testing.TB, name string, ttl time.Duration, opts Options) *replica {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pool, err := postgres.Connect(ctx, e.dbURL, postgres.PoolConfig{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	js, nc := e.connect(t)
+	log := pubtest.Logger(t).With("replica", name)
+	mgr := lease.New(pool, name, outbox.Partitions, ttl, log)
+	r := New(pool, js, mgr, nil, opts, metrics.New(prometheus.NewRegistry()), log)
+	return &replica{pool: pool, nc: nc, leases: mgr, relay: r}
+}
+
+// takeAll ticks until the replica holds every partition (others' leases must expire).
+func (r *replica) takeAll(ctx context.Context, t testing.TB) {
+	t.Helper()
+	for len(r.leases.Held()) < outbox.Partitions {
+		if err := r.leases.Tick(ctx); err != nil {
+			t.Fatalf("lease tick: %v", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica holds %d partitions at the deadline", len(r.leases.Held()))
+		}
+	}
+}
+
+// drainAll drains until a drain claims nothing, ignoring failed drains (they are what
+// some tests provoke) until ctx ends.
+func (r *replica) drainAll(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for {
+		res, err := r.relay.Drain(ctx)
+		if err != nil {
+			t.Logf("drain: %v", err)
+		} else if res.Claimed == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("still draining at the deadline: %v", ctx.Err())
+		}
+	}
+}
+
+func opts(batch int) Options {
+	return Options{
+		SubjectPrefix:  event.DefaultSubjectPrefix,
+		BatchSize:      batch,
+		PublishTimeout: 2 * time.Second,
+		PollMin:        5 * time.Millisecond,
+		PollMax:        100 * time.Millisecond,
+		MaxAttempts:    3,
+		BackoffMin:     time.Millisecond,
+		BackoffMax:     20 * time.Millisecond,
+		ShutdownGrace:  time.Second,
+	}
+}
+
+func (e *env) seed(ctx context.Context, t testing.TB, aggs, versions int) []uuid.UUID {
+	t.Helper()
+	a := pubtest.NewAggregates(aggs)
+	a.WriteVersions(ctx, t, e.pool, 4, 1, int64(versions), false)
+	return a.EventIDs()
+}
+
+func (e *env) unpublished(ctx context.Context, t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestPublishesEveryRowOnceInVersionOrder(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	ids := e.seed(ctx, t, 40, 5)
+	r := e.replica(t, "a", 5*time.Second, opts(64))
+	r.takeAll(ctx, t)
+	r.drainAll(ctx, t)
+
+	if n := e.unpublished(ctx, t); n != 0 {
+		t.Fatalf("%d rows unpublished", n)
+	}
+	msgs := pubtest.ReadStream(ctx, t, e.js, streamName)
+	pubtest.CheckExactlyOnceInOrder(t, msgs, ids)
+	m := msgs[0]
+	if m.Type == "" || !strings.HasPrefix(m.Subject, event.DefaultSubjectPrefix+".todo.") {
+		t.Errorf("message headers or subject wrong: %+v", m)
+	}
+	env, err := event.Decode(m.Body)
+	if err != nil {
+		t.Fatalf("body is not an envelope: %v", err)
+	}
+	if env.ID.String() != m.ID || env.Version != m.Version || event.Subject(event.DefaultSubjectPrefix, env) != m.Subject {
+		t.Errorf("envelope %s v%d does not match message %s v%d %s", env.ID, env.Version, m.ID, m.Version, m.Subject)
+	}
+}
+
+// A publisher that dies after JetStream acknowledged a batch but before it marked the
+// rows leaves them unpublished; the next owner publishes them again and JetStream drops
+// the copies by Nats-Msg-Id.
+func TestKilledBetweenPublishAndMark(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	ids := e.seed(ctx, t, 50, 6)
+
+	a := e.replica(t, "a", time.Second, opts(100))
+	a.takeAll(ctx, t)
+	a.relay.afterAcks = func() {
+		// The crash: the process's connections go away; nothing is released.
+		a.nc.Close()
+		a.pool.Close()
+	}
+	if _, err := a.relay.Drain(ctx); err == nil {
+		t.Fatal("drain of the killed replica succeeded")
+	}
+	if n := e.unpublished(ctx, t); n != len(ids) {
+		t.Fatalf("%d rows unpublished after the crash, want all %d", n, len(ids))
+	}
+	if got := len(pubtest.ReadStream(ctx, t, e.js, streamName)); got != 100 {
+		t.Fatalf("stream holds %d messages after the crash, want the batch of 100", got)
+	}
+
+	b := e.replica(t, "b", time.Second, opts(100))
+	b.takeAll(ctx, t) // after a's leases expired
+	b.drainAll(ctx, t)
+	if n := e.unpublished(ctx, t); n != 0 {
+		t.Fatalf("%d rows unpublished", n)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+}
+
+// The server goes down after a batch was sent and before its PubAcks came back, and
+// comes back on the same port with the same store.
+func TestNATSServerRestartedMidBatch(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	ids := e.seed(ctx, t, 60, 5)
+
+	r := e.replica(t, "a", 5*time.Second, opts(100))
+	r.takeAll(ctx, t)
+	var once sync.Once
+	r.relay.afterSend = func() {
+		once.Do(func() {
+			e.srv.Stop()
+			if err := e.srv.Restart(); err != nil {
+				t.Errorf("restart nats: %v", err)
+			}
+		})
+	}
+	r.drainAll(ctx, t)
+	if n := e.unpublished(ctx, t); n != 0 {
+		t.Fatalf("%d rows unpublished", n)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+}
+
+// A replica whose lease expired (and perhaps was taken over) while its batch was in
+// flight marks nothing; the new owner publishes the rows and JetStream deduplicates.
+func TestExpiredLeaseCannotMark(t *testing.T) {
+	t.Parallel()
+	for _, takeover := range []bool{false, true} {
+		name := "expired"
+		if takeover {
+			name = "taken over"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			e := newEnv(t)
+			ids := e.seed(ctx, t, 10, 2)
+			// Short leases: b waits for a's heartbeat to lapse before it takes every
+			// partition.
+			a := e.replica(t, "a", time.Second, opts(100))
+			b := e.replica(t, "b", time.Second, opts(100))
+			a.takeAll(ctx, t)
+			a.relay.afterAcks = func() {
+				// a stalls past its lease: expire it in the database, as time would.
+				if _, err := e.pool.Exec(ctx, `UPDATE publisher_leases SET expires_at = now() - interval '1 second' WHERE owner = 'a'`); err != nil {
+					t.Errorf("expire leases: %v", err)
+				}
+				if takeover {
+					if err := b.leases.Tick(ctx); err != nil {
+						t.Errorf("b takes over: %v", err)
+					}
+				}
+			}
+			res, err := a.relay.Drain(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Published != 0 || res.Fenced != len(ids) {
+				t.Fatalf("stale replica published %d and was fenced on %d rows; want 0 and %d", res.Published, res.Fenced, len(ids))
+			}
+			if n := e.unpublished(ctx, t); n != len(ids) {
+				t.Fatalf("%d rows unpublished, want %d", n, len(ids))
+			}
+			b.takeAll(ctx, t)
+			b.drainAll(ctx, t)
+			if n := e.unpublished(ctx, t); n != 0 {
+				t.Fatalf("%d rows unpublished", n)
+			}
+			pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+		})
+	}
+}
+
+// A row the broker refuses backs off, holds back the later versions of its aggregate
+// (only), is parked at the attempt limit and goes back to the drain when retried.
+func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	owner, bad, good := uuid.New(), uuid.New(), uuid.New()
+	huge := strings.Repeat("x", 2<<20) // over the server's 1 MiB max_payload
+	bad1 := pubtest.Event(t, owner, bad, 1, huge)
+	bad2 := pubtest.Event(t, owner, bad, 2, "")
+	good1 := pubtest.Event(t, owner, good, 1, "")
+	for _, ev := range []event.Envelope{bad1, bad2, good1} {
+		if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	r := e.replica(t, "a", 30*time.Second, opts(100))
+	r.takeAll(ctx, t)
+	for { // until the bad row is parked, through its backoffs
+		if _, err := r.relay.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		stats, err := outbox.ReadStats(ctx, e.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Parked == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("not parked at the deadline: %+v", stats)
+		}
+	}
+
+	var (
+		attempts int
+		lastErr  string
+		parked   bool
+	)
+	if err := e.pool.QueryRow(ctx, `SELECT attempts, last_error, parked_at IS NOT NULL FROM outbox WHERE event_id = $1`, bad1.ID).
+		Scan(&attempts, &lastErr, &parked); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 3 || !parked || !strings.Contains(lastErr, "payload") {
+		t.Fatalf("bad row: attempts %d, parked %v, last error %q; want 3, parked, a payload error", attempts, parked, lastErr)
+	}
+	stats, err := outbox.ReadStats(ctx, e.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Parked != 1 || stats.Backlog != 1 { // bad v2 waits behind the parked v1
+		t.Fatalf("stats %+v: want 1 parked and 1 in the backlog", stats)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good1.ID})
+
+	// The operator unparks it: it is tried again (and fails again here).
+	if n, err := parking.Retry(ctx, e.pool, []uuid.UUID{bad1.ID}); err != nil || n != 1 {
+		t.Fatalf("retry parked: %d rows, %v", n, err)
+	}
+	res, err := r.relay.Drain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Claimed != 2 || res.Failed != 1 || res.Published != 0 {
+		t.Fatalf("after unparking: %+v; want v1 claimed and failed, v2 claimed but held back", res)
+	}
+}
