@@ -12,10 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 )
@@ -38,7 +41,12 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	store := postgres.New(pool)
+	notify, err := outboxNotify(ctx, cfg.OutboxNotify, pool)
+	if err != nil {
+		return err
+	}
+	log.Info("outbox notifications", "enabled", notify, "setting", cfg.OutboxNotify)
+	store := postgres.New(pool, notify)
 
 	reg := admin.NewRegistry()
 	handler, err := httpapi.New(httpapi.Options{
@@ -99,6 +107,19 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// outboxNotify decides whether writes send the publisher's wake-up notification.
+func outboxNotify(ctx context.Context, setting string, pool *pgxpool.Pool) (bool, error) {
+	switch setting {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	probeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return outbox.NotifySupported(probeCtx, pool)
 }
 
 // sweepBatch bounds one delete of expired idempotency keys, so that each statement

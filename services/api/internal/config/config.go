@@ -31,6 +31,9 @@ type Config struct {
 	// IdempotencySweepInterval is how often expired idempotency keys are deleted.
 	IdempotencySweepInterval time.Duration `env:"IDEMPOTENCY_SWEEP_INTERVAL" envDefault:"5m"`
 	LogLevel                 string        `env:"LOG_LEVEL" envDefault:"info"`
+	// OutboxNotify wakes the publisher at commit with pg_notify: auto (probe the
+	// database at start: PostgreSQL yes, CockroachDB no), on or off.
+	OutboxNotify string `env:"OUTBOX_NOTIFY" envDefault:"auto"`
 }
 
 // Load reads the configuration from the environment and validates it.
@@ -89,6 +92,11 @@ func (c Config) Validate() error {
 	if c.IdempotencySweepInterval < time.Second {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_SWEEP_INTERVAL %s: want at least 1s", c.IdempotencySweepInterval))
 	}
+	switch c.OutboxNotify {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("OUTBOX_NOTIFY %q: want auto, on or off", c.OutboxNotify))
+	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
@@ -109,5 +117,6 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("cors_allowed_origins", c.CORSAllowedOrigins),
 		slog.String("idempotency_sweep_interval", c.IdempotencySweepInterval.String()),
 		slog.String("log_level", c.LogLevel),
+		slog.String("outbox_notify", c.OutboxNotify),
 	)
 }

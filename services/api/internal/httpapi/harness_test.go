@@ -55,7 +55,7 @@ type harnessOpt func(*httpapi.Options)
 func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	t.Helper()
 	pool, _ := dbtest.NewPool(t)
-	store := postgres.New(pool)
+	store := postgres.New(pool, true)
 	o := httpapi.Options{
 		Store:          store,
 		Checks:         []httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}},

@@ -26,13 +26,27 @@ import (
 
 // Store reads and writes the API's tables through a pool.
 type Store struct {
-	pool *pgxpool.Pool
-	now  func() time.Time
+	pool   *pgxpool.Pool
+	notify bool
+	now    func() time.Time
 }
 
-// New returns a store on pool.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, now: time.Now}
+// New returns a store on pool. With notify, every writing transaction also sends the
+// outbox notification that wakes the publisher at commit (PostgreSQL only: see
+// outbox.NotifySupported); without it the publisher finds the rows by polling.
+func New(pool *pgxpool.Pool, notify bool) *Store {
+	return &Store{pool: pool, notify: notify, now: time.Now}
+}
+
+// insertEvents writes the outbox rows of a change in its transaction.
+func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, events ...event.Envelope) error {
+	if err := outbox.Insert(ctx, tx, events...); err != nil {
+		return err
+	}
+	if s.notify {
+		return outbox.Notify(ctx, tx)
+	}
+	return nil
 }
 
 // Now returns the current time at the database's precision, for callers that build
@@ -78,7 +92,7 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 			tokenHash, u.ID, u.CreatedAt); err != nil {
 			return fmt.Errorf("insert token: %w", err)
 		}
-		if err := outbox.Insert(ctx, tx, ev); err != nil {
+		if err := s.insertEvents(ctx, tx, ev); err != nil {
 			return err
 		}
 		return saveIdempotency(ctx, tx, idem, u.CreatedAt)
@@ -124,7 +138,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, tra
 		if err != nil {
 			return err
 		}
-		return outbox.Insert(ctx, tx, ev)
+		return s.insertEvents(ctx, tx, ev)
 	})
 	if sharedpg.IsUniqueViolation(err, "users_email_key") {
 		return users.User{}, users.ErrEmailTaken
@@ -169,7 +183,7 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceC
 		if err != nil {
 			return err
 		}
-		return outbox.Insert(ctx, tx, append(events, ev)...)
+		return s.insertEvents(ctx, tx, append(events, ev)...)
 	})
 }
 
@@ -219,7 +233,7 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt); err != nil {
 			return fmt.Errorf("insert todo: %w", err)
 		}
-		if err := outbox.Insert(ctx, tx, ev); err != nil {
+		if err := s.insertEvents(ctx, tx, ev); err != nil {
 			return err
 		}
 		return saveIdempotency(ctx, tx, idem, t.CreatedAt)
@@ -288,7 +302,7 @@ WHERE id = $1 AND user_id = $2`,
 		if err != nil {
 			return err
 		}
-		return outbox.Insert(ctx, tx, ev)
+		return s.insertEvents(ctx, tx, ev)
 	})
 	return out, err
 }
@@ -317,7 +331,7 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 		if err != nil {
 			return err
 		}
-		return outbox.Insert(ctx, tx, ev)
+		return s.insertEvents(ctx, tx, ev)
 	})
 	return version, err
 }

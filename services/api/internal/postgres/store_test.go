@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
@@ -15,12 +16,13 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
 )
 
 func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	t.Parallel()
 	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool)
+	s := postgres.New(pool, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "a@example.com", DisplayName: "A"}.User(uuid.New(), s.Now())
@@ -47,5 +49,33 @@ func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	var left int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&left); err != nil || left != 2 {
 		t.Fatalf("%d keys left (%v), want 2", left, err)
+	}
+}
+
+func TestWritesNotifyThePublisher(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := dbtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listener, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(context.Background())
+	if _, err := listener.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
+		t.Fatal(err)
+	}
+
+	s := postgres.New(pool, true)
+	u := users.SignUp{Email: "n@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
+	if err := s.CreateUser(ctx, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	n, err := listener.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatalf("no notification after a committed write: %v", err)
+	}
+	if n.Channel != outbox.Channel {
+		t.Fatalf("notification on %q, want %q", n.Channel, outbox.Channel)
 	}
 }
