@@ -15,7 +15,7 @@ export DATABASE_URL
 
 .PHONY: help
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build every command into ./bin
@@ -33,6 +33,10 @@ migrate: ## Apply the schema to DATABASE_URL
 .PHONY: test
 test: ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB
 	go test $(GO_TEST_FLAGS) $(PKGS)
+
+.PHONY: bench-publisher
+bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, and outbox-to-stream latency
+	cd services/publisher && go test -run '^$$' -bench 'Drain|Latency' -benchtime 1x ./internal/relay/ ./internal/service/
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)
