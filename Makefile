@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every package of every workspace module.
-PKGS := ./shared/... ./migrations/... ./devstack/... ./services/...
+PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -24,7 +24,7 @@ build: ## Build every command into ./bin
 
 .PHONY: run
 run: build ## Run the whole system locally (API on http://localhost:8080); Ctrl-C stops it
-	./scripts/run-local.sh
+	./bin/devstack
 
 .PHONY: migrate
 migrate: ## Apply the schema to DATABASE_URL

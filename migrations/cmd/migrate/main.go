@@ -3,6 +3,8 @@
 //	migrate          apply pending migrations (the default)
 //	migrate up       the same
 //	migrate status   print the current and the latest schema version
+//	migrate wait     block until the schema is at least at the latest version this
+//	                 build knows (the Kubernetes init container of the services)
 //
 // It is what `make migrate`, `make run`, the tests and the Kubernetes migration Job run.
 package main
@@ -66,7 +68,40 @@ func run(log *slog.Logger, args []string) error {
 		}
 		fmt.Printf("current %d\nlatest %d\n", current, latest)
 		return nil
+	case "wait":
+		return waitForSchema(ctx, log, url, waitPoll)
 	default:
-		return errors.New("usage: migrate [up|status]")
+		return errors.New("usage: migrate [up|status|wait]")
+	}
+}
+
+// waitPoll is how often `migrate wait` reads the schema version.
+const waitPoll = 2 * time.Second
+
+// waitForSchema returns once the database's schema version is at least the latest one
+// this build knows, reading it every poll until ctx ends. A database ahead of this build
+// passes, so that a rollback to an older image is not blocked. Read errors are retried:
+// the database or the migration Job may still be starting.
+func waitForSchema(ctx context.Context, log *slog.Logger, url string, poll time.Duration) error {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		readCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		current, latest, err := migrations.Version(readCtx, url)
+		cancel()
+		switch {
+		case err != nil:
+			log.Warn("read schema version", "error", err)
+		case current >= latest:
+			log.Info("schema is current", "version", current, "latest", latest)
+			return nil
+		default:
+			log.Info("waiting for migrations", "version", current, "latest", latest)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the schema: %w", ctx.Err())
+		case <-t.C:
+		}
 	}
 }

@@ -1,0 +1,129 @@
+package deploy
+
+import (
+	"bufio"
+	"fmt"
+	"go/parser"
+	"go/token"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDockerfiles checks what can be checked without a Docker daemon: one Dockerfile
+// per image the manifests run, building that program's main package as a static,
+// trimmed binary into a distroless or scratch image whose user is the one the pods
+// run as.
+func TestDockerfiles(t *testing.T) {
+	users := map[string]map[int64]bool{} // image program -> runAsUser of its pods
+	for _, o := range overlays {
+		for _, w := range render(t, o).workloads() {
+			for _, c := range containers(w.pod) {
+				prog := imageProgram(c.Image)
+				if users[prog] == nil {
+					users[prog] = map[int64]bool{}
+				}
+				if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+					users[prog][*c.SecurityContext.RunAsUser] = true
+				} else if sc := w.pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
+					users[prog][*sc.RunAsUser] = true
+				}
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(users)) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			lines := dockerfileLines(t, filepath.Join("docker", name+".Dockerfile"))
+			final := -1
+			for i, l := range lines {
+				if strings.HasPrefix(l, "FROM ") {
+					final = i
+				}
+			}
+			if final < 0 {
+				t.Fatal("no FROM")
+			}
+			if base := strings.Fields(lines[final])[1]; !strings.HasPrefix(base, "gcr.io/distroless/static") && base != "scratch" {
+				t.Errorf("final image %s: want distroless/static or scratch", base)
+			}
+			stage := lines[final:]
+			for uid := range users[name] {
+				if want := fmt.Sprintf("USER %d:%d", uid, uid); !slices.Contains(stage, want) {
+					t.Errorf("final stage lacks %q, the user its pods run as", want)
+				}
+			}
+			if want := `ENTRYPOINT ["/` + name + `"]`; !slices.Contains(stage, want) {
+				t.Errorf("final stage lacks %s", want)
+			}
+
+			i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "go build ") })
+			if i < 0 {
+				t.Fatal("no go build")
+			}
+			build := strings.Fields(lines[i])
+			for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "/out/" + name} {
+				if !slices.Contains(build, want) {
+					t.Errorf("go build lacks %s: %s", want, lines[i])
+				}
+			}
+			checkMainPackage(t, filepath.Join(repoRoot, build[len(build)-1]))
+		})
+	}
+}
+
+// dockerfileLines returns the instructions of a Dockerfile, continuation lines joined
+// and comments dropped.
+func dockerfileLines(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	var cur strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(l, "#") || l == "" {
+			continue
+		}
+		if more, ok := strings.CutSuffix(l, `\`); ok {
+			cur.WriteString(more + " ")
+			continue
+		}
+		cur.WriteString(l)
+		lines = append(lines, cur.String())
+		cur.Reset()
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+// checkMainPackage fails unless dir holds a main package.
+func checkMainPackage(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("go build target: %v", err)
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, e.Name()), nil, parser.PackageClauseOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Name.Name == "main" {
+			return
+		}
+	}
+	t.Errorf("go build target %s holds no main package", dir)
+}

@@ -1,0 +1,264 @@
+package deploy
+
+import (
+	"fmt"
+	"maps"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// manifest is one rendered overlay, every object decoded into its API type.
+type manifest struct {
+	overlay     string
+	namespaces  []*corev1.Namespace
+	deployments map[string]*appsv1.Deployment
+	jobs        map[string]*batchv1.Job
+	services    map[string]*corev1.Service
+	configMaps  map[string]*corev1.ConfigMap
+	secrets     map[string]*corev1.Secret
+	pdbs        []*policyv1.PodDisruptionBudget
+	hpas        []*autoscalingv2.HorizontalPodAutoscaler
+	policies    []*networkingv1.NetworkPolicy
+}
+
+// decoder decodes YAML into the API types of every kind the manifests may use, and
+// fails on unknown or duplicated fields and on any other kind.
+func decoder(t *testing.T) runtime.Decoder {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, policyv1.AddToScheme,
+		autoscalingv2.AddToScheme, networkingv1.AddToScheme,
+	} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return serializer.NewCodecFactory(scheme, serializer.EnableStrict).UniversalDeserializer()
+}
+
+// render builds k8s/overlays/<overlay> with kustomize and decodes every object strictly.
+func render(t *testing.T, overlay string) *manifest {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join("k8s", "overlays", overlay))
+	if err != nil {
+		t.Fatalf("render %s: %v", overlay, err)
+	}
+	m := &manifest{
+		overlay:     overlay,
+		deployments: map[string]*appsv1.Deployment{},
+		jobs:        map[string]*batchv1.Job{},
+		services:    map[string]*corev1.Service{},
+		configMaps:  map[string]*corev1.ConfigMap{},
+		secrets:     map[string]*corev1.Secret{},
+	}
+	dec := decoder(t)
+	for _, r := range rm.Resources() {
+		y, err := r.AsYAML()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", overlay, r.CurId(), err)
+		}
+		obj, _, err := dec.Decode(y, nil, nil)
+		if err != nil {
+			t.Errorf("%s: decode %s strictly: %v", overlay, r.CurId(), err)
+			continue
+		}
+		if ns := obj.(metav1.Object).GetNamespace(); ns != "outboxtodo" && r.GetKind() != "Namespace" {
+			t.Errorf("%s: %s is in namespace %q, want outboxtodo", overlay, r.CurId(), ns)
+		}
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			m.namespaces = append(m.namespaces, o)
+		case *appsv1.Deployment:
+			m.deployments[o.Name] = o
+		case *batchv1.Job:
+			m.jobs[o.Name] = o
+		case *corev1.Service:
+			m.services[o.Name] = o
+		case *corev1.ConfigMap:
+			m.configMaps[o.Name] = o
+		case *corev1.Secret:
+			m.secrets[o.Name] = o
+		case *policyv1.PodDisruptionBudget:
+			m.pdbs = append(m.pdbs, o)
+		case *autoscalingv2.HorizontalPodAutoscaler:
+			m.hpas = append(m.hpas, o)
+		case *networkingv1.NetworkPolicy:
+			m.policies = append(m.policies, o)
+		default:
+			t.Errorf("%s: %s: no check covers kind %T", overlay, r.CurId(), obj)
+		}
+	}
+	return m
+}
+
+// workload is a pod template with the object that owns it.
+type workload struct {
+	id  string // Kind/name
+	pod *corev1.PodTemplateSpec
+}
+
+func (m *manifest) workloads() []workload {
+	var ws []workload
+	for _, name := range slices.Sorted(maps.Keys(m.deployments)) {
+		ws = append(ws, workload{"Deployment/" + name, &m.deployments[name].Spec.Template})
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.jobs)) {
+		ws = append(ws, workload{"Job/" + name, &m.jobs[name].Spec.Template})
+	}
+	return ws
+}
+
+// selected returns the workloads whose pod labels sel matches.
+func (m *manifest) selected(t *testing.T, sel *metav1.LabelSelector) []workload {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		t.Fatalf("selector %v: %v", sel, err)
+	}
+	var out []workload
+	for _, w := range m.workloads() {
+		if s.Matches(labels.Set(w.pod.Labels)) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// minReplicas is the fewest pods a Deployment runs: its autoscaler's minimum, or its
+// replicas (1 when unset, as the API server defaults it).
+func (m *manifest) minReplicas(deployment string) int32 {
+	for _, h := range m.hpas {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == deployment && h.Spec.MinReplicas != nil {
+			return *h.Spec.MinReplicas
+		}
+	}
+	if r := m.deployments[deployment].Spec.Replicas; r != nil {
+		return *r
+	}
+	return 1
+}
+
+// envVar is one variable a container gets, with where its value comes from.
+type envVar struct {
+	value  string // literal, ConfigMap or Secret value; empty for downward-API values
+	source string // "literal", "configmap", "secret" or "runtime"
+}
+
+// env resolves a container's environment as the kubelet would: envFrom first, then
+// env entries, which override it. References to missing objects or keys are errors.
+func (m *manifest) env(c corev1.Container) (map[string]envVar, error) {
+	out := map[string]envVar{}
+	for _, from := range c.EnvFrom {
+		switch {
+		case from.ConfigMapRef != nil:
+			cm, ok := m.configMaps[from.ConfigMapRef.Name]
+			if !ok {
+				return nil, fmt.Errorf("envFrom ConfigMap %q does not exist", from.ConfigMapRef.Name)
+			}
+			for k, v := range cm.Data {
+				out[from.Prefix+k] = envVar{v, "configmap"}
+			}
+		case from.SecretRef != nil:
+			s, ok := m.secrets[from.SecretRef.Name]
+			if !ok {
+				return nil, fmt.Errorf("envFrom Secret %q does not exist", from.SecretRef.Name)
+			}
+			for k, v := range s.Data {
+				out[from.Prefix+k] = envVar{string(v), "secret"}
+			}
+		default:
+			return nil, fmt.Errorf("envFrom entry without a source")
+		}
+	}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			out[e.Name] = envVar{e.Value, "literal"}
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			s, ok := m.secrets[ref.Name]
+			if !ok {
+				return nil, fmt.Errorf("%s: Secret %q does not exist", e.Name, ref.Name)
+			}
+			v, ok := s.Data[ref.Key]
+			if !ok {
+				return nil, fmt.Errorf("%s: Secret %q has no key %q", e.Name, ref.Name, ref.Key)
+			}
+			out[e.Name] = envVar{string(v), "secret"}
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			ref := e.ValueFrom.ConfigMapKeyRef
+			cm, ok := m.configMaps[ref.Name]
+			if !ok {
+				return nil, fmt.Errorf("%s: ConfigMap %q does not exist", e.Name, ref.Name)
+			}
+			v, ok := cm.Data[ref.Key]
+			if !ok {
+				return nil, fmt.Errorf("%s: ConfigMap %q has no key %q", e.Name, ref.Name, ref.Key)
+			}
+			out[e.Name] = envVar{v, "configmap"}
+		default:
+			out[e.Name] = envVar{"", "runtime"}
+		}
+	}
+	return out, nil
+}
+
+// setting is the value a program sees for name in container c: the manifests' value,
+// else the program's default.
+func (m *manifest) setting(t *testing.T, c corev1.Container, p program, name string) string {
+	t.Helper()
+	env, err := m.env(c)
+	if err != nil {
+		t.Fatalf("%s: container %s: %v", m.overlay, c.Name, err)
+	}
+	if v, ok := env[name]; ok {
+		return v.value
+	}
+	def, ok := p.defaults[name]
+	if !ok {
+		t.Fatalf("%s: %s neither sets %s nor has a default for it", m.overlay, p.name, name)
+	}
+	return def
+}
+
+// imageProgram is the program an image runs: the last path element of its name,
+// without tag or digest (registry.example.com/outboxtodo/api:v1 runs api).
+func imageProgram(image string) string {
+	name, _, _ := strings.Cut(image, "@")
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
+	return path.Base(name)
+}
+
+// imageTag is the tag of image, or "" when it has none.
+func imageTag(image string) string {
+	name, _, _ := strings.Cut(image, "@")
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		return name[i+1:]
+	}
+	return ""
+}
+
+// containers lists the init and regular containers of a pod.
+func containers(pod *corev1.PodTemplateSpec) []corev1.Container {
+	return append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...)
+}

@@ -1,0 +1,125 @@
+package deploy
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// repoRoot is the workspace root, seen from this module's directory.
+const repoRoot = ".."
+
+// processPkg reads LOG_LEVEL for every command that runs through process.Main.
+const processPkg = "github.com/outboxtodo/outboxtodo/shared/process"
+
+// program is what one command reads from its environment, taken from its Go source so
+// that a renamed setting or a changed default breaks these tests.
+type program struct {
+	name     string
+	reads    map[string]bool   // every variable it reads
+	defaults map[string]string // envDefault of each env-tagged field that has one
+	commands map[string]bool   // string cases of its switches: its subcommands, among others
+}
+
+// programs are the commands that run in the cluster, keyed by image name.
+func programs(t *testing.T) map[string]program {
+	t.Helper()
+	progs := map[string]program{}
+	for _, svc := range []string{"api", "publisher", "projector"} {
+		progs[svc] = readProgram(t, svc,
+			filepath.Join(repoRoot, "services", svc, "internal", "config"),
+			filepath.Join(repoRoot, "services", svc, "cmd", svc))
+	}
+	progs["migrate"] = readProgram(t, "migrate", filepath.Join(repoRoot, "migrations", "cmd", "migrate"))
+	return progs
+}
+
+// readProgram collects the env struct tags and os.Getenv/os.LookupEnv calls of the
+// non-test Go files in dirs, and of shared/process when one of them imports it.
+func readProgram(t *testing.T, name string, dirs ...string) program {
+	t.Helper()
+	p := program{name: name, reads: map[string]bool{}, defaults: map[string]string{}, commands: map[string]bool{}}
+	seen := map[string]bool{}
+	for i := 0; i < len(dirs); i++ {
+		dir := dirs[i]
+		if seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		entries, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatalf("read %s: %v", dir, err)
+		}
+		for _, e := range entries {
+			if e.IsDir() || !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
+			if err != nil {
+				t.Fatalf("parse %s: %v", filepath.Join(dir, e.Name()), err)
+			}
+			for _, imp := range f.Imports {
+				if path, _ := strconv.Unquote(imp.Path.Value); path == processPkg {
+					dirs = append(dirs, filepath.Join(repoRoot, "shared", "process"))
+				}
+			}
+			collectEnv(f, &p)
+		}
+	}
+	if len(p.reads) == 0 {
+		t.Fatalf("%s: no environment variables found in %v", name, dirs)
+	}
+	return p
+}
+
+func collectEnv(f *ast.File, p *program) {
+	ast.Inspect(f, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.Field:
+			if n.Tag == nil {
+				return true
+			}
+			raw, err := strconv.Unquote(n.Tag.Value)
+			if err != nil {
+				return true
+			}
+			tag := reflect.StructTag(raw)
+			name, _, _ := strings.Cut(tag.Get("env"), ",")
+			if name == "" {
+				return true
+			}
+			p.reads[name] = true
+			if def, ok := tag.Lookup("envDefault"); ok {
+				p.defaults[name] = def
+			}
+		case *ast.CaseClause:
+			for _, e := range n.List {
+				if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					if s, err := strconv.Unquote(lit.Value); err == nil {
+						p.commands[s] = true
+					}
+				}
+			}
+		case *ast.CallExpr:
+			sel, ok := n.Fun.(*ast.SelectorExpr)
+			if !ok || len(n.Args) != 1 {
+				return true
+			}
+			if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "os" || (sel.Sel.Name != "Getenv" && sel.Sel.Name != "LookupEnv") {
+				return true
+			}
+			if lit, ok := n.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				if name, err := strconv.Unquote(lit.Value); err == nil {
+					p.reads[name] = true
+				}
+			}
+		}
+		return true
+	})
+}
