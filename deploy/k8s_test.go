@@ -24,7 +24,7 @@ var services = []string{"api", "projector", "publisher"}
 
 // secretVars hold credentials: they must come from a Secret, and every program that
 // reads one must be given it.
-var secretVars = map[string]bool{"DATABASE_URL": true, "NATS_URL": true, "MONGODB_URI": true}
+var secretVars = map[string]bool{"DATABASE_URL": true, "NATS_URL": true, "MONGODB_URI": true, "CURSOR_SECRET": true}
 
 // runtimeVars are read by the Go runtime rather than by our code.
 var runtimeVars = map[string]bool{"GOMEMLIMIT": true}

@@ -4,11 +4,11 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -23,14 +23,25 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
-func main() { process.Main("api", run) }
+func main() {
+	process.Main("api", func(ctx context.Context, log *slog.Logger) error { return run(ctx, log, nil) })
+}
 
-func run(ctx context.Context, log *slog.Logger) error {
-	cfg, err := config.Load()
+// run serves until ctx ends, configured from environ (the process environment when
+// nil).
+func run(ctx context.Context, log *slog.Logger, environ map[string]string) error {
+	cfg, err := config.FromMap(environ)
 	if err != nil {
 		return err
 	}
 	log.Info("starting", "config", cfg)
+	cursorKey := []byte(cfg.CursorSecret)
+	if len(cursorKey) == 0 {
+		cursorKey = make([]byte, 32)
+		_, _ = rand.Read(cursorKey) // crypto/rand.Read never fails; it crashes the program instead
+		log.Warn("CURSOR_SECRET is not set: pagination cursors are keyed by a random key of this process " +
+			"and fail with invalid-cursor after a restart or on another replica; set the same CURSOR_SECRET on every replica")
+	}
 
 	pool, err := sharedpg.Connect(ctx, cfg.DatabaseURL, sharedpg.PoolConfig{
 		MaxConns:         cfg.DBMaxConns,
@@ -57,6 +68,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		RequestTimeout:     cfg.RequestTimeout,
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		CORSAllowedOrigins: cfg.CORSAllowedOrigins,
+		CursorKey:          cursorKey,
+		RateLimitPerIP:     httpapi.RateLimit{PerSecond: cfg.RateLimitPerIP, Burst: cfg.RateLimitPerIPBurst},
+		RateLimitPerToken:  httpapi.RateLimit{PerSecond: cfg.RateLimitPerToken, Burst: cfg.RateLimitPerTokenBurst},
+		RateLimitKeys:      cfg.RateLimitKeys,
+		TrustedProxies:     cfg.TrustedProxyPrefixes,
 	})
 	if err != nil {
 		return err
@@ -71,15 +87,14 @@ func run(ctx context.Context, log *slog.Logger) error {
 		_ = apiLn.Close()
 		return fmt.Errorf("listen on ADMIN_ADDR: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
+	srv := httpapi.NewServer(handler, httpapi.ServerLimits{
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.RequestTimeout,
 		// The handler answers within RequestTimeout; the margin lets it write the answer.
-		WriteTimeout: cfg.RequestTimeout + 5*time.Second,
-		IdleTimeout:  2 * time.Minute,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+		WriteTimeout:   cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:    cfg.IdleTimeout,
+		MaxHeaderBytes: cfg.MaxHeaderBytes,
+	}, log)
 
 	// The first of these to fail stops the others; all stop when ctx ends.
 	ctx, cancel := context.WithCancel(ctx)

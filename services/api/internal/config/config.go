@@ -1,5 +1,14 @@
 // Package config is the API's configuration, read from environment variables with
-// defaults and validated before anything starts.
+// defaults and validated before anything starts. Each field's tag names its variable
+// and default; the comments say what the value means.
+//
+// Database TLS is configured in DATABASE_URL itself, with libpq's parameters, which
+// pgx reads: sslmode=verify-full checks the server's certificate and host name
+// against sslrootcert=/path/ca.pem; sslcert and sslkey give a client certificate.
+// sslmode=require encrypts without checking who answers, and disable (the local
+// default) sends everything, password included, in clear: use verify-full in
+// production. The password, too, belongs in DATABASE_URL (or in PGPASSWORD or a
+// passfile, which pgx also reads); it is masked wherever the URL is logged.
 package config
 
 import (
@@ -7,11 +16,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
@@ -34,6 +46,38 @@ type Config struct {
 	// OutboxNotify wakes the publisher at commit with pg_notify: auto (probe the
 	// database at start: PostgreSQL yes, CockroachDB no), on or off.
 	OutboxNotify string `env:"OUTBOX_NOTIFY" envDefault:"auto"`
+
+	// CursorSecret keys the MAC that makes pagination cursors tamper-proof: at least
+	// 32 bytes, the same on every replica (generate one with openssl rand -base64 48).
+	// Unset, each process draws a random key at start, so a cursor fails with
+	// invalid-cursor after a restart or on another replica; a warning says so.
+	CursorSecret string `env:"CURSOR_SECRET"`
+
+	// Rate limits, as token buckets: a sustained rate in requests per second and a
+	// burst. A rate of 0 disables the limit. Per IP applies to every route and keys
+	// on the client address (an IPv6 client by its /64); per token applies to the
+	// authenticated routes. Load generators running from one machine need them
+	// raised or disabled.
+	RateLimitPerIP         float64 `env:"RATE_LIMIT_PER_IP" envDefault:"100"`
+	RateLimitPerIPBurst    int     `env:"RATE_LIMIT_PER_IP_BURST" envDefault:"200"`
+	RateLimitPerToken      float64 `env:"RATE_LIMIT_PER_TOKEN" envDefault:"50"`
+	RateLimitPerTokenBurst int     `env:"RATE_LIMIT_PER_TOKEN_BURST" envDefault:"100"`
+	// RateLimitKeys bounds the buckets each limit keeps in memory (about 200 bytes
+	// each); past it the least recently used bucket is dropped.
+	RateLimitKeys int `env:"RATE_LIMIT_KEYS" envDefault:"100000"`
+	// TrustedProxies lists the CIDR prefixes (or addresses) of the reverse proxies
+	// whose X-Forwarded-For is believed for the client address. Empty: the peer
+	// address is the client, whatever the header says.
+	TrustedProxies []string `env:"TRUSTED_PROXIES" envSeparator:","`
+	// TrustedProxyPrefixes is TrustedProxies parsed.
+	TrustedProxyPrefixes []netip.Prefix `env:"-"`
+
+	// Limits against slow and oversized requests. ReadHeaderTimeout cuts off a
+	// client that dribbles its headers (slowloris); REQUEST_TIMEOUT also bounds
+	// reading the whole request. MaxHeaderBytes bounds the request line and headers.
+	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
+	IdleTimeout       time.Duration `env:"IDLE_TIMEOUT" envDefault:"2m"`
+	MaxHeaderBytes    int           `env:"MAX_HEADER_BYTES" envDefault:"16384"`
 }
 
 // Load reads the configuration from the environment and validates it.
@@ -55,6 +99,7 @@ func FromMap(environ map[string]string) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
+	c.TrustedProxyPrefixes, _ = clientaddr.ParsePrefixes(c.TrustedProxies) // validated
 	return c, nil
 }
 
@@ -97,6 +142,36 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("OUTBOX_NOTIFY %q: want auto, on or off", c.OutboxNotify))
 	}
+	if c.CursorSecret != "" && len(c.CursorSecret) < todos.MinCursorKeyLen {
+		errs = append(errs, fmt.Errorf("CURSOR_SECRET of %d bytes: want at least %d", len(c.CursorSecret), todos.MinCursorKeyLen))
+	}
+	for _, rl := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{{"RATE_LIMIT_PER_IP", c.RateLimitPerIP, c.RateLimitPerIPBurst}, {"RATE_LIMIT_PER_TOKEN", c.RateLimitPerToken, c.RateLimitPerTokenBurst}} {
+		if !(rl.rate >= 0) || rl.rate > 1e6 {
+			errs = append(errs, fmt.Errorf("%s %v: want 0 (off) to 1000000 requests per second", rl.name, rl.rate))
+		}
+		if rl.rate > 0 && (rl.burst < 1 || rl.burst > 1e6) {
+			errs = append(errs, fmt.Errorf("%s_BURST %d: want 1..1000000", rl.name, rl.burst))
+		}
+	}
+	if c.RateLimitKeys < 1000 || c.RateLimitKeys > 10_000_000 {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT_KEYS %d: want 1000..10000000", c.RateLimitKeys))
+	}
+	if _, err := clientaddr.ParsePrefixes(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES entry %w", err))
+	}
+	if c.ReadHeaderTimeout < 100*time.Millisecond || c.ReadHeaderTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("READ_HEADER_TIMEOUT %s: want 100ms..1m", c.ReadHeaderTimeout))
+	}
+	if c.IdleTimeout < time.Second || c.IdleTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("IDLE_TIMEOUT %s: want 1s..1h", c.IdleTimeout))
+	}
+	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20 {
+		errs = append(errs, fmt.Errorf("MAX_HEADER_BYTES %d: want 1024..1048576", c.MaxHeaderBytes))
+	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
@@ -104,7 +179,8 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// LogValue is the loggable form of c, with the database password masked.
+// LogValue is the loggable form of c: the database password masked, and of the
+// cursor secret only whether it is set.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("api_addr", c.APIAddr),
@@ -118,5 +194,15 @@ func (c Config) LogValue() slog.Value {
 		slog.String("idempotency_sweep_interval", c.IdempotencySweepInterval.String()),
 		slog.String("log_level", c.LogLevel),
 		slog.String("outbox_notify", c.OutboxNotify),
+		slog.Bool("cursor_secret_set", c.CursorSecret != ""),
+		slog.Float64("rate_limit_per_ip", c.RateLimitPerIP),
+		slog.Int("rate_limit_per_ip_burst", c.RateLimitPerIPBurst),
+		slog.Float64("rate_limit_per_token", c.RateLimitPerToken),
+		slog.Int("rate_limit_per_token_burst", c.RateLimitPerTokenBurst),
+		slog.Int("rate_limit_keys", c.RateLimitKeys),
+		slog.Any("trusted_proxies", c.TrustedProxies),
+		slog.String("read_header_timeout", c.ReadHeaderTimeout.String()),
+		slog.String("idle_timeout", c.IdleTimeout.String()),
+		slog.Int("max_header_bytes", c.MaxHeaderBytes),
 	)
 }

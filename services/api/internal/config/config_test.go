@@ -51,3 +51,50 @@ func TestLogValueMasksPassword(t *testing.T) {
 		t.Fatalf("logged %s", b.String())
 	}
 }
+
+func TestSecurityDefaultsAndValidation(t *testing.T) {
+	t.Parallel()
+	c, err := config.FromMap(map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RateLimitPerIP != 100 || c.RateLimitPerIPBurst != 200 || c.RateLimitPerToken != 50 || c.RateLimitPerTokenBurst != 100 ||
+		c.MaxHeaderBytes != 16<<10 || c.ReadHeaderTimeout != 5*time.Second || c.IdleTimeout != 2*time.Minute || c.CursorSecret != "" ||
+		len(c.TrustedProxyPrefixes) != 2 || c.TrustedProxyPrefixes[1].String() != "192.168.0.1/32" {
+		t.Fatalf("%+v", c)
+	}
+	if _, err := config.FromMap(map[string]string{"RATE_LIMIT_PER_IP": "0", "RATE_LIMIT_PER_IP_BURST": "0", "RATE_LIMIT_PER_TOKEN": "0"}); err != nil {
+		t.Fatalf("disabling the limits: %v", err)
+	}
+	_, err = config.FromMap(map[string]string{
+		"CURSOR_SECRET": "short", "RATE_LIMIT_PER_IP": "-1", "RATE_LIMIT_PER_TOKEN": "5", "RATE_LIMIT_PER_TOKEN_BURST": "0",
+		"TRUSTED_PROXIES": "10.0.0.0/8,proxy.local", "MAX_HEADER_BYTES": "10", "READ_HEADER_TIMEOUT": "0s", "IDLE_TIMEOUT": "2h",
+		"RATE_LIMIT_KEYS": "5",
+	})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"CURSOR_SECRET", "RATE_LIMIT_PER_IP ", "RATE_LIMIT_PER_TOKEN_BURST", "proxy.local", "MAX_HEADER_BYTES",
+		"READ_HEADER_TIMEOUT", "IDLE_TIMEOUT", "RATE_LIMIT_KEYS"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "short") {
+		t.Error("the error shows the cursor secret")
+	}
+}
+
+func TestLogValueMasksCursorSecret(t *testing.T) {
+	t.Parallel()
+	secret := strings.Repeat("s3cr3t", 8)
+	c, err := config.FromMap(map[string]string{"CURSOR_SECRET": secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", c)
+	if strings.Contains(b.String(), "s3cr3t") || !strings.Contains(b.String(), `"cursor_secret_set":true`) {
+		t.Fatalf("logged %s", b.String())
+	}
+}

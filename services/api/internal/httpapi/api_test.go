@@ -322,6 +322,8 @@ func TestAuthIsolation(t *testing.T) {
 		{method: "GET", path: "/v1/todos/" + aliceTodo.ID},
 		{method: "PATCH", path: "/v1/todos/" + aliceTodo.ID, body: map[string]string{"title": "x"}},
 		{method: "DELETE", path: "/v1/todos/" + aliceTodo.ID},
+		{method: "POST", path: "/v1/users/me/tokens"},
+		{method: "DELETE", path: "/v1/users/me/tokens/current"},
 	}
 	badTokens := map[string]string{
 		"missing":   "",

@@ -10,6 +10,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
@@ -33,6 +34,10 @@ var (
 	kindNotFound           = kind{"not-found", http.StatusNotFound, "Not found"}
 	kindMethodNotAllowed   = kind{"method-not-allowed", http.StatusMethodNotAllowed, "Method not allowed"}
 	kindEmailTaken         = kind{"email-taken", http.StatusConflict, "Email already registered"}
+	kindTooManyTokens      = kind{"too-many-tokens", http.StatusConflict, "Too many tokens"}
+	kindRateLimited        = kind{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
+	kindBodyUnreadable     = kind{"body-unreadable", http.StatusBadRequest, "Body could not be read"}
+	kindRequestTimeout     = kind{"request-timeout", http.StatusRequestTimeout, "Request not received in time"}
 	kindPreconditionFailed = kind{"precondition-failed", http.StatusPreconditionFailed, "Precondition failed"}
 	kindBodyTooLarge       = kind{"body-too-large", http.StatusRequestEntityTooLarge, "Body too large"}
 	kindUnsupportedMedia   = kind{"unsupported-media-type", http.StatusUnsupportedMediaType, "Unsupported media type"}
@@ -101,6 +106,8 @@ func toProblem(err error) (problem.Details, bool) {
 		p = details(kindInvalidCursor, "the cursor is malformed or belongs to another query; start again without it")
 	case errors.Is(err, users.ErrEmailTaken):
 		p = details(kindEmailTaken, "a user with this email address exists already")
+	case errors.Is(err, tokens.ErrTooMany):
+		p = details(kindTooManyTokens, fmt.Sprintf("a user may hold at most %d tokens; revoke one first", tokens.MaxPerUser))
 	case errors.Is(err, idempotency.ErrInvalidKey):
 		p = details(kindInvalidHeader, idempotency.ErrInvalidKey.Error())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

@@ -279,7 +279,7 @@ func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 func TestNewRejectsDuplicateMetrics(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	o := httpapi.Options{Log: slog.New(slog.DiscardHandler), Metrics: reg}
+	o := httpapi.Options{Log: slog.New(slog.DiscardHandler), Metrics: reg, CursorKey: make([]byte, 32)}
 	if _, err := httpapi.New(o); err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,42 @@ func (a *api) deleteMe(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// tokenResponse is the answer to issuing a token. As with sign-up, the token is
+// shown once: a replay under the same Idempotency-Key answers without it.
+type tokenResponse struct {
+	Token     string    `json:"token,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// issueToken gives the user another token, so that a client can switch to a new
+// token before it revokes the old one. The request has no body.
+func (a *api) issueToken(w http.ResponseWriter, r *http.Request) error {
+	owner := userID(r.Context())
+	return a.idempotent(w, r, idempotency.UserScope(owner.String()), nil, func(rec *idempotency.Record) error {
+		token, hash := tokens.New()
+		now := a.store.Now()
+		if rec != nil {
+			var err error
+			if rec.Response, err = response(http.StatusCreated, http.Header{}, tokenResponse{CreatedAt: now}); err != nil {
+				return err
+			}
+		}
+		if err := a.store.CreateToken(r.Context(), owner, hash, now, rec); err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusCreated, tokenResponse{Token: token, CreatedAt: now})
+	})
+}
+
+// revokeToken revokes the token the request was authenticated with.
+func (a *api) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	if err := a.store.RevokeToken(r.Context(), userID(r.Context()), tokenHash(r.Context())); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 func (a *api) createTodo(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(r, a.maxBody, mediaJSON)
 	if err != nil {
@@ -191,48 +227,64 @@ type todoPage struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
-func (a *api) listTodos(w http.ResponseWriter, r *http.Request) error {
-	owner := userID(r.Context())
-	q := r.URL.Query()
+// listQuery is the parsed query of GET /v1/todos.
+type listQuery struct {
+	filter    todos.Filter
+	limit     int
+	cursor    string
+	hasCursor bool
+}
+
+// parseListQuery reads the query of GET /v1/todos, reporting every invalid parameter.
+func parseListQuery(q url.Values) (listQuery, error) {
 	bad := queryParams(q, "limit", "cursor", "completed", "due_before", "due_after")
-	var f todos.Filter
-	limit := defaultLimit
+	lq := listQuery{limit: defaultLimit, cursor: q.Get("cursor"), hasCursor: q.Has("cursor")}
 	if s := q.Get("limit"); q.Has("limit") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLimit {
 			bad = append(bad, problem.FieldError{Pointer: "query:limit", Detail: fmt.Sprintf("must be an integer from 1 to %d", maxLimit)})
 		}
-		limit = n
+		lq.limit = n
 	}
 	if s := q.Get("completed"); q.Has("completed") {
 		b, err := strconv.ParseBool(s)
 		if err != nil || (s != "true" && s != "false") {
 			bad = append(bad, problem.FieldError{Pointer: "query:completed", Detail: "must be true or false"})
 		}
-		f.Completed = &b
+		lq.filter.Completed = &b
 	}
-	f.DueBefore = timeParam(q, "due_before", &bad)
-	f.DueAfter = timeParam(q, "due_after", &bad)
+	lq.filter.DueBefore = timeParam(q, "due_before", &bad)
+	lq.filter.DueAfter = timeParam(q, "due_after", &bad)
 	if len(bad) > 0 {
 		e := newError(kindInvalidParameter, "the query has invalid parameters; see errors")
 		e.fields = bad
-		return e
+		return listQuery{}, e
+	}
+	return lq, nil
+}
+
+func (a *api) listTodos(w http.ResponseWriter, r *http.Request) error {
+	owner := userID(r.Context())
+	lq, err := parseListQuery(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	var after uuid.UUID
-	if q.Has("cursor") {
-		var err error
-		if after, err = todos.DecodeCursor(q.Get("cursor"), owner, f); err != nil {
+	if lq.hasCursor {
+		// The cursor is bound to the owner: another user's cursor is refused here and
+		// never reaches a query, which is scoped by owner in any case.
+		if after, err = a.cursors.Decode(lq.cursor, owner, lq.filter); err != nil {
 			return err
 		}
 	}
-	items, err := a.store.ListTodos(r.Context(), owner, f, after, limit+1)
+	items, err := a.store.ListTodos(r.Context(), owner, lq.filter, after, lq.limit+1)
 	if err != nil {
 		return err
 	}
 	page := todoPage{Items: items}
-	if len(items) > limit {
-		page.Items = items[:limit]
-		next := todos.EncodeCursor(owner, f, page.Items[limit-1].ID)
+	if len(items) > lq.limit {
+		page.Items = items[:lq.limit]
+		next := a.cursors.Encode(owner, lq.filter, page.Items[lq.limit-1].ID)
 		page.NextCursor = &next
 	}
 	if page.Items == nil {

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,6 +64,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		Metrics:        prometheus.NewRegistry(),
 		RequestTimeout: 10 * time.Second,
 		MaxBodyBytes:   64 << 10,
+		CursorKey:      []byte(rand.Text() + rand.Text()),
 	}
 	for _, opt := range opts {
 		opt(&o)

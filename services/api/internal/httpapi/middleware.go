@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"regexp"
 	"runtime/debug"
@@ -16,6 +17,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -27,6 +30,7 @@ const (
 	keyRequestID ctxKey = iota
 	keyTrace
 	keyUserID
+	keyTokenHash
 )
 
 // RequestIDHeader carries the request id in both directions.
@@ -51,6 +55,12 @@ func traceContext(ctx context.Context) event.TraceContext {
 func userID(ctx context.Context) uuid.UUID {
 	id, _ := ctx.Value(keyUserID).(uuid.UUID)
 	return id
+}
+
+// tokenHash is the hash of the token the request was authenticated with.
+func tokenHash(ctx context.Context) []byte {
+	h, _ := ctx.Value(keyTokenHash).([]byte)
+	return h
 }
 
 // withRequestID accepts a sane X-Request-ID or makes one, echoes it, and records it
@@ -208,7 +218,9 @@ func authenticate(store tokenLookup, log *slog.Logger) func(http.Handler) http.H
 				invalid()
 				return
 			}
-			id, err := store.UserIDByToken(r.Context(), tokens.Hash(token))
+			hash := tokens.Hash(token)
+			// Timing-safe without a constant-time comparison: see package tokens.
+			id, err := store.UserIDByToken(r.Context(), hash)
 			switch {
 			case errors.Is(err, users.ErrNotFound):
 				invalid()
@@ -217,7 +229,73 @@ func authenticate(store tokenLookup, log *slog.Logger) func(http.Handler) http.H
 				writeError(w, r, log, err)
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyUserID, id)))
+			ctx := context.WithValue(r.Context(), keyUserID, id)
+			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, keyTokenHash, hash)))
 		})
 	}
+}
+
+func newLimiter(l RateLimit, maxKeys int) (*ratelimit.Keyed, error) {
+	if l.PerSecond == 0 {
+		return nil, nil
+	}
+	return ratelimit.New(ratelimit.Config{PerSecond: l.PerSecond, Burst: l.Burst, MaxKeys: maxKeys})
+}
+
+// registerLimiterMetrics exports how many buckets a limit keeps and how many it
+// evicted while in use: a growing eviction count means RATE_LIMIT_KEYS is too small
+// for the traffic, or a flood of addresses.
+func registerLimiterMetrics(reg prometheus.Registerer, name string, l *ratelimit.Keyed) error {
+	labels := prometheus.Labels{"limit": name}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "http_rate_limit_buckets", Help: "Token buckets kept by a rate limit.", ConstLabels: labels,
+		}, func() float64 { n, _ := l.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "http_rate_limit_evictions_total", Help: "Buckets a rate limit dropped while still in use because it was full.", ConstLabels: labels,
+		}, func() float64 { _, n := l.Stats(); return float64(n) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// limitByAddress answers 429 to a client address that exceeds its rate. A request
+// whose peer address cannot be read is let through: it did not come over a network.
+func limitByAddress(l *ratelimit.Keyed, res clientaddr.Resolver, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if addr, ok := res.Addr(r); ok {
+				if allowed, wait := l.Allow("ip:" + clientaddr.Key(addr)); !allowed {
+					rateLimited(w, r, log, wait, "client address")
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// limitByToken answers 429 to a bearer token that exceeds its rate. It runs after
+// authenticate; the key is the token's hash, so no token is kept in memory.
+func limitByToken(l *ratelimit.Keyed, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if allowed, wait := l.Allow("token:" + string(tokenHash(r.Context()))); !allowed {
+				rateLimited(w, r, log, wait, "token")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// rateLimited answers 429 with Retry-After in whole seconds, rounded up so that a
+// client that waits that long finds a token.
+func rateLimited(w http.ResponseWriter, r *http.Request, log *slog.Logger, wait time.Duration, what string) {
+	secs := max(1, int64(math.Ceil(wait.Seconds())))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeError(w, r, log, newError(kindRateLimited, "too many requests for this %s; retry after %d s", what, secs))
 }

@@ -1,11 +1,12 @@
 package httpapi
 
 import (
-	"fmt"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,8 +32,13 @@ func readBody(r *http.Request, limit int64, accept ...string) ([]byte, error) {
 		return nil, newError(kindUnsupportedMedia, "the body must be UTF-8 encoded")
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The server's ReadTimeout cut off a client that sends its body too slowly.
+		return nil, newError(kindRequestTimeout, "the body did not arrive in time")
+	case err != nil:
+		// A broken chunked encoding, or a client that went away mid-body.
+		return nil, newError(kindBodyUnreadable, "the body could not be read completely")
 	}
 	if int64(len(b)) > limit {
 		return nil, newError(kindBodyTooLarge, "the body must be at most %d bytes", limit)

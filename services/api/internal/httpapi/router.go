@@ -1,7 +1,8 @@
 // Package httpapi is the public REST API: the chi router, its middleware (request ids
-// and trace context, access log and metrics, panic recovery, timeouts, CORS, bearer
-// authentication), the handlers, the one adapter that renders every error as RFC 9457
-// problem+json, and the OpenAPI document that describes it all.
+// and trace context, access log and metrics, panic recovery, rate limits, timeouts,
+// CORS, bearer authentication), the handlers, the one adapter that renders every error
+// as RFC 9457 problem+json, the OpenAPI document that describes it all, and the HTTP
+// server's limits against slow and oversized requests.
 package httpapi
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -18,7 +20,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -29,6 +33,8 @@ type Store interface {
 	tokenLookup
 	Now() time.Time
 	CreateUser(ctx context.Context, u users.User, tokenHash []byte, trace event.TraceContext, idem *idempotency.Record) error
+	CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []byte, now time.Time, idem *idempotency.Record) error
+	RevokeToken(ctx context.Context, owner uuid.UUID, tokenHash []byte) error
 	User(ctx context.Context, id uuid.UUID) (users.User, error)
 	UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error)
 	DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error
@@ -49,6 +55,24 @@ type Options struct {
 	RequestTimeout     time.Duration
 	MaxBodyBytes       int64
 	CORSAllowedOrigins []string // none: no CORS headers at all
+	// CursorKey keys the MAC of pagination cursors (at least todos.MinCursorKeyLen
+	// bytes). Replicas must share it for cursors to work across them.
+	CursorKey []byte
+	// RateLimitPerIP limits each client address (see TrustedProxies), on every route;
+	// RateLimitPerToken limits each bearer token, on the authenticated routes. A zero
+	// PerSecond disables a limit.
+	RateLimitPerIP    RateLimit
+	RateLimitPerToken RateLimit
+	// RateLimitKeys bounds the buckets each limit keeps (default 100000).
+	RateLimitKeys int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+}
+
+// RateLimit is a sustained rate and a burst.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
 }
 
 //go:embed openapi.json
@@ -65,6 +89,7 @@ type api struct {
 	checks  []Check
 	log     *slog.Logger
 	maxBody int64
+	cursors *todos.Cursors
 }
 
 func (a *api) handle(fn handlerFunc) http.HandlerFunc {
@@ -81,10 +106,38 @@ func New(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	a := &api{store: o.Store, checks: o.Checks, log: o.Log, maxBody: o.MaxBodyBytes}
+	cursors, err := todos.NewCursors(o.CursorKey)
+	if err != nil {
+		return nil, fmt.Errorf("CursorKey: %w", err)
+	}
+	if o.RateLimitKeys == 0 {
+		o.RateLimitKeys = 100_000
+	}
+	perIP, err := newLimiter(o.RateLimitPerIP, o.RateLimitKeys)
+	if err != nil {
+		return nil, fmt.Errorf("RateLimitPerIP: %w", err)
+	}
+	perToken, err := newLimiter(o.RateLimitPerToken, o.RateLimitKeys)
+	if err != nil {
+		return nil, fmt.Errorf("RateLimitPerToken: %w", err)
+	}
+	for name, l := range map[string]*ratelimit.Keyed{"ip": perIP, "token": perToken} {
+		if l == nil {
+			continue
+		}
+		if err := registerLimiterMetrics(o.Metrics, name, l); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	a := &api{store: o.Store, checks: o.Checks, log: o.Log, maxBody: o.MaxBodyBytes, cursors: cursors}
 
 	r := chi.NewRouter()
 	r.Use(withRequestID, observe(o.Log, m), recoverer(o.Log))
+	if perIP != nil {
+		// Before CORS and authentication, so that neither preflights nor token
+		// guesses escape it.
+		r.Use(limitByAddress(perIP, clientaddr.Resolver{Trusted: o.TrustedProxies}, o.Log))
+	}
 	if len(o.CORSAllowedOrigins) > 0 {
 		r.Use(cors.Handler(cors.Options{
 			AllowedOrigins: o.CORSAllowedOrigins,
@@ -118,9 +171,16 @@ func New(o Options) (http.Handler, error) {
 	r.Post("/v1/users", a.handle(a.signUp))
 	r.Group(func(r chi.Router) {
 		r.Use(authenticate(o.Store, o.Log))
+		if perToken != nil {
+			// After authentication: only real tokens take a bucket, so garbage
+			// tokens cannot crowd the map (the address limit covers those).
+			r.Use(limitByToken(perToken, o.Log))
+		}
 		r.Get("/v1/users/me", a.handle(a.getMe))
 		r.Patch("/v1/users/me", a.handle(a.patchMe))
 		r.Delete("/v1/users/me", a.handle(a.deleteMe))
+		r.Post("/v1/users/me/tokens", a.handle(a.issueToken))
+		r.Delete("/v1/users/me/tokens/current", a.handle(a.revokeToken))
 		r.Post("/v1/todos", a.handle(a.createTodo))
 		r.Get("/v1/todos", a.handle(a.listTodos))
 		r.Get("/v1/todos/{id}", a.handle(a.getTodo))

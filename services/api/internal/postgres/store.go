@@ -3,6 +3,9 @@
 // outbox rows (and its idempotency key, when the request has one), so a change is
 // never acknowledged without its event and an event never describes a rolled-back
 // change. Every read and write of a todo is scoped by its owner.
+//
+// Every SQL text here is a constant; every value a client sent travels as a query
+// parameter (TestSQLIsConstant checks it).
 package postgres
 
 import (
@@ -18,6 +21,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
@@ -103,7 +107,8 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 	return err
 }
 
-// UserIDByToken returns the owner of an unrevoked token, or users.ErrNotFound.
+// UserIDByToken returns the owner of an unrevoked token, or users.ErrNotFound. The
+// lookup by hash is timing-safe: see package tokens.
 func (s *Store) UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID, error) {
 	var id uuid.UUID
 	err := s.pool.QueryRow(ctx, `SELECT user_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL`, tokenHash).Scan(&id)
@@ -114,6 +119,46 @@ func (s *Store) UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID,
 		return uuid.Nil, fmt.Errorf("look up token: %w", err)
 	}
 	return id, nil
+}
+
+// CreateToken stores the hash of another token of the user, with idem, the
+// idempotency record of the request, when it has one. It fails with tokens.ErrTooMany
+// when the user holds tokens.MaxPerUser tokens already, with users.ErrNotFound when
+// the user was deleted meanwhile, and with idempotency.ErrRace as CreateUser does.
+// Locking the user row serializes concurrent issues, so the bound holds under READ
+// COMMITTED too.
+func (s *Store) CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []byte, now time.Time, idem *idempotency.Record) error {
+	return sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var n int
+		err := tx.QueryRow(ctx, `SELECT id FROM users WHERE id = $1 FOR UPDATE`, owner).Scan(new(uuid.UUID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return users.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock user: %w", err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL`, owner).Scan(&n); err != nil {
+			return fmt.Errorf("count tokens: %w", err)
+		}
+		if n >= tokens.MaxPerUser {
+			return tokens.ErrTooMany
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`,
+			tokenHash, owner, now); err != nil {
+			return fmt.Errorf("insert token: %w", err)
+		}
+		return saveIdempotency(ctx, tx, idem, now)
+	})
+}
+
+// RevokeToken makes a token of owner unusable from now on. The row is deleted rather
+// than marked revoked, so that issuing and revoking tokens in a loop leaves nothing
+// behind. Revoking a token that is gone already succeeds: the outcome is the same.
+func (s *Store) RevokeToken(ctx context.Context, owner uuid.UUID, tokenHash []byte) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM api_tokens WHERE token_hash = $1 AND user_id = $2`, tokenHash, owner); err != nil {
+		return fmt.Errorf("revoke token: %w", err)
+	}
+	return nil
 }
 
 // User returns one user.

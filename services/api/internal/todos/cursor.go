@@ -1,41 +1,59 @@
 package todos
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/google/uuid"
 )
 
-// ErrInvalidCursor means a cursor was malformed, altered, or issued to another user or
-// for another filter.
+// ErrInvalidCursor means a cursor was malformed, altered, minted with another key, or
+// issued to another user or for another filter.
 var ErrInvalidCursor = errors.New("invalid cursor")
 
-// A cursor is base64url(after || check), where after is the id of the last todo of the
-// previous page and check is the first 16 bytes of SHA-256(owner, filter, after). The
-// check is not a secret MAC: a cursor grants nothing, since every query is scoped by
-// the caller's token. It only makes a cursor that was edited, or replayed with other
-// filters or by another user, fail loudly instead of paging through the wrong set.
+// A cursor is base64url(after || tag), where after is the id of the last todo of the
+// previous page and tag is the first 16 bytes of HMAC-SHA256(key, owner, filter,
+// after). Every query is scoped by the caller's token anyway, so a forged cursor could
+// only skip through the caller's own todos; the MAC makes cursors opaque and
+// unforgeable regardless, so that a cursor that was edited, or replayed by another
+// user or with other filters, fails loudly instead of paging through the wrong set.
 const (
-	checkLen  = 16
-	cursorLen = 16 + checkLen
+	tagLen    = 16 // 128 bits: forging one takes 2^128 guesses
+	cursorLen = 16 + tagLen
+	// MinCursorKeyLen is the shortest accepted key: as long as the HMAC's output.
+	MinCursorKeyLen = 32
 )
 
-// EncodeCursor returns the cursor that continues a list of owner's todos matching f
-// after the todo with id after.
-func EncodeCursor(owner uuid.UUID, f Filter, after uuid.UUID) string {
+// Cursors mints and checks the pagination cursors of todo lists with one key. Every
+// replica of the API must share the key for a cursor from one to work on another.
+type Cursors struct {
+	key []byte
+}
+
+// NewCursors returns a codec keyed by key (at least MinCursorKeyLen bytes).
+func NewCursors(key []byte) (*Cursors, error) {
+	if len(key) < MinCursorKeyLen {
+		return nil, fmt.Errorf("cursor key of %d bytes: want at least %d", len(key), MinCursorKeyLen)
+	}
+	return &Cursors{key: append([]byte(nil), key...)}, nil
+}
+
+// Encode returns the cursor that continues a list of owner's todos matching f after
+// the todo with id after.
+func (c *Cursors) Encode(owner uuid.UUID, f Filter, after uuid.UUID) string {
 	b := make([]byte, 0, cursorLen)
 	b = append(b, after[:]...)
-	b = append(b, cursorCheck(owner, f, after)...)
+	b = append(b, c.tag(owner, f, after)...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// DecodeCursor returns the id a cursor continues after, or ErrInvalidCursor unless
-// the cursor was issued for owner and f.
-func DecodeCursor(s string, owner uuid.UUID, f Filter) (uuid.UUID, error) {
+// Decode returns the id a cursor continues after, or ErrInvalidCursor unless the
+// cursor was minted with this key for owner and f.
+func (c *Cursors) Decode(s string, owner uuid.UUID, f Filter) (uuid.UUID, error) {
 	// The length check also rejects CR and LF, which the decoder silently skips.
 	if len(s) != base64.RawURLEncoding.EncodedLen(cursorLen) {
 		return uuid.Nil, ErrInvalidCursor
@@ -45,19 +63,19 @@ func DecodeCursor(s string, owner uuid.UUID, f Filter) (uuid.UUID, error) {
 		return uuid.Nil, ErrInvalidCursor
 	}
 	after := uuid.UUID(b[:16])
-	if subtle.ConstantTimeCompare(b[16:], cursorCheck(owner, f, after)) != 1 {
+	if !hmac.Equal(b[16:], c.tag(owner, f, after)) {
 		return uuid.Nil, ErrInvalidCursor
 	}
 	return after, nil
 }
 
-func cursorCheck(owner uuid.UUID, f Filter, after uuid.UUID) []byte {
-	h := sha256.New()
-	h.Write([]byte("todos-cursor-v1"))
-	h.Write(owner[:])
-	h.Write([]byte(f.canonical()))
-	h.Write(after[:])
-	return h.Sum(nil)[:checkLen]
+func (c *Cursors) tag(owner uuid.UUID, f Filter, after uuid.UUID) []byte {
+	m := hmac.New(sha256.New, c.key)
+	m.Write([]byte("todos-cursor-v2\x00"))
+	m.Write(owner[:])
+	m.Write([]byte(f.canonical()))
+	m.Write(after[:])
+	return m.Sum(nil)[:tagLen]
 }
 
 // canonical is a stable text form of f, so that equal filters give equal cursors.

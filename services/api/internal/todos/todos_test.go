@@ -105,30 +105,73 @@ func FuzzParsePatch(f *testing.F) {
 	})
 }
 
+// cursorKey is a fixed key, so that the checked-in corpus stays meaningful.
+var cursorKey = []byte("0123456789abcdef0123456789abcdef")
+
 func FuzzCursor(f *testing.F) {
 	owner := uuid.MustParse("0190a8a4-3c6e-7b2e-9a6e-3f0c2d1e4b5a")
 	yes := true
-	valid := todos.EncodeCursor(owner, todos.Filter{Completed: &yes}, owner)
+	c, err := todos.NewCursors(cursorKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	valid := c.Encode(owner, todos.Filter{Completed: &yes}, owner)
 	for _, s := range []string{valid, valid[:10], valid + "A", "", "%%%", strings.Repeat("A", 43)} {
 		f.Add(s)
 	}
+	other, err := todos.NewCursors([]byte(strings.Repeat("k", todos.MinCursorKeyLen)))
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		f := todos.Filter{Completed: &yes}
-		after, err := todos.DecodeCursor(s, owner, f)
+		after, err := c.Decode(s, owner, f)
 		if err != nil {
 			if !errors.Is(err, todos.ErrInvalidCursor) {
 				t.Fatalf("error %v", err)
 			}
 			return
 		}
-		if todos.EncodeCursor(owner, f, after) != s {
+		if c.Encode(owner, f, after) != s {
 			t.Fatalf("accepted a cursor that does not re-encode to itself: %q", s)
 		}
-		if _, err := todos.DecodeCursor(s, owner, todos.Filter{}); err == nil {
+		if _, err := c.Decode(s, owner, todos.Filter{}); err == nil {
 			t.Fatal("cursor accepted with other filters")
 		}
-		if _, err := todos.DecodeCursor(s, uuid.New(), f); err == nil {
+		if _, err := c.Decode(s, uuid.New(), f); err == nil {
 			t.Fatal("cursor accepted for another user")
 		}
+		if _, err := other.Decode(s, owner, f); err == nil {
+			t.Fatal("cursor accepted under another key")
+		}
 	})
+}
+
+func TestCursorKeys(t *testing.T) {
+	t.Parallel()
+	if _, err := todos.NewCursors(make([]byte, todos.MinCursorKeyLen-1)); err == nil {
+		t.Fatal("short key accepted")
+	}
+	owner, after := uuid.New(), uuid.New()
+	key := append([]byte(nil), cursorKey...)
+	a, err := todos.NewCursors(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key[0] ^= 1 // the codec keeps its own copy
+	b, err := todos.NewCursors(cursorKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same key on another replica (or after a restart) reads the cursor.
+	if got, err := b.Decode(a.Encode(owner, todos.Filter{}, after), owner, todos.Filter{}); err != nil || got != after {
+		t.Fatalf("same key: %v %v", got, err)
+	}
+	c, err := todos.NewCursors(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Decode(a.Encode(owner, todos.Filter{}, after), owner, todos.Filter{}); !errors.Is(err, todos.ErrInvalidCursor) {
+		t.Fatalf("other key: %v", err)
+	}
 }

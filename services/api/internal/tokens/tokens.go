@@ -2,14 +2,30 @@
 // 32 random bytes in unpadded base64url; only its SHA-256 is ever stored, so a
 // database leak reveals no usable token. The prefix lets secret scanners spot leaked
 // tokens.
+//
+// A token is checked by looking its hash up in an index, not by comparing it with a
+// stored secret, and that lookup is timing-safe without a constant-time comparison:
+// the only values compared are SHA-256 digests of what the client sent. Timing can at
+// best tell an attacker how many leading bytes of the digest of a guess match some
+// stored digest, and producing a token whose digest extends such a match is a
+// preimage search on SHA-256; a token also has 256 random bits, so there is nothing
+// to guess byte by byte.
 package tokens
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"strings"
 )
+
+// MaxPerUser bounds the live tokens of one user, so that issuing tokens cannot grow
+// the table without limit; a user rotates by revoking the old token.
+const MaxPerUser = 20
+
+// ErrTooMany means the user holds MaxPerUser tokens already.
+var ErrTooMany = errors.New("too many tokens")
 
 // Prefix starts every token.
 const Prefix = "tdo_"

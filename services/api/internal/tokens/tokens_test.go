@@ -20,3 +20,26 @@ func TestNew(t *testing.T) {
 		}
 	}
 }
+
+func FuzzWellFormed(f *testing.F) {
+	good, _ := tokens.New()
+	for _, s := range []string{good, "", "tdo_", good[:len(good)-1] + "\n", good + "=", "TDO_" + good[4:], good[:20] + "\r\n" + good[20:]} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !tokens.WellFormed(s) {
+			return
+		}
+		// Anything accepted has exactly the shape New produces, so it can be hashed
+		// and looked up, and nothing else reaches the database.
+		if len(s) != len(good) || s[:4] != tokens.Prefix || len(tokens.Hash(s)) != 32 {
+			t.Fatalf("accepted %q", s)
+		}
+		for i := 4; i < len(s); i++ {
+			c := s[i]
+			if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				t.Fatalf("accepted %q with byte %q", s, c)
+			}
+		}
+	})
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/process"
+)
+
+// logBuffer collects every log line of a run; the server writes from many goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSecretsNeverLogged runs the API's whole run path with a password in
+// DATABASE_URL and a CURSOR_SECRET, sends requests carrying bearer tokens (valid,
+// revoked, unknown and malformed), then fails to start twice with the password in
+// the URL, and checks that no log line holds the password, the secret or a token.
+func TestSecretsNeverLogged(t *testing.T) {
+	t.Parallel()
+	password := "pw-" + rand.Text()
+	cursorSecret := "cs-" + rand.Text() + rand.Text()
+	u, err := url.Parse(dbtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("postgres", password) // the test server trusts; the password is only carried
+	logs := &logBuffer{}
+	log, err := process.NewLogger(logs, "api", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ := map[string]string{
+		"DATABASE_URL": u.String(), "CURSOR_SECRET": cursorSecret,
+		"API_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "localhost:0",
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, log, environ) }()
+	base := "http://" + listeningAddr(t, logs, done)
+
+	var secrets []string
+	call := func(method, path, token, body string) (int, []byte) {
+		t.Helper()
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer rcancel()
+		r, err := http.NewRequestWithContext(rctx, method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != "" {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode, b
+	}
+	tokenOf := func(b []byte) string {
+		t.Helper()
+		var v struct{ Token string }
+		if err := json.Unmarshal(b, &v); err != nil || v.Token == "" {
+			t.Fatalf("no token in %s", b)
+		}
+		secrets = append(secrets, v.Token)
+		return v.Token
+	}
+
+	status, b := call("POST", "/v1/users", "", `{"email":"s@example.com","display_name":"S"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("sign-up: %d %s", status, b)
+	}
+	first := tokenOf(b)
+	status, b = call("POST", "/v1/users/me/tokens", first, "")
+	if status != http.StatusCreated {
+		t.Fatalf("issue: %d %s", status, b)
+	}
+	second := tokenOf(b)
+	for range 3 {
+		call("POST", "/v1/todos", second, `{"title":"t"}`)
+	}
+	status, b = call("GET", "/v1/todos?limit=1&token="+second, second, "")
+	if status != http.StatusBadRequest { // token is not a parameter: rejected, and the query is not logged
+		t.Fatalf("list with a token parameter: %d %s", status, b)
+	}
+	if status, _ := call("DELETE", "/v1/users/me/tokens/current", first, ""); status != http.StatusNoContent {
+		t.Fatalf("revoke: %d", status)
+	}
+	unknown := "tdo_" + strings.Repeat("Q", 43)
+	secrets = append(secrets, unknown)
+	for _, tok := range []string{first, unknown, second + "x", "garbage-" + second} {
+		if status, _ := call("GET", "/v1/users/me", tok, ""); status != http.StatusUnauthorized {
+			t.Fatalf("bad token answered %d", status)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop")
+	}
+
+	// Start-up failures are logged once by process.Main; do the same here.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().String()
+	_ = ln.Close()
+	for _, dbURL := range []string{
+		"postgres://app:" + password + "@" + closedPort + "/todo?sslmode=disable",
+		"postgres://app:" + password + "@127.0.0.1:5432/todo?sslmode=bogus",
+	} {
+		environ["DATABASE_URL"] = dbURL
+		err := run(context.Background(), log, environ)
+		if err == nil {
+			t.Fatalf("run started with %s", dbURL)
+		}
+		log.Error("exiting on error", "error", err)
+	}
+
+	out := logs.String()
+	for _, want := range []string{`"msg":"starting"`, `"msg":"request"`, `"status":401`, `"msg":"exiting on error"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the logs lack %s, so the test saw less than it should:\n%s", want, out)
+		}
+	}
+	for _, s := range append(secrets, password, cursorSecret) {
+		if strings.Contains(out, s) {
+			t.Errorf("a secret (%.8s...) is in the logs", s)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+}
+
+// listeningAddr waits for run to log the API's address.
+func listeningAddr(t *testing.T, logs *logBuffer, done <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for line := range strings.Lines(logs.String()) {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "api server listening" {
+				return l.Addr
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned before listening: %v\n%s", err, logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API did not start listening:\n%s", logs.String())
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package ratelimit_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
+)
+
+// clock is a hand-moved clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newKeyed(t *testing.T, perSecond float64, burst, maxKeys int) (*ratelimit.Keyed, *clock) {
+	t.Helper()
+	c := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	k, err := ratelimit.New(ratelimit.Config{PerSecond: perSecond, Burst: burst, MaxKeys: maxKeys, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, c
+}
+
+func TestBurstThenRetryAfter(t *testing.T) {
+	t.Parallel()
+	k, c := newKeyed(t, 2, 3, 10)
+	for i := range 3 {
+		if ok, _ := k.Allow("a"); !ok {
+			t.Fatalf("request %d of the burst refused", i)
+		}
+	}
+	ok, wait := k.Allow("a")
+	if ok || wait != 500*time.Millisecond {
+		t.Fatalf("after the burst: %v, wait %v; want refused for 500ms", ok, wait)
+	}
+	// A refusal takes no token: the wait does not grow with refused requests.
+	if _, again := k.Allow("a"); again != wait {
+		t.Fatalf("wait grew to %v", again)
+	}
+	if ok, _ := k.Allow("b"); !ok {
+		t.Fatal("another key shares a's bucket")
+	}
+	c.advance(500 * time.Millisecond)
+	if ok, _ := k.Allow("a"); !ok {
+		t.Fatal("refused after waiting the advertised time")
+	}
+	if ok, _ := k.Allow("a"); ok {
+		t.Fatal("more than the rate allowed")
+	}
+}
+
+func TestIdleBucketsAreDropped(t *testing.T) {
+	t.Parallel()
+	k, c := newKeyed(t, 10, 5, 1000)
+	for i := range 100 {
+		k.Allow(fmt.Sprint(i))
+	}
+	if n, _ := k.Stats(); n != 100 {
+		t.Fatalf("%d keys, want 100", n)
+	}
+	c.advance(500 * time.Millisecond) // burst/rate: every bucket is full again
+	k.Allow("new")
+	if n, ev := k.Stats(); n != 1 || ev != 0 {
+		t.Fatalf("%d keys and %d evictions after the idle time, want 1 and 0", n, ev)
+	}
+}
+
+func TestMapIsBounded(t *testing.T) {
+	t.Parallel()
+	k, _ := newKeyed(t, 1, 1, 50)
+	for i := range 1000 {
+		if ok, _ := k.Allow(fmt.Sprint(i)); !ok {
+			t.Fatalf("new key %d refused", i)
+		}
+	}
+	if n, ev := k.Stats(); n != 50 || ev != 950 {
+		t.Fatalf("%d keys, %d evictions; want 50 and 950", n, ev)
+	}
+	// The most recent keys are the ones kept.
+	if ok, _ := k.Allow("999"); ok {
+		t.Fatal("the most recent key lost its bucket")
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
+	k, _ := newKeyed(t, 1, 100, 10)
+	var mu sync.Mutex
+	allowed := 0
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if ok, _ := k.Allow("shared"); ok {
+					mu.Lock()
+					allowed++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if allowed != 100 {
+		t.Fatalf("%d allowed with a frozen clock, want the burst of 100", allowed)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	for _, c := range []ratelimit.Config{
+		{PerSecond: 0, Burst: 1, MaxKeys: 1},
+		{PerSecond: 1, Burst: 0, MaxKeys: 1},
+		{PerSecond: 1, Burst: 1, MaxKeys: 0},
+	} {
+		if _, err := ratelimit.New(c); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
