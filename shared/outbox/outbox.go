@@ -42,12 +42,14 @@ func Insert(ctx context.Context, tx postgres.DBTX, events ...event.Envelope) err
 	}
 	n := len(events)
 	var (
-		ids        = make([]uuid.UUID, n)
+		// [16]byte, not uuid.UUID: pgx encodes raw arrays directly, while a
+		// uuid.UUID element goes through its text form.
+		ids        = make([][16]byte, n)
 		aggTypes   = make([]string, n)
-		aggIDs     = make([]uuid.UUID, n)
+		aggIDs     = make([][16]byte, n)
 		versions   = make([]int64, n)
 		types      = make([]string, n)
-		owners     = make([]uuid.UUID, n)
+		owners     = make([][16]byte, n)
 		partitions = make([]int32, n)
 		payloads   = make([]string, n)
 		created    = make([]time.Time, n)

@@ -7,12 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
 
 // DBTX runs queries on a pool or inside a transaction.
@@ -145,10 +146,4 @@ func IsUniqueViolation(err error, constraint string) bool {
 }
 
 // Redact hides the password in a database URL for logs and errors.
-func Redact(databaseURL string) string {
-	u, err := url.Parse(databaseURL)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	return u.Redacted()
-}
+func Redact(databaseURL string) string { return redact.URL(databaseURL) }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
 
 // Wake modes.
@@ -127,7 +128,7 @@ func (c Config) Validate() error {
 	}
 	for _, u := range strings.Split(c.NATSURL, ",") {
 		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
-			add("NATS_URL %q: want nats://host:port[,nats://host:port...]", redactNATS(c.NATSURL))
+			add("NATS_URL %q: want nats://host:port[,nats://host:port...]", redact.NATSURLs(c.NATSURL))
 			break
 		}
 	}
@@ -208,7 +209,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("database_url", sharedpg.Redact(c.DatabaseURL)),
 		slog.Int("db_max_conns", int(c.DBMaxConns)),
-		slog.String("nats_url", redactNATS(c.NATSURL)),
+		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
 		slog.String("stream_name", c.StreamName),
 		slog.String("subject_prefix", c.SubjectPrefix),
 		slog.Int("stream_replicas", c.StreamReplicas),
@@ -242,25 +243,4 @@ func defaultReplicaID() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%x", host, b)
-}
-
-// redactNATS masks passwords and tokens in a comma-separated list of NATS URLs.
-func redactNATS(raw string) string {
-	parts := strings.Split(raw, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "(unparsable url)"
-			continue
-		}
-		if u.User != nil {
-			if _, has := u.User.Password(); has {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			} else {
-				u.User = url.User("xxxxx") // a bare user is a token
-			}
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
 }

@@ -1,7 +1,8 @@
 // Package relay drains the outbox into JetStream: it claims the unpublished rows of the
 // partitions this replica leases, publishes them asynchronously with the event id as
 // Nats-Msg-Id, waits for every PubAck and marks the acknowledged rows published in one
-// statement fenced on the lease.
+// statement fenced on the lease. Under a backlog the three steps overlap across
+// batches (see Relay.Drain).
 //
 // Delivery is at least once: a crash between the PubAck and the mark leaves the rows
 // unpublished, they are published again, and JetStream drops the copies inside its
@@ -86,11 +87,11 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, leases Leases, wake <-chan 
 	return &Relay{pool: pool, js: js, leases: leases, wake: wake, opts: opts, m: m, log: log}
 }
 
-// Run drains until ctx is cancelled: at once again while batches come back full, after
-// PollMin while there is work, and after a delay doubling up to PollMax while idle, or
-// as soon as a notification or a new lease arrives. A failing drain (broker or database
-// down) is logged and retried with the same growing delay. It returns nil on
-// cancellation, after finishing or abandoning the batch in flight.
+// Run drains until ctx is cancelled: a drain goes on while batches come back full, the
+// next one starts after PollMin while there is work, and after a delay doubling up to
+// PollMax while idle, or as soon as a notification or a new lease arrives. A failing
+// drain (broker or database down) is logged and retried with the same growing delay.
+// It returns nil on cancellation, after finishing or abandoning the batches in flight.
 func (r *Relay) Run(ctx context.Context) error {
 	idle := r.opts.PollMin
 	for {
@@ -103,15 +104,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		case err != nil:
 			r.log.Warn("drain failed", "error", err, "retry_in", idle)
 			delay, idle = idle, min(2*idle, r.opts.PollMax)
-		case res.Claimed == r.opts.BatchSize:
-			delay, idle = 0, r.opts.PollMin
 		case res.Claimed > 0:
 			delay, idle = r.opts.PollMin, r.opts.PollMin
 		default:
 			delay, idle = idle, min(2*idle, r.opts.PollMax)
-		}
-		if delay == 0 {
-			continue
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -128,7 +124,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// drainGraceful runs one drain that survives the cancellation of ctx for ShutdownGrace.
+// drainGraceful runs one drain whose batches in flight survive the cancellation of ctx
+// for ShutdownGrace; it claims no new batch after ctx is cancelled.
 func (r *Relay) drainGraceful(ctx context.Context) (Result, error) {
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -137,7 +134,7 @@ func (r *Relay) drainGraceful(ctx context.Context) (Result, error) {
 		context.AfterFunc(bctx, func() { t.Stop() })
 	})
 	defer stop()
-	return r.Drain(bctx)
+	return r.drain(ctx, bctx)
 }
 
 // Result counts what one drain did.
@@ -147,6 +144,14 @@ type Result struct {
 	Fenced    int // rows acknowledged but not marked: the lease was lost meanwhile
 	Failed    int // rows whose publish failed (broker or event)
 	Parked    int // rows parked by this drain
+}
+
+func (res *Result) add(o Result) {
+	res.Claimed += o.Claimed
+	res.Published += o.Published
+	res.Fenced += o.Fenced
+	res.Failed += o.Failed
+	res.Parked += o.Parked
 }
 
 // row is one claimed outbox row.
@@ -159,7 +164,7 @@ type row struct {
 	version     int64
 	eventType   string
 	owner       uuid.UUID
-	payload     string
+	payload     []byte
 	traceParent *string
 	traceState  *string
 	createdAt   time.Time
@@ -171,41 +176,133 @@ type aggKey struct {
 	id  uuid.UUID
 }
 
-// Drain publishes one batch of the leased partitions' unpublished rows. It returns an
-// error when the batch could not be claimed or marked, or when the broker failed
-// (connection lost, timeouts): those rows stay as they are and are retried without
-// counting against them. Rows the broker rejected on their own count an attempt each.
-func (r *Relay) Drain(ctx context.Context) (Result, error) {
-	var res Result
-	held := r.leases.Held()
-	if len(held) == 0 {
-		return res, nil
+// batch is one claimed batch after its publish, waiting to be marked.
+type batch struct {
+	rows  []row
+	acked []row
+	// errs holds each failed row's error, by index in rows; acknowledged rows and rows
+	// held back behind a failed row of their aggregate have none.
+	errs   []error
+	failed bool
+}
+
+// Drain publishes the leased partitions' unpublished rows in batches of BatchSize, back
+// to back while the batches come back full, and returns when one comes back short, on
+// the first error, or once ctx is cancelled. It returns an error when a batch could not
+// be claimed or marked, or when the broker failed (connection lost, timeouts): those
+// rows stay as they are and are retried without counting against them. Rows the broker
+// rejected on their own count an attempt each.
+//
+// While a batch is published, the previous one is marked and the next one claimed, so
+// that the two statements cost no time beyond the broker's round trips. The order rules
+// hold as without the overlap: a batch is published only after every PubAck of the one
+// before came back; a claim skips the rows of the batches still in flight (unpublished
+// in the database until their mark commits); and after a batch with a failed row the
+// next claim is discarded, the failures are recorded, and the claim is made again, so
+// that it holds back the failed rows' aggregates. If a mark fails, the batch published
+// meanwhile is left unmarked too, so that both are republished later in version order,
+// and deduplicated.
+func (r *Relay) Drain(ctx context.Context) (Result, error) { return r.drain(ctx, ctx) }
+
+// drain is Drain with the batches' work under ctx, claiming no new batch once stop is
+// done.
+func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
+	var (
+		total   Result
+		marking *task[Result] // the previous batch's finish, running
+		marked  []row         // its rows
+	)
+	// settle waits for the tasks in flight, so that none outlives the drain.
+	settle := func(claiming *task[[]row]) error {
+		var err error
+		if claiming != nil {
+			_, _ = claiming.wait() // discarded: claiming takes no locks
+		}
+		if marking != nil {
+			var res Result
+			res, err = marking.wait()
+			total.add(res)
+			marking = nil
+		}
+		return err
 	}
-	rows, err := r.claim(ctx, held)
-	if err != nil {
-		return res, err
+
+	rows, err := r.claim(ctx, nil)
+	for {
+		if err != nil || len(rows) == 0 || stop.Err() != nil {
+			return total, errors.Join(err, settle(nil))
+		}
+		total.Claimed += len(rows)
+		more := len(rows) == r.opts.BatchSize && stop.Err() == nil
+		var claiming *task[[]row]
+		if more {
+			inFlight := append(slices.Clip(marked), rows...)
+			claiming = goTask(func() ([]row, error) { return r.claim(ctx, inFlight) })
+		}
+		b, perr := r.publish(ctx, rows)
+		if ferr := settle(nil); ferr != nil || perr != nil {
+			return total, errors.Join(ferr, perr, settle(claiming))
+		}
+		if !more || b.failed {
+			_ = settle(claiming)
+			res, ferr := r.finish(ctx, b)
+			total.add(res)
+			if ferr != nil || !more {
+				return total, ferr
+			}
+			rows, err = r.claim(ctx, nil)
+			continue
+		}
+		marking, marked = goTask(func() (Result, error) { return r.finish(ctx, b) }), b.rows
+		rows, err = claiming.wait()
 	}
-	res.Claimed = len(rows)
-	if len(rows) == 0 {
-		return res, nil
-	}
+}
+
+// task is a function running in its own goroutine; its starter owns it and must wait.
+type task[T any] struct {
+	done chan struct{}
+	v    T
+	err  error
+}
+
+func goTask[T any](f func() (T, error)) *task[T] {
+	t := &task[T]{done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		t.v, t.err = f()
+	}()
+	return t
+}
+
+func (t *task[T]) wait() (T, error) {
+	<-t.done
+	return t.v, t.err
+}
+
+// publish publishes a claimed batch in version order per aggregate and waits for its
+// PubAcks. It returns an error when the batch was abandoned before every PubAck came
+// back; a failed row is not an error, it is in the batch.
+func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 	r.m.BatchSize.Observe(float64(len(rows)))
 	// Per aggregate in version order; the aggregates' relative order does not matter.
 	slices.SortFunc(rows, func(a, b row) int {
 		return cmp.Or(cmp.Compare(a.aggType, b.aggType), slices.Compare(a.aggID[:], b.aggID[:]), cmp.Compare(a.version, b.version))
 	})
+	b := &batch{rows: rows, acked: make([]row, 0, len(rows)), errs: make([]error, len(rows))}
 
 	start := time.Now()
 	futures := make([]jetstream.PubAckFuture, len(rows))
-	errs := make([]error, len(rows))
-	blocked := map[aggKey]bool{} // aggregates with a failed row: their later rows wait
+	var blocked map[aggKey]bool // aggregates with a failed row: their later rows wait
 	for i, rw := range rows {
 		k := aggKey{rw.aggType, rw.aggID}
 		if blocked[k] {
 			continue
 		}
-		futures[i], errs[i] = r.js.PublishMsgAsync(r.message(rw))
-		if errs[i] != nil {
+		futures[i], b.errs[i] = r.js.PublishMsgAsync(r.message(rw))
+		if b.errs[i] != nil {
+			if blocked == nil {
+				blocked = map[aggKey]bool{}
+			}
 			blocked[k] = true
 		}
 	}
@@ -216,52 +313,61 @@ func (r *Relay) Drain(ctx context.Context) (Result, error) {
 	// Await every PubAck against one deadline for the batch.
 	timer := time.NewTimer(r.opts.PublishTimeout)
 	defer timer.Stop()
-	var acked []row
 	timedOut := false
 	for i, f := range futures {
 		if f == nil {
 			continue
 		}
 		if timedOut {
-			errs[i] = fmt.Errorf("no PubAck within %s", r.opts.PublishTimeout)
+			b.errs[i] = fmt.Errorf("no PubAck within %s", r.opts.PublishTimeout)
 			continue
 		}
 		select {
 		case <-f.Ok():
-			acked = append(acked, rows[i])
+			b.acked = append(b.acked, rows[i])
 		case err := <-f.Err():
-			errs[i] = err
+			b.errs[i] = err
 		case <-timer.C:
 			timedOut = true
-			errs[i] = fmt.Errorf("no PubAck within %s", r.opts.PublishTimeout)
+			b.errs[i] = fmt.Errorf("no PubAck within %s", r.opts.PublishTimeout)
 		case <-ctx.Done():
-			return res, fmt.Errorf("batch abandoned before every PubAck: %w", ctx.Err())
+			return b, fmt.Errorf("batch abandoned before every PubAck: %w", ctx.Err())
 		}
 	}
 	r.m.PublishTime.Observe(time.Since(start).Seconds())
+	b.failed = len(b.acked) < len(rows)
 	now := time.Now()
-	for _, rw := range acked {
+	for _, rw := range b.acked {
 		r.m.EventLag.Observe(now.Sub(rw.createdAt).Seconds())
 	}
 	if r.afterAcks != nil {
 		r.afterAcks()
 	}
+	return b, nil
+}
 
-	marked, err := r.markPublished(ctx, acked)
+// finish marks the batch's acknowledged rows published and records its failures. Its
+// Result leaves Claimed to the caller.
+func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
+	var res Result
+	marked, err := r.markPublished(ctx, b.acked)
 	if err != nil {
 		return res, err
 	}
-	res.Published, res.Fenced = marked, len(acked)-marked
+	res.Published, res.Fenced = marked, len(b.acked)-marked
 	r.m.Published.Add(float64(res.Published))
 	if res.Fenced > 0 {
 		r.m.Fenced.Add(float64(res.Fenced))
 		r.log.Warn("lease lost during the batch: acknowledged rows left to the new owner", "rows", res.Fenced)
 	}
+	if !b.failed {
+		return res, nil
+	}
 
 	var rejected []row
 	var rejectedErrs []string
 	var brokerErr error
-	for i, err := range errs {
+	for i, err := range b.errs {
 		if err == nil {
 			continue
 		}
@@ -272,7 +378,7 @@ func (r *Relay) Drain(ctx context.Context) (Result, error) {
 			continue
 		}
 		r.m.Failed.WithLabelValues("event").Inc()
-		rejected = append(rejected, rows[i])
+		rejected = append(rejected, b.rows[i])
 		rejectedErrs = append(rejectedErrs, err.Error())
 	}
 	if len(rejected) > 0 {
@@ -285,7 +391,7 @@ func (r *Relay) Drain(ctx context.Context) (Result, error) {
 		r.log.Warn("broker rejected events", "rows", len(rejected), "parked", parked, "first_error", rejectedErrs[0])
 	}
 	if brokerErr != nil {
-		return res, fmt.Errorf("publish %d of %d rows failed: %w", res.Failed-len(rejected), len(rows), brokerErr)
+		return res, fmt.Errorf("publish %d of %d rows failed: %w", res.Failed-len(rejected), len(b.rows), brokerErr)
 	}
 	return res, nil
 }
@@ -294,7 +400,7 @@ func (r *Relay) message(rw row) *nats.Msg {
 	msg := nats.NewMsg(event.Subject(r.opts.SubjectPrefix, event.Envelope{
 		AggregateType: rw.aggType, OwnerID: rw.owner, AggregateID: rw.aggID,
 	}))
-	msg.Data = []byte(rw.payload)
+	msg.Data = rw.payload
 	msg.Header.Set(jetstream.MsgIDHeader, rw.eventID.String())
 	msg.Header.Set(HeaderEventType, rw.eventType)
 	msg.Header.Set(HeaderAggregateVersion, strconv.FormatInt(rw.version, 10))

@@ -157,7 +157,21 @@ func TestPublishesEveryRowOnceInVersionOrder(t *testing.T) {
 	ids := e.seed(ctx, t, 40, 5)
 	r := e.replica(t, "a", 5*time.Second, opts(64))
 	r.takeAll(ctx, t)
-	r.drainAll(ctx, t)
+	// Full batches: each is marked while the next is claimed, which must skip it.
+	var total Result
+	for {
+		res, err := r.relay.Drain(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total.add(res)
+		if res.Claimed == 0 {
+			break
+		}
+	}
+	if total != (Result{Claimed: len(ids), Published: len(ids)}) {
+		t.Errorf("drains did %+v; want each of the %d rows claimed and published once", total, len(ids))
+	}
 
 	if n := e.unpublished(ctx, t); n != 0 {
 		t.Fatalf("%d rows unpublished", n)
@@ -359,4 +373,55 @@ func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
 	if res.Claimed != 2 || res.Failed != 1 || res.Published != 0 {
 		t.Fatalf("after unparking: %+v; want v1 claimed and failed, v2 claimed but held back", res)
 	}
+}
+
+// A rejected row in a full batch holds back its aggregate's later versions in the batches
+// after it too, although the next batch is claimed while this one is published: that
+// claim is discarded and made again once the failure is recorded.
+func TestRejectedRowBlocksItsAggregateAcrossBatches(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	owner, bad := uuid.New(), uuid.New()
+	huge := strings.Repeat("x", 2<<20) // over the server's 1 MiB max_payload
+	// Oldest first, two per batch: bad v1 with good 1, then bad v2 with good 2, ...
+	events := []event.Envelope{pubtest.Event(t, owner, bad, 1, huge)}
+	var good []uuid.UUID
+	for i := range 5 {
+		g := pubtest.Event(t, owner, uuid.New(), 1, "")
+		good = append(good, g.ID)
+		events = append(events, g)
+		if i == 0 {
+			events = append(events, pubtest.Event(t, owner, bad, 2, ""))
+		}
+	}
+	for _, ev := range events {
+		if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	r := e.replica(t, "a", 30*time.Second, opts(2))
+	r.takeAll(ctx, t)
+	for { // until bad v1 is parked, through its backoffs
+		if _, err := r.relay.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		stats, err := outbox.ReadStats(ctx, e.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Parked == 1 && stats.Backlog <= 1 {
+			if stats.Backlog != 1 {
+				t.Fatalf("stats %+v: bad v2 should wait behind the parked v1", stats)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("bad v1 not parked at the deadline: %+v", stats)
+		}
+	}
+	// bad v2 never went out ahead of v1; every other row went out once.
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), good)
 }

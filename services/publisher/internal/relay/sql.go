@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 )
 
 // claimSQL reads the next batch without locking: the partition lease already makes
@@ -15,9 +12,15 @@ import (
 // transaction) open across a network publish is what the lease spares us. Rows are
 // unpublished rows, not rows past a cursor: a row whose transaction commits late is
 // found whenever it commits. An aggregate with an earlier row in backoff or parked is
-// skipped from that version on, so its order holds. The batch is chosen on narrow
-// columns first: rendering the payloads of the whole backlog before the sort would cost
-// ten times more than the sort itself.
+// skipped from that version on, so its order holds. Rows still in flight ($3: published
+// and acknowledged, their mark not yet committed) are skipped, or they would be
+// published twice.
+//
+// The rows come in the order of outbox_drain_idx (created_at, migration 00003), so the
+// scan stops at the LIMIT instead of sorting the whole backlog. The payload is selected
+// as is, not cast: PostgreSQL renders it as JSON text on output, for the rows returned
+// only (a cast would be evaluated below a sort, for every row of the backlog, if the
+// planner sorted: it does on a table without statistics).
 const claimSQL = `
 WITH blocked AS (
     SELECT aggregate_type, aggregate_id, min(aggregate_version) AS version
@@ -25,34 +28,44 @@ WITH blocked AS (
     WHERE partition = ANY($1) AND published_at IS NULL
       AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL)
       AND (parked_at IS NOT NULL OR next_attempt_at > now())
-    GROUP BY aggregate_type, aggregate_id),
-next AS (
-    SELECT o.event_id
-    FROM outbox AS o
-    WHERE o.partition = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL
-      AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
-      AND NOT EXISTS (
-          SELECT 1 FROM blocked AS b
-          WHERE b.aggregate_type = o.aggregate_type AND b.aggregate_id = o.aggregate_id
-            AND b.version < o.aggregate_version)
-    ORDER BY o.created_at
-    LIMIT $2)
+    GROUP BY aggregate_type, aggregate_id)
 SELECT o.event_id, o.partition, o.aggregate_type, o.aggregate_id, o.aggregate_version, o.event_type,
-       o.partition_key, o.payload::text, o.payload->'trace'->>'traceparent',
+       o.partition_key, o.payload, o.payload->'trace'->>'traceparent',
        o.payload->'trace'->>'tracestate', o.created_at, o.attempts
-FROM next JOIN outbox AS o ON o.event_id = next.event_id`
+FROM outbox AS o
+WHERE o.partition = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL
+  AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
+  AND o.event_id NOT IN (SELECT unnest($3::uuid[]))
+  AND NOT EXISTS (
+      SELECT 1 FROM blocked AS b
+      WHERE b.aggregate_type = o.aggregate_type AND b.aggregate_id = o.aggregate_id
+        AND b.version < o.aggregate_version)
+ORDER BY o.created_at
+LIMIT $2`
 
-func (r *Relay) claim(ctx context.Context, held lease.Held) ([]row, error) {
+// claim reads the next batch of the partitions held now, skipping the rows of inFlight
+// (their ids go as [16]byte, see fence).
+func (r *Relay) claim(ctx context.Context, inFlight []row) ([]row, error) {
+	held := r.leases.Held()
+	if len(held) == 0 {
+		return nil, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
 	defer cancel()
-	rows, err := r.pool.Query(ctx, claimSQL, held.Partitions(), r.opts.BatchSize)
+	skip := make([][16]byte, len(inFlight))
+	for i, rw := range inFlight {
+		skip[i] = rw.eventID
+	}
+	rows, err := r.pool.Query(ctx, claimSQL, held.Partitions(), r.opts.BatchSize, skip)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(rs pgx.CollectableRow) (row, error) {
 		var rw row
-		err := rs.Scan(&rw.eventID, &rw.partition, &rw.aggType, &rw.aggID, &rw.version, &rw.eventType,
-			&rw.owner, &rw.payload, &rw.traceParent, &rw.traceState, &rw.createdAt, &rw.attempts)
+		// The uuids scan as [16]byte: as uuid.UUID (an sql.Scanner) pgx would format
+		// each one as a string for it to parse back.
+		err := rs.Scan((*[16]byte)(&rw.eventID), &rw.partition, &rw.aggType, (*[16]byte)(&rw.aggID), &rw.version,
+			&rw.eventType, (*[16]byte)(&rw.owner), &rw.payload, &rw.traceParent, &rw.traceState, &rw.createdAt, &rw.attempts)
 		rw.epoch = held[rw.partition]
 		return rw, err
 	})
@@ -134,9 +147,11 @@ func (r *Relay) recordFailures(ctx context.Context, rows []row, errs []string) (
 }
 
 // fence returns the rows' ids with the partitions and lease epochs they were claimed
-// under, as the arrays markSQL and failSQL take.
-func fence(rows []row) (ids []uuid.UUID, parts []int32, epochs []int64) {
-	ids = make([]uuid.UUID, len(rows))
+// under, as the arrays markSQL and failSQL take. The ids go as [16]byte, which pgx
+// encodes directly: a uuid.UUID goes through its driver.Valuer, a string that pgx
+// fails to encode as binary (building an error) before it parses it back, per element.
+func fence(rows []row) (ids [][16]byte, parts []int32, epochs []int64) {
+	ids = make([][16]byte, len(rows))
 	parts = make([]int32, len(rows))
 	epochs = make([]int64, len(rows))
 	for i, rw := range rows {

@@ -1,0 +1,40 @@
+// Package redact masks credentials in connection strings before they reach logs and
+// error messages.
+package redact
+
+import (
+	"net/url"
+	"strings"
+)
+
+// URL masks the password of a URL (PostgreSQL, MongoDB, NATS...). A URL that does not
+// parse is replaced whole, since it may hold a secret in a place we cannot find.
+func URL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}
+
+// NATSURLs masks a comma-separated list of NATS server URLs. Besides passwords it masks
+// a user without a password, which NATS treats as an authentication token.
+func NATSURLs(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparsable url)"
+			continue
+		}
+		if u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			} else {
+				u.User = url.User("xxxxx")
+			}
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}
