@@ -10,8 +10,13 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/todo?sslmode=disable
-export DATABASE_URL
+# The operator tools default to the local stack of `make run` (whose embedded NATS
+# listens on 14222); set these to point them at other servers. `make run` itself only
+# sees them when set outside make: unset, it starts embedded servers.
+TOOLS_ENV := DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/todo?sslmode=disable}" \
+	NATS_URL="$${NATS_URL:-nats://127.0.0.1:14222}" \
+	MONGODB_URI="$${MONGODB_URI:-mongodb://127.0.0.1:27017/?directConnection=true}"
+PROJECTOR := $(TOOLS_ENV) go run ./services/projector/cmd/projector
 
 .PHONY: help
 help: ## Show this help
@@ -28,7 +33,23 @@ run: build ## Run the whole system locally (API on http://localhost:8080); Ctrl-
 
 .PHONY: migrate
 migrate: ## Apply the schema to DATABASE_URL
-	go run ./migrations/cmd/migrate up
+	$(TOOLS_ENV) go run ./migrations/cmd/migrate up
+
+.PHONY: verify
+verify: ## Compare PostgreSQL and MongoDB document by document; print every difference, exit 1 on drift
+	$(PROJECTOR) verify
+
+.PHONY: resync
+resync: ## Re-emit outbox events so the read model is repaired (ARGS="--user ID" or "--todo ID"; default --all)
+	$(PROJECTOR) resync $(or $(ARGS),--all)
+
+.PHONY: rebuild
+rebuild: ## Fill a fresh read model from the stream, then switch readers to it (ARGS="--database NAME ...")
+	$(PROJECTOR) rebuild $(ARGS)
+
+.PHONY: deadletters
+deadletters: ## List the dead letters waiting for an operator (redrive: projector deadletters redrive)
+	$(PROJECTOR) deadletters list
 
 .PHONY: test
 test: ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB

@@ -42,7 +42,7 @@ var (
 	mongoPort = []string{"TCP/27017"}
 
 	wantEgress = map[string][]string{
-		"Deployment/api":       concat(dns, sql, mongoPort),
+		"Deployment/api":       concat(dns, sql, natsPort, mongoPort),
 		"Deployment/publisher": concat(dns, sql, natsPort),
 		"Deployment/projector": concat(dns, natsPort, mongoPort, sql),
 		"Job/migrate":          concat(dns, sql),

@@ -24,10 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/outboxtodo/outboxtodo/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/devstack/pgadmin"
 	"github.com/outboxtodo/outboxtodo/migrations"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
@@ -67,7 +66,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 
-	if err := ensureDatabase(ctx, cfg.databaseURL); err != nil {
+	if err := pgadmin.EnsureDatabase(ctx, cfg.databaseURL); err != nil {
 		return err
 	}
 	applied, err := migrations.Up(ctx, cfg.databaseURL)
@@ -79,7 +78,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	natsURL := cfg.natsURL
 	if natsURL == "" {
 		srv, err := natsserver.Start(natsserver.Config{
-			StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: quiet("nats"),
+			StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: slog.New(natsErrors(component("nats"))),
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
@@ -95,11 +94,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if err := ensureDatabase(ctx, ferretURL); err != nil {
+		if err := pgadmin.EnsureDatabase(ctx, ferretURL); err != nil {
 			return err
 		}
 		// Not ctx: FerretDB must outlive the services while they drain.
-		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL, Logger: quiet("ferretdb")})
+		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL, Logger: slog.New(ferret.LogHandler(component("ferretdb")))})
 		if err != nil {
 			return fmt.Errorf("start embedded FerretDB: %w", err)
 		}
@@ -157,11 +156,19 @@ func run(ctx context.Context, log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
-// quiet keeps an embedded server's errors only: NATS logs a banner at info and
-// FerretDB dumps whole wire messages at warn when a client disconnects.
-func quiet(component string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})).
-		With("service", "devstack", "component", component)
+// component is the log handler of an embedded server.
+func component(name string) slog.Handler {
+	return slog.NewJSONHandler(os.Stderr, nil).WithAttrs([]slog.Attr{slog.String("service", "devstack"), slog.String("component", name)})
+}
+
+// natsErrors keeps the embedded NATS server's warnings and errors: it logs a banner
+// at info.
+func natsErrors(h slog.Handler) slog.Handler { return warnOnly{h} }
+
+type warnOnly struct{ slog.Handler }
+
+func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
 }
 
 // service prepares a child process that gets SIGTERM when ctx ends (and up to 25s to
@@ -199,38 +206,6 @@ func waitHealthy(ctx context.Context, u string) error {
 		case <-t.C:
 		}
 	}
-}
-
-// ensureDatabase creates the database named in databaseURL when it does not exist.
-func ensureDatabase(ctx context.Context, databaseURL string) error {
-	u, err := url.Parse(databaseURL)
-	if err != nil {
-		return fmt.Errorf("parse %s: %w", postgres.Redact(databaseURL), err)
-	}
-	name := strings.Trim(u.Path, "/")
-	if name == "" || strings.Contains(name, `"`) {
-		return fmt.Errorf("database url %s must name a database", postgres.Redact(databaseURL))
-	}
-	admin := *u
-	admin.Path = "/postgres"
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin.String())
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", postgres.Redact(admin.String()), err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		return fmt.Errorf("look up database %s: %w", name, err)
-	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, `CREATE DATABASE "`+name+`"`); err != nil && postgres.SQLState(err) != "42P04" {
-		return fmt.Errorf("create database %s: %w", name, err)
-	}
-	return nil
 }
 
 // siblingDatabase is databaseURL with suffix appended to the database name.

@@ -59,10 +59,24 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) error
 	log.Info("outbox notifications", "enabled", notify, "setting", cfg.OutboxNotify)
 	store := postgres.New(pool, notify)
 
+	rs, err := openReadSide(cfg, pool, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := rs.Close(closeCtx); err != nil {
+			log.Warn("close read side", "error", err)
+		}
+	}()
+
 	reg := admin.NewRegistry()
 	handler, err := httpapi.New(httpapi.Options{
 		Store:              store,
-		Checks:             []httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}},
+		ReadModel:          rs.readModel,
+		SyncReport:         rs.reporter.Report,
+		Checks:             append([]httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}}, rs.checks...),
 		Log:                log,
 		Metrics:            reg,
 		RequestTimeout:     cfg.RequestTimeout,

@@ -25,6 +25,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
 
 // Config of the API process.
@@ -75,6 +76,27 @@ type Config struct {
 	// Limits against slow and oversized requests. ReadHeaderTimeout cuts off a
 	// client that dribbles its headers (slowloris); REQUEST_TIMEOUT also bounds
 	// reading the whole request. MaxHeaderBytes bounds the request line and headers.
+	// The read side: the MongoDB read model the projector writes (leaderboard, stats,
+	// /health/sync) and the stream and consumer /health/sync reports on. The API only
+	// reads both; writes never depend on them.
+	MongoURI      string        `env:"MONGODB_URI" envDefault:"mongodb://127.0.0.1:27017/?directConnection=true"`
+	MongoDatabase string        `env:"MONGODB_DATABASE" envDefault:"todo_read"`
+	MongoTimeout  time.Duration `env:"MONGODB_TIMEOUT" envDefault:"5s"`
+	NATSURL       string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Stream        string        `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
+	Consumer      string        `env:"CONSUMER_NAME" envDefault:"projector"`
+
+	// Alert thresholds of /health/sync (0 disables one): a warning answers 200, a
+	// critical alert 503.
+	SyncOutboxAgeWarn time.Duration `env:"SYNC_OUTBOX_AGE_WARN" envDefault:"30s"`
+	SyncOutboxAgeCrit time.Duration `env:"SYNC_OUTBOX_AGE_CRIT" envDefault:"5m"`
+	SyncBacklogWarn   int64         `env:"SYNC_BACKLOG_WARN" envDefault:"10000"`
+	SyncBacklogCrit   int64         `env:"SYNC_BACKLOG_CRIT" envDefault:"1000000"`
+	SyncLagWarn       time.Duration `env:"SYNC_LAG_WARN" envDefault:"30s"`
+	SyncLagCrit       time.Duration `env:"SYNC_LAG_CRIT" envDefault:"5m"`
+	SyncPendingWarn   int64         `env:"SYNC_PENDING_WARN" envDefault:"10000"`
+	SyncPendingCrit   int64         `env:"SYNC_PENDING_CRIT" envDefault:"1000000"`
+
 	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
 	IdleTimeout       time.Duration `env:"IDLE_TIMEOUT" envDefault:"2m"`
 	MaxHeaderBytes    int           `env:"MAX_HEADER_BYTES" envDefault:"16384"`
@@ -136,6 +158,30 @@ func (c Config) Validate() error {
 	}
 	if c.IdempotencySweepInterval < time.Second {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_SWEEP_INTERVAL %s: want at least 1s", c.IdempotencySweepInterval))
+	}
+	if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
+		errs = append(errs, fmt.Errorf("MONGODB_URI %s: want a mongodb:// or mongodb+srv:// URI", redact.URL(c.MongoURI)))
+	}
+	if c.MongoDatabase == "" {
+		errs = append(errs, errors.New("MONGODB_DATABASE: must not be empty"))
+	}
+	if c.MongoTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("MONGODB_TIMEOUT %s: want at least 100ms", c.MongoTimeout))
+	}
+	if c.NATSURL == "" || c.Stream == "" || c.Consumer == "" {
+		errs = append(errs, errors.New("NATS_URL, STREAM_NAME and CONSUMER_NAME must not be empty"))
+	}
+	for name, d := range map[string]time.Duration{"SYNC_OUTBOX_AGE_WARN": c.SyncOutboxAgeWarn, "SYNC_OUTBOX_AGE_CRIT": c.SyncOutboxAgeCrit,
+		"SYNC_LAG_WARN": c.SyncLagWarn, "SYNC_LAG_CRIT": c.SyncLagCrit} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must not be negative", name, d))
+		}
+	}
+	for name, n := range map[string]int64{"SYNC_BACKLOG_WARN": c.SyncBacklogWarn, "SYNC_BACKLOG_CRIT": c.SyncBacklogCrit,
+		"SYNC_PENDING_WARN": c.SyncPendingWarn, "SYNC_PENDING_CRIT": c.SyncPendingCrit} {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must not be negative", name, n))
+		}
 	}
 	switch c.OutboxNotify {
 	case "auto", "on", "off":
@@ -204,5 +250,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("read_header_timeout", c.ReadHeaderTimeout.String()),
 		slog.String("idle_timeout", c.IdleTimeout.String()),
 		slog.Int("max_header_bytes", c.MaxHeaderBytes),
+		slog.String("mongodb_uri", redact.URL(c.MongoURI)),
+		slog.String("mongodb_database", c.MongoDatabase),
+		slog.String("mongodb_timeout", c.MongoTimeout.String()),
+		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
+		slog.String("stream", c.Stream),
+		slog.String("consumer", c.Consumer),
 	)
 }

@@ -44,6 +44,7 @@ var (
 	kindValidation         = kind{"validation-failed", http.StatusUnprocessableEntity, "Validation failed"}
 	kindIdempotencyReused  = kind{"idempotency-key-reused", http.StatusUnprocessableEntity, "Idempotency key reused"}
 	kindTimeout            = kind{"timeout", http.StatusServiceUnavailable, "Request timed out"}
+	kindReadModel          = kind{"read-model-unavailable", http.StatusServiceUnavailable, "Read model unavailable"}
 	kindInternal           = kind{"internal", http.StatusInternalServerError, "Internal server error"}
 )
 
@@ -110,6 +111,9 @@ func toProblem(err error) (problem.Details, bool) {
 		p = details(kindTooManyTokens, fmt.Sprintf("a user may hold at most %d tokens; revoke one first", tokens.MaxPerUser))
 	case errors.Is(err, idempotency.ErrInvalidKey):
 		p = details(kindInvalidHeader, idempotency.ErrInvalidKey.Error())
+	case errors.Is(err, errReadModel):
+		p = details(kindReadModel, "the leaderboard and stats are unavailable for a moment; writes are not affected; retry shortly")
+		mine = false
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		p = details(kindTimeout, "the request did not finish in time; retry it")
 		mine = false

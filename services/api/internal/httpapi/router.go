@@ -23,6 +23,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -67,6 +68,10 @@ type Options struct {
 	RateLimitKeys int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// ReadModel serves the leaderboard and stats; SyncReport serves /health/sync.
+	// Without them those routes answer 503 read-model-unavailable.
+	ReadModel  ReadModel
+	SyncReport func(ctx context.Context) syncstatus.Report
 }
 
 // RateLimit is a sustained rate and a burst.
@@ -85,11 +90,13 @@ func OpenAPI() []byte { return openAPIDoc }
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 type api struct {
-	store   Store
-	checks  []Check
-	log     *slog.Logger
-	maxBody int64
-	cursors *todos.Cursors
+	store      Store
+	readModel  ReadModel
+	syncReport func(ctx context.Context) syncstatus.Report
+	checks     []Check
+	log        *slog.Logger
+	maxBody    int64
+	cursors    *todos.Cursors
 }
 
 func (a *api) handle(fn handlerFunc) http.HandlerFunc {
@@ -129,7 +136,8 @@ func New(o Options) (http.Handler, error) {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	a := &api{store: o.Store, checks: o.Checks, log: o.Log, maxBody: o.MaxBodyBytes, cursors: cursors}
+	a := &api{store: o.Store, readModel: o.ReadModel, syncReport: o.SyncReport, checks: o.Checks, log: o.Log,
+		maxBody: o.MaxBodyBytes, cursors: cursors}
 
 	r := chi.NewRouter()
 	r.Use(withRequestID, observe(o.Log, m), recoverer(o.Log))
@@ -164,6 +172,7 @@ func New(o Options) (http.Handler, error) {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	r.Get("/health/databases", a.handle(a.healthDatabases))
+	r.Get("/health/sync", a.handle(a.healthSync))
 	r.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPIDoc)
@@ -181,6 +190,8 @@ func New(o Options) (http.Handler, error) {
 		r.Delete("/v1/users/me", a.handle(a.deleteMe))
 		r.Post("/v1/users/me/tokens", a.handle(a.issueToken))
 		r.Delete("/v1/users/me/tokens/current", a.handle(a.revokeToken))
+		r.Get("/v1/users/me/stats", a.handle(a.stats))
+		r.Get("/v1/leaderboard", a.handle(a.leaderboard))
 		r.Post("/v1/todos", a.handle(a.createTodo))
 		r.Get("/v1/todos", a.handle(a.listTodos))
 		r.Get("/v1/todos/{id}", a.handle(a.getTodo))

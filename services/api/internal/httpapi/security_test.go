@@ -26,7 +26,8 @@ import (
 
 // publicRoutes are the only routes served without a token.
 var publicRoutes = map[string]bool{
-	"GET /health": true, "GET /health/databases": true, "GET /openapi.json": true, "POST /v1/users": true,
+	"GET /health": true, "GET /health/databases": true, "GET /health/sync": true, "GET /openapi.json": true,
+	"POST /v1/users": true,
 }
 
 // TestEveryOtherRouteNeedsAToken walks the router, so that a route added later

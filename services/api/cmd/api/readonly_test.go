@@ -1,0 +1,58 @@
+package main
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// mongoWrites are the methods that change a MongoDB database (of the driver's
+// Collection, Database and Client, and of the shared read-model store).
+var mongoWrites = map[string]bool{
+	"InsertOne": true, "InsertMany": true, "UpdateOne": true, "UpdateMany": true, "UpdateByID": true,
+	"ReplaceOne": true, "DeleteOne": true, "DeleteMany": true, "BulkWrite": true, "FindOneAndUpdate": true,
+	"FindOneAndReplace": true, "FindOneAndDelete": true, "Drop": true, "CreateCollection": true,
+	"CreateOne": true, "CreateMany": true, "DropOne": true, "DropAll": true, "RunCommand": true,
+	"Switch": true, "EnsureIndexes": true,
+}
+
+// TestAPINeverWritesMongoDB enforces invariant 1 of the brief: the API writes only
+// PostgreSQL (rows and outbox rows in one transaction); the read model is the
+// projector's alone. It reads every non-test Go file of the module and fails on any
+// call of a MongoDB write method.
+func TestAPINeverWritesMongoDB(t *testing.T) {
+	t.Parallel()
+	fset := token.NewFileSet()
+	files := 0
+	err := filepath.WalkDir(filepath.Join("..", ".."), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		files++
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			if sel, ok := call.Fun.(*ast.SelectorExpr); ok && mongoWrites[sel.Sel.Name] {
+				t.Errorf("%s: calls %s, a MongoDB write: the API must only read the read model", fset.Position(call.Pos()), sel.Sel.Name)
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 10 {
+		t.Fatalf("scanned only %d files: is the module root right?", files)
+	}
+}

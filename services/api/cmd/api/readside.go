@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// readSide is the API's read-only view of MongoDB and JetStream. Neither has to be up
+// for the API to start or to take writes: both clients connect lazily and reconnect on
+// their own, and /health/databases says when they are down.
+type readSide struct {
+	mongo     *mongo.Client
+	nats      *nats.Conn
+	readModel *readmodel.Store
+	reporter  *syncstatus.Reporter
+	checks    []httpapi.Check
+}
+
+func openReadSide(cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readSide, error) {
+	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
+		SetAppName("api").SetTimeout(cfg.MongoTimeout).SetServerSelectionTimeout(cfg.MongoTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("mongodb client: %w", err)
+	}
+	nc, err := nats.Connect(cfg.NATSURL, nats.Name("api"), nats.Timeout(5*time.Second),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("disconnected from NATS", "error", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to NATS") }))
+	if err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		_ = client.Disconnect(context.Background())
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	rm := readmodel.NewStore(client, cfg.MongoDatabase)
+	return &readSide{
+		mongo:     client,
+		nats:      nc,
+		readModel: rm,
+		reporter: &syncstatus.Reporter{
+			Outbox:    func(ctx context.Context) (outbox.Stats, error) { return outbox.ReadStats(ctx, db) },
+			JetStream: js,
+			Stream:    cfg.Stream,
+			Consumer:  cfg.Consumer,
+			ReadModel: rm,
+			Thresholds: syncstatus.Thresholds{
+				OutboxAgeWarn: cfg.SyncOutboxAgeWarn, OutboxAgeCrit: cfg.SyncOutboxAgeCrit,
+				BacklogWarn: cfg.SyncBacklogWarn, BacklogCrit: cfg.SyncBacklogCrit,
+				LagWarn: cfg.SyncLagWarn, LagCrit: cfg.SyncLagCrit,
+				PendingWarn: cfg.SyncPendingWarn, PendingCrit: cfg.SyncPendingCrit,
+			},
+			Timeout: 2 * time.Second,
+			Now:     time.Now,
+		},
+		checks: []httpapi.Check{
+			{Name: "mongodb", Timeout: 2 * time.Second, Fn: func(ctx context.Context) error { return client.Ping(ctx, nil) }},
+			{Name: "nats", Timeout: 2 * time.Second, Fn: func(ctx context.Context) error {
+				if s := nc.Status(); s != nats.CONNECTED {
+					return fmt.Errorf("nats connection is %s", s)
+				}
+				// The account info round trip proves JetStream answers, not just the server.
+				_, err := js.AccountInfo(ctx)
+				return err
+			}},
+		},
+	}, nil
+}
+
+func (rs *readSide) Close(ctx context.Context) error {
+	rs.nats.Close()
+	if err := rs.mongo.Disconnect(ctx); err != nil {
+		return fmt.Errorf("disconnect mongodb: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
+	"github.com/outboxtodo/outboxtodo/shared/problem"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// ReadModel is what the handlers read from MongoDB. The API never writes there: the
+// projector owns the read model.
+type ReadModel interface {
+	Leaderboard(ctx context.Context, n int, caller string) (readmodel.Leaderboard, error)
+	Stats(ctx context.Context, userID string) (readmodel.Stats, error)
+	Watermark(ctx context.Context) (readmodel.Watermark, error)
+}
+
+// Freshness headers on every read-model response: the stream sequence and the commit
+// time of the newest event the projection has applied. A write committed at or before
+// the watermark time is visible, give or take the events other projector replicas
+// still hold.
+const (
+	ProjectionSeqHeader       = "X-Projection-Sequence"
+	ProjectionWatermarkHeader = "X-Projection-Watermark"
+)
+
+const (
+	defaultLeaderboard = 10
+	maxLeaderboard     = 100
+)
+
+// errReadModel marks a failure to read MongoDB: the write path is unaffected, so the
+// client is told to retry rather than shown a 500.
+var errReadModel = errors.New("read model unavailable")
+
+type leaderboardEntry struct {
+	Rank        int64  `json:"rank"`
+	UserID      string `json:"user_id"`
+	DisplayName string `json:"display_name"`
+	Completed   int64  `json:"completed"`
+	Total       int64  `json:"total"`
+}
+
+type leaderboardResponse struct {
+	Top []leaderboardEntry `json:"top"`
+	Me  *leaderboardEntry  `json:"me"`
+}
+
+func (a *api) leaderboard(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	bad := queryParams(q, "limit")
+	n := defaultLeaderboard
+	if q.Has("limit") {
+		v, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || v < 1 || v > maxLeaderboard {
+			bad = append(bad, problem.FieldError{Pointer: "query:limit", Detail: fmt.Sprintf("must be an integer from 1 to %d", maxLeaderboard)})
+		}
+		n = v
+	}
+	if len(bad) > 0 {
+		e := newError(kindInvalidParameter, "the query has invalid parameters; see errors")
+		e.fields = bad
+		return e
+	}
+	if a.readModel == nil {
+		return errReadModel
+	}
+	if err := a.freshness(w, r); err != nil {
+		return err
+	}
+	lb, err := a.readModel.Leaderboard(r.Context(), n, userID(r.Context()).String())
+	if err != nil {
+		return fmt.Errorf("%w: leaderboard: %w", errReadModel, err)
+	}
+	resp := leaderboardResponse{Top: make([]leaderboardEntry, 0, len(lb.Top))}
+	for _, e := range lb.Top {
+		resp.Top = append(resp.Top, leaderboardEntry(e))
+	}
+	if lb.Me != nil {
+		me := leaderboardEntry(*lb.Me)
+		resp.Me = &me
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+type statsResponse struct {
+	UserID    string     `json:"user_id"`
+	Open      int64      `json:"open"`
+	Completed int64      `json:"completed"`
+	Total     int64      `json:"total"`
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
+func (a *api) stats(w http.ResponseWriter, r *http.Request) error {
+	if a.readModel == nil {
+		return errReadModel
+	}
+	if err := a.freshness(w, r); err != nil {
+		return err
+	}
+	id := userID(r.Context()).String()
+	s, err := a.readModel.Stats(r.Context(), id)
+	resp := statsResponse{UserID: id}
+	switch {
+	case errors.Is(err, readmodel.ErrNotFound):
+		// Not projected yet (a new user): zero counts, updated_at null.
+	case err != nil:
+		return fmt.Errorf("%w: stats: %w", errReadModel, err)
+	default:
+		t := s.UpdatedAt.UTC()
+		resp.Open, resp.Completed, resp.Total, resp.UpdatedAt = s.Open, s.Completed, s.Total, &t
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// freshness sets the watermark headers; before the first applied event they are absent.
+func (a *api) freshness(w http.ResponseWriter, r *http.Request) error {
+	wm, err := a.readModel.Watermark(r.Context())
+	switch {
+	case errors.Is(err, readmodel.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: watermark: %w", errReadModel, err)
+	}
+	w.Header().Set(ProjectionSeqHeader, strconv.FormatUint(wm.StreamSeq, 10))
+	w.Header().Set(ProjectionWatermarkHeader, wm.OccurredAt.UTC().Format(time.RFC3339Nano))
+	return nil
+}
+
+// healthSync answers the sync report: 200 when ok or warning, 503 when critical.
+func (a *api) healthSync(w http.ResponseWriter, r *http.Request) error {
+	if a.syncReport == nil {
+		return errReadModel
+	}
+	rep := a.syncReport(r.Context())
+	status := http.StatusOK
+	if rep.Status == syncstatus.Critical {
+		status = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, status, rep)
+}

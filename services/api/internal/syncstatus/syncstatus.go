@@ -1,0 +1,291 @@
+// Package syncstatus reports how far the read model is behind the source of truth, for
+// GET /health/sync: the outbox backlog (PostgreSQL), the stream and the projector's
+// consumer (JetStream), the projection watermark and the dead letters (MongoDB), and the
+// alerts raised when thresholds are crossed.
+//
+// Each source is read concurrently under its own timeout; an unreachable source is
+// itself a critical alert, so the report always answers.
+package syncstatus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// Severities, ordered.
+const (
+	OK       = "ok"
+	Warning  = "warning"
+	Critical = "critical"
+)
+
+// Thresholds raise alerts; a zero threshold is never crossed.
+type Thresholds struct {
+	OutboxAgeWarn, OutboxAgeCrit time.Duration
+	BacklogWarn, BacklogCrit     int64
+	LagWarn, LagCrit             time.Duration
+	PendingWarn, PendingCrit     int64
+}
+
+// ReadModel is what the report needs from MongoDB.
+type ReadModel interface {
+	Watermark(ctx context.Context) (readmodel.Watermark, error)
+	DeadLetterCount(ctx context.Context) (int64, error)
+}
+
+// OutboxReader reads the outbox statistics from PostgreSQL.
+type OutboxReader func(ctx context.Context) (outbox.Stats, error)
+
+// Reporter gathers Reports.
+type Reporter struct {
+	Outbox     OutboxReader
+	JetStream  jetstream.JetStream
+	Stream     string
+	Consumer   string
+	ReadModel  ReadModel
+	Thresholds Thresholds
+	// Timeout bounds each source's reads.
+	Timeout time.Duration
+	Now     func() time.Time
+}
+
+// Report is the body of GET /health/sync.
+type Report struct {
+	Status      string            `json:"status"`
+	CheckedAt   time.Time         `json:"checked_at"`
+	Outbox      *OutboxReport     `json:"outbox"`
+	Stream      *StreamReport     `json:"stream"`
+	Consumer    *ConsumerReport   `json:"consumer"`
+	Projection  *ProjectionReport `json:"projection"`
+	DeadLetters *int64            `json:"dead_letters"`
+	Alerts      []Alert           `json:"alerts"`
+}
+
+// OutboxReport is the state of the outbox.
+type OutboxReport struct {
+	Backlog          int64   `json:"backlog"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	Retrying         int64   `json:"retrying"`
+	Parked           int64   `json:"parked"`
+}
+
+// StreamReport is the state of the event stream.
+type StreamReport struct {
+	Name      string `json:"name"`
+	Messages  uint64 `json:"messages"`
+	Bytes     uint64 `json:"bytes"`
+	FirstSeq  uint64 `json:"first_seq"`
+	LastSeq   uint64 `json:"last_seq"`
+	Consumers int    `json:"consumers"`
+}
+
+// ConsumerReport is the state of the projector's durable consumer.
+type ConsumerReport struct {
+	Name           string `json:"name"`
+	Pending        uint64 `json:"pending"`
+	AckPending     int    `json:"ack_pending"`
+	Redelivered    int    `json:"redelivered"`
+	DeliveredSeq   uint64 `json:"delivered_seq"`
+	AckFloorSeq    uint64 `json:"ack_floor_seq"`
+	WaitingPullers int    `json:"waiting_pullers"`
+}
+
+// ProjectionReport is how far the read model has got. LagSeconds is the age of the
+// oldest event the projector has not applied yet: zero when it has caught up.
+type ProjectionReport struct {
+	WatermarkSeq  uint64     `json:"watermark_seq"`
+	WatermarkTime *time.Time `json:"watermark_time"`
+	LagSeconds    float64    `json:"lag_seconds"`
+}
+
+// Alert is one crossed threshold or unreachable source.
+type Alert struct {
+	Severity  string  `json:"severity"`
+	Check     string  `json:"check"`
+	Message   string  `json:"message"`
+	Value     float64 `json:"value,omitempty"`
+	Threshold float64 `json:"threshold,omitempty"`
+}
+
+// Report reads every source and evaluates the thresholds.
+func (r *Reporter) Report(ctx context.Context) Report {
+	now := r.Now()
+	rep := Report{Status: OK, CheckedAt: now.UTC()}
+	var (
+		mu        sync.Mutex
+		wg        sync.WaitGroup
+		consumer  *jetstream.ConsumerInfo
+		watermark *readmodel.Watermark
+	)
+	fail := func(check string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		rep.Alerts = append(rep.Alerts, Alert{Severity: Critical, Check: check, Message: err.Error()})
+	}
+	run := func(check string, fn func(ctx context.Context) error) {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+			defer cancel()
+			if err := fn(ctx); err != nil {
+				fail(check, err)
+			}
+		})
+	}
+	run("outbox", func(ctx context.Context) error {
+		s, err := r.Outbox(ctx)
+		if err != nil {
+			return fmt.Errorf("read the outbox: %w", err)
+		}
+		rep.Outbox = &OutboxReport{Backlog: s.Backlog, OldestAgeSeconds: s.OldestAge(now).Seconds(), Retrying: s.Retrying, Parked: s.Parked}
+		return nil
+	})
+	run("stream", func(ctx context.Context) error {
+		st, err := r.JetStream.Stream(ctx, r.Stream)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", r.Stream, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", r.Stream, err)
+		}
+		s := info.State
+		rep.Stream = &StreamReport{Name: r.Stream, Messages: s.Msgs, Bytes: s.Bytes, FirstSeq: s.FirstSeq, LastSeq: s.LastSeq, Consumers: s.Consumers}
+		c, err := st.Consumer(ctx, r.Consumer)
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
+		}
+		consumer = ci
+		rep.Consumer = &ConsumerReport{
+			Name: r.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
+			DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream, WaitingPullers: ci.NumWaiting,
+		}
+		return nil
+	})
+	run("read_model", func(ctx context.Context) error {
+		n, err := r.ReadModel.DeadLetterCount(ctx)
+		if err != nil {
+			return fmt.Errorf("count dead letters: %w", err)
+		}
+		rep.DeadLetters = &n
+		w, err := r.ReadModel.Watermark(ctx)
+		switch {
+		case errors.Is(err, readmodel.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("read the watermark: %w", err)
+		default:
+			watermark = &w
+		}
+		return nil
+	})
+	wg.Wait()
+
+	if rep.Consumer != nil {
+		rep.Projection = &ProjectionReport{}
+		if watermark != nil {
+			t := watermark.OccurredAt.UTC()
+			rep.Projection.WatermarkSeq, rep.Projection.WatermarkTime = watermark.StreamSeq, &t
+		}
+		rep.Projection.LagSeconds = r.lag(ctx, consumer, watermark, now).Seconds()
+	}
+	r.evaluate(&rep)
+	for _, a := range rep.Alerts {
+		rep.Status = worse(rep.Status, a.Severity)
+	}
+	if rep.Alerts == nil {
+		rep.Alerts = []Alert{}
+	}
+	return rep
+}
+
+// lag is the age of the oldest event not yet applied: zero when the consumer has
+// nothing pending; otherwise the commit time of the first unacknowledged message,
+// read from the stream; failing that (the message was compacted away), the age of
+// the newest applied event, an upper bound.
+func (r *Reporter) lag(ctx context.Context, ci *jetstream.ConsumerInfo, w *readmodel.Watermark, now time.Time) time.Duration {
+	if ci.NumPending == 0 && ci.NumAckPending == 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	if st, err := r.JetStream.Stream(ctx, r.Stream); err == nil {
+		if msg, err := st.GetMsg(ctx, ci.AckFloor.Stream+1); err == nil {
+			return max(now.Sub(msg.Time), 0)
+		}
+	}
+	if w != nil {
+		return max(now.Sub(w.OccurredAt), 0)
+	}
+	return 0
+}
+
+func (r *Reporter) evaluate(rep *Report) {
+	t := r.Thresholds
+	if o := rep.Outbox; o != nil {
+		age := time.Duration(o.OldestAgeSeconds * float64(time.Second))
+		rep.Alerts = appendDuration(rep.Alerts, "outbox_oldest_age", "the oldest unpublished outbox row is waiting", age, t.OutboxAgeWarn, t.OutboxAgeCrit)
+		rep.Alerts = appendCount(rep.Alerts, "outbox_backlog", "outbox rows wait to be published", o.Backlog, t.BacklogWarn, t.BacklogCrit)
+		if o.Parked > 0 {
+			rep.Alerts = append(rep.Alerts, Alert{Severity: Warning, Check: "outbox_parked", Value: float64(o.Parked),
+				Message: "outbox rows failed too often and are parked: inspect with `publisher list-parked`, retry with `publisher retry-parked`"})
+		}
+	}
+	if c := rep.Consumer; c != nil {
+		rep.Alerts = appendCount(rep.Alerts, "consumer_pending", "stream messages wait for the projector", int64(c.Pending)+int64(c.AckPending), t.PendingWarn, t.PendingCrit)
+	}
+	if p := rep.Projection; p != nil {
+		lag := time.Duration(p.LagSeconds * float64(time.Second))
+		rep.Alerts = appendDuration(rep.Alerts, "projection_lag", "the oldest unapplied event is waiting", lag, t.LagWarn, t.LagCrit)
+	}
+	if d := rep.DeadLetters; d != nil && *d > 0 {
+		rep.Alerts = append(rep.Alerts, Alert{Severity: Warning, Check: "dead_letters", Value: float64(*d),
+			Message: "events could not be applied and wait in the dead letters: `projector deadletters list`, then redrive"})
+	}
+}
+
+func appendDuration(alerts []Alert, check, what string, v, warn, crit time.Duration) []Alert {
+	sev, limit := level(float64(v), float64(warn), float64(crit))
+	if sev == OK {
+		return alerts
+	}
+	return append(alerts, Alert{Severity: sev, Check: check, Value: v.Seconds(), Threshold: time.Duration(limit).Seconds(),
+		Message: fmt.Sprintf("%s for %s (threshold %s)", what, v.Round(time.Millisecond), time.Duration(limit))})
+}
+
+func appendCount(alerts []Alert, check, what string, v, warn, crit int64) []Alert {
+	sev, limit := level(float64(v), float64(warn), float64(crit))
+	if sev == OK {
+		return alerts
+	}
+	return append(alerts, Alert{Severity: sev, Check: check, Value: float64(v), Threshold: limit,
+		Message: fmt.Sprintf("%d %s (threshold %d)", v, what, int64(limit))})
+}
+
+func level(v, warn, crit float64) (string, float64) {
+	switch {
+	case crit > 0 && v >= crit:
+		return Critical, crit
+	case warn > 0 && v >= warn:
+		return Warning, warn
+	}
+	return OK, 0
+}
+
+func worse(a, b string) string {
+	rank := map[string]int{OK: 0, Warning: 1, Critical: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,405 @@
+// Package commands is the projector's command line: the consumer itself (run, the
+// default) and the operator tools. Every command reads the same environment
+// configuration (package config); flags only select what a tool acts on.
+package commands
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/resync"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/admin"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+const usage = `usage: projector [command] [flags]
+
+commands:
+  run                                   consume the stream into the read model (default)
+  deadletters list [--all]              list pending dead letters (--all: redriven too)
+  deadletters redrive [--id ID]...      apply dead letters to the read model again (none: all pending)
+  verify                                compare PostgreSQL and MongoDB; exit 1 on drift
+  resync (--all | --user ID | --todo ID)...
+                                        re-emit outbox events so the read model is repaired
+  rebuild [--database NAME] [--settle D] [--timeout D]
+                                        fill a fresh read model from the stream, then switch readers
+
+configuration comes from the environment (NATS_URL, MONGODB_URI, DATABASE_URL, ...).
+`
+
+// ErrDrift is returned by verify when the databases differ.
+var ErrDrift = errors.New("read model differs from the source of truth")
+
+// Run runs the command named by args[0] (run when absent), printing results to out.
+func Run(ctx context.Context, log *slog.Logger, args []string, out io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd == "help" {
+		_, err := io.WriteString(out, usage)
+		return err
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "run":
+		log.Info("starting", "config", cfg)
+		return runConsumer(ctx, cfg, log)
+	case "deadletters":
+		return deadLetters(ctx, cfg, args, out)
+	case "verify":
+		return runVerify(ctx, cfg, out)
+	case "resync":
+		return runResync(ctx, cfg, args, out)
+	case "rebuild":
+		return runRebuild(ctx, cfg, log, args, out)
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+// connectMongo opens the process's one pooled client and checks the server answers.
+func connectMongo(ctx context.Context, cfg config.Config) (*mongo.Client, error) {
+	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
+		SetServerSelectionTimeout(cfg.MongoTimeout).SetConnectTimeout(cfg.MongoTimeout).SetAppName("projector"))
+	if err != nil {
+		return nil, fmt.Errorf("mongodb client: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.MongoTimeout)
+	defer cancel()
+	if err := client.Ping(pctx, nil); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("ping mongodb: %w", err)
+	}
+	return client, nil
+}
+
+func disconnect(ctx context.Context, c *mongo.Client) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = c.Disconnect(dctx)
+}
+
+// connectNATS reconnects forever: a broker restart must not stop the projector.
+func connectNATS(cfg config.Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(cfg.NATSURL, nats.Name("projector"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own Close
+				log.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+func consumerConfig(cfg config.Config) consumer.Config {
+	return consumer.Config{
+		Stream:        cfg.Stream,
+		Durable:       cfg.Durable,
+		FilterSubject: event.StreamSubjects(cfg.SubjectPrefix),
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		BackOff:       cfg.BackOff,
+		MaxAckPending: cfg.MaxAckPending,
+		BatchSize:     cfg.BatchSize,
+		FetchWait:     cfg.FetchWait,
+		WriteTimeout:  cfg.MongoTimeout,
+		Concurrency:   cfg.WriteConcurrency,
+		StatsInterval: cfg.StatsInterval,
+	}
+}
+
+func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	client, err := connectMongo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer disconnect(ctx, client)
+	store := readmodel.NewStore(client, cfg.MongoDatabase)
+	ictx, cancel := context.WithTimeout(ctx, cfg.MongoTimeout)
+	active, err := store.Active(ictx)
+	if err == nil {
+		err = readmodel.EnsureIndexes(ictx, active, store.Control())
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	nc, js, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	reg := admin.NewRegistry()
+	m := metrics.New(reg)
+	c := consumer.New(consumerConfig(cfg), js, store, m, log)
+	ready := func(ctx context.Context) error {
+		if !c.Ready() {
+			return fmt.Errorf("consumer %s on stream %s not created yet", cfg.Durable, cfg.Stream)
+		}
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats: %s", nc.Status())
+		}
+		if err := client.Ping(ctx, nil); err != nil {
+			return fmt.Errorf("mongodb: %w", err)
+		}
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", cfg.AdminAddr, err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- admin.Serve(runCtx, ln, admin.Handler(reg, ready, log), log) }()
+
+	consErr := make(chan error, 1)
+	go func() { consErr <- c.Run(runCtx) }()
+
+	var runErr error
+	select {
+	case runErr = <-consErr:
+		stop()
+		if err := <-adminDone; err != nil {
+			runErr = errors.Join(runErr, err)
+		}
+	case runErr = <-adminDone:
+		stop()
+		runErr = errors.Join(runErr, waitOrTimeout(consErr, cfg.ShutdownTimeout))
+	}
+	if ctx.Err() != nil && runErr == nil {
+		log.Info("shutting down")
+	}
+	return runErr
+}
+
+func waitOrTimeout(errc <-chan error, d time.Duration) error {
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("consumer did not stop within %s", d)
+	}
+}
+
+func deadLetters(ctx context.Context, cfg config.Config, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("deadletters: want list or redrive\n%s", usage)
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("deadletters "+sub, flag.ContinueOnError)
+	all := fs.Bool("all", false, "list redriven dead letters too")
+	var ids multiFlag
+	fs.Var(&ids, "id", "dead letter id to redrive (repeatable; none: all pending)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	client, err := connectMongo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer disconnect(ctx, client)
+	store := deadletter.New(readmodel.NewStore(client, cfg.MongoDatabase).Control())
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	switch sub {
+	case "list":
+		dls, err := store.List(ctx, *all)
+		if err != nil {
+			return err
+		}
+		for _, dl := range dls {
+			state := "pending"
+			if dl.RedrivenAt != nil {
+				state = "redriven " + dl.RedrivenAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(out, "%s\t%s\t%s\tdeliveries=%d\t%s\t%s\n\t%s\n", dl.ID, dl.DeadAt.Format(time.RFC3339), dl.Subject,
+				dl.Deliveries, state, dl.Error, truncate(string(dl.Data), 300))
+		}
+		fmt.Fprintf(out, "%d dead letters\n", len(dls))
+		return nil
+	case "redrive":
+		active, err := readmodel.NewStore(client, cfg.MongoDatabase).Active(ctx)
+		if err != nil {
+			return err
+		}
+		outcomes, err := store.Redrive(ctx, project.New(active, 1).ApplyRaw, ids)
+		failed := 0
+		for _, o := range outcomes {
+			if o.Err != nil {
+				failed++
+				fmt.Fprintf(out, "failed   %s: %v\n", o.ID, o.Err)
+				continue
+			}
+			fmt.Fprintf(out, "redriven %s\n", o.ID)
+		}
+		if err != nil {
+			return err
+		}
+		if failed > 0 {
+			return fmt.Errorf("%d of %d dead letters failed again and stay pending", failed, len(outcomes))
+		}
+		return nil
+	}
+	return fmt.Errorf("deadletters: unknown subcommand %q", sub)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func connectPostgres(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+	return postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{AppName: "projector-tools", StatementTimeout: 5 * time.Minute})
+}
+
+func runVerify(ctx context.Context, cfg config.Config, out io.Writer) error {
+	pool, err := connectPostgres(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	client, err := connectMongo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer disconnect(ctx, client)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	db, err := readmodel.NewStore(client, cfg.MongoDatabase).Active(ctx)
+	if err != nil {
+		return err
+	}
+	diffs, err := verify.Run(ctx, pool, db)
+	if err != nil {
+		return err
+	}
+	for _, d := range diffs {
+		fmt.Fprintln(out, d)
+	}
+	if len(diffs) > 0 {
+		fmt.Fprintf(out, "%d differences between PostgreSQL and %s\n", len(diffs), db.Name())
+		return fmt.Errorf("%w: %d differences", ErrDrift, len(diffs))
+	}
+	fmt.Fprintf(out, "PostgreSQL and %s are equal\n", db.Name())
+	return nil
+}
+
+func runResync(ctx context.Context, cfg config.Config, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("resync", flag.ContinueOnError)
+	all := fs.Bool("all", false, "every aggregate, plus tombstones for read-model documents the source lacks")
+	var users, todos multiFlag
+	fs.Var(&users, "user", "user id (repeatable)")
+	fs.Var(&todos, "todo", "todo id (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sel := resync.Selection{All: *all}
+	for _, s := range users {
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return fmt.Errorf("--user %q: %w", s, err)
+		}
+		sel.Users = append(sel.Users, id)
+	}
+	for _, s := range todos {
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return fmt.Errorf("--todo %q: %w", s, err)
+		}
+		sel.Todos = append(sel.Todos, id)
+	}
+	if !sel.All && len(sel.Users)+len(sel.Todos) == 0 {
+		return errors.New("resync: name aggregates with --user/--todo, or pass --all")
+	}
+	pool, err := connectPostgres(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	client, err := connectMongo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer disconnect(ctx, client)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	db, err := readmodel.NewStore(client, cfg.MongoDatabase).Active(ctx)
+	if err != nil {
+		return err
+	}
+	rep, err := resync.Run(ctx, pool, pool, db, sel)
+	fmt.Fprintf(out, "re-emitted %d, tombstones %d, skipped %d still unpublished\n", rep.Emitted, rep.Tombstones, rep.Pending)
+	return err
+}
+
+func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("rebuild", flag.ContinueOnError)
+	name := fs.String("database", cfg.MongoDatabase+"_"+time.Now().UTC().Format("20060102150405"), "fresh database to fill")
+	settle := fs.Duration("settle", cfg.FetchWait+cfg.MongoTimeout+time.Second, "time live projectors may keep using the old pointer")
+	timeout := fs.Duration("timeout", time.Hour, "bound on the whole rebuild")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	client, err := connectMongo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer disconnect(ctx, client)
+	nc, js, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: consumerConfig(cfg), Database: *name, Settle: *settle, Timeout: *timeout},
+		js, readmodel.NewStore(client, cfg.MongoDatabase), log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "rebuilt %s from %d events in %s (%.0f events/s); readers switched from %s (drop it when no longer needed)\n",
+		res.Database, res.Events, res.CatchUp.Round(time.Millisecond), res.EventsPerSecond, res.Previous)
+	return nil
+}
+
+// multiFlag collects a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

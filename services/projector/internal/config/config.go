@@ -1,0 +1,136 @@
+// Package config reads the projector's configuration from environment variables,
+// with defaults and validation, and renders it for the start-up log with secrets
+// masked.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+// Config is every setting of the projector.
+type Config struct {
+	NATSURL       string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Stream        string `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
+	SubjectPrefix string `env:"SUBJECT_PREFIX" envDefault:"todo.events"`
+	Durable       string `env:"CONSUMER_NAME" envDefault:"projector"`
+
+	// AckWait is how long a delivered message may stay unacknowledged before
+	// JetStream delivers it again (to any replica).
+	AckWait time.Duration `env:"ACK_WAIT" envDefault:"30s"`
+	// MaxDeliver bounds deliveries of a message whose write MongoDB rejects; the last
+	// one dead-letters it. -1 is unlimited.
+	MaxDeliver int `env:"MAX_DELIVER" envDefault:"10"`
+	// BackOff are the redelivery delays (comma-separated durations); empty uses AckWait
+	// for redeliveries and 1s,5s,30s for naks.
+	BackOff       []time.Duration `env:"BACKOFF" envSeparator:","`
+	MaxAckPending int             `env:"MAX_ACK_PENDING" envDefault:"1000"`
+	BatchSize     int             `env:"BATCH_SIZE" envDefault:"100"`
+	FetchWait     time.Duration   `env:"FETCH_WAIT" envDefault:"1s"`
+
+	MongoURI      string `env:"MONGODB_URI" envDefault:"mongodb://127.0.0.1:27017/?directConnection=true"`
+	MongoDatabase string `env:"MONGODB_DATABASE" envDefault:"todo_read"`
+	// MongoTimeout bounds one batch's writes, and server selection.
+	MongoTimeout time.Duration `env:"MONGODB_TIMEOUT" envDefault:"10s"`
+	// WriteConcurrency bounds MongoDB writes in flight per replica.
+	WriteConcurrency int `env:"WRITE_CONCURRENCY" envDefault:"16"`
+
+	// DatabaseURL is the source of truth, for verify and resync only.
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
+
+	AdminAddr     string        `env:"ADMIN_ADDR" envDefault:":9092"`
+	StatsInterval time.Duration `env:"STATS_INTERVAL" envDefault:"5s"`
+	// ShutdownTimeout bounds the stop; keep it below the pod's grace period.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
+}
+
+// Load reads the environment and validates it.
+func Load() (Config, error) {
+	c, err := env.ParseAs[Config]()
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks every setting and reports all problems at once.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.Stream != "", "STREAM_NAME is empty")
+	check(event.ValidSubjectPrefix(c.SubjectPrefix), "SUBJECT_PREFIX %q is not a subject prefix", c.SubjectPrefix)
+	check(c.Durable != "", "CONSUMER_NAME is empty")
+	check(c.AckWait >= time.Second, "ACK_WAIT %s: want at least 1s", c.AckWait)
+	check(c.MaxDeliver == -1 || c.MaxDeliver >= 1, "MAX_DELIVER %d: want -1 or at least 1", c.MaxDeliver)
+	check(len(c.BackOff) == 0 || c.MaxDeliver == -1 || c.MaxDeliver > len(c.BackOff),
+		"MAX_DELIVER %d must exceed the %d BACKOFF steps (JetStream's rule)", c.MaxDeliver, len(c.BackOff))
+	for _, d := range c.BackOff {
+		check(d > 0, "BACKOFF step %s: want positive", d)
+	}
+	check(c.MaxAckPending >= c.BatchSize, "MAX_ACK_PENDING %d: want at least BATCH_SIZE %d", c.MaxAckPending, c.BatchSize)
+	check(c.BatchSize >= 1 && c.BatchSize <= 1000, "BATCH_SIZE %d: want 1 to 1000", c.BatchSize)
+	check(c.FetchWait >= 10*time.Millisecond, "FETCH_WAIT %s: want at least 10ms", c.FetchWait)
+	check(c.MongoDatabase != "", "MONGODB_DATABASE is empty")
+	check(c.MongoTimeout >= 100*time.Millisecond, "MONGODB_TIMEOUT %s: want at least 100ms", c.MongoTimeout)
+	// A held batch is kept alive with InProgress between attempts of MONGODB_TIMEOUT at
+	// most: the redelivery timer must outlast one attempt.
+	check(c.MongoTimeout < c.AckWait, "MONGODB_TIMEOUT %s must stay below ACK_WAIT %s", c.MongoTimeout, c.AckWait)
+	check(len(c.BackOff) == 0 || c.BackOff[0] > c.MongoTimeout, "the first BACKOFF step must exceed MONGODB_TIMEOUT %s", c.MongoTimeout)
+	check(c.WriteConcurrency >= 1 && c.WriteConcurrency <= 256, "WRITE_CONCURRENCY %d: want 1 to 256", c.WriteConcurrency)
+	check(c.StatsInterval >= 100*time.Millisecond, "STATS_INTERVAL %s: want at least 100ms", c.StatsInterval)
+	check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT %s: want positive", c.ShutdownTimeout)
+	if u, err := url.Parse(c.MongoURI); err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
+		errs = append(errs, errors.New("MONGODB_URI: want a mongodb:// or mongodb+srv:// URI"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// LogValue renders the config for the start-up log, passwords masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("stream", c.Stream),
+		slog.String("subject_prefix", c.SubjectPrefix),
+		slog.String("consumer", c.Durable),
+		slog.String("ack_wait", c.AckWait.String()),
+		slog.Int("max_deliver", c.MaxDeliver),
+		slog.String("backoff", fmt.Sprint(c.BackOff)),
+		slog.Int("max_ack_pending", c.MaxAckPending),
+		slog.Int("batch_size", c.BatchSize),
+		slog.String("fetch_wait", c.FetchWait.String()),
+		slog.String("mongodb_uri", redactURL(c.MongoURI)),
+		slog.String("mongodb_database", c.MongoDatabase),
+		slog.String("mongodb_timeout", c.MongoTimeout.String()),
+		slog.Int("write_concurrency", c.WriteConcurrency),
+		slog.String("database_url", postgres.Redact(c.DatabaseURL)),
+		slog.String("admin_addr", c.AdminAddr),
+		slog.String("stats_interval", c.StatsInterval.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+	)
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}

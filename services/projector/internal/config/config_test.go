@@ -1,0 +1,74 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
+)
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // substring; "" means valid
+		check   func(t *testing.T, c config.Config)
+	}{
+		{name: "defaults", check: func(t *testing.T, c config.Config) {
+			if c.Stream != "TODO_EVENTS" || c.AckWait != 30*time.Second || c.MaxDeliver != 10 || c.AdminAddr != ":9092" || len(c.BackOff) != 0 {
+				t.Errorf("defaults = %+v", c)
+			}
+		}},
+		{name: "backoff list", env: map[string]string{"BACKOFF": "15s,30s,1m", "MAX_DELIVER": "5"}, check: func(t *testing.T, c config.Config) {
+			if len(c.BackOff) != 3 || c.BackOff[2] != time.Minute {
+				t.Errorf("backoff = %v", c.BackOff)
+			}
+		}},
+		{name: "backoff longer than max deliver", env: map[string]string{"BACKOFF": "15s,30s,1m", "MAX_DELIVER": "3"}, wantErr: "must exceed the 3 BACKOFF steps"},
+		{name: "backoff shorter than a write attempt", env: map[string]string{"BACKOFF": "1s,30s"}, wantErr: "first BACKOFF step must exceed"},
+		{name: "unlimited deliveries", env: map[string]string{"MAX_DELIVER": "-1"}},
+		{name: "zero max deliver", env: map[string]string{"MAX_DELIVER": "0"}, wantErr: "MAX_DELIVER 0"},
+		{name: "mongo timeout not below ack wait", env: map[string]string{"ACK_WAIT": "5s", "MONGODB_TIMEOUT": "5s"}, wantErr: "must stay below ACK_WAIT"},
+		{name: "bad prefix", env: map[string]string{"SUBJECT_PREFIX": "todo.*"}, wantErr: "SUBJECT_PREFIX"},
+		{name: "bad uri", env: map[string]string{"MONGODB_URI": "http://x"}, wantErr: "MONGODB_URI"},
+		{name: "all problems at once", env: map[string]string{"BATCH_SIZE": "0", "WRITE_CONCURRENCY": "0"}, wantErr: "WRITE_CONCURRENCY 0"},
+		{name: "unparsable duration", env: map[string]string{"ACK_WAIT": "soon"}, wantErr: "AckWait"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := config.Load()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestLogValueMasksPasswords(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:s3cret@db:5432/todo")
+	t.Setenv("MONGODB_URI", "mongodb://reader:hunter2@mongo:27017/")
+	t.Setenv("NATS_URL", "nats://svc:natspw@nats:4222")
+	c, err := config.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.LogValue().String()
+	for _, secret := range []string{"s3cret", "hunter2", "natspw"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("log value shows %q: %s", secret, s)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+// Package metrics holds the projector's Prometheus metrics, registered on the
+// registry the admin server exposes.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcome labels of Events.
+const (
+	OutcomeApplied      = "applied"
+	OutcomeStale        = "stale"
+	OutcomeFailed       = "failed" // will be retried (nak or held for a transient error)
+	OutcomeDeadLettered = "dead_lettered"
+)
+
+// Metrics are the projector's instruments.
+type Metrics struct {
+	// Lag is commit (the event's occurred_at) to applied in MongoDB, per applied event.
+	Lag prometheus.Histogram
+	// Events counts events by outcome.
+	Events *prometheus.CounterVec
+	// Pending and AckPending mirror the durable consumer's state.
+	Pending    prometheus.Gauge
+	AckPending prometheus.Gauge
+	// DeadLetters is the number of dead letters waiting for an operator.
+	DeadLetters prometheus.Gauge
+	// BatchSeconds is the time to apply one fetched batch.
+	BatchSeconds prometheus.Histogram
+}
+
+// New creates the metrics and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "projector_lag_seconds",
+			Help: "Time from the commit of an event (occurred_at) to its write in the read model.",
+			// 5 ms to about 5 min: FerretDB sits in the tens of milliseconds, a backlog in minutes.
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 17),
+		}),
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "projector_events_total",
+			Help: "Events handled, by outcome: applied, stale (already as new or newer), failed (retried), dead_lettered.",
+		}, []string{"outcome"}),
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "projector_consumer_pending",
+			Help: "Messages in the stream not yet delivered to the consumer.",
+		}),
+		AckPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "projector_consumer_ack_pending",
+			Help: "Messages delivered to the consumer and not yet acknowledged.",
+		}),
+		DeadLetters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "projector_dead_letters",
+			Help: "Dead letters waiting for an operator (not redriven).",
+		}),
+		BatchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "projector_batch_seconds",
+			Help:    "Time to apply and acknowledge one fetched batch.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+	}
+	for _, o := range []string{OutcomeApplied, OutcomeStale, OutcomeFailed, OutcomeDeadLettered} {
+		m.Events.WithLabelValues(o)
+	}
+	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.DeadLetters, m.BatchSeconds)
+	return m
+}

@@ -1,0 +1,203 @@
+// Package projtest gives the projector's tests their real servers and test data: an
+// embedded FerretDB (PostgreSQL backend) and an in-process JetStream server of the
+// test's own, a stream shaped like the publisher's, and a World that plays the API,
+// producing the events of a sequence of writes and the state they lead to.
+//
+// Only tests import it; it never ends up in the projector binary.
+package projtest
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/outboxtodo/outboxtodo/devstack/ferret"
+	"github.com/outboxtodo/outboxtodo/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Prefix is the subject prefix of the test streams.
+const Prefix = event.DefaultSubjectPrefix
+
+// Env is one test's servers and clients.
+type Env struct {
+	Ferret  *ferret.Server
+	Mongo   *mongo.Client
+	NATS    *natsserver.Server
+	JS      jetstream.JetStream
+	Stream  string
+	Control string // the control database, also the first read model
+	Store   *readmodel.Store
+	Log     *slog.Logger
+}
+
+// New starts the servers, creates the stream (newest 100 messages per subject, no max
+// age, like the publisher's) and connects one pooled client to each.
+func New(t testing.TB) *Env {
+	t.Helper()
+	log := Logger(t)
+	e := &Env{Ferret: ferret.StartTest(t), NATS: natsserver.NewTest(t, nil), Stream: "TODO_EVENTS", Control: "todo_read", Log: log}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := mongo.Connect(options.Client().ApplyURI(e.Ferret.URI()).SetServerSelectionTimeout(2 * time.Second))
+	if err != nil {
+		t.Fatalf("mongo connect: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = client.Disconnect(ctx)
+	})
+	e.Mongo = client
+	e.Store = readmodel.NewStore(client, e.Control)
+	if err := readmodel.EnsureIndexes(ctx, client.Database(e.Control), client.Database(e.Control)); err != nil {
+		t.Fatalf("indexes: %v", err)
+	}
+	nc, err := nats.Connect(e.NATS.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("nats connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if e.JS, err = jetstream.New(nc); err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	if _, err := e.JS.CreateStream(ctx, jetstream.StreamConfig{
+		Name:              e.Stream,
+		Subjects:          []string{event.StreamSubjects(Prefix)},
+		MaxMsgsPerSubject: 100,
+		Duplicates:        2 * time.Minute,
+		Storage:           jetstream.FileStorage,
+	}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	return e
+}
+
+// ConsumerConfig is a consumer config fit for tests: short waits, small batches.
+func (e *Env) ConsumerConfig(durable string) consumer.Config {
+	return consumer.Config{
+		Stream:        e.Stream,
+		Durable:       durable,
+		FilterSubject: event.StreamSubjects(Prefix),
+		AckWait:       10 * time.Second,
+		MaxDeliver:    3,
+		BackOff:       nil,
+		MaxAckPending: 200,
+		BatchSize:     50,
+		FetchWait:     200 * time.Millisecond,
+		WriteTimeout:  3 * time.Second,
+		Concurrency:   8,
+		StatsInterval: 200 * time.Millisecond,
+	}
+}
+
+// Replica is one running consumer.
+type Replica struct {
+	Metrics *metrics.Metrics
+	Reg     *prometheus.Registry
+	stop    func()
+}
+
+// Stop stops the replica and waits for it.
+func (r *Replica) Stop() { r.stop() }
+
+// Start runs a consumer replica until Stop or the end of the test.
+func (e *Env) Start(t testing.TB, cfg consumer.Config) *Replica {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	c := consumer.New(cfg, e.JS, e.Store, m, e.Log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("consumer: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &Replica{Metrics: m, Reg: reg, stop: stop}
+}
+
+// Publish publishes events as the publisher does: body e.Encode(), subject
+// event.Subject, Nats-Msg-Id the event id.
+func (e *Env) Publish(t testing.TB, events ...event.Envelope) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, ev := range events {
+		b, err := ev.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(event.Subject(Prefix, ev))
+		msg.Data = b
+		msg.Header.Set(jetstream.MsgIDHeader, ev.ID.String())
+		if _, err := e.JS.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("publish %s: %v", ev.ID, err)
+		}
+	}
+}
+
+// PublishRedelivery publishes events again without a message id, so that the
+// duplicate window does not drop them: a redelivery from the consumer's point of view.
+func (e *Env) PublishRedelivery(t testing.TB, events ...event.Envelope) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, ev := range events {
+		b, err := ev.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.JS.Publish(ctx, event.Subject(Prefix, ev), b); err != nil {
+			t.Fatalf("publish %s: %v", ev.ID, err)
+		}
+	}
+}
+
+// Eventually polls cond every 50 ms until it holds or timeout passes, then fails
+// with cond's last explanation.
+func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %s", timeout, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Logger logs warnings and errors to the test log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,208 @@
+package projtest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// World plays the API: each write changes its state and appends the event the API's
+// outbox would hold, in commit order.
+type World struct {
+	t      testing.TB
+	now    time.Time
+	Users  map[uuid.UUID]event.UserData
+	Todos  map[uuid.UUID]event.TodoData
+	Events []event.Envelope
+	seq    int
+}
+
+// NewWorld starts an empty world.
+func NewWorld(t testing.TB) *World {
+	return &World{t: t, now: time.Now().UTC().Truncate(time.Microsecond), Users: map[uuid.UUID]event.UserData{}, Todos: map[uuid.UUID]event.TodoData{}}
+}
+
+func (w *World) tick() time.Time {
+	w.now = w.now.Add(time.Millisecond + 123*time.Microsecond)
+	return w.now
+}
+
+func (w *World) emit(typ string, agg, owner uuid.UUID, version int64, data any) event.Envelope {
+	w.t.Helper()
+	e, err := event.New(typ, agg, owner, version, w.now, event.TraceContext{}, data)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.Events = append(w.Events, e)
+	return e
+}
+
+func newID(t testing.TB) uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// CreateUser signs up a user.
+func (w *World) CreateUser() uuid.UUID {
+	id := newID(w.t)
+	w.seq++
+	at := w.tick()
+	u := event.UserData{ID: id, Email: fmt.Sprintf("user%d@example.com", w.seq), DisplayName: fmt.Sprintf("User %d", w.seq), Version: 1, CreatedAt: at, UpdatedAt: at}
+	w.Users[id] = u
+	w.emit(event.UserCreated, id, id, 1, u)
+	return id
+}
+
+// RenameUser changes a user's display name.
+func (w *World) RenameUser(id uuid.UUID, name string) {
+	u := w.Users[id]
+	u.DisplayName, u.Version, u.UpdatedAt = name, u.Version+1, w.tick()
+	w.Users[id] = u
+	w.emit(event.UserUpdated, id, id, u.Version, u)
+}
+
+// CreateTodo adds a todo for owner.
+func (w *World) CreateTodo(owner uuid.UUID, title string) uuid.UUID {
+	id := newID(w.t)
+	at := w.tick()
+	notes := "notes of " + title
+	td := event.TodoData{ID: id, UserID: owner, Title: title, Notes: &notes, Priority: "normal", Version: 1, CreatedAt: at, UpdatedAt: at}
+	w.Todos[id] = td
+	w.emit(event.TodoCreated, id, owner, 1, td)
+	return id
+}
+
+// SetCompleted completes or reopens a todo.
+func (w *World) SetCompleted(id uuid.UUID, done bool) {
+	td := w.Todos[id]
+	at := w.tick()
+	td.Completed, td.Version, td.UpdatedAt = done, td.Version+1, at
+	td.CompletedAt = nil
+	if done {
+		td.CompletedAt = &at
+	}
+	w.Todos[id] = td
+	w.emit(event.TodoUpdated, id, td.UserID, td.Version, td)
+}
+
+// DeleteTodo deletes a todo.
+func (w *World) DeleteTodo(id uuid.UUID) {
+	td := w.Todos[id]
+	delete(w.Todos, id)
+	v := td.Version + 1
+	w.emit(event.TodoDeleted, id, td.UserID, v, event.Tombstone{ID: id, OwnerID: td.UserID, Version: v, DeletedAt: w.tick()})
+}
+
+// DeleteUser deletes a user's todos, each with its event, then the user.
+func (w *World) DeleteUser(id uuid.UUID) {
+	for tid, td := range w.Todos {
+		if td.UserID == id {
+			w.DeleteTodo(tid)
+		}
+	}
+	u := w.Users[id]
+	delete(w.Users, id)
+	v := u.Version + 1
+	w.emit(event.UserDeleted, id, id, v, event.Tombstone{ID: id, OwnerID: id, Version: v, DeletedAt: w.tick()})
+}
+
+// Snapshot is the state the read model must converge to.
+func (w *World) Snapshot() verify.Snapshot {
+	s := verify.Snapshot{Users: map[string]readmodel.User{}, Todos: map[string]readmodel.Todo{}, Stats: map[string]readmodel.Stats{}}
+	for id, u := range w.Users {
+		s.Users[id.String()] = readmodel.User{ID: id.String(), Email: u.Email, DisplayName: u.DisplayName, Version: u.Version,
+			CreatedAt: ms(u.CreatedAt), UpdatedAt: ms(u.UpdatedAt)}
+		s.Stats[id.String()] = readmodel.Stats{UserID: id.String()}
+	}
+	for id, td := range w.Todos {
+		s.Todos[id.String()] = readmodel.Todo{ID: id.String(), UserID: td.UserID.String(), Title: td.Title, Notes: td.Notes,
+			Completed: td.Completed, CompletedAt: msp(td.CompletedAt), Due: msp(td.Due), Priority: td.Priority, Version: td.Version,
+			CreatedAt: ms(td.CreatedAt), UpdatedAt: ms(td.UpdatedAt)}
+		st := s.Stats[td.UserID.String()]
+		st.Total++
+		if td.Completed {
+			st.Completed++
+		} else {
+			st.Open++
+		}
+		s.Stats[td.UserID.String()] = st
+	}
+	return s
+}
+
+func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+func msp(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := ms(*t)
+	return &u
+}
+
+// WriteSource stores the world's current state in PostgreSQL, as the API would have
+// (without outbox rows: the events are in w.Events).
+func (w *World) WriteSource(ctx context.Context, db postgres.Beginner) error {
+	return postgres.WithTx(ctx, db, func(tx pgx.Tx) error {
+		for _, u := range w.Users {
+			if _, err := tx.Exec(ctx, `INSERT INTO users (id, email, display_name, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+				u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt); err != nil {
+				return fmt.Errorf("insert user: %w", err)
+			}
+		}
+		for _, td := range w.Todos {
+			if _, err := tx.Exec(ctx, `INSERT INTO todos (id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				td.ID, td.UserID, td.Title, td.Notes, td.Completed, td.CompletedAt, td.Due, td.Priority, td.Version, td.CreatedAt, td.UpdatedAt); err != nil {
+				return fmt.Errorf("insert todo: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// RelayOutbox plays the publisher once: it publishes every unpublished outbox row,
+// oldest first, and marks it published. It returns how many it relayed.
+func (e *Env) RelayOutbox(t testing.TB, db postgres.DBTX) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, err := db.Query(ctx, `SELECT event_id, payload::text FROM outbox WHERE published_at IS NULL ORDER BY created_at, event_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		id      uuid.UUID
+		payload string
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.payload)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range all {
+		ev, err := event.Decode([]byte(r.payload))
+		if err != nil {
+			t.Fatalf("outbox row %s: %v", r.id, err)
+		}
+		e.Publish(t, ev)
+		if _, err := db.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE event_id = $1`, r.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(all)
+}

@@ -1,0 +1,160 @@
+// Package rebuild fills a fresh read-model database from the stream and switches
+// readers to it without downtime.
+//
+// How: a new durable consumer (its own name, DeliverAll) applies every event in the
+// stream into the fresh database, with the same code as the live projector, while the
+// live projector keeps serving the old one. Once the rebuild consumer has acknowledged
+// everything up to the stream's last sequence, the pointer document in the control
+// database is flipped to the fresh database: readers (the API) and the live projector
+// both look the pointer up per request and per batch, so they move over by themselves.
+// A live batch that read the old pointer just before the flip may still land in the
+// old database, so the rebuild consumer keeps running for a settle period and then
+// catches up to the stream's last sequence once more, covering anything such a batch
+// applied; every write is idempotent, so applying an event in both places is harmless.
+// Then the rebuild consumer is deleted. The old database is left for the operator to
+// drop.
+//
+// The stream keeps the newest messages of every subject (one subject per aggregate)
+// without a maximum age, so it holds the latest state of every aggregate: a rebuild
+// from it is complete.
+package rebuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config tunes a rebuild.
+type Config struct {
+	// Consumer is the live consumer's config; Durable and Database are replaced.
+	Consumer consumer.Config
+	// Database is the fresh database to fill; it must hold no users or todos.
+	Database string
+	// Settle is how long the old pointer may still be in use after the flip: at
+	// least one live batch (FetchWait plus the MongoDB write timeout).
+	Settle time.Duration
+	// Timeout bounds the whole rebuild.
+	Timeout time.Duration
+}
+
+// Result describes a finished rebuild.
+type Result struct {
+	Database        string
+	Previous        string
+	Events          uint64 // stream sequence reached
+	CatchUp         time.Duration
+	EventsPerSecond float64
+}
+
+// Run rebuilds into cfg.Database and switches readers to it.
+func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmodel.Store, log *slog.Logger) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	res := Result{Database: cfg.Database}
+	previous, err := store.ActiveName(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Previous = previous
+	if cfg.Database == previous {
+		return res, fmt.Errorf("%s is the active read model: rebuild into a fresh database", cfg.Database)
+	}
+	target := store.Control().Client().Database(cfg.Database)
+	for _, c := range []string{readmodel.CollUsers, readmodel.CollTodos} {
+		n, err := target.Collection(c).CountDocuments(ctx, bson.D{})
+		if err != nil {
+			return res, fmt.Errorf("check %s is empty: %w", cfg.Database, err)
+		}
+		if n > 0 {
+			return res, fmt.Errorf("database %s already holds %s: rebuild into a fresh database", cfg.Database, c)
+		}
+	}
+	if err := readmodel.EnsureIndexes(ctx, target, store.Control()); err != nil {
+		return res, err
+	}
+
+	cc := cfg.Consumer
+	cc.Durable = "rebuild-" + cfg.Database
+	cc.Database = cfg.Database
+	c := consumer.New(cc, js, store, metrics.New(prometheus.NewRegistry()), log)
+	cons, err := c.Ensure(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer dcancel()
+		if err := js.DeleteConsumer(dctx, cc.Stream, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			log.Warn("rebuild consumer not deleted", "consumer", cc.Durable, "error", err)
+		}
+	}()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	start := time.Now()
+	seq, err := catchUp(ctx, js, cons, cc.Stream)
+	if err != nil {
+		return res, err
+	}
+	res.CatchUp = time.Since(start)
+	res.Events = seq
+	if s := res.CatchUp.Seconds(); s > 0 {
+		res.EventsPerSecond = float64(seq) / s
+	}
+	log.Info("rebuild caught up", "database", cfg.Database, "stream_seq", seq, "seconds", res.CatchUp.Seconds())
+
+	if err := store.Switch(ctx, readmodel.Pointer{Database: cfg.Database, SwitchedAt: time.Now().UTC()}); err != nil {
+		return res, err
+	}
+	log.Info("read model switched", "from", previous, "to", cfg.Database)
+	select {
+	case <-ctx.Done():
+		return res, fmt.Errorf("settle after the switch: %w", ctx.Err())
+	case <-time.After(cfg.Settle):
+	}
+	if res.Events, err = catchUp(ctx, js, cons, cc.Stream); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// catchUp waits until the consumer has acknowledged every message up to the stream's
+// last sequence at the time of the call, and returns that sequence.
+func catchUp(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, stream string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	last := info.State.LastSeq
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ci, err := cons.Info(ctx)
+		if err == nil && ci.AckFloor.Stream >= last {
+			return last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("catch up to %d: %w", last, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

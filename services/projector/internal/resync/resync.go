@@ -1,0 +1,251 @@
+// Package resync repairs the read model through the normal path: it re-emits events
+// into the outbox for chosen aggregates (or all), which the publisher relays and the
+// projector applies like any other event.
+//
+// A live aggregate gets a new outbox row (a fresh event id, so the stream's duplicate
+// window cannot drop it) with its current state and its CURRENT version: the version
+// guard makes it a no-op where the read model is already right, and a repair where a
+// document is missing or stale. The outbox allows one row per aggregate version, so a
+// published row of that version is replaced; an unpublished one is left alone, since
+// the publisher is about to deliver that very state.
+//
+// An aggregate the read model shows but the source no longer has (a lost delete) gets a
+// tombstone event with the read model's version plus one, which outranks the stale
+// document; the source never issues versions for a deleted aggregate again.
+package resync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// Selection names the aggregates to re-emit; All re-emits every aggregate of the
+// source and a tombstone for every live read-model document the source lacks.
+type Selection struct {
+	All   bool
+	Users []uuid.UUID
+	Todos []uuid.UUID
+}
+
+// Report counts what Run did.
+type Report struct {
+	Emitted    int // rows with current state
+	Tombstones int // deletes for documents the source lacks
+	Pending    int // skipped: an unpublished row of the same version is in the outbox
+}
+
+// batchSize bounds the aggregates re-emitted per transaction.
+const batchSize = 200
+
+// Run re-emits the selection. readModel may be nil when the selection names only
+// aggregates that exist in the source.
+func Run(ctx context.Context, db postgres.Beginner, q postgres.DBTX, readModel *mongo.Database, sel Selection) (Report, error) {
+	var rep Report
+	users, todos := sel.Users, sel.Todos
+	if sel.All {
+		var err error
+		if users, err = ids(ctx, q, "SELECT id FROM users"); err != nil {
+			return rep, err
+		}
+		if todos, err = ids(ctx, q, "SELECT id FROM todos"); err != nil {
+			return rep, err
+		}
+		if readModel != nil {
+			extraUsers, err := liveIDs(ctx, readModel.Collection(readmodel.CollUsers))
+			if err != nil {
+				return rep, err
+			}
+			extraTodos, err := liveIDs(ctx, readModel.Collection(readmodel.CollTodos))
+			if err != nil {
+				return rep, err
+			}
+			users, todos = union(users, extraUsers), union(todos, extraTodos)
+		}
+	}
+	for i := 0; i < len(users); i += batchSize {
+		if err := emitBatch(ctx, db, readModel, event.AggregateUser, users[i:min(i+batchSize, len(users))], &rep); err != nil {
+			return rep, err
+		}
+	}
+	for i := 0; i < len(todos); i += batchSize {
+		if err := emitBatch(ctx, db, readModel, event.AggregateTodo, todos[i:min(i+batchSize, len(todos))], &rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Database, aggType string, batch []uuid.UUID, rep *Report) error {
+	var local Report
+	err := postgres.WithTx(ctx, db, func(tx pgx.Tx) error {
+		local = Report{}
+		var events []event.Envelope
+		for _, id := range batch {
+			e, found, err := current(ctx, tx, aggType, id)
+			if err != nil {
+				return err
+			}
+			if !found {
+				if readModel == nil {
+					continue
+				}
+				if e, found, err = tombstone(ctx, readModel, aggType, id); err != nil {
+					return err
+				}
+				if !found {
+					continue
+				}
+				local.Tombstones++
+				events = append(events, e)
+				continue
+			}
+			// Replace a published row of this version; keep an unpublished one.
+			tag, err := tx.Exec(ctx, `DELETE FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3 AND published_at IS NOT NULL`,
+				aggType, id, e.Version)
+			if err != nil {
+				return fmt.Errorf("replace published outbox row of %s %s: %w", aggType, id, err)
+			}
+			if tag.RowsAffected() == 0 {
+				var pending bool
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3)`,
+					aggType, id, e.Version).Scan(&pending); err != nil {
+					return fmt.Errorf("look up outbox row of %s %s: %w", aggType, id, err)
+				}
+				if pending {
+					local.Pending++
+					continue
+				}
+			}
+			local.Emitted++
+			events = append(events, e)
+		}
+		return outbox.Insert(ctx, tx, events...)
+	})
+	if err != nil {
+		return fmt.Errorf("resync %d %ss: %w", len(batch), aggType, err)
+	}
+	rep.Emitted += local.Emitted
+	rep.Tombstones += local.Tombstones
+	rep.Pending += local.Pending
+	return nil
+}
+
+var trace = event.TraceContext{RequestID: "resync"}
+
+// current builds the event of an aggregate's current state, locking its row so that
+// the version read is the one inserted.
+func current(ctx context.Context, tx pgx.Tx, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
+	now := time.Now()
+	if aggType == event.AggregateUser {
+		var u event.UserData
+		err := tx.QueryRow(ctx, `SELECT id, email, display_name, version, created_at, updated_at FROM users WHERE id = $1 FOR UPDATE`, id).
+			Scan(&u.ID, &u.Email, &u.DisplayName, &u.Version, &u.CreatedAt, &u.UpdatedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return event.Envelope{}, false, nil
+		}
+		if err != nil {
+			return event.Envelope{}, false, fmt.Errorf("read user %s: %w", id, err)
+		}
+		e, err := event.New(event.UserUpdated, u.ID, u.ID, u.Version, now, trace, u)
+		return e, err == nil, err
+	}
+	var t event.TodoData
+	err := tx.QueryRow(ctx, `SELECT id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at FROM todos WHERE id = $1 FOR UPDATE`, id).
+		Scan(&t.ID, &t.UserID, &t.Title, &t.Notes, &t.Completed, &t.CompletedAt, &t.Due, &t.Priority, &t.Version, &t.CreatedAt, &t.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return event.Envelope{}, false, nil
+	}
+	if err != nil {
+		return event.Envelope{}, false, fmt.Errorf("read todo %s: %w", id, err)
+	}
+	e, err := event.New(event.TodoUpdated, t.ID, t.UserID, t.Version, now, trace, t)
+	return e, err == nil, err
+}
+
+// tombstone builds a delete for a live read-model document the source lacks.
+func tombstone(ctx context.Context, readModel *mongo.Database, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
+	coll, typ := readmodel.CollUsers, event.UserDeleted
+	if aggType == event.AggregateTodo {
+		coll, typ = readmodel.CollTodos, event.TodoDeleted
+	}
+	var doc struct {
+		Version int64  `bson:"version"`
+		UserID  string `bson:"user_id"`
+	}
+	err := readModel.Collection(coll).FindOne(ctx, bson.D{{Key: "_id", Value: id.String()}, readmodel.NotDeleted}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return event.Envelope{}, false, nil
+	}
+	if err != nil {
+		return event.Envelope{}, false, fmt.Errorf("read %s %s from the read model: %w", aggType, id, err)
+	}
+	owner := id
+	if aggType == event.AggregateTodo {
+		if owner, err = uuid.Parse(doc.UserID); err != nil {
+			return event.Envelope{}, false, fmt.Errorf("todo %s has owner %q: %w", id, doc.UserID, err)
+		}
+	}
+	now := time.Now()
+	v := doc.Version + 1
+	e, err := event.New(typ, id, owner, v, now, trace, event.Tombstone{ID: id, OwnerID: owner, Version: v, DeletedAt: now})
+	return e, err == nil, err
+}
+
+func ids(ctx context.Context, q postgres.DBTX, sql string) ([]uuid.UUID, error) {
+	rows, err := q.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("list ids: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("list ids: %w", err)
+	}
+	return out, nil
+}
+
+func liveIDs(ctx context.Context, coll *mongo.Collection) ([]uuid.UUID, error) {
+	cur, err := coll.Find(ctx, bson.D{readmodel.NotDeleted})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", coll.Name(), err)
+	}
+	var docs []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("list %s: %w", coll.Name(), err)
+	}
+	out := make([]uuid.UUID, 0, len(docs))
+	for _, d := range docs {
+		id, err := uuid.Parse(d.ID)
+		if err != nil {
+			return nil, fmt.Errorf("%s has id %q: %w", coll.Name(), d.ID, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func union(a, b []uuid.UUID) []uuid.UUID {
+	seen := make(map[uuid.UUID]bool, len(a)+len(b))
+	out := make([]uuid.UUID, 0, len(a)+len(b))
+	for _, id := range slices.Concat(a, b) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}

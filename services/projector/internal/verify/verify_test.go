@@ -1,0 +1,88 @@
+package verify_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// verify passes on equal databases and reports each planted difference: a missing
+// document, a stale one, an extra one and wrong stats.
+func TestVerifyDetectsPlantedDrift(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	pool, _ := dbtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	w := projtest.NewWorld(t)
+	u1, u2 := w.CreateUser(), w.CreateUser()
+	w.RenameUser(u1, "Ada")
+	t1 := w.CreateTodo(u1, "one")
+	w.SetCompleted(t1, true)
+	t2 := w.CreateTodo(u2, "two")
+	w.DeleteTodo(w.CreateTodo(u2, "gone"))
+	if err := w.WriteSource(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	db := env.Mongo.Database("verify")
+	for i, r := range project.New(db, 4).Apply(ctx, w.Events) {
+		if r.Err != nil {
+			t.Fatalf("apply %d: %v", i, r.Err)
+		}
+	}
+	diffs, err := verify.Run(ctx, pool, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 0 {
+		t.Fatalf("equal databases reported %v", diffs)
+	}
+
+	// Plant one difference of each kind.
+	if _, err := db.Collection(readmodel.CollTodos).DeleteOne(ctx, bson.D{{Key: "_id", Value: t2.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(readmodel.CollUsers).UpdateOne(ctx, bson.D{{Key: "_id", Value: u1.String()}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "display_name", Value: "User 1"}, {Key: "version", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	extra := uuid.Must(uuid.NewV7()).String()
+	if _, err := db.Collection(readmodel.CollTodos).InsertOne(ctx, readmodel.Todo{ID: extra, UserID: u2.String(), Title: "extra", Priority: "low", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(readmodel.CollStats).UpdateOne(ctx, bson.D{{Key: "_id", Value: u1.String()}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "completed", Value: 5}}}}); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err = verify.Run(ctx, pool, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		readmodel.CollTodos + " " + t2.String(): "missing",
+		readmodel.CollUsers + " " + u1.String(): "differs",
+		readmodel.CollTodos + " " + extra:       "extra",
+		readmodel.CollStats + " " + u1.String(): "differs",
+	}
+	for _, d := range diffs {
+		t.Log(d)
+		key := d.Collection + " " + d.ID
+		if want[key] != d.Kind {
+			t.Errorf("unexpected difference %s", d)
+		}
+		delete(want, key)
+	}
+	for k, kind := range want {
+		t.Errorf("difference not reported: %s %s", k, kind)
+	}
+}
