@@ -6,6 +6,12 @@
 //
 // External servers replace the embedded ones: set NATS_URL and/or MONGODB_URI.
 // DATABASE_URL names the PostgreSQL database (created when missing).
+//
+// Every child gets this process's environment, so a setting such as LOG_LEVEL reaches
+// all three. ADMIN_ADDR would put them on one port, so each service's admin listener
+// has its own variable instead: API_ADMIN_ADDR (default :9090), PUBLISHER_ADMIN_ADDR
+// (:9091) and PROJECTOR_ADMIN_ADDR (:9092). With API_ADDR and FERRETDB_ADDR and
+// DEVSTACK_NATS_PORT they let a second stack (a test's) run beside a developer's.
 package main
 
 import (
@@ -43,6 +49,8 @@ type config struct {
 	mongoURI    string // empty: embedded
 	ferretAddr  string
 	apiAddr     string
+	// adminAddrs maps each service to its admin listener (probes, /metrics).
+	adminAddrs map[string]string
 }
 
 func loadConfig() config {
@@ -56,6 +64,11 @@ func loadConfig() config {
 		mongoURI:   os.Getenv("MONGODB_URI"),
 		ferretAddr: envOr("FERRETDB_ADDR", "127.0.0.1:27017"),
 		apiAddr:    envOr("API_ADDR", ":8080"),
+		adminAddrs: map[string]string{
+			"api":       envOr("API_ADMIN_ADDR", ":9090"),
+			"publisher": envOr("PUBLISHER_ADMIN_ADDR", ":9091"),
+			"projector": envOr("PROJECTOR_ADMIN_ADDR", ":9092"),
+		},
 	}
 }
 
@@ -78,7 +91,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	natsURL := cfg.natsURL
 	if natsURL == "" {
 		srv, err := natsserver.Start(natsserver.Config{
-			StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: slog.New(natsErrors(component("nats"))),
+			StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: slog.New(component("nats", slog.LevelWarn)),
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
@@ -98,7 +111,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 			return err
 		}
 		// Not ctx: FerretDB must outlive the services while they drain.
-		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL, Logger: slog.New(ferret.LogHandler(component("ferretdb")))})
+		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL, Logger: slog.New(ferret.LogHandler(component("ferretdb", slog.LevelError)))})
 		if err != nil {
 			return fmt.Errorf("start embedded FerretDB: %w", err)
 		}
@@ -123,7 +136,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 		errs []error
 	)
 	for _, name := range []string{"publisher", "projector", "api"} {
-		cmd := service(svcCtx, filepath.Join(cfg.binDir, name), env)
+		// The last ADMIN_ADDR wins in exec's environment, so this overrides an inherited one.
+		cmd := service(svcCtx, filepath.Join(cfg.binDir, name), append(env[:len(env):len(env)], "ADMIN_ADDR="+cfg.adminAddrs[name]))
 		if err := cmd.Start(); err != nil {
 			stop()
 			wg.Wait()
@@ -146,8 +160,9 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err := waitHealthy(svcCtx, apiURL+"/health/databases"); err != nil {
 		log.Warn("api not healthy yet", "error", err)
 	} else {
-		fmt.Fprintf(os.Stderr, "\nready in %s\n  API        %s   (OpenAPI: %s/openapi.json)\n  health     %s/health/sync\n  metrics    api :9090, publisher :9091, projector :9092 (/metrics)\n  NATS       %s\n  MongoDB    %s\nCtrl-C stops everything.\n\n",
-			time.Since(start).Round(time.Millisecond), apiURL, apiURL, apiURL, natsURL, mongoURI)
+		fmt.Fprintf(os.Stderr, "\nready in %s\n  API        %s   (OpenAPI: %s/openapi.json)\n  health     %s/health/sync\n  metrics    api :%s, publisher :%s, projector :%s (/metrics)\n  NATS       %s\n  MongoDB    %s\nCtrl-C stops everything.\n\n",
+			time.Since(start).Round(time.Millisecond), apiURL, apiURL, apiURL,
+			port(cfg.adminAddrs["api"]), port(cfg.adminAddrs["publisher"]), port(cfg.adminAddrs["projector"]), natsURL, mongoURI)
 	}
 
 	<-svcCtx.Done()
@@ -156,19 +171,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
-// component is the log handler of an embedded server.
-func component(name string) slog.Handler {
-	return slog.NewJSONHandler(os.Stderr, nil).WithAttrs([]slog.Attr{slog.String("service", "devstack"), slog.String("component", name)})
-}
-
-// natsErrors keeps the embedded NATS server's warnings and errors: it logs a banner
-// at info.
-func natsErrors(h slog.Handler) slog.Handler { return warnOnly{h} }
-
-type warnOnly struct{ slog.Handler }
-
-func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+// component is the log handler of an embedded server, from level on.
+func component(name string, level slog.Level) slog.Handler {
+	return slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}).
+		WithAttrs([]slog.Attr{slog.String("service", "devstack"), slog.String("component", name)})
 }
 
 // service prepares a child process that gets SIGTERM when ctx ends (and up to 25s to
