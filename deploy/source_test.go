@@ -91,7 +91,7 @@ func collectEnv(f *ast.File, p *program) {
 			}
 			tag := reflect.StructTag(raw)
 			name, _, _ := strings.Cut(tag.Get("env"), ",")
-			if name == "" {
+			if name == "" || name == "-" { // "-": a field the environment does not set
 				return true
 			}
 			p.reads[name] = true
