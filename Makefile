@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every package of every workspace module.
-PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/...
+PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./chaos/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -58,6 +58,31 @@ test: ## Run every test (race detector on) against real PostgreSQL, JetStream an
 .PHONY: bench-publisher
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, and outbox-to-stream latency
 	cd services/publisher && go test -run '^$$' -bench 'Drain|Latency' -benchtime 1x ./internal/relay/ ./internal/service/
+
+# --- bench: the whole-pipeline benchmark of issue 7 (loadgen module) ---------------
+# It starts bin/devstack on databases of its own (dropped at the end), on the API port
+# 18080, NATS 14322 and FerretDB 27117, but the services' admin ports 9090-9092 are
+# fixed: stop any `make run` first. LOADGEN_* variables tune it (loadgen/internal/bench).
+BENCH_RESULTS ?= bench/results
+
+.PHONY: bench
+bench: build bench-loadgen ## Benchmark API, pipeline, baselines and rebuild (<10 min); writes $(BENCH_RESULTS)/results.{md,json,png}
+	LOADGEN_RESULTS_DIR=$(BENCH_RESULTS) LOADGEN_COMMAND="make bench" ./bin/loadgen
+
+.PHONY: bench-loadgen
+bench-loadgen: ## Build the load generator into ./bin
+	@mkdir -p bin
+	go build -o bin/ ./loadgen/cmd/loadgen
+
+.PHONY: bench-smoke
+bench-smoke: build bench-loadgen ## A one-minute run of `make bench` with short phases, to check the harness
+	LOADGEN_RESULTS_DIR=$${TMPDIR:-/tmp}/bench-smoke LOADGEN_PHASE=3s LOADGEN_BASELINE=2s LOADGEN_WARMUP=1s \
+	LOADGEN_STEP=3s LOADGEN_STEP_MAX=2 LOADGEN_HOLD=2s LOADGEN_CEILING_DOCS=500 LOADGEN_REBUILD_EVENTS=100 \
+	LOADGEN_PROFILE=2s LOADGEN_DRAIN_TIMEOUT=30s LOADGEN_COMMAND="make bench-smoke" ./bin/loadgen
+
+.PHONY: chaos
+chaos: ## Fault run (~5 min): kill services, restart servers under load, then check nothing was lost (CHAOS_* tune it)
+	go run ./chaos/cmd/chaos
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)

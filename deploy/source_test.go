@@ -15,8 +15,15 @@ import (
 // repoRoot is the workspace root, seen from this module's directory.
 const repoRoot = ".."
 
-// processPkg reads LOG_LEVEL for every command that runs through process.Main.
-const processPkg = "github.com/outboxtodo/outboxtodo/shared/process"
+// sharedEnvPkgs are the shared packages that read environment variables on behalf of
+// the commands importing them: process (LOG_LEVEL for every command that runs through
+// process.Main), natsconn (NATS credential and TLS files) and telemetry (the OTLP
+// endpoint), keyed by import path, with their directory.
+var sharedEnvPkgs = map[string]string{
+	"github.com/outboxtodo/outboxtodo/shared/process":   filepath.Join(repoRoot, "shared", "process"),
+	"github.com/outboxtodo/outboxtodo/shared/natsconn":  filepath.Join(repoRoot, "shared", "natsconn"),
+	"github.com/outboxtodo/outboxtodo/shared/telemetry": filepath.Join(repoRoot, "shared", "telemetry"),
+}
 
 // program is what one command reads from its environment, taken from its Go source so
 // that a renamed setting or a changed default breaks these tests.
@@ -34,14 +41,16 @@ func programs(t *testing.T) map[string]program {
 	for _, svc := range []string{"api", "publisher", "projector"} {
 		progs[svc] = readProgram(t, svc,
 			filepath.Join(repoRoot, "services", svc, "internal", "config"),
-			filepath.Join(repoRoot, "services", svc, "cmd", svc))
+			filepath.Join(repoRoot, "services", svc, "cmd", svc),
+			// The projector's main hands over to its command line, which sets up tracing.
+			filepath.Join(repoRoot, "services", svc, "internal", "commands"))
 	}
 	progs["migrate"] = readProgram(t, "migrate", filepath.Join(repoRoot, "migrations", "cmd", "migrate"))
 	return progs
 }
 
 // readProgram collects the env struct tags and os.Getenv/os.LookupEnv calls of the
-// non-test Go files in dirs, and of shared/process when one of them imports it.
+// non-test Go files in dirs, and of the sharedEnvPkgs they import.
 func readProgram(t *testing.T, name string, dirs ...string) program {
 	t.Helper()
 	p := program{name: name, reads: map[string]bool{}, defaults: map[string]string{}, commands: map[string]bool{}}
@@ -65,8 +74,9 @@ func readProgram(t *testing.T, name string, dirs ...string) program {
 				t.Fatalf("parse %s: %v", filepath.Join(dir, e.Name()), err)
 			}
 			for _, imp := range f.Imports {
-				if path, _ := strconv.Unquote(imp.Path.Value); path == processPkg {
-					dirs = append(dirs, filepath.Join(repoRoot, "shared", "process"))
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if dir, ok := sharedEnvPkgs[path]; ok {
+					dirs = append(dirs, dir)
 				}
 			}
 			collectEnv(f, &p)

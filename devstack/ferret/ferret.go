@@ -136,6 +136,10 @@ func (s *Server) Addr() string {
 	return s.addr
 }
 
+// PostgreSQLURL is the backend database of the server, for tests that take it away
+// underneath a running FerretDB.
+func (s *Server) PostgreSQLURL() string { return s.cfg.PostgreSQLURL }
+
 // URI is the MongoDB connection string for the server. Direct connection: FerretDB is
 // a single server, not a replica set.
 func (s *Server) URI() string {

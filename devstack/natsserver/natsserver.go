@@ -17,6 +17,7 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,10 +50,26 @@ type Config struct {
 	// Log receives the server's notices, warnings and errors; nil discards them.
 	Log *slog.Logger
 
+	// Users and NkeyUsers, when any is set, make the server require authentication:
+	// a user name and password, or a signature by the private key of one of the
+	// public user nkeys (U...). All of them share the global account, JetStream
+	// included.
+	Users     []User
+	NkeyUsers []string
+	// TLS, when set, makes the server require TLS with this configuration (its
+	// certificate; ClientCAs and ClientAuth to verify client certificates).
+	TLS *tls.Config
+
 	// Set by Cluster.
 	cluster     string
 	clusterPort int
 	routes      []*url.URL
+}
+
+// User is a user name and password the server accepts.
+type User struct {
+	Name     string
+	Password string
 }
 
 // Server is one running (or stopped) server. Its methods are safe for concurrent use.
@@ -105,6 +122,18 @@ func (s *Server) Restart() error {
 		// disk, which several test servers at once would overcommit.
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  4 << 30,
+	}
+	for _, u := range s.cfg.Users {
+		opts.Users = append(opts.Users, &server.User{Username: u.Name, Password: u.Password})
+	}
+	for _, k := range s.cfg.NkeyUsers {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+	}
+	if s.cfg.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = s.cfg.TLS
+		opts.TLSVerify = s.cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 2
 	}
 	if s.cfg.cluster != "" {
 		opts.Cluster = server.ClusterOpts{Name: s.cfg.cluster, Host: s.cfg.Host, Port: s.cfg.clusterPort}
@@ -243,16 +272,21 @@ func (c *Cluster) ClientURL() string {
 func (c *Cluster) WaitForMetaLeader(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		leader, current := false, true
+		// A leader alone is not enough: until it has heard from every running peer, a
+		// replicated stream fails with "no suitable peers for placement".
+		leader, current, running, peers := false, true, 0, 0
 		for _, s := range c.Servers {
 			s.mu.Lock()
 			if s.srv != nil {
-				leader = leader || s.srv.JetStreamIsLeader()
+				running++
+				if s.srv.JetStreamIsLeader() {
+					leader, peers = true, len(s.srv.JetStreamClusterPeers())
+				}
 				current = current && s.srv.JetStreamIsCurrent()
 			}
 			s.mu.Unlock()
 		}
-		if leader && current {
+		if leader && current && peers == running {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -7,12 +7,31 @@ import (
 	"strings"
 )
 
-// URL masks the password of a URL (PostgreSQL, MongoDB, NATS...). A URL that does not
-// parse is replaced whole, since it may hold a secret in a place we cannot find.
+// secretParams are query parameters that carry secrets in connection strings: libpq's
+// password and sslpassword (the client key's passphrase) and the MongoDB driver's
+// tlsCertificateKeyFilePassword.
+var secretParams = map[string]bool{"password": true, "sslpassword": true, "tlscertificatekeyfilepassword": true}
+
+// URL masks the password of a URL (PostgreSQL, MongoDB, NATS...) and the query
+// parameters that hold secrets. A URL that does not parse is replaced whole, since it
+// may hold a secret in a place we cannot find.
 func URL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable url)"
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		masked := false
+		for k := range q {
+			if secretParams[strings.ToLower(k)] {
+				q[k] = []string{"xxxxx"}
+				masked = true
+			}
+		}
+		if masked {
+			u.RawQuery = q.Encode()
+		}
 	}
 	return u.Redacted()
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 func main() {
@@ -29,12 +30,21 @@ func main() {
 
 // run serves until ctx ends, configured from environ (the process environment when
 // nil).
-func run(ctx context.Context, log *slog.Logger, environ map[string]string) error {
+func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err error) {
 	cfg, err := config.FromMap(environ)
 	if err != nil {
 		return err
 	}
 	log.Info("starting", "config", cfg)
+	tracing, err := telemetry.FromEnv(ctx, "api", log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, tracing.Shutdown(sctx))
+	}()
 	cursorKey := []byte(cfg.CursorSecret)
 	if len(cursorKey) == 0 {
 		cursorKey = make([]byte, 32)
@@ -87,6 +97,7 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) error
 		RateLimitPerToken:  httpapi.RateLimit{PerSecond: cfg.RateLimitPerToken, Burst: cfg.RateLimitPerTokenBurst},
 		RateLimitKeys:      cfg.RateLimitKeys,
 		TrustedProxies:     cfg.TrustedProxyPrefixes,
+		TracerProvider:     tracing.Provider,
 	})
 	if err != nil {
 		return err

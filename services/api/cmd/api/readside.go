@@ -36,10 +36,15 @@ func openReadSide(cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readS
 	if err != nil {
 		return nil, fmt.Errorf("mongodb client: %w", err)
 	}
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("api"), nats.Timeout(5*time.Second),
+	auth, err := cfg.NATS.Options()
+	if err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(auth, nats.Name("api"), nats.Timeout(5*time.Second),
 		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("disconnected from NATS", "error", err) }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to NATS") }))
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to NATS") }))...)
 	if err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, fmt.Errorf("nats: %w", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
@@ -83,8 +84,11 @@ type Config struct {
 	MongoDatabase string        `env:"MONGODB_DATABASE" envDefault:"todo_read"`
 	MongoTimeout  time.Duration `env:"MONGODB_TIMEOUT" envDefault:"5s"`
 	NATSURL       string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	Stream        string        `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
-	Consumer      string        `env:"CONSUMER_NAME" envDefault:"projector"`
+	// NATS holds the credential files and TLS settings (NATS_CREDS, NATS_NKEY_SEED,
+	// NATS_TLS_*); a user and password go in NATS_URL.
+	NATS     natsconn.Config
+	Stream   string `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
+	Consumer string `env:"CONSUMER_NAME" envDefault:"projector"`
 
 	// Alert thresholds of /health/sync (0 disables one): a warning answers 200, a
 	// critical alert 503.
@@ -222,6 +226,9 @@ func (c Config) Validate() error {
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
 	}
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -254,6 +261,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("mongodb_database", c.MongoDatabase),
 		slog.String("mongodb_timeout", c.MongoTimeout.String()),
 		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
+		slog.Any("nats", c.NATS),
 		slog.String("stream", c.Stream),
 		slog.String("consumer", c.Consumer),
 	)

@@ -16,19 +16,23 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 type ctxKey int
 
 const (
 	keyRequestID ctxKey = iota
-	keyTrace
 	keyUserID
 	keyTokenHash
 )
@@ -36,20 +40,19 @@ const (
 // RequestIDHeader carries the request id in both directions.
 const RequestIDHeader = "X-Request-ID"
 
-var (
-	saneRequestID = regexp.MustCompile(`^[A-Za-z0-9._:\-]{1,128}$`)
-	// W3C Trace Context level 1: version-traceid-parentid-flags, lower-case hex.
-	traceParentRE = regexp.MustCompile(`^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$`)
-)
+var saneRequestID = regexp.MustCompile(`^[A-Za-z0-9._:\-]{1,128}$`)
 
 func requestID(ctx context.Context) string {
 	id, _ := ctx.Value(keyRequestID).(string)
 	return id
 }
 
+// traceContext is what an event written in ctx carries: the request id, and the W3C
+// context of the request's server span (the client's own context when tracing is
+// off, since a no-op span carries its parent's ids; none when the client sent none).
 func traceContext(ctx context.Context) event.TraceContext {
-	tc, _ := ctx.Value(keyTrace).(event.TraceContext)
-	return tc
+	tp, ts := telemetry.Inject(ctx)
+	return event.TraceContext{TraceParent: tp, TraceState: ts, RequestID: requestID(ctx)}
 }
 
 func userID(ctx context.Context) uuid.UUID {
@@ -64,7 +67,7 @@ func tokenHash(ctx context.Context) []byte {
 }
 
 // withRequestID accepts a sane X-Request-ID or makes one, echoes it, and records it
-// with the W3C trace context of the request so that events can carry both.
+// on the request's span so that a trace can be found by request id.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
@@ -72,40 +75,21 @@ func withRequestID(next http.Handler) http.Handler {
 			id = uuid.NewString()
 		}
 		w.Header().Set(RequestIDHeader, id)
-		tc := event.TraceContext{RequestID: id}
-		if tp := r.Header.Get("traceparent"); validTraceParent(tp) {
-			tc.TraceParent = tp
-			if ts := r.Header.Get("tracestate"); validTraceState(ts) {
-				tc.TraceState = ts
-			}
-		}
-		ctx := context.WithValue(r.Context(), keyRequestID, id)
-		ctx = context.WithValue(ctx, keyTrace, tc)
-		next.ServeHTTP(w, r.WithContext(ctx))
+		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("request_id", id))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyRequestID, id)))
 	})
 }
 
-func validTraceParent(s string) bool {
-	m := traceParentRE.FindStringSubmatch(s)
-	switch {
-	case m == nil, m[1] == "ff", m[2] == strings.Repeat("0", 32), m[3] == strings.Repeat("0", 16):
-		return false
-	case m[1] == "00":
-		return m[5] == "" // version 00 has exactly four fields
-	}
-	return true // a later version may append fields
-}
-
-func validTraceState(s string) bool {
-	if s == "" || len(s) > 512 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+// withTracing starts the server span of each request, a child of the client's W3C
+// trace context when it sent a valid one. The span is named after the method until
+// observe knows the route pattern; /health (liveness) is not traced.
+func withTracing(tp trace.TracerProvider) func(http.Handler) http.Handler {
+	return otelhttp.NewMiddleware("http.server",
+		otelhttp.WithTracerProvider(tp),
+		otelhttp.WithPropagators(telemetry.Propagator),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), // metrics are ours, in Prometheus
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
+		otelhttp.WithFilter(func(r *http.Request) bool { return r.URL.Path != "/health" }))
 }
 
 // metrics are the request metrics, labelled by route pattern so that ids in paths do
@@ -150,12 +134,20 @@ func observe(log *slog.Logger, m *metrics) func(http.Handler) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			span := trace.SpanFromContext(r.Context())
+			span.SetName(r.Method + " " + route)
+			span.SetAttributes(attribute.String("http.route", route))
 			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
 			m.duration.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			attrs := []slog.Attr{
 				slog.String("method", r.Method), slog.String("route", route), slog.String("path", r.URL.Path),
 				slog.Int("status", status), slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-				slog.Int("bytes", ww.BytesWritten()), slog.String("request_id", requestID(r.Context())))
+				slog.Int("bytes", ww.BytesWritten()), slog.String("request_id", requestID(r.Context())),
+			}
+			if sc := span.SpanContext(); sc.IsValid() {
+				attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+			}
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		})
 	}
 }

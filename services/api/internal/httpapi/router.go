@@ -19,6 +19,8 @@ import (
 	"github.com/go-chi/cors"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
@@ -72,6 +74,9 @@ type Options struct {
 	// Without them those routes answer 503 read-model-unavailable.
 	ReadModel  ReadModel
 	SyncReport func(ctx context.Context) syncstatus.Report
+	// TracerProvider receives a server span per request; nil traces nothing (the
+	// client's trace context still reaches the events).
+	TracerProvider trace.TracerProvider
 }
 
 // RateLimit is a sustained rate and a burst.
@@ -139,8 +144,11 @@ func New(o Options) (http.Handler, error) {
 	a := &api{store: o.Store, readModel: o.ReadModel, syncReport: o.SyncReport, checks: o.Checks, log: o.Log,
 		maxBody: o.MaxBodyBytes, cursors: cursors}
 
+	if o.TracerProvider == nil {
+		o.TracerProvider = noop.NewTracerProvider()
+	}
 	r := chi.NewRouter()
-	r.Use(withRequestID, observe(o.Log, m), recoverer(o.Log))
+	r.Use(withTracing(o.TracerProvider), withRequestID, observe(o.Log, m), recoverer(o.Log))
 	if perIP != nil {
 		// Before CORS and authentication, so that neither preflights nor token
 		// guesses escape it.
@@ -150,7 +158,7 @@ func New(o Options) (http.Handler, error) {
 		r.Use(cors.Handler(cors.Options{
 			AllowedOrigins: o.CORSAllowedOrigins,
 			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
-			AllowedHeaders: []string{"Authorization", "Content-Type", "If-Match", idempotency.Header, RequestIDHeader},
+			AllowedHeaders: []string{"Authorization", "Content-Type", "If-Match", idempotency.Header, RequestIDHeader, "traceparent", "tracestate"},
 			ExposedHeaders: []string{"ETag", "Location", RequestIDHeader, "Retry-After", "Idempotent-Replayed"},
 			MaxAge:         600,
 		}))

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
@@ -33,6 +34,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 const usage = `usage: projector [command] [flags]
@@ -70,7 +72,7 @@ func Run(ctx context.Context, log *slog.Logger, args []string, out io.Writer) er
 	switch cmd {
 	case "run":
 		log.Info("starting", "config", cfg)
-		return runConsumer(ctx, cfg, log)
+		return runTraced(ctx, cfg, log)
 	case "deadletters":
 		return deadLetters(ctx, cfg, args, out)
 	case "verify":
@@ -107,13 +109,17 @@ func disconnect(ctx context.Context, c *mongo.Client) {
 
 // connectNATS reconnects forever: a broker restart must not stop the projector.
 func connectNATS(cfg config.Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("projector"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second),
+	auth, err := cfg.NATS.Options()
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(auth, nats.Name("projector"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: our own Close
 				log.Warn("nats disconnected", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }))
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats: %w", err)
 	}
@@ -142,7 +148,21 @@ func consumerConfig(cfg config.Config) consumer.Config {
 	}
 }
 
-func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// runTraced runs the consumer with tracing set up from the environment.
+func runTraced(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
+	tracing, err := telemetry.FromEnv(ctx, "projector", log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, tracing.Shutdown(sctx))
+	}()
+	return runConsumer(ctx, cfg, log, tracing.Provider)
+}
+
+func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) error {
 	client, err := connectMongo(ctx, cfg)
 	if err != nil {
 		return err
@@ -166,7 +186,9 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger) error
 
 	reg := admin.NewRegistry()
 	m := metrics.New(reg)
-	c := consumer.New(consumerConfig(cfg), js, store, m, log)
+	cc := consumerConfig(cfg)
+	cc.Tracer = tp.Tracer("github.com/outboxtodo/outboxtodo/services/projector")
+	c := consumer.New(cc, js, store, m, log)
 	ready := func(ctx context.Context) error {
 		if !c.Ready() {
 			return fmt.Errorf("consumer %s on stream %s not created yet", cfg.Durable, cfg.Stream)

@@ -13,12 +13,17 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
 
 // Config is every setting of the projector.
 type Config struct {
-	NATSURL       string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSURL string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	// NATS holds the credential files and TLS settings (NATS_CREDS, NATS_NKEY_SEED,
+	// NATS_TLS_*); a user and password go in NATS_URL.
+	NATS          natsconn.Config
 	Stream        string `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
 	SubjectPrefix string `env:"SUBJECT_PREFIX" envDefault:"todo.events"`
 	Durable       string `env:"CONSUMER_NAME" envDefault:"projector"`
@@ -97,6 +102,9 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.MongoURI); err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
 		errs = append(errs, errors.New("MONGODB_URI: want a mongodb:// or mongodb+srv:// URI"))
 	}
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}
@@ -106,7 +114,8 @@ func (c Config) Validate() error {
 // LogValue renders the config for the start-up log, passwords masked.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
+		slog.Any("nats", c.NATS),
 		slog.String("stream", c.Stream),
 		slog.String("subject_prefix", c.SubjectPrefix),
 		slog.String("consumer", c.Durable),
@@ -116,7 +125,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_ack_pending", c.MaxAckPending),
 		slog.Int("batch_size", c.BatchSize),
 		slog.String("fetch_wait", c.FetchWait.String()),
-		slog.String("mongodb_uri", redactURL(c.MongoURI)),
+		slog.String("mongodb_uri", redact.URL(c.MongoURI)),
 		slog.String("mongodb_database", c.MongoDatabase),
 		slog.String("mongodb_timeout", c.MongoTimeout.String()),
 		slog.Int("write_concurrency", c.WriteConcurrency),
@@ -125,12 +134,4 @@ func (c Config) LogValue() slog.Value {
 		slog.String("stats_interval", c.StatsInterval.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 	)
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	return u.Redacted()
 }

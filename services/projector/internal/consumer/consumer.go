@@ -10,7 +10,8 @@
 //     with InProgress so that their delivery count does not grow during an outage: an
 //     outage never dead-letters anything. If the process stops meanwhile, AckWait
 //     brings the messages back to another replica.
-//   - MongoDB answered this write with an error (see isRejected): NakWithDelay along
+//   - MongoDB answered this write with an error (see isRejected) while it still serves
+//     a trivial read (see readModelDown: otherwise it is an outage): NakWithDelay along
 //     the back-off schedule; on its last allowed delivery (MaxDeliver) it is
 //     dead-lettered and terminated instead, so JetStream never gives up on a message
 //     silently and one bad document cannot stall the stream.
@@ -32,6 +33,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -59,6 +61,8 @@ type Config struct {
 	Database string
 	// StatsInterval is how often consumer and dead-letter gauges are refreshed.
 	StatsInterval time.Duration
+	// Tracer starts a span per applied event (see trace.go); nil traces nothing.
+	Tracer trace.Tracer
 }
 
 // defaultNakDelays is the Nak schedule when Config.BackOff is empty.
@@ -94,6 +98,10 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 		BackOff:       c.cfg.BackOff,
 		FilterSubject: c.cfg.FilterSubject,
 		MaxAckPending: c.cfg.MaxAckPending,
+		// One active replica at a time: see pinGroup.
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{pinGroup},
+		PinnedTTL:      c.pinnedTTL(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
@@ -147,7 +155,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // message back until the batch fills or FetchWait passes, which at low rates adds
 // FetchWait/2 to the lag of every event.
 func (c *Consumer) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	first, err := cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.FetchWait))
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.FetchWait), c.pinned())
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +163,7 @@ func (c *Consumer) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	if len(msgs) == 0 || c.cfg.BatchSize == 1 {
 		return msgs, nil
 	}
-	rest, err := cons.FetchNoWait(c.cfg.BatchSize - 1)
+	rest, err := cons.Fetch(c.cfg.BatchSize-1, jetstream.FetchMaxWait(restWait), c.pinned())
 	if err != nil {
 		// Keep the first message: it is delivered, and handling it beats waiting AckWait.
 		c.log.Warn("fetch failed", "error", err)
@@ -226,9 +234,10 @@ func (c *Consumer) Handle(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 type poisoned struct {
-	msg jetstream.Msg
-	md  *jetstream.MsgMetadata
-	err error
+	msg       jetstream.Msg
+	md        *jetstream.MsgMetadata
+	err       error
+	requestID string // of the write behind the event; empty when it did not decode
 }
 
 // applyOnce applies items once; it settles what it can and returns the items held back
@@ -245,6 +254,7 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 	for i, it := range items {
 		events[i] = it.event
 	}
+	spans := c.startApplySpans(ctx, items)
 	results := project.New(db, c.cfg.Concurrency).Apply(wctx, events)
 
 	var (
@@ -255,8 +265,11 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 		occurred  time.Time
 		appliedAt = time.Now()
 	)
+	// Rejections during an outage of the read model's own backend are transient.
+	down := readModelDown(wctx, db, results)
 	for i, r := range results {
 		it := items[i]
+		c.endApplySpan(ctx, spans[i], it, r)
 		switch {
 		case r.Err == nil:
 			ok = append(ok, it)
@@ -269,8 +282,8 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 			if it.md.Sequence.Stream > maxSeq {
 				maxSeq, occurred = it.md.Sequence.Stream, it.event.OccurredAt
 			}
-		case isRejected(r.Err):
-			rejected = append(rejected, poisoned{msg: it.msg, md: it.md, err: r.Err})
+		case isRejected(r.Err) && !down:
+			rejected = append(rejected, poisoned{msg: it.msg, md: it.md, err: r.Err, requestID: it.event.Trace.RequestID})
 		default:
 			c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
 			transient = append(transient, it)
@@ -304,7 +317,8 @@ func (c *Consumer) settleRejected(ctx context.Context, rejected []poisoned) {
 		}
 		c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
 		delay := nakDelay(c.cfg.BackOff, p.md.NumDelivered)
-		c.log.Warn("write rejected, redelivering later", "stream_seq", p.md.Sequence.Stream, "delivery", p.md.NumDelivered, "delay", delay, "error", p.err)
+		c.log.Warn("write rejected, redelivering later", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID,
+			"delivery", p.md.NumDelivered, "delay", delay, "error", p.err)
 		if err := p.msg.NakWithDelay(delay); err != nil {
 			c.log.Warn("nak failed", "stream_seq", p.md.Sequence.Stream, "error", err)
 		}
@@ -320,12 +334,12 @@ func (c *Consumer) settleRejected(ctx context.Context, rejected []poisoned) {
 func (c *Consumer) deadLetter(ctx context.Context, ps []poisoned) (left []poisoned) {
 	for _, p := range ps {
 		if err := c.dead.Add(ctx, p.msg, p.err); err != nil {
-			c.log.Warn("dead letter not recorded", "stream_seq", p.md.Sequence.Stream, "error", err)
+			c.log.Warn("dead letter not recorded", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID, "error", err)
 			left = append(left, p)
 			continue
 		}
 		c.metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered).Inc()
-		c.log.Error("message dead-lettered", "stream_seq", p.md.Sequence.Stream, "subject", p.msg.Subject(),
+		c.log.Error("message dead-lettered", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID, "subject", p.msg.Subject(),
 			"deliveries", p.md.NumDelivered, "error", p.err)
 		if err := p.msg.TermWithReason("dead-lettered: " + p.err.Error()); err != nil {
 			c.log.Warn("term failed", "stream_seq", p.md.Sequence.Stream, "error", err)
@@ -439,6 +453,7 @@ func (c *Consumer) refreshGauges(ctx context.Context, cons jetstream.Consumer) {
 		if info, err := cons.Info(qctx); err == nil {
 			c.metrics.Pending.Set(float64(info.NumPending))
 			c.metrics.AckPending.Set(float64(info.NumAckPending))
+			c.metrics.Redelivered.Set(float64(info.NumRedelivered))
 		}
 		if n, err := c.dead.Count(qctx); err == nil {
 			c.metrics.DeadLetters.Set(float64(n))

@@ -23,6 +23,9 @@ type Metrics struct {
 	// Pending and AckPending mirror the durable consumer's state.
 	Pending    prometheus.Gauge
 	AckPending prometheus.Gauge
+	// Redelivered mirrors the consumer's count of messages delivered more than once
+	// and not yet acknowledged: a steady rise means writes fail or AckWait is short.
+	Redelivered prometheus.Gauge
 	// DeadLetters is the number of dead letters waiting for an operator.
 	DeadLetters prometheus.Gauge
 	// BatchSeconds is the time to apply one fetched batch.
@@ -50,6 +53,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "projector_consumer_ack_pending",
 			Help: "Messages delivered to the consumer and not yet acknowledged.",
 		}),
+		Redelivered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "projector_consumer_redelivered",
+			Help: "Messages delivered more than once and not yet acknowledged.",
+		}),
 		DeadLetters: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "projector_dead_letters",
 			Help: "Dead letters waiting for an operator (not redriven).",
@@ -63,6 +70,6 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{OutcomeApplied, OutcomeStale, OutcomeFailed, OutcomeDeadLettered} {
 		m.Events.WithLabelValues(o)
 	}
-	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.DeadLetters, m.BatchSeconds)
+	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.Redelivered, m.DeadLetters, m.BatchSeconds)
 	return m
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/service"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 func main() {
@@ -44,11 +45,25 @@ func main() {
 }
 
 func run(ctx context.Context, log *slog.Logger) error {
-	cfg, err := config.Load()
+	return runWith(ctx, log, nil)
+}
+
+// runWith runs the relay configured from environ (the process environment when nil).
+func runWith(ctx context.Context, log *slog.Logger, environ map[string]string) (err error) {
+	cfg, err := config.FromMap(environ)
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, cfg, log)
+	tracing, err := telemetry.FromEnv(ctx, "publisher", log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, tracing.Shutdown(sctx))
+	}()
+	return service.Run(ctx, cfg, log, tracing.Provider)
 }
 
 // eventIDs collects repeated -event-id flags.

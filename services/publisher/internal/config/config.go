@@ -16,6 +16,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
@@ -33,6 +34,9 @@ type Config struct {
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
 	DBMaxConns  int32  `env:"DB_MAX_CONNS" envDefault:"8"`
 	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	// NATS holds the credential files and TLS settings (NATS_CREDS, NATS_NKEY_SEED,
+	// NATS_TLS_*); a user and password go in NATS_URL.
+	NATS natsconn.Config
 
 	StreamName    string `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
 	SubjectPrefix string `env:"SUBJECT_PREFIX" envDefault:"todo.events"`
@@ -200,6 +204,9 @@ func (c Config) Validate() error {
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -210,6 +217,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("database_url", sharedpg.Redact(c.DatabaseURL)),
 		slog.Int("db_max_conns", int(c.DBMaxConns)),
 		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
+		slog.Any("nats", c.NATS),
 		slog.String("stream_name", c.StreamName),
 		slog.String("subject_prefix", c.SubjectPrefix),
 		slog.Int("stream_replicas", c.StreamReplicas),

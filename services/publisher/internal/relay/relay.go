@@ -29,10 +29,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // Message headers besides Nats-Msg-Id. Consumers may filter or trace on them without
@@ -57,6 +62,9 @@ type Options struct {
 	// ShutdownGrace is how long the batch in flight may finish after Run's context is
 	// cancelled; past it the batch is abandoned (and republished later, deduplicated).
 	ShutdownGrace time.Duration
+	// Tracer starts a span per published event, a child of the event's traceparent;
+	// nil traces nothing.
+	Tracer trace.Tracer
 }
 
 // Leases is what the relay needs from the lease manager.
@@ -84,6 +92,9 @@ type Relay struct {
 
 // New returns a relay. wake delivers notifications of new rows; nil polls only.
 func New(pool *pgxpool.Pool, js jetstream.JetStream, leases Leases, wake <-chan struct{}, opts Options, m *metrics.Metrics, log *slog.Logger) *Relay {
+	if opts.Tracer == nil {
+		opts.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 	return &Relay{pool: pool, js: js, leases: leases, wake: wake, opts: opts, m: m, log: log}
 }
 
@@ -167,6 +178,7 @@ type row struct {
 	payload     []byte
 	traceParent *string
 	traceState  *string
+	requestID   *string
 	createdAt   time.Time
 	attempts    int
 }
@@ -292,13 +304,32 @@ func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 
 	start := time.Now()
 	futures := make([]jetstream.PubAckFuture, len(rows))
+	spans := make([]trace.Span, len(rows))
+	acked := make([]bool, len(rows))
+	// Every span started ends here, with the row's outcome.
+	defer func() {
+		for i, sp := range spans {
+			switch {
+			case sp == nil:
+				continue
+			case b.errs[i] != nil:
+				sp.RecordError(b.errs[i])
+				sp.SetStatus(codes.Error, "publish failed")
+			case !acked[i]:
+				sp.SetStatus(codes.Error, "abandoned before the PubAck")
+			}
+			sp.End()
+		}
+	}()
 	var blocked map[aggKey]bool // aggregates with a failed row: their later rows wait
 	for i, rw := range rows {
 		k := aggKey{rw.aggType, rw.aggID}
 		if blocked[k] {
 			continue
 		}
-		futures[i], b.errs[i] = r.js.PublishMsgAsync(r.message(rw))
+		var msg *nats.Msg
+		spans[i], msg = r.traced(ctx, rw)
+		futures[i], b.errs[i] = r.js.PublishMsgAsync(msg)
 		if b.errs[i] != nil {
 			if blocked == nil {
 				blocked = map[aggKey]bool{}
@@ -325,6 +356,7 @@ func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 		select {
 		case <-f.Ok():
 			b.acked = append(b.acked, rows[i])
+			acked[i] = true
 		case err := <-f.Err():
 			b.errs[i] = err
 		case <-timer.C:
@@ -339,6 +371,13 @@ func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 	now := time.Now()
 	for _, rw := range b.acked {
 		r.m.EventLag.Observe(now.Sub(rw.createdAt).Seconds())
+	}
+	if r.log.Enabled(ctx, slog.LevelDebug) {
+		for i, sp := range spans {
+			if acked[i] {
+				r.log.LogAttrs(ctx, slog.LevelDebug, "event published", rowAttrs(ctx, rows[i], sp)...)
+			}
+		}
 	}
 	if r.afterAcks != nil {
 		r.afterAcks()
@@ -367,6 +406,7 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 	var rejected []row
 	var rejectedErrs []string
 	var brokerErr error
+	var brokerReqIDs []string
 	for i, err := range b.errs {
 		if err == nil {
 			continue
@@ -375,8 +415,13 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 		if !rejectedByBroker(err) {
 			r.m.Failed.WithLabelValues("broker").Inc()
 			brokerErr = cmp.Or(brokerErr, err)
+			// One line per batch, not per row: an outage fails every row of every batch.
+			if len(brokerReqIDs) < 20 {
+				brokerReqIDs = append(brokerReqIDs, deref(b.rows[i].requestID))
+			}
 			continue
 		}
+		r.log.LogAttrs(ctx, slog.LevelWarn, "broker rejected event", append(rowAttrs(ctx, b.rows[i], nil), slog.Any("error", err))...)
 		r.m.Failed.WithLabelValues("event").Inc()
 		rejected = append(rejected, b.rows[i])
 		rejectedErrs = append(rejectedErrs, err.Error())
@@ -391,9 +436,59 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 		r.log.Warn("broker rejected events", "rows", len(rejected), "parked", parked, "first_error", rejectedErrs[0])
 	}
 	if brokerErr != nil {
+		r.log.Warn("publish failed, rows left for the next drain", "rows", res.Failed-len(rejected),
+			"request_ids", brokerReqIDs, "error", brokerErr)
 		return res, fmt.Errorf("publish %d of %d rows failed: %w", res.Failed-len(rejected), len(b.rows), brokerErr)
 	}
 	return res, nil
+}
+
+// traced starts the publish span of rw, a child of the trace context the API stored
+// in the event, and returns it with the message, whose traceparent is the span's own:
+// the projector's span then hangs below the publish. Without a valid stored context
+// the span starts a trace of its own.
+func (r *Relay) traced(ctx context.Context, rw row) (trace.Span, *nats.Msg) {
+	parent := telemetry.Extract(context.WithoutCancel(ctx), deref(rw.traceParent), deref(rw.traceState))
+	sctx, span := r.opts.Tracer.Start(parent, "publish "+rw.eventType, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.message.id", rw.eventID.String()),
+			attribute.String("outbox.aggregate_type", rw.aggType),
+			attribute.String("outbox.aggregate_id", rw.aggID.String()),
+			attribute.Int64("outbox.aggregate_version", rw.version),
+			attribute.String("request_id", deref(rw.requestID)),
+		))
+	msg := r.message(rw)
+	if tp, ts := telemetry.Inject(sctx); tp != "" {
+		msg.Header.Set(HeaderTraceParent, tp)
+		if ts != "" {
+			msg.Header.Set(HeaderTraceState, ts)
+		} else {
+			msg.Header.Del(HeaderTraceState)
+		}
+	}
+	return span, msg
+}
+
+// rowAttrs identify a row in log lines: its event, the request that wrote it, and
+// the trace of span, or without one the trace the row was written in.
+func rowAttrs(ctx context.Context, rw row, span trace.Span) []slog.Attr {
+	attrs := []slog.Attr{
+		slog.String("event_id", rw.eventID.String()), slog.String("event_type", rw.eventType),
+		slog.String("aggregate_id", rw.aggID.String()), slog.Int64("version", rw.version),
+		slog.String("request_id", deref(rw.requestID)),
+	}
+	if span != nil {
+		return append(attrs, telemetry.LogAttrs(trace.ContextWithSpan(ctx, span))...)
+	}
+	return append(attrs, telemetry.LogAttrs(telemetry.Extract(ctx, deref(rw.traceParent), deref(rw.traceState)))...)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func (r *Relay) message(rw row) *nats.Msg {

@@ -31,7 +31,7 @@ WITH blocked AS (
     GROUP BY aggregate_type, aggregate_id)
 SELECT o.event_id, o.partition, o.aggregate_type, o.aggregate_id, o.aggregate_version, o.event_type,
        o.partition_key, o.payload, o.payload->'trace'->>'traceparent',
-       o.payload->'trace'->>'tracestate', o.created_at, o.attempts
+       o.payload->'trace'->>'tracestate', o.payload->'trace'->>'request_id', o.created_at, o.attempts
 FROM outbox AS o
 WHERE o.partition = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL
   AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
@@ -65,7 +65,7 @@ func (r *Relay) claim(ctx context.Context, inFlight []row) ([]row, error) {
 		// The uuids scan as [16]byte: as uuid.UUID (an sql.Scanner) pgx would format
 		// each one as a string for it to parse back.
 		err := rs.Scan((*[16]byte)(&rw.eventID), &rw.partition, &rw.aggType, (*[16]byte)(&rw.aggID), &rw.version,
-			&rw.eventType, (*[16]byte)(&rw.owner), &rw.payload, &rw.traceParent, &rw.traceState, &rw.createdAt, &rw.attempts)
+			&rw.eventType, (*[16]byte)(&rw.owner), &rw.payload, &rw.traceParent, &rw.traceState, &rw.requestID, &rw.createdAt, &rw.attempts)
 		rw.epoch = held[rw.partition]
 		return rw, err
 	})

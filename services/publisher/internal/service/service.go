@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/cleanup"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
@@ -32,7 +33,8 @@ import (
 // Run runs one publisher replica until ctx is cancelled (then it finishes or abandons
 // its batch within cfg.ShutdownTimeout, releases its leases and returns nil) or until a
 // component fails (then it stops the others and returns the error).
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// Spans of the publishes go to tp.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) error {
 	log.Info("starting publisher", "config", cfg)
 
 	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{MaxConns: cfg.DBMaxConns, AppName: "publisher"})
@@ -97,6 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		BackoffMin:     cfg.BackoffMin,
 		BackoffMax:     cfg.BackoffMax,
 		ShutdownGrace:  cfg.ShutdownTimeout,
+		Tracer:         tp.Tracer("github.com/outboxtodo/outboxtodo/services/publisher"),
 	}, m, log)
 	cleaner := cleanup.New(pool, leases, cfg.Retention, cfg.CleanupBatch, m, log)
 
@@ -161,7 +164,11 @@ func chooseWakeMode(ctx context.Context, cfg config.Config) (bool, error) {
 }
 
 func connectNATS(cfg config.Config, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(cfg.NATSURL,
+	auth, err := cfg.NATS.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(auth,
 		nats.Name("publisher "+cfg.ReplicaID),
 		nats.Timeout(5*time.Second),
 		// Reconnect forever: the relay's drains fail (and back off) meanwhile, and
@@ -174,7 +181,7 @@ func connectNATS(cfg config.Config, log *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}

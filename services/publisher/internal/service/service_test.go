@@ -17,6 +17,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/service"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 const streamName = "TODO_EVENTS"
@@ -75,7 +76,7 @@ func (s *stack) start(t testing.TB, name string, env map[string]string) (stop fu
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := service.Run(ctx, cfg, pubtest.Logger(t).With("replica", name)); err != nil {
+		if err := service.Run(ctx, cfg, pubtest.Logger(t).With("replica", name), telemetry.Noop().Provider); err != nil {
 			t.Errorf("replica %s: %v", name, err)
 		}
 	}()

@@ -1,0 +1,336 @@
+// Package audit judges a fault run once the system is quiet: every acknowledged write
+// is in PostgreSQL, every failed write left nothing behind, and every outbox event is in
+// the stream exactly once. (The read model is compared with PostgreSQL by the
+// projector's own verify command.)
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outboxtodo/outboxtodo/chaos/internal/workload"
+)
+
+// Quiet is the state WaitQuiet waits for.
+type Quiet struct {
+	Unpublished int64 // outbox rows not yet published (parked ones included)
+	Pending     uint64
+	AckPending  int
+}
+
+func (q Quiet) done() bool { return q.Unpublished == 0 && q.Pending == 0 && q.AckPending == 0 }
+
+// WaitQuiet polls until the outbox is drained and the durable consumer has nothing
+// pending or unacknowledged, twice in a row, or timeout passes.
+func WaitQuiet(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stream, durable string, timeout time.Duration) (Quiet, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var q Quiet
+	var lastErr error
+	streak := 0
+	for {
+		var err error
+		if q, err = quiet(ctx, pool, js, stream, durable); err != nil {
+			lastErr, streak = err, 0
+		} else if q.done() {
+			if streak++; streak == 2 {
+				return q, nil
+			}
+		} else {
+			streak = 0
+		}
+		select {
+		case <-ctx.Done():
+			return q, fmt.Errorf("not quiet after %s: %+v (last error: %v)", timeout, q, lastErr)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func quiet(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stream, durable string) (Quiet, error) {
+	var q Quiet
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := pool.QueryRow(qctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&q.Unpublished); err != nil {
+		return q, fmt.Errorf("count unpublished: %w", err)
+	}
+	cons, err := js.Consumer(qctx, stream, durable)
+	if err != nil {
+		return q, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	info, err := cons.Info(qctx)
+	if err != nil {
+		return q, fmt.Errorf("consumer info: %w", err)
+	}
+	q.Pending, q.AckPending = info.NumPending, info.NumAckPending
+	return q, nil
+}
+
+// Result is what Check found.
+type Result struct {
+	Events     int // outbox rows
+	StreamMsgs int // messages in the stream
+	Parked     int
+	// Problems lists every broken expectation; empty means pass.
+	Problems []string
+}
+
+type outboxRow struct {
+	aggregateType string
+	aggregateID   uuid.UUID
+	version       int64
+	eventType     string
+}
+
+// Check compares the ledger with PostgreSQL and the outbox with the stream.
+func Check(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stream string, writes []workload.Write) (Result, error) {
+	var res Result
+	outbox, err := loadOutbox(ctx, pool)
+	if err != nil {
+		return res, err
+	}
+	res.Events = len(outbox)
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL`).Scan(&res.Parked); err != nil {
+		return res, fmt.Errorf("count parked: %w", err)
+	}
+	if res.Parked > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d outbox rows parked by the publisher", res.Parked))
+	}
+	state, err := loadVersions(ctx, pool)
+	if err != nil {
+		return res, err
+	}
+	res.Problems = append(res.Problems, checkWrites(writes, outbox, state)...)
+	leftovers, err := failedLeftovers(ctx, pool, writes)
+	if err != nil {
+		return res, err
+	}
+	res.Problems = append(res.Problems, leftovers...)
+
+	ids, err := streamIDs(ctx, js, stream)
+	if err != nil {
+		return res, err
+	}
+	for _, n := range ids {
+		res.StreamMsgs += n
+	}
+	for id := range outbox {
+		if n := ids[id]; n != 1 {
+			res.Problems = append(res.Problems, fmt.Sprintf("event %s is in the stream %d times", id, n))
+		}
+	}
+	for id, n := range ids {
+		if _, ok := outbox[id]; !ok {
+			res.Problems = append(res.Problems, fmt.Sprintf("stream message %s (%d times) has no outbox row", id, n))
+		}
+	}
+	return res, nil
+}
+
+func loadOutbox(ctx context.Context, pool *pgxpool.Pool) (map[string]outboxRow, error) {
+	rows, err := pool.Query(ctx, `SELECT event_id, aggregate_type, aggregate_id, aggregate_version, event_type FROM outbox`)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]outboxRow{}
+	for rows.Next() {
+		var (
+			id uuid.UUID
+			r  outboxRow
+		)
+		if err := rows.Scan(&id, &r.aggregateType, &r.aggregateID, &r.version, &r.eventType); err != nil {
+			return nil, fmt.Errorf("scan outbox: %w", err)
+		}
+		out[id.String()] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return out, nil
+}
+
+// loadVersions is the current version of every live user and todo.
+func loadVersions(ctx context.Context, pool *pgxpool.Pool) (map[uuid.UUID]int64, error) {
+	rows, err := pool.Query(ctx, `SELECT id, version FROM users UNION ALL SELECT id, version FROM todos`)
+	if err != nil {
+		return nil, fmt.Errorf("read versions: %w", err)
+	}
+	defer rows.Close()
+	out := map[uuid.UUID]int64{}
+	for rows.Next() {
+		var (
+			id uuid.UUID
+			v  int64
+		)
+		if err := rows.Scan(&id, &v); err != nil {
+			return nil, fmt.Errorf("scan versions: %w", err)
+		}
+		out[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read versions: %w", err)
+	}
+	return out, nil
+}
+
+type aggKey struct {
+	id      uuid.UUID
+	version int64
+}
+
+// checkWrites holds acknowledged and failed writes against the outbox and the live
+// rows. Every write is one outbox event of the aggregate at the version it answered.
+func checkWrites(writes []workload.Write, outbox map[string]outboxRow, live map[uuid.UUID]int64) []string {
+	var problems []string
+	events := map[aggKey]string{}
+	for _, r := range outbox {
+		events[aggKey{r.aggregateID, r.version}] = r.eventType
+	}
+	type fate struct {
+		maxAcked  int64
+		deleted   bool // an acked delete of it, or of its user
+		uncertain bool // an unknown write could have changed or deleted it
+		keep      bool // a failed delete: must still exist
+	}
+	fates := map[uuid.UUID]*fate{}
+	get := func(id uuid.UUID) *fate {
+		if fates[id] == nil {
+			fates[id] = &fate{}
+		}
+		return fates[id]
+	}
+	userOf := map[uuid.UUID]uuid.UUID{}
+	for _, w := range writes {
+		if w.Aggregate != uuid.Nil && w.User != uuid.Nil {
+			userOf[w.Aggregate] = w.User
+		}
+		switch w.Outcome {
+		case workload.Acked:
+			if w.Version > 0 {
+				if _, ok := events[aggKey{w.Aggregate, w.Version}]; !ok {
+					problems = append(problems, fmt.Sprintf("acked %s of %s v%d has no outbox event", w.Kind, w.Aggregate, w.Version))
+				}
+			}
+			f := get(w.Aggregate)
+			f.maxAcked = max(f.maxAcked, w.Version)
+			if w.Kind == workload.DeleteTodo || w.Kind == workload.DeleteUser {
+				f.deleted = true
+			}
+		case workload.Unknown:
+			if w.Aggregate != uuid.Nil {
+				get(w.Aggregate).uncertain = true
+			}
+		case workload.Failed:
+			if w.Kind == workload.DeleteTodo || w.Kind == workload.DeleteUser {
+				get(w.Aggregate).keep = true
+			}
+		}
+	}
+	for id, f := range fates {
+		owner := fates[userOf[id]]
+		userGone := id != userOf[id] && owner != nil && owner.deleted
+		userUncertain := id != userOf[id] && owner != nil && owner.uncertain
+		v, exists := live[id]
+		switch {
+		case f.keep && !exists && !userGone && !userUncertain:
+			problems = append(problems, fmt.Sprintf("%s: a failed delete deleted it", id))
+		case f.deleted || userGone:
+			if exists {
+				problems = append(problems, fmt.Sprintf("%s: acked delete, still in PostgreSQL at v%d", id, v))
+			}
+		case f.uncertain || userUncertain || f.maxAcked == 0:
+		case !exists:
+			problems = append(problems, fmt.Sprintf("%s: acked v%d, missing from PostgreSQL", id, f.maxAcked))
+		case v < f.maxAcked:
+			problems = append(problems, fmt.Sprintf("%s: acked v%d, PostgreSQL has older v%d", id, f.maxAcked, v))
+		}
+	}
+	return problems
+}
+
+// failedLeftovers finds failed writes whose unique marker reached the outbox (every
+// committed write leaves an event there, with the whole document in its data).
+func failedLeftovers(ctx context.Context, pool *pgxpool.Pool, writes []workload.Write) ([]string, error) {
+	var markers []string
+	for _, w := range writes {
+		if w.Outcome == workload.Failed && w.Marker != "" {
+			markers = append(markers, w.Marker)
+		}
+	}
+	if len(markers) == 0 {
+		return nil, nil
+	}
+	// The markers are whole emails and titles: match them against the payloads' fields
+	// (a hash join), not as substrings of every payload (markers times rows).
+	rows, err := pool.Query(ctx, `
+		SELECT m FROM unnest($1::text[]) AS m
+		WHERE m IN (SELECT payload->'data'->>'title' FROM outbox
+		            UNION ALL SELECT payload->'data'->>'email' FROM outbox)`, markers)
+	if err != nil {
+		return nil, fmt.Errorf("look for failed writes: %w", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var m string
+		if err := rows.Scan(&m); err != nil {
+			return nil, fmt.Errorf("scan: %w", err)
+		}
+		problems = append(problems, fmt.Sprintf("failed write %q left an outbox event", m))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look for failed writes: %w", err)
+	}
+	return problems, nil
+}
+
+// streamIDs counts the stream's messages by Nats-Msg-Id, reading headers only.
+func streamIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	ids := map[string]int{}
+	if info.State.Msgs == 0 {
+		return ids, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer: %w", err)
+	}
+	for {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read stream: %w", err)
+		}
+		for m := range batch.Messages() {
+			ids[m.Headers().Get(jetstream.MsgIDHeader)]++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("message metadata: %w", err)
+			}
+			if md.Sequence.Stream >= info.State.LastSeq {
+				return ids, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("read stream: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read stream: %w", ctx.Err())
+		}
+	}
+}

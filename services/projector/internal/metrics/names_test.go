@@ -1,0 +1,24 @@
+package metrics_test
+
+import (
+	"testing"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/shared/admin"
+	"github.com/outboxtodo/outboxtodo/shared/metricref"
+)
+
+// TestObservabilityReferencesExist checks that every projector metric the dashboards
+// and alert rules in deploy/observability reference is registered by the projector, on
+// the same registry its admin server exposes.
+func TestObservabilityReferencesExist(t *testing.T) {
+	t.Parallel()
+	reg := admin.NewRegistry()
+	rec := metricref.NewRecorder(reg)
+	metrics.New(rec)
+	names, err := rec.Names(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricref.Check(t, "../../../../deploy/observability", "projector", names)
+}

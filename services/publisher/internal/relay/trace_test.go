@@ -1,0 +1,104 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// TestPublishSpanAndRequestID publishes an event written with a trace context and a
+// request id, and checks the second link of the chain: the publish span is a child of
+// the event's traceparent, the message's traceparent header is that span's context
+// (same trace), and the publisher's debug log line names the request id and trace id.
+func TestPublishSpanAndRequestID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const (
+		apiTrace = "0af7651916cd43dd8448eb211c80319c"
+		apiSpan  = "b7ad6b7169203331"
+	)
+	ev := pubtest.Event(t, uuid.New(), uuid.New(), 1, "")
+	ev.Trace.TraceParent = "00-" + apiTrace + "-" + apiSpan + "-01"
+	ev.Trace.TraceState = "vendor=x"
+	ev.Trace.RequestID = "req-pub-1"
+	if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
+		t.Fatal(err)
+	}
+
+	spans := tracetest.NewInMemoryExporter()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o := opts(10)
+	o.Tracer = telemetry.WithExporter("publisher", spans).Tracer("test")
+	js, _ := e.connect(t)
+	mgr := lease.New(e.pool, "traced", outbox.Partitions, 10*time.Second, log)
+	r := &replica{leases: mgr, relay: New(e.pool, js, mgr, nil, o, metrics.New(prometheus.NewRegistry()), log)}
+	r.takeAll(ctx, t)
+	r.drainAll(ctx, t)
+
+	got := spans.GetSpans()
+	if len(got) != 1 {
+		t.Fatalf("%d spans, want one publish span", len(got))
+	}
+	sp := got[0]
+	if sp.Name != "publish todo.created" || sp.SpanKind != trace.SpanKindProducer ||
+		sp.Parent.TraceID().String() != apiTrace || sp.Parent.SpanID().String() != apiSpan {
+		t.Fatalf("span %q kind %s parent %s/%s: want a producer span below the API's span", sp.Name, sp.SpanKind,
+			sp.Parent.TraceID(), sp.Parent.SpanID())
+	}
+
+	s, err := e.js.Stream(ctx, streamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "00-" + apiTrace + "-" + sp.SpanContext.SpanID().String() + "-01"
+	if h := msg.Header.Get(HeaderTraceParent); h != want || msg.Header.Get(HeaderTraceState) != "vendor=x" {
+		t.Fatalf("message traceparent %q tracestate %q, want %q and vendor=x", h, msg.Header.Get(HeaderTraceState), want)
+	}
+
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, l := range bytes.Split(logs.b.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil && m["msg"] == "event published" {
+			if m["request_id"] != "req-pub-1" || m["trace_id"] != apiTrace || m["event_id"] != ev.ID.String() {
+				t.Fatalf("log line %s: want request_id req-pub-1, trace_id %s and event_id %s", l, apiTrace, ev.ID)
+			}
+			return
+		}
+	}
+	t.Fatalf("no event published log line in %s", logs.b.String())
+}

@@ -1,0 +1,32 @@
+package metricref_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/outboxtodo/outboxtodo/shared/metricref"
+)
+
+func TestNames(t *testing.T) {
+	t.Parallel()
+	for expr, want := range map[string][]string{
+		`max(publisher_outbox_backlog) > 10000 and deriv(max(publisher_outbox_backlog)[10m:1m]) > 0`:                                                 {"publisher_outbox_backlog"},
+		`histogram_quantile(0.95, sum by (le, route) (rate(http_request_duration_seconds_bucket{route!="unmatched", x=~"a(b)"}[$__rate_interval])))`: {"http_request_duration_seconds_bucket"},
+		`sum(rate(http_requests_total{status=~"5.."}[5m])) / clamp_min(sum(rate(http_requests_total[5m])), 1e-9)`:                                    {"http_requests_total"},
+		`sum without (instance) (projector_events_total) unless on (job) up`:                                                                         {"projector_events_total", "up"},
+	} {
+		if got := metricref.Names(expr); !slices.Equal(got, want) {
+			t.Errorf("Names(%s) = %v, want %v", expr, got, want)
+		}
+	}
+}
+
+func TestOwner(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]string{"http_requests_total": "api", "publisher_outbox_backlog": "publisher",
+		"projector_lag_seconds_bucket": "projector", "go_goroutines": ""} {
+		if got := metricref.Owner(name); got != want {
+			t.Errorf("Owner(%s) = %q, want %q", name, got, want)
+		}
+	}
+}
