@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every package of every workspace module.
-PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./chaos/...
+PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./chaos/... ./loadgen/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -161,8 +161,9 @@ func (s *stack) ready(ctx context.Context) error {
 	return nil
 }
 
+// get fetches u within the client's timeout (the profiles use a longer one).
 func (s *stack) get(ctx context.Context, u string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.http.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
