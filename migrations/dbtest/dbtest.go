@@ -27,6 +27,19 @@ const DefaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=dis
 // dropped at the end of the test.
 func New(t testing.TB) string {
 	t.Helper()
+	dbURL := NewEmpty(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := migrations.Up(ctx, dbURL); err != nil {
+		t.Fatalf("dbtest: migrate %s: %v", redact(dbURL), err)
+	}
+	return dbURL
+}
+
+// NewEmpty creates an empty database (for a server that keeps its own tables in it, such
+// as FerretDB) and returns its URL. The database is dropped at the end of the test.
+func NewEmpty(t testing.TB) string {
+	t.Helper()
 	admin := os.Getenv("TEST_DATABASE_URL")
 	if admin == "" {
 		admin = DefaultAdminURL
@@ -65,11 +78,7 @@ func New(t testing.TB) string {
 		t.Fatalf("dbtest: parse %s: %v", redact(admin), err)
 	}
 	u.Path = "/" + name
-	dbURL := u.String()
-	if _, err := migrations.Up(ctx, dbURL); err != nil {
-		t.Fatalf("dbtest: migrate %s: %v", name, err)
-	}
-	return dbURL
+	return u.String()
 }
 
 // NewPool is New plus a pool on the database, closed at the end of the test.
@@ -87,6 +96,8 @@ func NewPool(t testing.TB) (*pgxpool.Pool, string) {
 	return pool, dbURL
 }
 
+// redact hides the password of a URL. (shared/redact does the same, but this module
+// stays below shared in the dependency order.)
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/outboxtodo/outboxtodo/devstack/ferret"
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 )
@@ -28,7 +28,7 @@ func setBackendConnections(t *testing.T, env *projtest.Env, allow bool) {
 	name := strings.Trim(u.Path, "/")
 	admin := os.Getenv("TEST_DATABASE_URL")
 	if admin == "" {
-		admin = ferret.DefaultTestAdminURL
+		admin = dbtest.DefaultAdminURL
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -37,7 +37,7 @@ func setBackendConnections(t *testing.T, env *projtest.Env, allow bool) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	// Identifiers cannot be parameters; name is ferret_<hex>, made by ferret.StartTest.
+	// Identifiers cannot be parameters; name is test_<hex>, made by dbtest.NewEmpty.
 	if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS %t", pgx.Identifier{name}.Sanitize(), allow)); err != nil {
 		t.Fatal(err)
 	}
