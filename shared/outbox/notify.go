@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
@@ -19,18 +21,23 @@ const Channel = "outbox"
 //
 // The publisher does not depend on it for correctness: it also polls.
 func Notify(ctx context.Context, tx postgres.DBTX) error {
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", Channel); err != nil {
+	if _, err := tx.Exec(ctx, notifySQL, Channel); err != nil {
 		return fmt.Errorf("notify %s: %w", Channel, err)
 	}
 	return nil
 }
+
+// QueueNotify queues Notify's statement on b (see QueueInsert).
+func QueueNotify(b *pgx.Batch) { b.Queue(notifySQL, Channel) }
+
+const notifySQL = "SELECT pg_notify($1, '')"
 
 // NotifySupported probes, once at start, whether the database can send notifications:
 // PostgreSQL can, CockroachDB cannot. It sends one empty notification on Channel (a
 // spurious wake-up costs the publisher one empty poll). A connection failure is an
 // error; a server that rejects pg_notify is a plain false.
 func NotifySupported(ctx context.Context, db postgres.DBTX) (bool, error) {
-	_, err := db.Exec(ctx, "SELECT pg_notify($1, '')", Channel)
+	_, err := db.Exec(ctx, notifySQL, Channel)
 	if err == nil {
 		return true, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
@@ -40,6 +41,32 @@ func Insert(ctx context.Context, tx postgres.DBTX, events ...event.Envelope) err
 	if len(events) == 0 {
 		return nil
 	}
+	args, err := insertArgs(events)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, insertSQL, args...); err != nil {
+		return fmt.Errorf("insert %d outbox rows: %w", len(events), err)
+	}
+	return nil
+}
+
+// QueueInsert queues the statement of Insert on b, so that a change and its outbox rows
+// reach the database in one round trip. Send b with the transaction that makes the
+// change.
+func QueueInsert(b *pgx.Batch, events ...event.Envelope) error {
+	if len(events) == 0 {
+		return nil
+	}
+	args, err := insertArgs(events)
+	if err != nil {
+		return err
+	}
+	b.Queue(insertSQL, args...)
+	return nil
+}
+
+func insertArgs(events []event.Envelope) ([]any, error) {
 	n := len(events)
 	var (
 		// [16]byte, not uuid.UUID: pgx encodes raw arrays directly, while a
@@ -57,13 +84,10 @@ func Insert(ctx context.Context, tx postgres.DBTX, events ...event.Envelope) err
 	for i, e := range events {
 		b, err := e.Encode()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ids[i], aggTypes[i], aggIDs[i], versions[i], types[i] = e.ID, e.AggregateType, e.AggregateID, e.Version, e.Type
 		owners[i], partitions[i], payloads[i], created[i] = e.OwnerID, PartitionOf(e.OwnerID), string(b), e.OccurredAt
 	}
-	if _, err := tx.Exec(ctx, insertSQL, ids, aggTypes, aggIDs, versions, types, owners, partitions, payloads, created); err != nil {
-		return fmt.Errorf("insert %d outbox rows: %w", n, err)
-	}
-	return nil
+	return []any{ids, aggTypes, aggIDs, versions, types, owners, partitions, payloads, created}, nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // TestSQLIsConstant reads every non-test Go file of the module and checks that each
-// SQL text handed to Exec, Query or QueryRow is built only from string literals and
+// SQL text handed to Exec, Query, QueryRow or a batch's Queue is built only from string literals and
 // package constants, so no client value can reach SQL except as a parameter.
 func TestSQLIsConstant(t *testing.T) {
 	t.Parallel()
@@ -80,6 +80,11 @@ func TestSQLIsConstant(t *testing.T) {
 				case "Exec", "Query", "QueryRow":
 					calls++
 					if !constant(call.Args[1]) {
+						t.Errorf("%s: SQL of %s is not a constant", fset.Position(call.Pos()), sel.Sel.Name)
+					}
+				case "Queue": // a pgx.Batch
+					calls++
+					if !constant(call.Args[0]) {
 						t.Errorf("%s: SQL of %s is not a constant", fset.Position(call.Pos()), sel.Sel.Name)
 					}
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
@@ -42,13 +43,62 @@ func New(pool *pgxpool.Pool, notify bool) *Store {
 	return &Store{pool: pool, notify: notify, now: time.Now}
 }
 
-// insertEvents writes the outbox rows of a change in its transaction.
-func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, events ...event.Envelope) error {
-	if err := outbox.Insert(ctx, tx, events...); err != nil {
+// change is the statements of one write, sent in one round trip inside its
+// transaction: the row changes, their outbox rows, the publisher's wake-up and the
+// idempotency record. Build a new one in every attempt of a transaction.
+type change struct {
+	b      pgx.Batch
+	notify bool
+}
+
+func (s *Store) newChange() *change { return &change{notify: s.notify} }
+
+// events queues the outbox rows of the change and, when enabled, the notification
+// that wakes the publisher at commit.
+func (c *change) events(events ...event.Envelope) error {
+	if err := outbox.QueueInsert(&c.b, events...); err != nil {
 		return err
 	}
-	if s.notify {
-		return outbox.Notify(ctx, tx)
+	if c.notify {
+		outbox.QueueNotify(&c.b)
+	}
+	return nil
+}
+
+// idempotency queues rec (if any). An expired row with the same key is replaced; a
+// live one means a concurrent request won: the send fails with idempotency.ErrRace.
+// Under READ COMMITTED the insert waits for that request's transaction and then sees
+// its row.
+func (c *change) idempotency(rec *idempotency.Record, now time.Time) error {
+	if rec == nil {
+		return nil
+	}
+	headers, err := json.Marshal(rec.Response.Headers)
+	if err != nil {
+		return fmt.Errorf("encode headers: %w", err)
+	}
+	c.b.Queue(`
+INSERT INTO idempotency_keys (scope, idem_key, request_hash, status_code, response_headers, response_body, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (scope, idem_key) DO UPDATE
+SET request_hash = excluded.request_hash, status_code = excluded.status_code,
+    response_headers = excluded.response_headers, response_body = excluded.response_body,
+    created_at = excluded.created_at
+WHERE idempotency_keys.created_at <= $8`,
+		rec.Scope, rec.Key, rec.Fingerprint, rec.Response.Status, headers, rec.Response.Body, now, now.Add(-idempotency.TTL)).
+		Exec(func(tag pgconn.CommandTag) error {
+			if tag.RowsAffected() == 0 {
+				return idempotency.ErrRace
+			}
+			return nil
+		})
+	return nil
+}
+
+// send runs the queued statements in tx, in order; the first failure ends it.
+func (c *change) send(ctx context.Context, tx pgx.Tx, what string) error {
+	if err := tx.SendBatch(ctx, &c.b).Close(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
@@ -88,18 +138,17 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 		return err
 	}
 	err = sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt); err != nil {
-			return fmt.Errorf("insert user: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`,
-			tokenHash, u.ID, u.CreatedAt); err != nil {
-			return fmt.Errorf("insert token: %w", err)
-		}
-		if err := s.insertEvents(ctx, tx, ev); err != nil {
+		c := s.newChange()
+		c.b.Queue(`INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt)
+		c.b.Queue(`INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`, tokenHash, u.ID, u.CreatedAt)
+		if err := c.events(ev); err != nil {
 			return err
 		}
-		return saveIdempotency(ctx, tx, idem, u.CreatedAt)
+		if err := c.idempotency(idem, u.CreatedAt); err != nil {
+			return err
+		}
+		return c.send(ctx, tx, "create user")
 	})
 	if sharedpg.IsUniqueViolation(err, "users_email_key") {
 		return users.ErrEmailTaken
@@ -143,11 +192,12 @@ func (s *Store) CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []by
 		if n >= tokens.MaxPerUser {
 			return tokens.ErrTooMany
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`,
-			tokenHash, owner, now); err != nil {
-			return fmt.Errorf("insert token: %w", err)
+		c := s.newChange()
+		c.b.Queue(`INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`, tokenHash, owner, now)
+		if err := c.idempotency(idem, now); err != nil {
+			return err
 		}
-		return saveIdempotency(ctx, tx, idem, now)
+		return c.send(ctx, tx, "create token")
 	})
 }
 
@@ -175,15 +225,17 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, tra
 			return err
 		}
 		out = u.Apply(p, s.Now())
-		if _, err := tx.Exec(ctx, `UPDATE users SET email = $2, display_name = $3, version = $4, updated_at = $5 WHERE id = $1`,
-			out.ID, out.Email, out.DisplayName, out.Version, out.UpdatedAt); err != nil {
-			return fmt.Errorf("update user: %w", err)
-		}
 		ev, err := event.New(event.UserUpdated, out.ID, out.ID, out.Version, out.UpdatedAt, trace, out.Data())
 		if err != nil {
 			return err
 		}
-		return s.insertEvents(ctx, tx, ev)
+		c := s.newChange()
+		c.b.Queue(`UPDATE users SET email = $2, display_name = $3, version = $4, updated_at = $5 WHERE id = $1`,
+			out.ID, out.Email, out.DisplayName, out.Version, out.UpdatedAt)
+		if err := c.events(ev); err != nil {
+			return err
+		}
+		return c.send(ctx, tx, "update user")
 	})
 	if sharedpg.IsUniqueViolation(err, "users_email_key") {
 		return users.User{}, users.ErrEmailTaken
@@ -217,18 +269,18 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceC
 		if err != nil {
 			return fmt.Errorf("delete todos: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM idempotency_keys WHERE scope = $1`, idempotency.UserScope(id.String())); err != nil {
-			return fmt.Errorf("delete idempotency keys: %w", err)
-		}
-		// api_tokens go with the user (ON DELETE CASCADE).
-		if _, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id); err != nil {
-			return fmt.Errorf("delete user: %w", err)
-		}
 		ev, err := tombstone(event.UserDeleted, id, id, u.Version+1, now, trace)
 		if err != nil {
 			return err
 		}
-		return s.insertEvents(ctx, tx, append(events, ev)...)
+		c := s.newChange()
+		c.b.Queue(`DELETE FROM idempotency_keys WHERE scope = $1`, idempotency.UserScope(id.String()))
+		// api_tokens go with the user (ON DELETE CASCADE).
+		c.b.Queue(`DELETE FROM users WHERE id = $1`, id)
+		if err := c.events(append(events, ev)...); err != nil {
+			return err
+		}
+		return c.send(ctx, tx, "delete user")
 	})
 }
 
@@ -274,14 +326,16 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		return err
 	}
 	err = sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO todos (`+todoColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt); err != nil {
-			return fmt.Errorf("insert todo: %w", err)
-		}
-		if err := s.insertEvents(ctx, tx, ev); err != nil {
+		c := s.newChange()
+		c.b.Queue(`INSERT INTO todos (`+todoColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt)
+		if err := c.events(ev); err != nil {
 			return err
 		}
-		return saveIdempotency(ctx, tx, idem, t.CreatedAt)
+		if err := c.idempotency(idem, t.CreatedAt); err != nil {
+			return err
+		}
+		return c.send(ctx, tx, "create todo")
 	})
 	if sharedpg.SQLState(err) == "23503" { // foreign key: the owner is gone
 		return users.ErrNotFound
@@ -335,19 +389,21 @@ func (s *Store) UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 			return todos.ErrVersionMismatch
 		}
 		out = t.Apply(p, s.Now())
-		if _, err := tx.Exec(ctx, `
-UPDATE todos SET title = $3, notes = $4, completed = $5, completed_at = $6, due = $7, priority = $8,
-                 version = $9, updated_at = $10
-WHERE id = $1 AND user_id = $2`,
-			out.ID, out.UserID, out.Title, out.Notes, out.Completed, out.CompletedAt, out.Due, out.Priority,
-			out.Version, out.UpdatedAt); err != nil {
-			return fmt.Errorf("update todo: %w", err)
-		}
 		ev, err := event.New(event.TodoUpdated, out.ID, out.UserID, out.Version, out.UpdatedAt, trace, out.Data())
 		if err != nil {
 			return err
 		}
-		return s.insertEvents(ctx, tx, ev)
+		c := s.newChange()
+		c.b.Queue(`
+UPDATE todos SET title = $3, notes = $4, completed = $5, completed_at = $6, due = $7, priority = $8,
+                 version = $9, updated_at = $10
+WHERE id = $1 AND user_id = $2`,
+			out.ID, out.UserID, out.Title, out.Notes, out.Completed, out.CompletedAt, out.Due, out.Priority,
+			out.Version, out.UpdatedAt)
+		if err := c.events(ev); err != nil {
+			return err
+		}
+		return c.send(ctx, tx, "update todo")
 	})
 	return out, err
 }
@@ -368,15 +424,17 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 		if ifMatch != 0 && ifMatch != current {
 			return todos.ErrVersionMismatch
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM todos WHERE id = $1 AND user_id = $2`, id, owner); err != nil {
-			return fmt.Errorf("delete todo: %w", err)
-		}
 		version = current + 1
 		ev, err := tombstone(event.TodoDeleted, id, owner, version, s.Now(), trace)
 		if err != nil {
 			return err
 		}
-		return s.insertEvents(ctx, tx, ev)
+		c := s.newChange()
+		c.b.Queue(`DELETE FROM todos WHERE id = $1 AND user_id = $2`, id, owner)
+		if err := c.events(ev); err != nil {
+			return err
+		}
+		return c.send(ctx, tx, "delete todo")
 	})
 	return version, err
 }
@@ -399,35 +457,6 @@ WHERE scope = $1 AND idem_key = $2 AND created_at > $3`, scope, key, s.now().Add
 		return r, false, fmt.Errorf("decode stored headers: %w", err)
 	}
 	return r, true, nil
-}
-
-// saveIdempotency stores rec (if any) in tx. An expired row with the same key is
-// replaced; a live one means a concurrent request won: ErrRace. Under READ COMMITTED
-// the insert waits for that request's transaction and then sees its row.
-func saveIdempotency(ctx context.Context, tx pgx.Tx, rec *idempotency.Record, now time.Time) error {
-	if rec == nil {
-		return nil
-	}
-	headers, err := json.Marshal(rec.Response.Headers)
-	if err != nil {
-		return fmt.Errorf("encode headers: %w", err)
-	}
-	tag, err := tx.Exec(ctx, `
-INSERT INTO idempotency_keys (scope, idem_key, request_hash, status_code, response_headers, response_body, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (scope, idem_key) DO UPDATE
-SET request_hash = excluded.request_hash, status_code = excluded.status_code,
-    response_headers = excluded.response_headers, response_body = excluded.response_body,
-    created_at = excluded.created_at
-WHERE idempotency_keys.created_at <= $8`,
-		rec.Scope, rec.Key, rec.Fingerprint, rec.Response.Status, headers, rec.Response.Body, now, now.Add(-idempotency.TTL))
-	if err != nil {
-		return fmt.Errorf("insert idempotency key: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return idempotency.ErrRace
-	}
-	return nil
 }
 
 // DeleteExpiredIdempotencyKeys deletes up to limit keys older than the TTL and returns
