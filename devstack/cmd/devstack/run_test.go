@@ -18,7 +18,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestMakeRun drives the README's `make run` as a user would: start it, sign up,
@@ -55,7 +55,7 @@ func TestMakeRun(t *testing.T) {
 		"FERRETDB_ADDR":        "127.0.0.1:" + ports[5],
 	}
 
-	out := &lockedBuffer{}
+	out := &sharedtest.LogBuffer{}
 	cmd := exec.Command("make", "-C", root, "run")
 	cmd.Env = stackEnv(env)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -337,23 +337,4 @@ func (c *client) do(method, path, token string, header map[string]string, body a
 			c.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
 		}
 	}
-}
-
-// lockedBuffer collects the stack's output from the copying goroutines of exec while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -10,31 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
-
-// logBuffer collects every log line of a run; the server writes from many goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSecretsNeverLogged runs the API's whole run path with a password in
 // DATABASE_URL and a CURSOR_SECRET, sends requests carrying bearer tokens (valid,
@@ -49,7 +30,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword("postgres", password) // the test server trusts; the password is only carried
-	logs := &logBuffer{}
+	logs := &sharedtest.LogBuffer{}
 	log, err := process.NewLogger(logs, "api", "debug")
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +155,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 }
 
 // listeningAddr waits for run to log the API's address.
-func listeningAddr(t *testing.T, logs *logBuffer, done <-chan error) string {
+func listeningAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

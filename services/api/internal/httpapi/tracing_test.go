@@ -1,45 +1,16 @@
 package httpapi_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
-
-// syncBuffer collects log lines written from the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, l := range bytes.Split(bytes.TrimSpace(s.b.Bytes()), []byte("\n")) {
-		var m map[string]any
-		if err := json.Unmarshal(l, &m); err != nil {
-			t.Fatalf("log line %s: %v", l, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // TestWriteCarriesServerSpan writes through the API with a client traceparent and
 // X-Request-ID, and checks the chain's first link: the request's server span is a
@@ -50,7 +21,7 @@ func TestWriteCarriesServerSpan(t *testing.T) {
 	t.Parallel()
 	spans := tracetest.NewInMemoryExporter()
 	tracing := telemetry.WithExporter("api", spans)
-	logs := &syncBuffer{}
+	logs := &sharedtest.LogBuffer{}
 	h := newHarness(t, func(o *httpapi.Options) {
 		o.TracerProvider = tracing.Provider
 		o.Log = slog.New(slog.NewJSONHandler(logs, nil))
@@ -87,7 +58,11 @@ func TestWriteCarriesServerSpan(t *testing.T) {
 	}
 
 	found := false
-	for _, l := range logs.lines(t) {
+	lines, err := logs.Lines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lines {
 		if l["msg"] == "request" && l["route"] == "/v1/todos" && l["method"] == "POST" {
 			found = l["request_id"] == "req-trace-1" && l["trace_id"] == clientTrace
 			if !found {

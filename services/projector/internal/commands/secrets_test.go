@@ -1,14 +1,12 @@
 package commands_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,25 +20,8 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
-
-// logBuffer collects every log line of a run; the consumer writes from many goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSecretsNeverLogged runs the projector at debug level against a NATS server that
 // requires a password, with a database URL that carries one, applies an event, then
@@ -107,7 +88,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://projector:"+dbPassword+"@127.0.0.1:5432/todo?sslmode=disable")
 	t.Setenv("ADMIN_ADDR", freeAddr(t))
 	t.Setenv("FETCH_WAIT", "100ms")
-	logs := &logBuffer{}
+	logs := &sharedtest.LogBuffer{}
 	log, err := process.NewLogger(logs, "projector", "debug")
 	if err != nil {
 		t.Fatal(err)

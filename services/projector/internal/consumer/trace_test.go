@@ -1,11 +1,8 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,32 +17,9 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// appliedLine returns the "event applied" log line of event id, if written yet.
-func (l *lockedBuffer) appliedLine(id uuid.UUID) map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range bytes.Split(l.b.Bytes(), []byte("\n")) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil && m["msg"] == "event applied" && m["event_id"] == id.String() {
-			return m
-		}
-	}
-	return nil
-}
 
 // TestApplySpanAndLogCarryTrace publishes an event the way the publisher does (its
 // publish span's traceparent in the header, the API's request id in the event) and
@@ -83,7 +57,7 @@ func TestApplySpanAndLogCarryTrace(t *testing.T) {
 	}
 
 	spans := tracetest.NewInMemoryExporter()
-	logs := &lockedBuffer{}
+	logs := &sharedtest.LogBuffer{}
 	cfg := env.ConsumerConfig("traced")
 	cfg.Tracer = telemetry.WithExporter("projector", spans).Tracer("test")
 	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()),
@@ -100,7 +74,7 @@ func TestApplySpanAndLogCarryTrace(t *testing.T) {
 
 	var line map[string]any
 	projtest.Eventually(t, 20*time.Second, func() (bool, string) {
-		line = logs.appliedLine(ev.ID)
+		line = appliedLine(logs, ev.ID)
 		return line != nil, "no log line for the applied event"
 	})
 	if line["request_id"] != "req-proj-1" || line["trace_id"] != traceID || line["outcome"] != "applied" {
@@ -117,4 +91,15 @@ func TestApplySpanAndLogCarryTrace(t *testing.T) {
 		t.Fatalf("span %q kind %s parent %s/%s (log span %v): want a consumer span below the publish span",
 			sp.Name, sp.SpanKind, sp.Parent.TraceID(), sp.Parent.SpanID(), line["span_id"])
 	}
+}
+
+// appliedLine returns the "event applied" log line of event id, if written yet.
+func appliedLine(logs *sharedtest.LogBuffer, id uuid.UUID) map[string]any {
+	lines, _ := logs.Lines() // a line cut mid-write is not the one sought
+	for _, m := range lines {
+		if m["msg"] == "event applied" && m["event_id"] == id.String() {
+			return m
+		}
+	}
+	return nil
 }

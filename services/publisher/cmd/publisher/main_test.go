@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,25 +19,8 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
-
-// logBuffer collects every log line of a run; the relay writes from many goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSecretsNeverLogged runs the publisher at debug level against a NATS server that
 // requires a password and a database URL that carries one, publishes a row, then
@@ -76,7 +57,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	dbURL.User = url.UserPassword("postgres", dbPassword) // the test server trusts; the password is only carried
 
-	logs := &logBuffer{}
+	logs := &sharedtest.LogBuffer{}
 	log, err := process.NewLogger(logs, "publisher", "debug")
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,8 @@
 package relay
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,19 +15,9 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
 
 // TestPublishSpanAndRequestID publishes an event written with a trace context and a
 // request id, and checks the second link of the chain: the publish span is a child of
@@ -55,7 +42,7 @@ func TestPublishSpanAndRequestID(t *testing.T) {
 	}
 
 	spans := tracetest.NewInMemoryExporter()
-	logs := &lockedBuffer{}
+	logs := &sharedtest.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o := opts(10)
 	o.Tracer = telemetry.WithExporter("publisher", spans).Tracer("test")
@@ -89,16 +76,14 @@ func TestPublishSpanAndRequestID(t *testing.T) {
 		t.Fatalf("message traceparent %q tracestate %q, want %q and vendor=x", h, msg.Header.Get(HeaderTraceState), want)
 	}
 
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-	for _, l := range bytes.Split(logs.b.Bytes(), []byte("\n")) {
-		var m map[string]any
-		if json.Unmarshal(l, &m) == nil && m["msg"] == "event published" {
+	lines, _ := logs.Lines() // a line cut mid-write is not the one sought
+	for _, m := range lines {
+		if m["msg"] == "event published" {
 			if m["request_id"] != "req-pub-1" || m["trace_id"] != apiTrace || m["event_id"] != ev.ID.String() {
-				t.Fatalf("log line %s: want request_id req-pub-1, trace_id %s and event_id %s", l, apiTrace, ev.ID)
+				t.Fatalf("log line %v: want request_id req-pub-1, trace_id %s and event_id %s", m, apiTrace, ev.ID)
 			}
 			return
 		}
 	}
-	t.Fatalf("no event published log line in %s", logs.b.String())
+	t.Fatalf("no event published log line in %s", logs.String())
 }
