@@ -57,7 +57,9 @@ var (
 )
 
 // Envelope is one event. Data holds the aggregate's full state after the change
-// (UserData or TodoData) or, for a delete, a Tombstone.
+// (UserData or TodoData) or, for a delete, a Tombstone. Stats is the owner's todo
+// counts after the change, with their own version: the read model keeps per-user stats
+// by a version-guarded write of the newest snapshot, never by counting or incrementing.
 type Envelope struct {
 	ID            uuid.UUID       `json:"id"`
 	Type          string          `json:"type"`
@@ -69,7 +71,25 @@ type Envelope struct {
 	OccurredAt    time.Time       `json:"occurred_at"`
 	Trace         TraceContext    `json:"trace,omitzero"`
 	Data          json.RawMessage `json:"data"`
+	// Stats is set by the outbox insert from the owner's row of user_stats, in the
+	// transaction of the change (see package outbox); events written before that
+	// existed carry none.
+	Stats *Stats `json:"stats,omitempty"`
 }
+
+// Stats is a snapshot of one user's todo counts. The source of truth keeps them in the
+// same transaction as every todo write and bumps Version whenever a count changes, so
+// the read model can apply snapshots in any order and keep the newest. Deleted is set
+// once the user is deleted: that snapshot's counts are zero and it is the last one.
+type Stats struct {
+	Open      int64 `json:"open"`
+	Completed int64 `json:"completed"`
+	Version   int64 `json:"version"`
+	Deleted   bool  `json:"deleted,omitempty"`
+}
+
+// Total is the number of the user's todos.
+func (s Stats) Total() int64 { return s.Open + s.Completed }
 
 // TraceContext carries the W3C trace context and the request id of the write that
 // produced the event, so one request can be followed across all services.
@@ -191,6 +211,10 @@ func (e Envelope) Validate() error {
 		return fmt.Errorf("%w: missing occurred_at", ErrInvalid)
 	case len(e.Data) == 0 || bytes.Equal(e.Data, []byte("null")):
 		return fmt.Errorf("%w: missing data", ErrInvalid)
+	case e.Stats != nil && (e.Stats.Version < 1 || e.Stats.Open < 0 || e.Stats.Completed < 0):
+		return fmt.Errorf("%w: stats %+v", ErrInvalid, *e.Stats)
+	case e.Stats != nil && e.Stats.Deleted && e.Stats.Total() != 0:
+		return fmt.Errorf("%w: stats of a deleted user count todos", ErrInvalid)
 	}
 	return nil
 }

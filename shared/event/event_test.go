@@ -52,6 +52,23 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestStatsRoundTrip(t *testing.T) {
+	t.Parallel()
+	e := newTodoEvent(t)
+	e.Stats = &event.Stats{Open: 2, Completed: 3, Version: 7}
+	got, err := event.Decode(mustEncode(t, e))
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if got.Stats == nil || *got.Stats != *e.Stats || got.Stats.Total() != 5 {
+		t.Fatalf("stats = %+v, want %+v", got.Stats, e.Stats)
+	}
+	e.Stats = nil
+	if got, err := event.Decode(mustEncode(t, e)); err != nil || got.Stats != nil {
+		t.Fatalf("an event without stats decoded as %+v, %v", got.Stats, err)
+	}
+}
+
 func TestDecodeIgnoresUnknownFields(t *testing.T) {
 	t.Parallel()
 	e := newTodoEvent(t)
@@ -100,6 +117,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"missing data", mutate(func(m map[string]any) { delete(m, "data") }), event.ErrInvalid},
 		{"null data", mutate(func(m map[string]any) { m["data"] = nil }), event.ErrInvalid},
 		{"missing occurred_at", mutate(func(m map[string]any) { delete(m, "occurred_at") }), event.ErrInvalid},
+		{"stats without version", mutate(func(m map[string]any) { m["stats"] = map[string]any{"open": 1} }), event.ErrInvalid},
+		{"negative stats", mutate(func(m map[string]any) {
+			m["stats"] = map[string]any{"open": -1, "completed": 0, "version": 2}
+		}), event.ErrInvalid},
+		{"deleted stats that count", mutate(func(m map[string]any) {
+			m["stats"] = map[string]any{"open": 1, "completed": 0, "version": 2, "deleted": true}
+		}), event.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
