@@ -29,14 +29,27 @@ func PartitionOf(owner uuid.UUID) int32 {
 	return int32(h.Sum32() % Partitions)
 }
 
+// insertSQL writes one row per event and puts the owner's stats snapshot (see
+// event.Stats) into each payload from user_stats, as the statement sees it: after the
+// change's own update of that row when the batch holds one before it, since both run
+// in one transaction. An owner without a user_stats row (no such user) gets no stats.
 const insertSQL = `
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, event_type,
                     partition_key, partition, payload, created_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[],
-                     $6::uuid[], $7::int[], $8::jsonb[], $9::timestamptz[])`
+SELECT e.id, e.agg_type, e.agg_id, e.version, e.type, e.owner, e.part,
+       CASE WHEN s.user_id IS NULL THEN e.payload
+            ELSE e.payload || jsonb_build_object('stats', jsonb_build_object(
+                'open', s.open, 'completed', s.completed, 'version', s.version, 'deleted', s.deleted))
+       END,
+       e.created
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[],
+            $6::uuid[], $7::int[], $8::jsonb[], $9::timestamptz[])
+     AS e(id, agg_type, agg_id, version, type, owner, part, payload, created)
+LEFT JOIN user_stats s ON s.user_id = e.owner`
 
-// Insert writes one outbox row per event in a single statement. Call it with the
-// transaction that makes the change, never with a pool.
+// Insert writes one outbox row per event in a single statement, each with its owner's
+// stats snapshot (see insertSQL). Call it with the transaction that makes the change,
+// never with a pool.
 func Insert(ctx context.Context, tx postgres.DBTX, events ...event.Envelope) error {
 	if len(events) == 0 {
 		return nil

@@ -67,6 +67,49 @@ func TestInsertWritesOneRowPerEvent(t *testing.T) {
 		if got.ID != want.ID || got.Trace != want.Trace || !jsonEqual(a, b) {
 			t.Fatalf("payload = %+v, want %+v", got, want)
 		}
+		if got.Stats != nil {
+			t.Fatalf("an owner without a user_stats row got stats %+v", *got.Stats)
+		}
+	}
+}
+
+func TestInsertCarriesTheOwnersStatsAsTheTransactionSeesThem(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.NewPool(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	if _, err := pool.Exec(ctx, `INSERT INTO user_stats (user_id, open, completed, version) VALUES ($1, 2, 5, 9)`, owner); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	e, err := event.New(event.TodoUpdated, id, owner, 2, now, event.TraceContext{},
+		event.TodoData{ID: id, UserID: owner, Title: "t", Priority: "low", Completed: true, CompletedAt: &now, Version: 2, CreatedAt: now, UpdatedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The change's own update of the counts comes first in the transaction: the
+	// snapshot must be the one after it.
+	err = postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE user_stats SET open = open - 1, completed = completed + 1, version = version + 1 WHERE user_id = $1`, owner); err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, e)
+	})
+	if err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	var payload []byte
+	if err := pool.QueryRow(ctx, `SELECT payload FROM outbox WHERE event_id = $1`, e.ID).Scan(&payload); err != nil {
+		t.Fatal(err)
+	}
+	got, err := event.Decode(payload)
+	if err != nil {
+		t.Fatalf("payload does not decode: %v", err)
+	}
+	want := event.Stats{Open: 1, Completed: 6, Version: 10}
+	if got.Stats == nil || *got.Stats != want {
+		t.Fatalf("stats = %+v, want %+v", got.Stats, want)
 	}
 }
 
