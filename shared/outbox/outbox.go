@@ -79,6 +79,21 @@ func QueueInsert(b *pgx.Batch, events ...event.Envelope) error {
 	return nil
 }
 
+// Committed tells whether the transaction that inserted e's row committed, when its
+// commit's answer was lost (see postgres.ProbeInsert): the event id is the row's key,
+// chosen before the commit.
+func Committed(ctx context.Context, db postgres.Beginner, e event.Envelope) (bool, error) {
+	args, err := insertArgs([]event.Envelope{e})
+	if err != nil {
+		return false, err
+	}
+	committed, err := postgres.ProbeInsert(ctx, db, insertSQL+` ON CONFLICT (event_id) DO NOTHING`, args...)
+	if err != nil {
+		return false, fmt.Errorf("event %s: %w", e.ID, err)
+	}
+	return committed, nil
+}
+
 func insertArgs(events []event.Envelope) ([]any, error) {
 	n := len(events)
 	var (

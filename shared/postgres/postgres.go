@@ -7,6 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -116,9 +119,68 @@ func runTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err erro
 		return err
 	}
 	if err = tx.Commit(ctx); err != nil {
+		if SQLState(err) == "" && !errors.Is(err, pgx.ErrTxCommitRollback) {
+			// No answer from the server: the COMMIT may or may not have landed.
+			return fmt.Errorf("commit: %w: %w", ErrCommitUnknown, err)
+		}
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// ErrCommitUnknown marks a transaction whose COMMIT got no answer from the server (the
+// connection broke or timed out around it): it may have committed or not. Callers must
+// not report it as a failure; they can find out with ProbeInsert.
+var ErrCommitUnknown = errors.New("commit outcome unknown")
+
+// ProbeInsert tells whether a transaction whose commit answer was lost committed, by
+// inserting a row it inserted (insertSQL must be that INSERT with ON CONFLICT on the
+// row's key DO NOTHING) in a transaction of its own that is always rolled back. A
+// conflict means the row is committed. An insert means it is not and never will be:
+// while the lost transaction is still in progress it holds the key, and the probe's
+// insert waits for its end. A unique violation of another constraint means another
+// transaction owns that slot, so the lost one did not commit either. Give ctx a
+// deadline: a server that never learns its client is gone holds the key until then.
+func ProbeInsert(ctx context.Context, db Beginner, insertSQL string, args ...any) (committed bool, err error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("probe: begin: %w", err)
+	}
+	defer func() {
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rbCtx) // always: the probe must leave nothing behind
+	}()
+	tag, err := tx.Exec(ctx, insertSQL, args...)
+	switch {
+	case IsUniqueViolation(err, ""):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("probe: %w", err)
+	}
+	return tag.RowsAffected() == 0, nil
+}
+
+// IsUnavailable reports whether err means the database could not be reached or
+// stopped serving (connection refused or lost, server shutting down or starting, too
+// many connections), as opposed to an answer about the request itself: the request may
+// be retried later.
+func IsUnavailable(err error) bool {
+	var (
+		connectErr *pgconn.ConnectError
+		netErr     net.Error
+	)
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err),
+		errors.Is(err, pgconn.ErrConnClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	}
+	code := SQLState(err)
+	return strings.HasPrefix(code, "08") || // connection exception
+		code == "57P01" || code == "57P02" || code == "57P03" || // admin or crash shutdown, cannot connect now
+		code == "53300" // too many connections
 }
 
 func retryable(err error) bool {
