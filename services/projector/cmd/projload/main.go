@@ -1,20 +1,33 @@
-// Command projload measures the read side against a running projector: it publishes
-// todo.created events straight into the stream at a steady rate (as the publisher
-// would, occurred_at = publish time), waits until the projector has written them all,
-// and reports the sync lag per event (projected_at minus occurred_at, read back from
-// the documents) as p50/p95/p99, plus the raw single-upsert rate of the same MongoDB
-// server measured in the same run. With -rate 0 it publishes everything at once and
-// reports the drain rate: the highest rate the read side sustains.
+// Command projload measures the read side against a running projector.
+//
+// Raw ceilings (-inserts, -upserts): what the MongoDB server itself does with the
+// projector's own kinds of write, measured on the active read model's todos collection
+// (so with its size and its indexes, the FerretDB GIN indexes included): unordered
+// insertMany of new documents in batches of -batch, one batch at a time and -concurrency
+// at a time, then version-guarded single upserts of existing documents, one at a time
+// and -concurrency at a time. The documents belong to a made-up owner and are deleted at
+// the end. Only operations the FerretDB stand-in handles are used: it hangs on bulk
+// updates of more than about 40 statements (see the brief), so there are none.
+//
+// Drain or steady rate (-count with -rate 0, or -rate and -duration): it publishes
+// todo.created events straight into the stream (as the publisher would, occurred_at =
+// publish time, each with its owner's stats snapshot), waits until the projector has
+// written them all, and reports the sync lag per event (projected_at minus occurred_at,
+// read back from the documents) as p50/p95/p99 and the rate through the projector.
+// -rate 0 -count 0 publishes nothing.
 //
 // It measures the projector's part of the pipeline (stream to MongoDB); the API and
-// the publisher add their own latency before an event reaches the stream.
+// the publisher add their own latency before an event reaches the stream. With -json it
+// prints one JSON document (see report) instead of text: `make bench` reads it.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -37,151 +50,321 @@ func main() {
 	process.Main("projload", run)
 }
 
+// report is everything one run measured; -json prints it.
+type report struct {
+	Collection     string    `json:"collection"`
+	CollectionDocs int64     `json:"collection_docs"` // before the ceilings
+	Ceilings       []ceiling `json:"ceilings"`
+	Drain          *drain    `json:"drain,omitempty"`
+}
+
+// ceiling is one raw measurement: Docs writes of Operation with Concurrency in flight.
+type ceiling struct {
+	Operation   string  `json:"operation"` // opInsertMany or opUpsert
+	Concurrency int     `json:"concurrency"`
+	Batch       int     `json:"batch,omitempty"`
+	Docs        int     `json:"docs"`
+	Seconds     float64 `json:"seconds"`
+	DocsPerSec  float64 `json:"docs_per_sec"`
+}
+
+// The operations of a ceiling.
+const (
+	opInsertMany = "insertMany"
+	opUpsert     = "upsert"
+)
+
+// drain is the outcome of publishing events and waiting for the projector.
+type drain struct {
+	Events       int     `json:"events"`
+	TargetRate   int     `json:"target_rate"` // 0: all at once
+	PublishSec   float64 `json:"publish_seconds"`
+	AppliedSec   float64 `json:"applied_seconds"` // first publish to the last projected_at
+	EventsPerSec float64 `json:"events_per_sec"`
+	LagP50MS     float64 `json:"lag_p50_ms"`
+	LagP95MS     float64 `json:"lag_p95_ms"`
+	LagP99MS     float64 `json:"lag_p99_ms"`
+	LagMaxMS     float64 `json:"lag_max_ms"`
+}
+
+type settings struct {
+	natsURL, mongoURI, control, prefix, stream string
+	rate, count, users                         int
+	duration, wait                             time.Duration
+	inserts, upserts, batch, concurrency       int
+	json                                       bool
+}
+
 func run(ctx context.Context, log *slog.Logger) error {
-	fs := flag.NewFlagSet("projload", flag.ContinueOnError)
-	natsURL := fs.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL")
-	mongoURI := fs.String("mongo", envOr("MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true"), "MongoDB URI")
-	control := fs.String("database", envOr("MONGODB_DATABASE", readmodel.DefaultDatabase), "control database of the read model")
-	prefix := fs.String("prefix", event.DefaultSubjectPrefix, "subject prefix")
-	rate := fs.Int("rate", 100, "events per second; 0 publishes all at once (drain test)")
-	duration := fs.Duration("duration", 60*time.Second, "publishing time (with -rate > 0)")
-	count := fs.Int("count", 3000, "events to publish with -rate 0")
-	users := fs.Int("users", 50, "users the todos belong to")
-	upserts := fs.Int("upserts", 500, "single upserts for the raw rate measurement (0 skips it)")
-	wait := fs.Duration("wait", 10*time.Minute, "bound on waiting for the projector")
-	stream := fs.String("stream", "TODO_EVENTS", "stream; created like the publisher's when missing")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		return err
-	}
-	client, err := mongo.Connect(options.Client().ApplyURI(*mongoURI).SetServerSelectionTimeout(10 * time.Second))
+	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		return err
+	}
+	client, err := mongo.Connect(options.Client().ApplyURI(o.mongoURI).SetServerSelectionTimeout(10 * time.Second).
+		SetMaxPoolSize(uint64(o.concurrency) + 4))
+	if err != nil {
+		return fmt.Errorf("mongodb client: %w", err)
 	}
 	defer func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }()
-	nc, err := nats.Connect(*natsURL)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-
-	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = js.Stream(sctx, *stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(sctx, jetstream.StreamConfig{Name: *stream, Subjects: []string{event.StreamSubjects(*prefix)},
-			MaxMsgsPerSubject: 10, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage})
-	}
-	scancel()
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", *stream, err)
-	}
-
-	if *upserts > 0 {
-		// Measure the ceiling at the size the read model's todos collection has now:
-		// FerretDB scans a collection per lookup, so its rate falls as it grows.
-		db, err := readmodel.NewStore(client, *control).Active(ctx)
-		if err != nil {
-			return err
-		}
-		size, err := db.Collection(readmodel.CollTodos).EstimatedDocumentCount(ctx)
-		if err != nil {
-			return fmt.Errorf("count todos: %w", err)
-		}
-		if err := rawUpserts(ctx, client, *upserts, int(size)); err != nil {
-			return err
-		}
-	}
-
-	owners := make([]uuid.UUID, *users)
-	for i := range owners {
-		owners[i] = uuid.Must(uuid.NewV7())
-	}
-	publish := func(i int) (uuid.UUID, error) {
-		id := uuid.Must(uuid.NewV7())
-		owner := owners[i%len(owners)]
-		now := time.Now().UTC()
-		td := event.TodoData{ID: id, UserID: owner, Title: fmt.Sprintf("load %d", i), Priority: "normal", Version: 1, CreatedAt: now, UpdatedAt: now}
-		e, err := event.New(event.TodoCreated, id, owner, 1, now, event.TraceContext{RequestID: "projload"}, td)
-		if err != nil {
-			return id, err
-		}
-		b, err := e.Encode()
-		if err != nil {
-			return id, err
-		}
-		msg := nats.NewMsg(event.Subject(*prefix, e))
-		msg.Data = b
-		msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_, err = js.PublishMsg(pctx, msg)
-		return id, err
-	}
-
-	var ids []string
-	start := time.Now()
-	if *rate > 0 {
-		n := int(duration.Seconds() * float64(*rate))
-		tick := time.NewTicker(time.Second / time.Duration(*rate))
-		for i := range n {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-tick.C:
-			}
-			id, err := publish(i)
-			if err != nil {
-				return fmt.Errorf("publish: %w", err)
-			}
-			ids = append(ids, id.String())
-		}
-		tick.Stop()
-	} else {
-		for i := range *count {
-			id, err := publish(i)
-			if err != nil {
-				return fmt.Errorf("publish: %w", err)
-			}
-			ids = append(ids, id.String())
-		}
-	}
-	published := time.Since(start)
-	log.Info("published", "events", len(ids), "seconds", published.Seconds())
-
-	store := readmodel.NewStore(client, *control)
-	wctx, cancel := context.WithTimeout(ctx, *wait)
-	defer cancel()
-	db, err := store.Active(wctx)
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	db, err := readmodel.NewStore(client, o.control).Active(actx)
+	cancel()
 	if err != nil {
 		return err
 	}
 	todos := db.Collection(readmodel.CollTodos)
-	filter := bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}
-	for {
-		n, err := todos.CountDocuments(wctx, filter)
+	rep := report{Collection: db.Name() + "." + todos.Name()}
+
+	if o.inserts > 0 || o.upserts > 0 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rep.CollectionDocs, err = todos.EstimatedDocumentCount(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("count %s: %w", rep.Collection, err)
+		}
+		if rep.Ceilings, err = ceilings(ctx, todos, o.inserts, o.upserts, o.batch, o.concurrency, o.wait); err != nil {
+			return err
+		}
+	}
+	if o.rate > 0 || o.count > 0 {
+		if rep.Drain, err = publishAndWait(ctx, log, o, todos); err != nil {
+			return err
+		}
+	}
+	return rep.print(os.Stdout, o.json)
+}
+
+func parseFlags(args []string) (settings, error) {
+	var o settings
+	fs := flag.NewFlagSet("projload", flag.ContinueOnError)
+	fs.StringVar(&o.natsURL, "nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL")
+	fs.StringVar(&o.mongoURI, "mongo", envOr("MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true"), "MongoDB URI")
+	fs.StringVar(&o.control, "database", envOr("MONGODB_DATABASE", readmodel.DefaultDatabase), "control database of the read model")
+	fs.StringVar(&o.prefix, "prefix", event.DefaultSubjectPrefix, "subject prefix")
+	fs.IntVar(&o.rate, "rate", 100, "events per second; 0 publishes -count at once (drain test)")
+	fs.DurationVar(&o.duration, "duration", 60*time.Second, "publishing time (with -rate > 0)")
+	fs.IntVar(&o.count, "count", 3000, "events to publish with -rate 0 (0: none)")
+	fs.IntVar(&o.users, "users", 50, "users the published todos belong to")
+	fs.IntVar(&o.inserts, "inserts", 5000, "new documents per insertMany ceiling, at least -upserts (0 with -upserts 0 skips the ceilings)")
+	fs.IntVar(&o.upserts, "upserts", 500, "guarded upserts of existing documents per upsert ceiling (0 skips them)")
+	fs.IntVar(&o.batch, "batch", 100, "documents per insertMany (the projector's BATCH_SIZE)")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "writes in flight in the concurrent ceilings (the projector's WRITE_CONCURRENCY)")
+	fs.DurationVar(&o.wait, "wait", 10*time.Minute, "bound on each ceiling and on waiting for the projector")
+	fs.StringVar(&o.stream, "stream", "TODO_EVENTS", "stream; created like the publisher's when missing")
+	fs.BoolVar(&o.json, "json", false, "print the results as one JSON document")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case o.rate < 0 || o.count < 0 || o.inserts < 0 || o.upserts < 0:
+		return o, errors.New("projload: -rate, -count, -inserts and -upserts must not be negative")
+	case o.users < 1 || o.batch < 1 || o.concurrency < 1:
+		return o, errors.New("projload: -users, -batch and -concurrency must be at least 1")
+	}
+	return o, nil
+}
+
+// ceilings runs the raw measurements on coll with documents of a made-up owner, and
+// deletes them afterwards (also when a measurement fails). Each measurement is bounded
+// by limit.
+func ceilings(ctx context.Context, coll *mongo.Collection, inserts, upserts, batch, concurrency int, limit time.Duration) (_ []ceiling, err error) {
+	owner := uuid.Must(uuid.NewV7()).String()
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
+		defer cancel()
+		if _, derr := coll.DeleteMany(dctx, bson.D{{Key: "user_id", Value: owner}}); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete the ceiling's documents: %w", derr))
+		}
+	}()
+	// The upserts update documents the inserts made: at least 2×upserts of them.
+	inserts = max(inserts, upserts)
+	var (
+		out []ceiling
+		ids []string
+	)
+	for _, c := range []int{1, concurrency} {
+		next := newIDs(inserts)
+		ids = append(ids, next...)
+		cl, err := measure(ctx, limit, opInsertMany, c, len(next), func(ctx context.Context, worker int) error {
+			for i := worker * batch; i < len(next); i += c * batch {
+				if err := insertBatch(ctx, coll, owner, next[i:min(i+batch, len(next))]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		cl.Batch = batch
+		out = append(out, cl)
+	}
+	if upserts == 0 {
+		return out, nil
+	}
+	for round, c := range []int{1, concurrency} {
+		part := ids[round*upserts : (round+1)*upserts]
+		cl, err := measure(ctx, limit, opUpsert, c, len(part), func(ctx context.Context, worker int) error {
+			for i := worker; i < len(part); i += c {
+				if err := guardedUpsert(ctx, coll, owner, part[i], 2); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, cl)
+	}
+	return out, nil
+}
+
+// measure runs work on workers goroutines (worker 0 to workers-1), bounded by limit,
+// and times the whole.
+func measure(ctx context.Context, limit time.Duration, op string, workers, docs int, work func(ctx context.Context, worker int) error) (ceiling, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	errs := make([]error, workers)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() { errs[w] = work(ctx, w) })
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return ceiling{}, fmt.Errorf("%s ceiling, %d in flight: %w", op, workers, err)
+	}
+	return ceiling{Operation: op, Concurrency: workers, Docs: docs, Seconds: el.Seconds(), DocsPerSec: float64(docs) / el.Seconds()}, nil
+}
+
+func newIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = uuid.Must(uuid.NewV7()).String()
+	}
+	return ids
+}
+
+func todoDoc(id, owner string, version int64) readmodel.Todo {
+	now := time.Now().UTC()
+	return readmodel.Todo{ID: id, UserID: owner, Title: "projload ceiling", Priority: "normal", Version: version,
+		CreatedAt: now, UpdatedAt: now, ProjectedAt: now}
+}
+
+// insertBatch inserts new documents unordered: FerretDB writes them as multi-row
+// INSERTs with no lookup.
+func insertBatch(ctx context.Context, coll *mongo.Collection, owner string, ids []string) error {
+	docs := make([]any, len(ids))
+	for i, id := range ids {
+		docs[i] = todoDoc(id, owner, 1)
+	}
+	if _, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)); err != nil {
+		return fmt.Errorf("insertMany of %d: %w", len(ids), err)
+	}
+	return nil
+}
+
+// guardedUpsert is the projector's write of an existing document: the filter matches
+// only an older version.
+func guardedUpsert(ctx context.Context, coll *mongo.Collection, owner, id string, version int64) error {
+	_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "version", Value: bson.D{{Key: "$lt", Value: version}}}},
+		bson.D{{Key: "$set", Value: todoDoc(id, owner, version)}}, options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("upsert %s: %w", id, err)
+	}
+	return nil
+}
+
+// publishAndWait publishes todo.created events, waits until todos holds them all and
+// reads their lag back.
+func publishAndWait(ctx context.Context, log *slog.Logger, o settings, todos *mongo.Collection) (*drain, error) {
+	nc, err := nats.Connect(o.natsURL, nats.Timeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = js.Stream(sctx, o.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(sctx, jetstream.StreamConfig{Name: o.stream, Subjects: []string{event.StreamSubjects(o.prefix)},
+			MaxMsgsPerSubject: 10, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage})
+	}
+	scancel()
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", o.stream, err)
+	}
+
+	owners := make([]uuid.UUID, o.users)
+	open := make([]int64, o.users) // each owner's todos so far: its stats snapshot
+	for i := range owners {
+		owners[i] = uuid.Must(uuid.NewV7())
+	}
+	publish := func(i int) error {
+		id := uuid.Must(uuid.NewV7())
+		k := i % len(owners)
+		owner := owners[k]
+		open[k]++
+		now := time.Now().UTC()
+		td := event.TodoData{ID: id, UserID: owner, Title: fmt.Sprintf("load %d", i), Priority: "normal", Version: 1, CreatedAt: now, UpdatedAt: now}
+		e, err := event.New(event.TodoCreated, id, owner, 1, now, event.TraceContext{RequestID: "projload"}, td)
 		if err != nil {
 			return err
 		}
-		if n == int64(len(ids)) {
-			break
+		e.Stats = &event.Stats{Open: open[k], Version: open[k]}
+		b, err := e.Encode()
+		if err != nil {
+			return err
 		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("only %d of %d visible: %w", n, len(ids), wctx.Err())
-		case <-time.After(500 * time.Millisecond):
+		msg := nats.NewMsg(event.Subject(o.prefix, e))
+		msg.Data = b
+		msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := js.PublishMsg(pctx, msg); err != nil {
+			return fmt.Errorf("publish: %w", err)
 		}
+		return nil
 	}
 
-	cur, err := todos.Find(wctx, filter)
-	if err != nil {
-		return err
+	n := o.count
+	if o.rate > 0 {
+		n = int(o.duration.Seconds() * float64(o.rate))
 	}
-	var docs []readmodel.Todo
-	if err := cur.All(wctx, &docs); err != nil {
-		return err
+	start := time.Now()
+	if o.rate > 0 {
+		tick := time.NewTicker(time.Second / time.Duration(o.rate))
+		defer tick.Stop()
+		for i := range n {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-tick.C:
+			}
+			if err := publish(i); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		for i := range n {
+			if err := publish(i); err != nil {
+				return nil, err
+			}
+		}
+	}
+	published := time.Since(start)
+	log.Info("published", "events", n, "seconds", published.Seconds())
+
+	wctx, cancel := context.WithTimeout(ctx, o.wait)
+	defer cancel()
+	docs, err := waitForOwners(wctx, todos, owners, n)
+	if err != nil {
+		return nil, err
 	}
 	lags := make([]time.Duration, len(docs))
 	var last time.Time
@@ -192,71 +375,69 @@ func run(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	slices.Sort(lags)
-	q := func(p float64) time.Duration {
-		return lags[min(len(lags)-1, int(p*float64(len(lags))))].Round(time.Millisecond)
+	q := func(p float64) float64 {
+		return float64(lags[min(len(lags)-1, int(p*float64(len(lags))))].Microseconds()) / 1000
 	}
-	fmt.Printf("events %d, target rate %d/s, published in %s (%.0f/s)\n", len(ids), *rate, published.Round(time.Millisecond), float64(len(ids))/published.Seconds())
-	fmt.Printf("lag (occurred_at to projected_at): p50 %s  p95 %s  p99 %s  max %s\n", q(0.50), q(0.95), q(0.99), lags[len(lags)-1].Round(time.Millisecond))
-	fmt.Printf("all applied %s after the first publish: %.0f events/s through the projector\n",
-		last.Sub(start).Round(time.Millisecond), float64(len(ids))/last.Sub(start).Seconds())
-	return nil
+	applied := last.Sub(start)
+	return &drain{Events: n, TargetRate: o.rate, PublishSec: published.Seconds(), AppliedSec: applied.Seconds(),
+		EventsPerSec: float64(n) / applied.Seconds(), LagP50MS: q(0.50), LagP95MS: q(0.95), LagP99MS: q(0.99), LagMaxMS: q(1)}, nil
 }
 
-// rawUpserts measures the server's own ceiling: single version-guarded upserts of new
-// documents, sequential and 16 at a time, into a scratch collection first filled with
-// prefill documents (inserted in bulks of new documents, which FerretDB handles).
-func rawUpserts(ctx context.Context, client *mongo.Client, n, prefill int) error {
-	db := client.Database("projload_raw_" + time.Now().UTC().Format("20060102150405"))
-	defer func() { _ = db.Drop(context.WithoutCancel(ctx)) }()
-	coll := db.Collection("docs")
-	for i := 0; i < prefill; i += 1000 {
-		docs := make([]any, 0, 1000)
-		for j := i; j < min(i+1000, prefill); j++ {
-			docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("fill-%d", j)}, {Key: "version", Value: 1}, {Key: "title", Value: "fill"}})
-		}
-		ictx, cancel := context.WithTimeout(ctx, time.Minute)
-		_, err := coll.InsertMany(ictx, docs)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-	}
-	upsert := func(i int) error {
-		uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		id := fmt.Sprintf("doc-%d", i)
-		_, err := coll.UpdateOne(uctx, bson.D{{Key: "_id", Value: id}, {Key: "version", Value: bson.D{{Key: "$lt", Value: 1}}}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: 1}, {Key: "title", Value: "raw"}}}}, options.UpdateOne().SetUpsert(true))
-		return err
-	}
-	start := time.Now()
-	for i := range n {
-		if err := upsert(i); err != nil {
-			return fmt.Errorf("raw upsert: %w", err)
-		}
-	}
-	seq := time.Since(start)
-	start = time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w := range 16 {
-		wg.Go(func() {
-			for i := n + w; i < 2*n; i += 16 {
-				if err := upsert(i); err != nil {
-					errs <- err
-					return
-				}
+// waitForOwners polls until the owners' todos number want, then returns them. It
+// selects by owner, one equality per query: FerretDB serves that from an index, where
+// an $in over many ids would read the whole collection.
+func waitForOwners(ctx context.Context, todos *mongo.Collection, owners []uuid.UUID, want int) ([]readmodel.Todo, error) {
+	for {
+		var have int64
+		for _, o := range owners {
+			n, err := todos.CountDocuments(ctx, bson.D{{Key: "user_id", Value: o.String()}})
+			if err != nil {
+				return nil, fmt.Errorf("count the published todos: %w", err)
 			}
-		})
+			have += n
+		}
+		if have >= int64(want) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("only %d of %d visible: %w", have, want, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return fmt.Errorf("raw upsert: %w", err)
+	var docs []readmodel.Todo
+	for _, o := range owners {
+		cur, err := todos.Find(ctx, bson.D{{Key: "user_id", Value: o.String()}})
+		if err != nil {
+			return nil, fmt.Errorf("read the published todos: %w", err)
+		}
+		var part []readmodel.Todo
+		if err := cur.All(ctx, &part); err != nil {
+			return nil, fmt.Errorf("read the published todos: %w", err)
+		}
+		docs = append(docs, part...)
 	}
-	par := time.Since(start)
-	fmt.Printf("raw single upserts: sequential %.0f/s, 16 concurrent %.0f/s (%d each, collection growing from %d to %d docs)\n",
-		float64(n)/seq.Seconds(), float64(n)/par.Seconds(), n, prefill, prefill+2*n)
+	return docs, nil
+}
+
+func (r report) print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		if err := json.NewEncoder(w).Encode(r); err != nil {
+			return fmt.Errorf("write the report: %w", err)
+		}
+		return nil
+	}
+	if len(r.Ceilings) > 0 {
+		fmt.Fprintf(w, "raw ceilings on %s (%d documents before):\n", r.Collection, r.CollectionDocs)
+	}
+	for _, c := range r.Ceilings {
+		fmt.Fprintf(w, "  %-10s %2d in flight: %6d docs in %6.2fs = %6.0f docs/s\n", c.Operation, c.Concurrency, c.Docs, c.Seconds, c.DocsPerSec)
+	}
+	if d := r.Drain; d != nil {
+		fmt.Fprintf(w, "events %d, target rate %d/s, published in %.3fs (%.0f/s)\n", d.Events, d.TargetRate, d.PublishSec, float64(d.Events)/d.PublishSec)
+		fmt.Fprintf(w, "lag (occurred_at to projected_at): p50 %.0fms  p95 %.0fms  p99 %.0fms  max %.0fms\n", d.LagP50MS, d.LagP95MS, d.LagP99MS, d.LagMaxMS)
+		fmt.Fprintf(w, "all applied %.3fs after the first publish: %.0f events/s through the projector\n", d.AppliedSec, d.EventsPerSec)
+	}
 	return nil
 }
 
