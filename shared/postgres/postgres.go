@@ -133,6 +133,10 @@ func runTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err erro
 // not report it as a failure; they can find out with ProbeInsert.
 var ErrCommitUnknown = errors.New("commit outcome unknown")
 
+// ErrNotCommitted marks a transaction whose commit answer was lost and that a probe
+// then found not committed: nothing was written, and the database was failing.
+var ErrNotCommitted = errors.New("transaction did not commit (its connection broke)")
+
 // ProbeInsert tells whether a transaction whose commit answer was lost committed, by
 // inserting a row it inserted (insertSQL must be that INSERT with ON CONFLICT on the
 // row's key DO NOTHING) in a transaction of its own that is always rolled back. A
@@ -171,9 +175,10 @@ func IsUnavailable(err error) bool {
 		netErr     net.Error
 	)
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// A deadline is the request's own (context.DeadlineExceeded is a net.Error).
 		return false
-	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err),
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err), errors.Is(err, ErrNotCommitted),
 		errors.Is(err, pgconn.ErrConnClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	}

@@ -5,7 +5,8 @@
 // version is the one the API answered for that aggregate at that moment. Outcomes:
 //   - acknowledged: a 2xx answer;
 //   - failed: an error answer, or a connection that was never made (nothing was sent);
-//   - unknown: the request was sent but no answer came (the API died mid-request).
+//   - unknown: the request was sent but no answer came (the API died mid-request), or
+//     the API answered 504 outcome-unknown (the database lost its commit's answer).
 //
 // An aggregate whose last write failed or is unknown is handled so the audit can still
 // judge it: after an unknown outcome it is never touched again (its state is
@@ -327,6 +328,11 @@ func (w *writer) do(ctx context.Context, method, path, token string, body, out a
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusGatewayTimeout {
+		// The API's "outcome-unknown": the commit's answer was lost and could not be
+		// resolved; the write may exist.
+		return Unknown, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(data))
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return Failed, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(data))
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
 
@@ -45,6 +46,8 @@ var (
 	kindIdempotencyReused  = kind{"idempotency-key-reused", http.StatusUnprocessableEntity, "Idempotency key reused"}
 	kindTimeout            = kind{"timeout", http.StatusServiceUnavailable, "Request timed out"}
 	kindReadModel          = kind{"read-model-unavailable", http.StatusServiceUnavailable, "Read model unavailable"}
+	kindDatabase           = kind{"database-unavailable", http.StatusServiceUnavailable, "Database unavailable"}
+	kindOutcomeUnknown     = kind{"outcome-unknown", http.StatusGatewayTimeout, "Outcome unknown"}
 	kindInternal           = kind{"internal", http.StatusInternalServerError, "Internal server error"}
 )
 
@@ -111,8 +114,17 @@ func toProblem(err error) (problem.Details, bool) {
 		p = details(kindTooManyTokens, fmt.Sprintf("a user may hold at most %d tokens; revoke one first", tokens.MaxPerUser))
 	case errors.Is(err, idempotency.ErrInvalidKey):
 		p = details(kindInvalidHeader, idempotency.ErrInvalidKey.Error())
+	case errors.Is(err, sharedpg.ErrCommitUnknown):
+		// Before the unavailability check: the cause is a broken connection too, but
+		// here the write may have landed.
+		p = details(kindOutcomeUnknown, "the database did not confirm whether this write was saved, and it may have been; "+
+			"retry with the same Idempotency-Key (POST) or If-Match (PATCH, DELETE): the retry cannot apply it twice")
+		mine = false
 	case errors.Is(err, errReadModel):
 		p = details(kindReadModel, "the leaderboard and stats are unavailable for a moment; writes are not affected; retry shortly")
+		mine = false
+	case sharedpg.IsUnavailable(err):
+		p = details(kindDatabase, "the database is unreachable for a moment; nothing was written; retry shortly")
 		mine = false
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		p = details(kindTimeout, "the request did not finish in time; retry it")
@@ -137,7 +149,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	switch {
 	case p.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "":
 		w.Header().Set("WWW-Authenticate", `Bearer realm="outboxtodo"`)
-	case p.Status == http.StatusServiceUnavailable:
+	case p.Status == http.StatusServiceUnavailable, p.Status == http.StatusGatewayTimeout:
 		w.Header().Set("Retry-After", "1")
 	}
 	if !clientError {

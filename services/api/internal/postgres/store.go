@@ -45,16 +45,58 @@ func New(pool *pgxpool.Pool, notify bool) *Store {
 
 // change is the statements of one write, sent in one round trip inside its
 // transaction: the row changes, their outbox rows, the publisher's wake-up and the
-// idempotency record. Build a new one in every attempt of a transaction.
+// idempotency record. run builds a new one for every attempt of a transaction.
 type change struct {
 	b      pgx.Batch
 	notify bool
+	pool   *pgxpool.Pool
+	// committed finds out whether this change committed when its commit's answer was
+	// lost (see run): it re-inserts a row the change inserted.
+	committed func(ctx context.Context) (bool, error)
 }
 
-func (s *Store) newChange() *change { return &change{notify: s.notify} }
+// resolveTimeout bounds finding out whether a commit whose answer was lost landed. It
+// runs after the request's own deadline may be spent: the HTTP server's write timeout
+// leaves five seconds past it to answer.
+const resolveTimeout = 3 * time.Second
+
+// run runs one write: fn queues its statements on c, a fresh change per attempt of the
+// transaction, and sends them. When the commit's answer is lost (the connection broke
+// or timed out at COMMIT), run finds out whether it committed, retrying the probe while
+// the database is unreachable: it returns nil when it did, an error wrapping
+// sharedpg.ErrNotCommitted when it did not, and an error wrapping
+// sharedpg.ErrCommitUnknown only when it cannot tell within resolveTimeout.
+func (s *Store) run(ctx context.Context, fn func(tx pgx.Tx, c *change) error) error {
+	var c *change
+	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		c = &change{notify: s.notify, pool: s.pool}
+		return fn(tx, c)
+	})
+	if !errors.Is(err, sharedpg.ErrCommitUnknown) || c == nil || c.committed == nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
+	defer cancel()
+	for {
+		committed, perr := c.committed(rctx)
+		switch {
+		case perr == nil && committed:
+			return nil
+		case perr == nil:
+			return fmt.Errorf("%w: %v", sharedpg.ErrNotCommitted, err)
+		case !sharedpg.IsUnavailable(perr) && !errors.Is(perr, context.DeadlineExceeded):
+			return errors.Join(err, perr)
+		}
+		select {
+		case <-rctx.Done():
+			return errors.Join(err, perr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
 
 // events queues the outbox rows of the change and, when enabled, the notification
-// that wakes the publisher at commit.
+// that wakes the publisher at commit. The first event's row identifies the change.
 func (c *change) events(events ...event.Envelope) error {
 	if err := outbox.QueueInsert(&c.b, events...); err != nil {
 		return err
@@ -62,7 +104,24 @@ func (c *change) events(events ...event.Envelope) error {
 	if c.notify {
 		outbox.QueueNotify(&c.b)
 	}
+	if len(events) > 0 && c.committed == nil {
+		first, pool := events[0], c.pool
+		c.committed = func(ctx context.Context) (bool, error) { return outbox.Committed(ctx, pool, first) }
+	}
 	return nil
+}
+
+const insertTokenSQL = `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`
+
+// token queues the insert of a token's hash; it identifies a change that has no event.
+func (c *change) token(tokenHash []byte, owner uuid.UUID, now time.Time) {
+	c.b.Queue(insertTokenSQL, tokenHash, owner, now)
+	if c.committed == nil {
+		pool := c.pool
+		c.committed = func(ctx context.Context) (bool, error) {
+			return sharedpg.ProbeInsert(ctx, pool, insertTokenSQL+` ON CONFLICT (token_hash) DO NOTHING`, tokenHash, owner, now)
+		}
+	}
 }
 
 // idempotency queues rec (if any). An expired row with the same key is replaced; a
@@ -137,11 +196,10 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 	if err != nil {
 		return err
 	}
-	err = sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-		c := s.newChange()
+	err = s.run(ctx, func(tx pgx.Tx, c *change) error {
 		c.b.Queue(`INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt)
-		c.b.Queue(`INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`, tokenHash, u.ID, u.CreatedAt)
+		c.token(tokenHash, u.ID, u.CreatedAt)
 		if err := c.events(ev); err != nil {
 			return err
 		}
@@ -177,7 +235,7 @@ func (s *Store) UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID,
 // Locking the user row serializes concurrent issues, so the bound holds under READ
 // COMMITTED too.
 func (s *Store) CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []byte, now time.Time, idem *idempotency.Record) error {
-	return sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+	return s.run(ctx, func(tx pgx.Tx, c *change) error {
 		var n int
 		err := tx.QueryRow(ctx, `SELECT id FROM users WHERE id = $1 FOR UPDATE`, owner).Scan(new(uuid.UUID))
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -192,8 +250,7 @@ func (s *Store) CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []by
 		if n >= tokens.MaxPerUser {
 			return tokens.ErrTooMany
 		}
-		c := s.newChange()
-		c.b.Queue(`INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`, tokenHash, owner, now)
+		c.token(tokenHash, owner, now)
 		if err := c.idempotency(idem, now); err != nil {
 			return err
 		}
@@ -219,7 +276,7 @@ func (s *Store) User(ctx context.Context, id uuid.UUID) (users.User, error) {
 // UpdateUser applies p to the user and stores the result with its user.updated event.
 func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error) {
 	var out users.User
-	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		u, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
@@ -229,7 +286,6 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, tra
 		if err != nil {
 			return err
 		}
-		c := s.newChange()
 		c.b.Queue(`UPDATE users SET email = $2, display_name = $3, version = $4, updated_at = $5 WHERE id = $1`,
 			out.ID, out.Email, out.DisplayName, out.Version, out.UpdatedAt)
 		if err := c.events(ev); err != nil {
@@ -248,7 +304,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, tra
 // Locking the user row first makes a concurrent todo insert for this user either
 // finish before the delete sees the user's todos or fail its foreign key check.
 func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error {
-	return sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+	return s.run(ctx, func(tx pgx.Tx, c *change) error {
 		u, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
@@ -273,7 +329,6 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceC
 		if err != nil {
 			return err
 		}
-		c := s.newChange()
 		c.b.Queue(`DELETE FROM idempotency_keys WHERE scope = $1`, idempotency.UserScope(id.String()))
 		// api_tokens go with the user (ON DELETE CASCADE).
 		c.b.Queue(`DELETE FROM users WHERE id = $1`, id)
@@ -325,8 +380,7 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 	if err != nil {
 		return err
 	}
-	err = sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-		c := s.newChange()
+	err = s.run(ctx, func(tx pgx.Tx, c *change) error {
 		c.b.Queue(`INSERT INTO todos (`+todoColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt)
 		if err := c.events(ev); err != nil {
@@ -380,7 +434,7 @@ LIMIT $6`, owner, f.Completed, f.DueBefore, f.DueAfter, afterArg, limit)
 // todos.ErrVersionMismatch and changes nothing.
 func (s *Store) UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, error) {
 	var out todos.Todo
-	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		t, err := scanTodo(tx.QueryRow(ctx, `SELECT `+todoColumns+` FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner))
 		if err != nil {
 			return err
@@ -393,7 +447,6 @@ func (s *Store) UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 		if err != nil {
 			return err
 		}
-		c := s.newChange()
 		c.b.Queue(`
 UPDATE todos SET title = $3, notes = $4, completed = $5, completed_at = $6, due = $7, priority = $8,
                  version = $9, updated_at = $10
@@ -412,7 +465,7 @@ WHERE id = $1 AND user_id = $2`,
 // tombstone's version. ifMatch works as in UpdateTodo.
 func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error) {
 	var version int64
-	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		var current int64
 		err := tx.QueryRow(ctx, `SELECT version FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner).Scan(&current)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -429,7 +482,6 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 		if err != nil {
 			return err
 		}
-		c := s.newChange()
 		c.b.Queue(`DELETE FROM todos WHERE id = $1 AND user_id = $2`, id, owner)
 		if err := c.events(ev); err != nil {
 			return err
