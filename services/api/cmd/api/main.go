@@ -67,7 +67,7 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 		return err
 	}
 	log.Info("outbox notifications", "enabled", notify, "setting", cfg.OutboxNotify)
-	store := postgres.New(pool, notify)
+	store := postgres.New(pool, notify, postgres.MaxTodosPerUser(cfg.MaxTodosPerUser))
 
 	rs, err := openReadSide(cfg, pool, log)
 	if err != nil {

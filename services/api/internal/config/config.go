@@ -45,6 +45,9 @@ type Config struct {
 	// IdempotencySweepInterval is how often expired idempotency keys are deleted.
 	IdempotencySweepInterval time.Duration `env:"IDEMPOTENCY_SWEEP_INTERVAL" envDefault:"5m"`
 	LogLevel                 string        `env:"LOG_LEVEL" envDefault:"info"`
+	// MaxTodosPerUser bounds the todos one user may hold (409 too-many-todos past
+	// it), so that deleting a user stays one bounded transaction.
+	MaxTodosPerUser int64 `env:"MAX_TODOS_PER_USER" envDefault:"10000"`
 	// OutboxNotify wakes the publisher at commit with pg_notify: auto (probe the
 	// database at start: PostgreSQL yes, CockroachDB no), on or off.
 	OutboxNotify string `env:"OUTBOX_NOTIFY" envDefault:"auto"`
@@ -160,6 +163,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("CORS_ALLOWED_ORIGINS entry %q: want * or an http(s):// origin", o))
 		}
 	}
+	if c.MaxTodosPerUser < 1 || c.MaxTodosPerUser > 1000000 {
+		errs = append(errs, fmt.Errorf("MAX_TODOS_PER_USER %d: want 1 to 1000000", c.MaxTodosPerUser))
+	}
 	if c.IdempotencySweepInterval < time.Second {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_SWEEP_INTERVAL %s: want at least 1s", c.IdempotencySweepInterval))
 	}
@@ -245,6 +251,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("max_body_bytes", c.MaxBodyBytes),
 		slog.Any("cors_allowed_origins", c.CORSAllowedOrigins),
 		slog.String("idempotency_sweep_interval", c.IdempotencySweepInterval.String()),
+		slog.Int64("max_todos_per_user", c.MaxTodosPerUser),
 		slog.String("log_level", c.LogLevel),
 		slog.String("outbox_notify", c.OutboxNotify),
 		slog.Bool("cursor_secret_set", c.CursorSecret != ""),

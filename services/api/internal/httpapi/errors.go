@@ -36,6 +36,7 @@ var (
 	kindMethodNotAllowed   = kind{"method-not-allowed", http.StatusMethodNotAllowed, "Method not allowed"}
 	kindEmailTaken         = kind{"email-taken", http.StatusConflict, "Email already registered"}
 	kindTooManyTokens      = kind{"too-many-tokens", http.StatusConflict, "Too many tokens"}
+	kindTooManyTodos       = kind{"too-many-todos", http.StatusConflict, "Too many todos"}
 	kindRateLimited        = kind{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	kindBodyUnreadable     = kind{"body-unreadable", http.StatusBadRequest, "Body could not be read"}
 	kindRequestTimeout     = kind{"request-timeout", http.StatusRequestTimeout, "Request not received in time"}
@@ -112,6 +113,8 @@ func toProblem(err error) (problem.Details, bool) {
 		p = details(kindEmailTaken, "a user with this email address exists already")
 	case errors.Is(err, tokens.ErrTooMany):
 		p = details(kindTooManyTokens, fmt.Sprintf("a user may hold at most %d tokens; revoke one first", tokens.MaxPerUser))
+	case errors.Is(err, todos.ErrTooMany):
+		p = details(kindTooManyTodos, "this user holds the most todos a user may have; delete some first")
 	case errors.Is(err, idempotency.ErrInvalidKey):
 		p = details(kindInvalidHeader, idempotency.ErrInvalidKey.Error())
 	case errors.Is(err, sharedpg.ErrCommitUnknown):

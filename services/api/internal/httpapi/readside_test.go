@@ -88,9 +88,9 @@ func TestLeaderboardAndStats(t *testing.T) {
 		readmodel.User{ID: deleted.ID, Version: 2, Deleted: true})
 	// a and b tie on completed todos: the lower user id ranks first.
 	rm.put(t, readmodel.CollStats,
-		readmodel.Stats{UserID: a.ID, Completed: 3, Open: 1, Total: 4, SourceVersion: 9, UpdatedAt: now},
-		readmodel.Stats{UserID: b.ID, Completed: 3, Open: 0, Total: 3, SourceVersion: 7, UpdatedAt: now},
-		readmodel.Stats{UserID: c.ID, Completed: 1, Open: 5, Total: 6, SourceVersion: 8, UpdatedAt: now},
+		readmodel.Stats{UserID: a.ID, Completed: 3, Open: 1, Total: 4, Version: 9, UpdatedAt: now},
+		readmodel.Stats{UserID: b.ID, Completed: 3, Open: 0, Total: 3, Version: 7, UpdatedAt: now},
+		readmodel.Stats{UserID: c.ID, Completed: 1, Open: 5, Total: 6, Version: 8, UpdatedAt: now},
 		readmodel.Stats{UserID: deleted.ID, Completed: 99, Deleted: true})
 	rm.put(t, readmodel.CollProjection, readmodel.Watermark{ID: readmodel.WatermarkID, StreamSeq: 42, AppliedAt: now, OccurredAt: now})
 

@@ -31,16 +31,27 @@ import (
 
 // Store reads and writes the API's tables through a pool.
 type Store struct {
-	pool   *pgxpool.Pool
-	notify bool
-	now    func() time.Time
+	pool     *pgxpool.Pool
+	notify   bool
+	maxTodos int64
+	now      func() time.Time
 }
+
+// Option tunes a Store.
+type Option func(*Store)
+
+// MaxTodosPerUser bounds the todos of one user (todos.DefaultMaxPerUser otherwise).
+func MaxTodosPerUser(n int64) Option { return func(s *Store) { s.maxTodos = n } }
 
 // New returns a store on pool. With notify, every writing transaction also sends the
 // outbox notification that wakes the publisher at commit (PostgreSQL only: see
 // outbox.NotifySupported); without it the publisher finds the rows by polling.
-func New(pool *pgxpool.Pool, notify bool) *Store {
-	return &Store{pool: pool, notify: notify, now: time.Now}
+func New(pool *pgxpool.Pool, notify bool, opts ...Option) *Store {
+	s := &Store{pool: pool, notify: notify, maxTodos: todos.DefaultMaxPerUser, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // change is the statements of one write, sent in one round trip inside its
@@ -109,6 +120,39 @@ func (c *change) events(events ...event.Envelope) error {
 		c.committed = func(ctx context.Context) (bool, error) { return outbox.Committed(ctx, pool, first) }
 	}
 	return nil
+}
+
+// countTodos queues the change of the owner's todo counts, and of their version, that
+// a todo write makes: the outbox rows queued after it carry the new counts (see
+// outbox.Insert). The row lock it takes serializes one user's todo writes. A creation
+// (limit > 0) fails with todos.ErrTooMany when the owner would hold more than limit.
+func (c *change) countTodos(owner uuid.UUID, open, completed, limit int64) {
+	if open == 0 && completed == 0 {
+		return // the counts are unchanged: the events carry them as they are
+	}
+	c.b.Queue(`
+UPDATE user_stats SET open = open + $2, completed = completed + $3, version = version + 1
+WHERE user_id = $1 AND ($4::BIGINT = 0 OR open + completed + $2 + $3 <= $4)`, owner, open, completed, limit).
+		Exec(func(tag pgconn.CommandTag) error {
+			if tag.RowsAffected() == 0 {
+				if limit > 0 {
+					return todos.ErrTooMany
+				}
+				return fmt.Errorf("no stats row for user %s", owner)
+			}
+			return nil
+		})
+}
+
+// delta is how a todo's state counts in its owner's stats: (open, completed).
+func delta(t *todos.Todo) (open, completed int64) {
+	switch {
+	case t == nil:
+		return 0, 0
+	case t.Completed:
+		return 0, 1
+	}
+	return 1, 0
 }
 
 const insertTokenSQL = `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`
@@ -200,6 +244,7 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 		c.b.Queue(`INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt)
 		c.token(tokenHash, u.ID, u.CreatedAt)
+		c.b.Queue(`INSERT INTO user_stats (user_id, open, completed, version) VALUES ($1, 0, 0, 1)`, u.ID)
 		if err := c.events(ev); err != nil {
 			return err
 		}
@@ -330,6 +375,9 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceC
 			return err
 		}
 		c.b.Queue(`DELETE FROM idempotency_keys WHERE scope = $1`, idempotency.UserScope(id.String()))
+		// The stats row stays as the deleted user's last snapshot, which every event
+		// below carries.
+		c.b.Queue(`UPDATE user_stats SET open = 0, completed = 0, version = version + 1, deleted = true WHERE user_id = $1`, id)
 		// api_tokens go with the user (ON DELETE CASCADE).
 		c.b.Queue(`DELETE FROM users WHERE id = $1`, id)
 		if err := c.events(append(events, ev)...); err != nil {
@@ -381,8 +429,13 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		return err
 	}
 	err = s.run(ctx, func(tx pgx.Tx, c *change) error {
+		// The insert first: its foreign key check waits for a concurrent delete of the
+		// owner, which takes the stats row after the user row, so the two cannot
+		// deadlock.
 		c.b.Queue(`INSERT INTO todos (`+todoColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt)
+		open, completed := delta(&t)
+		c.countTodos(t.UserID, open, completed, s.maxTodos)
 		if err := c.events(ev); err != nil {
 			return err
 		}
@@ -453,6 +506,9 @@ UPDATE todos SET title = $3, notes = $4, completed = $5, completed_at = $6, due 
 WHERE id = $1 AND user_id = $2`,
 			out.ID, out.UserID, out.Title, out.Notes, out.Completed, out.CompletedAt, out.Due, out.Priority,
 			out.Version, out.UpdatedAt)
+		newOpen, newCompleted := delta(&out)
+		oldOpen, oldCompleted := delta(&t)
+		c.countTodos(owner, newOpen-oldOpen, newCompleted-oldCompleted, 0)
 		if err := c.events(ev); err != nil {
 			return err
 		}
@@ -466,8 +522,12 @@ WHERE id = $1 AND user_id = $2`,
 func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error) {
 	var version int64
 	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
-		var current int64
-		err := tx.QueryRow(ctx, `SELECT version FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner).Scan(&current)
+		var (
+			current   int64
+			completed bool
+		)
+		err := tx.QueryRow(ctx, `SELECT version, completed FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner).
+			Scan(&current, &completed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return todos.ErrNotFound
 		}
@@ -483,6 +543,8 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 			return err
 		}
 		c.b.Queue(`DELETE FROM todos WHERE id = $1 AND user_id = $2`, id, owner)
+		open, done := delta(&todos.Todo{Completed: completed})
+		c.countTodos(owner, -open, -done, 0)
 		if err := c.events(ev); err != nil {
 			return err
 		}

@@ -26,7 +26,13 @@ var (
 	ErrNotFound = errors.New("todo not found")
 	// ErrVersionMismatch means the caller's expected version (If-Match) is stale.
 	ErrVersionMismatch = errors.New("todo version does not match")
+	// ErrTooMany means the owner holds the most todos a user may have.
+	ErrTooMany = errors.New("too many todos")
 )
+
+// DefaultMaxPerUser bounds the todos of one user unless configured otherwise, so that
+// deleting a user stays one bounded transaction.
+const DefaultMaxPerUser = 10000
 
 // Priority of a todo.
 type Priority string
