@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 )
 
 // Config says where FerretDB listens and which PostgreSQL database stores its data.
@@ -29,6 +32,12 @@ type Config struct {
 	PostgreSQLURL string
 	// Logger receives FerretDB's own logs; nil discards them.
 	Logger *slog.Logger
+	// SynchronousCommitOff makes synchronous_commit = off the database's default: a
+	// commit returns before its WAL reaches the disk, which about doubles FerretDB's
+	// writes per connection, but a crash of the PostgreSQL server loses the last
+	// writes FerretDB acknowledged. For the local stack and tests only: never for data
+	// anyone keeps, nor for a stack that crashes PostgreSQL to check nothing is lost.
+	SynchronousCommitOff bool
 }
 
 // Server is one running FerretDB. Stop and Start may be called again to simulate an
@@ -54,11 +63,36 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := setDefaults(ctx, cfg); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, addr: cfg.Addr}
 	if err := s.Start(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// setDefaults sets the database's session defaults before FerretDB opens its first
+// connection, which keeps the defaults it found: custom plans always, so that the read
+// model's GIN indexes serve its queries from the start (see package ferretindex), and
+// synchronous_commit when asked.
+func setDefaults(ctx context.Context, cfg Config) error {
+	settings := []ferretindex.Setting{ferretindex.CustomPlans}
+	if cfg.SynchronousCommitOff {
+		settings = append(settings, ferretindex.Setting{Name: "synchronous_commit", Value: "off"})
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	pool, err := postgres.Connect(ctx, cfg.PostgreSQLURL, postgres.PoolConfig{MaxConns: 1, AppName: "ferret"})
+	if err != nil {
+		return fmt.Errorf("ferret: %w", err)
+	}
+	defer pool.Close()
+	if err := ferretindex.SetDatabaseDefaults(ctx, pool, settings...); err != nil {
+		return fmt.Errorf("ferret: %w", err)
+	}
+	return nil
 }
 
 // newMu serializes ferretdb.New, which writes a package-level variable of FerretDB's
@@ -136,8 +170,9 @@ func (s *Server) Addr() string {
 	return s.addr
 }
 
-// PostgreSQLURL is the backend database of the server, for tests that take it away
-// underneath a running FerretDB.
+// PostgreSQLURL is the backend database of the server: for tests that take it away
+// underneath a running FerretDB, and for the GIN indexes FerretDB's queries need
+// (package readmodel/ferretindex of module shared).
 func (s *Server) PostgreSQLURL() string { return s.cfg.PostgreSQLURL }
 
 // URI is the MongoDB connection string for the server. Direct connection: FerretDB is
