@@ -22,6 +22,8 @@ package readmodel
 
 import (
 	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // DefaultDatabase is the control database when none is configured.
@@ -61,7 +63,7 @@ type User struct {
 }
 
 // Todo is a todo's document. A tombstone keeps only ID, UserID, Version, Deleted and
-// DeletedAt: the owner stays so that the owner's stats can count it (see Stats).
+// DeletedAt: the owner stays so that an operator can find a user's deleted todos.
 type Todo struct {
 	ID     string `bson:"_id"`
 	UserID string `bson:"user_id"`
@@ -82,23 +84,31 @@ type Todo struct {
 	ProjectedAt time.Time `bson:"projected_at,omitzero"`
 }
 
-// Stats are one user's todo counts, recomputed from the todos collection after every
-// event of the user or of one of their todos (never incremented).
+// Stats are one user's todo counts, a copy of the source's snapshot that every event
+// of the user carries (event.Stats): never counted or incremented here.
 //
-// SourceVersion guards the write: it is the user's version plus the sum of the versions
-// of all the user's todo documents, tombstones included, as the recompute read them.
-// Every applied event raises exactly one of those versions, so the sum only grows: a
-// recompute that read an older state carries a smaller sum and loses to one that read a
-// newer state, whatever the order the writes arrive in, and the recompute that follows
-// the last applied event reads the final state. Stats are Deleted when the user is.
+// Version is the snapshot's version and guards the write like a user's or a todo's
+// version does. Deleted is always stored, false or true, so that the leaderboard
+// selects live users by equality (an index on real MongoDB can serve `deleted: false`,
+// not `$ne: true`); the stats of a deleted user stay as its tombstone, with zero counts.
+//
+// Documents written before stats carried versions hold source_version instead of
+// version and omit deleted when false; the projector's guard accepts them as older than
+// any snapshot (see docs/ARCHITECTURE.md for the upgrade).
 type Stats struct {
-	UserID        string    `bson:"_id"`
-	Open          int64     `bson:"open"`
-	Completed     int64     `bson:"completed"`
-	Total         int64     `bson:"total"`
-	SourceVersion int64     `bson:"source_version"`
-	UpdatedAt     time.Time `bson:"updated_at"`
-	Deleted       bool      `bson:"deleted,omitempty"`
+	UserID    string    `bson:"_id"`
+	Open      int64     `bson:"open"`
+	Completed int64     `bson:"completed"`
+	Total     int64     `bson:"total"`
+	Version   int64     `bson:"version"`
+	Deleted   bool      `bson:"deleted"`
+	UpdatedAt time.Time `bson:"updated_at"`
+}
+
+// StatsOf is the stats document of a user's snapshot, written at updatedAt.
+func StatsOf(userID string, s event.Stats, updatedAt time.Time) Stats {
+	return Stats{UserID: userID, Open: s.Open, Completed: s.Completed, Total: s.Total(), Version: s.Version, Deleted: s.Deleted,
+		UpdatedAt: updatedAt}
 }
 
 // Watermark is how far the projection has got: the highest stream sequence applied

@@ -17,6 +17,10 @@ var ErrNotFound = errors.New("read model: not found")
 // NotDeleted is the filter clause every reader adds: tombstones are never shown.
 var NotDeleted = bson.E{Key: "deleted", Value: bson.D{{Key: "$ne", Value: true}}}
 
+// liveStats selects the stats of live users by equality, the leading key of the
+// leaderboard index: Stats always stores deleted, so no $ne is needed there.
+var liveStats = bson.E{Key: "deleted", Value: false}
+
 // Store reads the read model. It is safe for concurrent use; every method does its own
 // round trips under the caller's ctx, so give ctx a deadline.
 type Store struct {
@@ -118,7 +122,7 @@ func (s *Store) Leaderboard(ctx context.Context, n int, caller string) (Leaderbo
 		return Leaderboard{}, err
 	}
 	stats := db.Collection(CollStats)
-	cur, err := stats.Find(ctx, bson.D{NotDeleted}, options.Find().SetSort(leaderboardSort).SetLimit(int64(n)))
+	cur, err := stats.Find(ctx, bson.D{liveStats}, options.Find().SetSort(leaderboardSort).SetLimit(int64(n)))
 	if err != nil {
 		return Leaderboard{}, fmt.Errorf("read the leaderboard: %w", err)
 	}
@@ -158,14 +162,14 @@ func (s *Store) Leaderboard(ctx context.Context, n int, caller string) (Leaderbo
 // rank counts the users ahead of the caller in leaderboardSort order.
 func (s *Store) rank(ctx context.Context, stats *mongo.Collection, userID string) (*Entry, error) {
 	var st Stats
-	err := stats.FindOne(ctx, bson.D{{Key: "_id", Value: userID}, NotDeleted}).Decode(&st)
+	err := stats.FindOne(ctx, bson.D{{Key: "_id", Value: userID}, liveStats}).Decode(&st)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read stats of %s: %w", userID, err)
 	}
-	ahead, err := stats.CountDocuments(ctx, bson.D{NotDeleted, {Key: "$or", Value: bson.A{
+	ahead, err := stats.CountDocuments(ctx, bson.D{liveStats, {Key: "$or", Value: bson.A{
 		bson.D{{Key: "completed", Value: bson.D{{Key: "$gt", Value: st.Completed}}}},
 		bson.D{{Key: "completed", Value: st.Completed}, {Key: "_id", Value: bson.D{{Key: "$lt", Value: userID}}}},
 	}}})

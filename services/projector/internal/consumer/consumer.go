@@ -57,7 +57,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Concurrency bounds the MongoDB writes in flight.
 	Concurrency int
-	// Database, when set, is written instead of the active read model (a rebuild).
+	// Database, when set, is written instead of the active read model: a rebuild's
+	// fresh database, so every document is tried as an insert first
+	// (project.InsertFirst).
 	Database string
 	// StatsInterval is how often consumer and dead-letter gauges are refreshed.
 	StatsInterval time.Duration
@@ -77,6 +79,8 @@ type Consumer struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	ready   atomic.Bool
+	// server is the read model's server once detected (see projector).
+	server atomic.Pointer[project.Server]
 }
 
 // Ready reports whether the durable consumer exists and Run is fetching from it.
@@ -246,6 +250,10 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	defer cancel()
 	db, err := c.database(wctx)
+	var p *project.Projector
+	if err == nil {
+		p, err = c.projector(wctx, db)
+	}
 	if err != nil {
 		c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Add(float64(len(items)))
 		return items, err
@@ -255,7 +263,7 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 		events[i] = it.event
 	}
 	spans := c.startApplySpans(ctx, items)
-	results := project.New(db, c.cfg.Concurrency).Apply(wctx, events)
+	results := p.Apply(wctx, events)
 
 	var (
 		ok        []item
@@ -292,7 +300,7 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 	}
 	if maxSeq > 0 {
 		// The watermark is informational: a failure to move it must not hold back acks.
-		if err := project.New(db, 1).AdvanceWatermark(wctx, maxSeq, occurred); err != nil {
+		if err := p.AdvanceWatermark(wctx, maxSeq, occurred); err != nil {
 			c.log.Warn("watermark not advanced", "error", err)
 		}
 	}
@@ -392,6 +400,26 @@ func (c *Consumer) database(ctx context.Context) (*mongo.Database, error) {
 		return c.store.Control().Client().Database(c.cfg.Database), nil
 	}
 	return c.store.Active(ctx)
+}
+
+// projector writes a batch into db on the write path of the read model's server,
+// asked once (project.DetectServer) and then remembered.
+func (c *Consumer) projector(ctx context.Context, db *mongo.Database) (*project.Projector, error) {
+	s := c.server.Load()
+	if s == nil {
+		detected, err := project.DetectServer(ctx, db.Client())
+		if err != nil {
+			return nil, err
+		}
+		c.log.Info("read model server detected", "server", detected)
+		s = &detected
+		c.server.Store(s)
+	}
+	opts := []project.Option{project.OnServer(*s)}
+	if c.cfg.Database != "" {
+		opts = append(opts, project.InsertFirst())
+	}
+	return project.New(db, c.cfg.Concurrency, opts...), nil
 }
 
 // isRejected reports whether MongoDB answered about this very write with an error

@@ -306,7 +306,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 		}
 	}
 	for id, u := range late.Users {
-		w.Users[id] = u
+		w.Users[id], w.Stats[id] = u, late.Stats[id]
 	}
 	if ok, why := converged(env, w)(); !ok {
 		t.Fatalf("after redrive: %s", why)

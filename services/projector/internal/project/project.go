@@ -1,38 +1,66 @@
-// Package project applies events to the MongoDB read model: version-guarded upserts
-// of users and todos, tombstones for deletes, per-user stats recomputed from state and
-// the projection watermark.
+// Package project applies events to the MongoDB read model: version-guarded writes of
+// users, todos and per-user stats, tombstones for deletes, and the projection
+// watermark.
 //
 // Every write is idempotent and order-insensitive, so the consumer may deliver an event
 // any number of times, in any order, from any number of replicas:
 //
-//   - A document is written with the filter {_id, version < v} and upsert. When the
-//     stored document is as new or newer the filter matches nothing and the upsert's
-//     insert hits the unique _id: MongoDB answers E11000, which means "stale, skip".
+//   - A document is written with the filter {_id, version: {$not: {$gte: v}}} and
+//     upsert. When the stored document is as new or newer the filter matches nothing
+//     and the upsert's insert hits the unique _id: the server answers E11000. That is
+//     not always "stale": two upserts of a missing document both miss the filter, and
+//     the loser of the insert gets E11000 whatever its version. So an E11000 is retried
+//     once (the retry finds the winner's document and compares versions), and only a
+//     second one means "stale, skip".
 //   - A delete writes a tombstone {deleted: true, version} through the same guard, so a
 //     late older upsert meets a newer version and is skipped instead of resurrecting.
-//   - Stats are never incremented: after every event the owner's stats are recounted
-//     from the todos collection and written under the guard described on
-//     readmodel.Stats, so the recount that saw the newest state wins.
+//   - Stats are the source's own snapshot (event.Stats, versioned), written under the
+//     same guard. Nothing here counts, increments or reads other documents: an event
+//     costs the same few writes keyed by _id whatever the size of its owner.
+//
+// A batch is coalesced before it is written: one write per document, carrying the
+// newest version the batch holds of it (stream order within an aggregate is therefore
+// kept: only its newest state is written), and one stats write per owner, carrying the
+// highest stats version the batch holds (on a tie, the deleted snapshot). Events
+// without stats (written before events carried them) leave the stats alone. Every event
+// reports the outcome of the write that carried its document: Applied when that write
+// landed (the document now holds this event's state or a newer one of the same batch),
+// Stale when the stored document was already as new. So the applied count is the
+// number of events whose change became visible through this batch, and the lag of a
+// superseded event is still the time until its change was visible.
+//
+// The write path depends on the server, detected once at start (DetectServer):
+//
+//   - MongoDB: one unordered BulkWrite of guarded upserts per collection and batch.
+//   - FerretDB v1, the development stand-in: its BulkWrite ignores ordered=false (it
+//     stops at the first error and misreports indexes) and hangs past about 50 update
+//     statements, but its unordered InsertMany is its cheapest write. Documents the
+//     batch shows to be new (an aggregate's "created" event of version 1, a stats
+//     snapshot of version 1) are inserted with one unordered InsertMany per collection;
+//     a duplicate _id there means the document exists after all, and that document
+//     goes through the guarded upsert. Every other write is a single guarded upsert,
+//     sent concurrently (bounded).
+//
+// On FerretDB a filtered update is read-then-write, not atomic: two writers of
+// different versions of one existing document can interleave and leave the older one.
+// One active consumer replica and one write per document per batch keep such writers
+// apart; verify finds what slips through and resync repairs it. MongoDB's updates are
+// atomic and need none of that.
 //
 // Tombstones are never purged in place. The rule for removing one safely: no message
 // older than the delete may still reach any consumer of this read model, which takes
 // every consumer's ack floor past the delete's stream sequence, no pending dead letter
 // or unpublished outbox row of the aggregate, and the publisher's republish window
-// passed; and since a todo tombstone's version is part of its owner's stats guard (see
-// readmodel.Stats), removing it would also need that guard rebased. The stream keeps the
-// delete as its subject's newest message, so a rebuild recreates the tombstones anyway.
-// One small document per deleted aggregate is the price of not having to prove all of
-// that at run time.
-//
-// The writes are single-document operations, sent concurrently (bounded) rather than in
-// bulks: the FerretDB stand-in hangs on bulk updates matching 50 or more documents and
-// ignores ordered=false, and single writes work unchanged on MongoDB.
+// passed. The stream keeps the delete as its subject's newest message, so a rebuild
+// recreates the tombstones anyway. One small document per deleted aggregate is the
+// price of not having to prove all of that at run time.
 package project
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,7 +77,7 @@ type Outcome int
 
 // Outcomes of Apply.
 const (
-	Applied Outcome = iota + 1 // the document now holds this event's state
+	Applied Outcome = iota + 1 // the document now holds this event's state, or a newer one of the same batch
 	Stale                      // the stored document was as new or newer: nothing written
 )
 
@@ -63,11 +91,71 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// Result is the fate of one event of a batch. Err is nil when the event and its owner's
-// stats are written; the event may then be acknowledged.
+// Result is the fate of one event of a batch. Err is nil when the event's document and
+// its owner's stats are written; the event may then be acknowledged.
 type Result struct {
 	Outcome Outcome
 	Err     error
+}
+
+// Server is the kind of server the read model lives on; it picks the write path (see
+// the package documentation).
+type Server int
+
+// Servers. The zero value is FerretDB: its path runs correctly on any server, only
+// slower on MongoDB than MongoDB's own.
+const (
+	FerretDB Server = iota
+	MongoDB
+)
+
+func (s Server) String() string {
+	if s == MongoDB {
+		return "mongodb"
+	}
+	return "ferretdb"
+}
+
+// DetectServer asks the server behind client what it is (the buildInfo command):
+// FerretDB answers with a ferretdbVersion field, MongoDB without one.
+func DetectServer(ctx context.Context, client *mongo.Client) (Server, error) {
+	var info bson.Raw
+	if err := client.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return 0, fmt.Errorf("buildInfo: %w", err)
+	}
+	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
+		return FerretDB, nil
+	}
+	return MongoDB, nil
+}
+
+// Projector writes events into one read-model database.
+type Projector struct {
+	db          *mongo.Database
+	concurrency int
+	server      Server
+	insertFirst bool
+	now         func() time.Time
+}
+
+// Option tunes a Projector.
+type Option func(*Projector)
+
+// OnServer picks the write path of server (see DetectServer); without it, FerretDB's.
+func OnServer(server Server) Option { return func(p *Projector) { p.server = server } }
+
+// InsertFirst tries every document as an insert first, on either path: for a database
+// that is known to start empty, such as a rebuild's, where nearly every document is
+// new. A document that exists goes through the guarded upsert.
+func InsertFirst() Option { return func(p *Projector) { p.insertFirst = true } }
+
+// New writes into db with at most concurrency writes in flight (at least 1).
+func New(db *mongo.Database, concurrency int, opts ...Option) *Projector {
+	p := &Projector{db: db, concurrency: max(1, concurrency), now: time.Now}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // Decode parses an event and checks its payload: an event that fails here can never
@@ -88,62 +176,44 @@ func Decode(b []byte) (event.Envelope, error) {
 	return e, err
 }
 
-// Projector writes events into one read-model database.
-type Projector struct {
-	db          *mongo.Database
-	concurrency int
-	now         func() time.Time
+// write is one document write of a batch, and its fate.
+type write struct {
+	coll    *mongo.Collection
+	id      string
+	version int64
+	set     bson.D // the document without _id
+	unset   bson.D // fields an older state may hold that this one lacks
+	insert  bool   // try an insert first: the document is probably new
+	events  []int  // the events of the batch that this write carries
+	outcome Outcome
+	err     error
 }
 
-// New writes into db with at most concurrency writes in flight (at least 1).
-func New(db *mongo.Database, concurrency int) *Projector {
-	return &Projector{db: db, concurrency: max(1, concurrency), now: time.Now}
-}
+func (w *write) done() bool { return w.outcome != 0 || w.err != nil }
 
-// Apply writes a batch of decoded events and recounts the stats of every owner they
-// touch. Events of one aggregate are applied one after another in the order given
-// (stream order); different aggregates concurrently. It returns one result per event,
-// in the order given. ctx bounds the whole batch.
+// Apply writes a batch of decoded events, coalesced as the package documentation
+// says: one write per document and one stats write per owner. It returns one result
+// per event, in the order given. ctx bounds the whole batch.
 func (p *Projector) Apply(ctx context.Context, events []event.Envelope) []Result {
-	results := make([]Result, len(events))
-	groups := make(map[string][]int)
-	var order []string
-	for i, e := range events {
-		k := e.AggregateType + "/" + e.AggregateID.String()
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], i)
-	}
-	p.each(len(order), func(g int) {
-		for _, i := range groups[order[g]] {
-			o, err := p.applyOne(ctx, events[i])
-			results[i] = Result{Outcome: o, Err: err}
-		}
-	})
+	docs, stats := p.plan(events)
+	p.write(ctx, append(docs, stats...))
 
-	// Recount each owner once, after all of the batch's writes for that owner. A stale
-	// event still triggers it: its write may have landed in an earlier delivery whose
-	// recount failed.
-	owners := make(map[string][]int)
-	var ownerOrder []string
-	for i, e := range events {
-		o := e.OwnerID.String()
-		if _, ok := owners[o]; !ok {
-			ownerOrder = append(ownerOrder, o)
+	results := make([]Result, len(events))
+	for _, w := range docs {
+		for _, i := range w.events {
+			results[i] = Result{Outcome: w.outcome, Err: w.err}
 		}
-		owners[o] = append(owners[o], i)
 	}
-	p.each(len(ownerOrder), func(k int) {
-		owner := ownerOrder[k]
-		if err := p.RecountStats(ctx, owner); err != nil {
-			for _, i := range owners[owner] {
-				if results[i].Err == nil {
-					results[i].Err = err
-				}
+	for _, w := range stats {
+		if w.err == nil {
+			continue
+		}
+		for _, i := range w.events {
+			if results[i].Err == nil {
+				results[i].Err = w.err
 			}
 		}
-	})
+	}
 	return results
 }
 
@@ -157,95 +227,318 @@ func (p *Projector) ApplyRaw(ctx context.Context, body []byte) error {
 	return p.Apply(ctx, []event.Envelope{e})[0].Err
 }
 
-// each runs fn(0..n-1) with at most p.concurrency calls at a time and waits for all.
-func (p *Projector) each(n int, fn func(i int)) {
+// plan coalesces a batch into the document writes (one per aggregate, its newest
+// version) and the stats writes (one per owner, the highest stats version).
+func (p *Projector) plan(events []event.Envelope) (docs, stats []*write) {
+	type group struct {
+		newest int  // index of the newest event
+		isNew  bool // the batch holds the event that created the document
+		events []int
+	}
+	var (
+		aggs, owners         = map[string]*group{}, map[string]*group{}
+		aggOrder, ownerOrder []string
+	)
+	for i, e := range events {
+		k := e.AggregateType + "/" + e.AggregateID.String()
+		g := aggs[k]
+		if g == nil {
+			g = &group{newest: i}
+			aggs[k] = g
+			aggOrder = append(aggOrder, k)
+		}
+		g.events = append(g.events, i)
+		if e.Version > events[g.newest].Version {
+			g.newest = i
+		}
+		g.isNew = g.isNew || ((e.Type == event.UserCreated || e.Type == event.TodoCreated) && e.Version == 1)
+
+		if e.Stats == nil {
+			continue // written before events carried stats: leave them alone
+		}
+		o := e.OwnerID.String()
+		g = owners[o]
+		if g == nil {
+			g = &group{newest: i}
+			owners[o] = g
+			ownerOrder = append(ownerOrder, o)
+		}
+		g.events = append(g.events, i)
+		if s, best := *e.Stats, *events[g.newest].Stats; s.Version > best.Version || (s.Version == best.Version && s.Deleted && !best.Deleted) {
+			g.newest = i
+		}
+		g.isNew = g.isNew || e.Stats.Version == 1
+	}
+	insertNew := func(g *group) bool { return p.insertFirst || (p.server == FerretDB && g.isNew) }
+	for _, k := range aggOrder {
+		g := aggs[k]
+		w := p.document(events[g.newest])
+		w.events, w.insert = g.events, insertNew(g)
+		docs = append(docs, w)
+	}
+	for _, o := range ownerOrder {
+		g := owners[o]
+		w := p.statsDocument(o, *events[g.newest].Stats)
+		w.events, w.insert = g.events, insertNew(g)
+		stats = append(stats, w)
+	}
+	return docs, stats
+}
+
+// document is the write of e's state, or of its tombstone. A payload that does not
+// decode fails the write (Decode rejects such events before they get here).
+func (p *Projector) document(e event.Envelope) *write {
+	w := &write{coll: p.db.Collection(readmodel.CollUsers), id: e.AggregateID.String(), version: e.Version}
+	if e.AggregateType == event.AggregateTodo {
+		w.coll = p.db.Collection(readmodel.CollTodos)
+	}
+	now := p.now().UTC()
+	var doc any
+	switch {
+	case event.IsDelete(e.Type):
+		ts, err := e.Tombstone()
+		if err != nil {
+			w.err = err
+			return w
+		}
+		w.set = bson.D{
+			{Key: "version", Value: e.Version},
+			{Key: "deleted", Value: true},
+			{Key: "deleted_at", Value: ts.DeletedAt.UTC()},
+			{Key: "projected_at", Value: now},
+		}
+		if e.AggregateType == event.AggregateTodo {
+			w.set = append(w.set, bson.E{Key: "user_id", Value: e.OwnerID.String()})
+			w.unset = fields("title", "notes", "completed", "completed_at", "due", "priority", "created_at", "updated_at")
+		} else {
+			w.unset = fields("email", "display_name", "created_at", "updated_at")
+		}
+		return w
+	case e.AggregateType == event.AggregateUser:
+		u, err := e.User()
+		if err != nil {
+			w.err = err
+			return w
+		}
+		d := userDoc(u)
+		d.ProjectedAt = now
+		doc = d
+	default:
+		t, err := e.Todo()
+		if err != nil {
+			w.err = err
+			return w
+		}
+		d := todoDoc(t)
+		d.ProjectedAt = now
+		doc = d
+	}
+	w.set, w.err = withoutID(doc)
+	w.unset = fields("deleted", "deleted_at")
+	return w
+}
+
+// statsDocument is the write of an owner's stats snapshot. It unsets source_version,
+// the guard of stats documents written before snapshots carried a version.
+func (p *Projector) statsDocument(owner string, s event.Stats) *write {
+	w := &write{coll: p.db.Collection(readmodel.CollStats), id: owner, version: s.Version, unset: fields("source_version")}
+	w.set, w.err = withoutID(readmodel.StatsOf(owner, s, p.now().UTC()))
+	return w
+}
+
+// write runs the writes of a batch: the planned inserts and the guarded upserts of the
+// server's path first, then, one by one, every write those left undecided: inserts that
+// met an existing document, and the writes of a bulk the server refused as a whole
+// (one bad document must fail only its own events).
+func (p *Projector) write(ctx context.Context, ws []*write) {
+	var inserts, upserts []*write
+	for _, w := range ws {
+		switch {
+		case w.err != nil:
+		case w.insert:
+			inserts = append(inserts, w)
+		default:
+			upserts = append(upserts, w)
+		}
+	}
+	var tasks []func()
+	for _, group := range byCollection(inserts) {
+		tasks = append(tasks, func() { insertMany(ctx, group) })
+	}
+	if p.server == MongoDB {
+		for _, group := range byCollection(upserts) {
+			tasks = append(tasks, func() { bulkUpsert(ctx, group) })
+		}
+	} else {
+		tasks = append(tasks, singleUpserts(ctx, upserts)...)
+	}
+	p.run(tasks)
+
+	var left []*write
+	for _, w := range ws {
+		if !w.done() {
+			left = append(left, w)
+		}
+	}
+	p.run(singleUpserts(ctx, left))
+}
+
+func singleUpserts(ctx context.Context, ws []*write) []func() {
+	tasks := make([]func(), len(ws))
+	for i, w := range ws {
+		tasks[i] = func() { w.outcome, w.err = guardedUpsert(ctx, w.coll, w.id, "version", w.version, w.update()) }
+	}
+	return tasks
+}
+
+// run runs tasks with at most concurrency at a time and waits for all.
+func (p *Projector) run(tasks []func()) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, p.concurrency)
-	for i := range n {
+	for _, task := range tasks {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			fn(i)
+			task()
 		})
 	}
 	wg.Wait()
 }
 
-func (p *Projector) applyOne(ctx context.Context, e event.Envelope) (Outcome, error) {
+// byCollection splits writes by collection, keeping their order.
+func byCollection(ws []*write) [][]*write {
 	var (
-		coll = p.db.Collection(readmodel.CollUsers)
-		set  any
-		uns  bson.D
+		groups [][]*write
+		index  = map[string]int{}
 	)
-	if e.AggregateType == event.AggregateTodo {
-		coll = p.db.Collection(readmodel.CollTodos)
+	for _, w := range ws {
+		i, ok := index[w.coll.Name()]
+		if !ok {
+			i = len(groups)
+			index[w.coll.Name()] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], w)
 	}
+	return groups
+}
+
+func (w *write) update() bson.D {
+	u := bson.D{{Key: "$set", Value: w.set}}
+	if len(w.unset) > 0 {
+		u = append(u, bson.E{Key: "$unset", Value: w.unset})
+	}
+	return u
+}
+
+// insertMany inserts ws (one collection) unordered. An insert that meets an existing
+// _id is left undecided, for the guarded upsert.
+func insertMany(ctx context.Context, ws []*write) {
+	docs := make([]any, len(ws))
+	for i, w := range ws {
+		docs[i] = append(bson.D{{Key: "_id", Value: w.id}}, w.set...)
+	}
+	coll := ws[0].coll
+	_, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	settleBulk(ws, err, func(w *write, we mongo.WriteError) {
+		if !mongo.IsDuplicateKeyError(we) {
+			w.err = fmt.Errorf("insert %s %s version %d: %w", coll.Name(), w.id, w.version, we)
+		}
+	}, func(err error) error { return fmt.Errorf("insert %d documents into %s: %w", len(ws), coll.Name(), err) })
+}
+
+// bulkUpsert runs the guarded upserts of ws (one collection) as one unordered
+// BulkWrite, and those that met E11000 once more (see guardedUpsert).
+func bulkUpsert(ctx context.Context, ws []*write) {
+	for range 2 {
+		ws = bulkOnce(ctx, ws)
+	}
+	for _, w := range ws {
+		w.outcome = Stale
+	}
+}
+
+// bulkOnce settles ws but those that met E11000, which it returns.
+func bulkOnce(ctx context.Context, ws []*write) (dup []*write) {
+	if len(ws) == 0 {
+		return nil
+	}
+	models := make([]mongo.WriteModel, len(ws))
+	for i, w := range ws {
+		models[i] = mongo.NewUpdateOneModel().SetFilter(guardFilter(w.id, "version", w.version)).SetUpdate(w.update()).SetUpsert(true)
+	}
+	coll := ws[0].coll
+	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	settleBulk(ws, err, func(w *write, we mongo.WriteError) {
+		if mongo.IsDuplicateKeyError(we) {
+			dup = append(dup, w)
+			return
+		}
+		w.err = fmt.Errorf("upsert %s %s version %d: %w", coll.Name(), w.id, w.version, we)
+	}, func(err error) error { return fmt.Errorf("bulk upsert of %d documents into %s: %w", len(ws), coll.Name(), err) })
+	return dup
+}
+
+// settleBulk settles the writes of one unordered bulk from its error. The writes the
+// server reported a write error for go to onWriteError, which may leave them
+// undecided; the others are applied. A refusal of the whole bulk leaves every write
+// undecided, to be tried alone; an error without an answer from the server (network,
+// timeout) fails them all with wrap(err).
+func settleBulk(ws []*write, err error, onWriteError func(*write, mongo.WriteError), wrap func(error) error) {
+	var (
+		bwe    mongo.BulkWriteException
+		se     mongo.ServerError
+		failed = make(map[int]bool)
+	)
 	switch {
-	case event.IsDelete(e.Type):
-		ts, err := e.Tombstone()
-		if err != nil {
-			return 0, err
+	case err == nil:
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+		if slices.ContainsFunc(bwe.WriteErrors, func(we mongo.BulkWriteError) bool { return we.Index < 0 || we.Index >= len(ws) }) {
+			return // indexes that name no write: try each alone
 		}
-		deletedAt := ts.DeletedAt.UTC()
-		s := bson.D{
-			{Key: "version", Value: e.Version},
-			{Key: "deleted", Value: true},
-			{Key: "deleted_at", Value: deletedAt},
-			{Key: "projected_at", Value: p.now().UTC()},
+		for _, we := range bwe.WriteErrors {
+			failed[we.Index] = true
+			onWriteError(ws[we.Index], we.WriteError)
 		}
-		if e.AggregateType == event.AggregateTodo {
-			s = append(s, bson.E{Key: "user_id", Value: e.OwnerID.String()}, bson.E{Key: "completed", Value: false})
-			uns = unset("title", "notes", "completed_at", "due", "priority", "created_at", "updated_at")
-		} else {
-			uns = unset("email", "display_name", "created_at", "updated_at")
-		}
-		set = s
-	case e.AggregateType == event.AggregateUser:
-		u, err := e.User()
-		if err != nil {
-			return 0, err
-		}
-		doc := UserDoc(u)
-		doc.ProjectedAt = p.now().UTC()
-		set = doc
-		uns = unset("deleted", "deleted_at")
+	case errors.As(err, &se) && !mongo.IsNetworkError(err) && !mongo.IsTimeout(err):
+		return
 	default:
-		t, err := e.Todo()
-		if err != nil {
-			return 0, err
+		for _, w := range ws {
+			w.err = wrap(err)
 		}
-		doc := TodoDoc(t)
-		doc.ProjectedAt = p.now().UTC()
-		set = doc
-		uns = unset("deleted", "deleted_at")
+		return
 	}
-	doc, err := withoutID(set)
-	if err != nil {
-		return 0, err
+	for i, w := range ws {
+		if !failed[i] {
+			w.outcome = Applied
+		}
 	}
-	update := bson.D{{Key: "$set", Value: doc}}
-	if len(uns) > 0 {
-		update = append(update, bson.E{Key: "$unset", Value: uns})
-	}
-	return guardedUpsert(ctx, coll, e.AggregateID.String(), "version", e.Version, update)
+}
+
+// guardFilter selects the document id unless it holds guard >= v. $not also matches a
+// document without the field: stats documents of older releases have none.
+func guardFilter(id, guard string, v int64) bson.D {
+	return bson.D{{Key: "_id", Value: id}, {Key: guard, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$gte", Value: v}}}}}}
 }
 
 // guardedUpsert writes update to the document id unless it already holds guard >= v.
+// E11000 is retried once before it counts as stale: see the package documentation.
 func guardedUpsert(ctx context.Context, coll *mongo.Collection, id string, guard string, v int64, update bson.D) (Outcome, error) {
-	filter := bson.D{{Key: "_id", Value: id}, {Key: guard, Value: bson.D{{Key: "$lt", Value: v}}}}
-	_, err := coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))
-	switch {
-	case err == nil:
-		return Applied, nil
-	case mongo.IsDuplicateKeyError(err):
-		return Stale, nil
+	for range 2 {
+		_, err := coll.UpdateOne(ctx, guardFilter(id, guard, v), update, options.UpdateOne().SetUpsert(true))
+		switch {
+		case err == nil:
+			return Applied, nil
+		case !mongo.IsDuplicateKeyError(err):
+			return 0, fmt.Errorf("upsert %s %s %s %d: %w", coll.Name(), id, guard, v, err)
+		}
 	}
-	return 0, fmt.Errorf("upsert %s %s %s %d: %w", coll.Name(), id, guard, v, err)
+	return Stale, nil
 }
 
-func unset(fields ...string) bson.D {
-	d := make(bson.D, len(fields))
-	for i, f := range fields {
+func fields(names ...string) bson.D {
+	d := make(bson.D, len(names))
+	for i, f := range names {
 		d[i] = bson.E{Key: f, Value: ""}
 	}
 	return d
@@ -253,9 +546,6 @@ func unset(fields ...string) bson.D {
 
 // withoutID marshals a document for $set, dropping _id (immutable, and in the filter).
 func withoutID(v any) (bson.D, error) {
-	if d, ok := v.(bson.D); ok {
-		return d, nil
-	}
 	raw, err := bson.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("marshal document: %w", err)
@@ -273,8 +563,8 @@ func withoutID(v any) (bson.D, error) {
 	return out, nil
 }
 
-// UserDoc is the read-model document of a user's state.
-func UserDoc(u event.UserData) readmodel.User {
+// userDoc is the read-model document of a user's state.
+func userDoc(u event.UserData) readmodel.User {
 	return readmodel.User{
 		ID:          u.ID.String(),
 		Email:       u.Email,
@@ -285,8 +575,8 @@ func UserDoc(u event.UserData) readmodel.User {
 	}
 }
 
-// TodoDoc is the read-model document of a todo's state.
-func TodoDoc(t event.TodoData) readmodel.Todo {
+// todoDoc is the read-model document of a todo's state.
+func todoDoc(t event.TodoData) readmodel.Todo {
 	return readmodel.Todo{
 		ID:          t.ID.String(),
 		UserID:      t.UserID.String(),
@@ -308,55 +598,6 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-// RecountStats recounts a user's stats from the todos collection and writes them under
-// the source-version guard (see readmodel.Stats). Safe to call at any time, from any
-// replica.
-func (p *Projector) RecountStats(ctx context.Context, owner string) error {
-	var user readmodel.User
-	err := p.db.Collection(readmodel.CollUsers).FindOne(ctx, bson.D{{Key: "_id", Value: owner}},
-		options.FindOne().SetProjection(bson.D{{Key: "version", Value: 1}, {Key: "deleted", Value: 1}})).Decode(&user)
-	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
-		return fmt.Errorf("read user %s for stats: %w", owner, err)
-	}
-	cur, err := p.db.Collection(readmodel.CollTodos).Find(ctx, bson.D{{Key: "user_id", Value: owner}},
-		options.Find().SetProjection(bson.D{{Key: "version", Value: 1}, {Key: "completed", Value: 1}, {Key: "deleted", Value: 1}}))
-	if err != nil {
-		return fmt.Errorf("read todos of %s for stats: %w", owner, err)
-	}
-	var todos []readmodel.Todo
-	if err := cur.All(ctx, &todos); err != nil {
-		return fmt.Errorf("read todos of %s for stats: %w", owner, err)
-	}
-	st := readmodel.Stats{UserID: owner, SourceVersion: user.Version, UpdatedAt: p.now().UTC(), Deleted: user.Deleted}
-	for _, t := range todos {
-		st.SourceVersion += t.Version
-		if t.Deleted {
-			continue
-		}
-		st.Total++
-		if t.Completed {
-			st.Completed++
-		} else {
-			st.Open++
-		}
-	}
-	if st.SourceVersion == 0 {
-		return nil // nothing of this user is applied yet
-	}
-	doc, err := withoutID(st)
-	if err != nil {
-		return err
-	}
-	update := bson.D{{Key: "$set", Value: doc}}
-	if !st.Deleted {
-		update = append(update, bson.E{Key: "$unset", Value: unset("deleted")})
-	}
-	if _, err := guardedUpsert(ctx, p.db.Collection(readmodel.CollStats), owner, "source_version", st.SourceVersion, update); err != nil {
-		return fmt.Errorf("write stats of %s: %w", owner, err)
-	}
-	return nil
 }
 
 // AdvanceWatermark records that the event at seq, committed at occurredAt, is applied.

@@ -16,19 +16,25 @@ import (
 )
 
 // World plays the API: each write changes its state and appends the event the API's
-// outbox would hold, in commit order.
+// outbox would hold, in commit order, each with its owner's stats snapshot as the write
+// left it.
 type World struct {
-	t      testing.TB
-	now    time.Time
-	Users  map[uuid.UUID]event.UserData
-	Todos  map[uuid.UUID]event.TodoData
+	t     testing.TB
+	now   time.Time
+	Users map[uuid.UUID]event.UserData
+	Todos map[uuid.UUID]event.TodoData
+	// Stats are the rows of user_stats: every user's counts and their version, deleted
+	// users' last snapshot included. The version moves when a count changes and when
+	// the user is deleted.
+	Stats  map[uuid.UUID]event.Stats
 	Events []event.Envelope
 	seq    int
 }
 
 // NewWorld starts an empty world.
 func NewWorld(t testing.TB) *World {
-	return &World{t: t, now: time.Now().UTC().Truncate(time.Microsecond), Users: map[uuid.UUID]event.UserData{}, Todos: map[uuid.UUID]event.TodoData{}}
+	return &World{t: t, now: time.Now().UTC().Truncate(time.Microsecond), Users: map[uuid.UUID]event.UserData{},
+		Todos: map[uuid.UUID]event.TodoData{}, Stats: map[uuid.UUID]event.Stats{}}
 }
 
 func (w *World) tick() time.Time {
@@ -40,6 +46,11 @@ func (w *World) emit(typ string, agg, owner uuid.UUID, version int64, data any) 
 	w.t.Helper()
 	e, err := event.New(typ, agg, owner, version, w.now, event.TraceContext{}, data)
 	if err != nil {
+		w.t.Fatal(err)
+	}
+	st := w.Stats[owner]
+	e.Stats = &st
+	if err := e.Validate(); err != nil {
 		w.t.Fatal(err)
 	}
 	w.Events = append(w.Events, e)
@@ -61,6 +72,7 @@ func (w *World) CreateUser() uuid.UUID {
 	at := w.tick()
 	u := event.UserData{ID: id, Email: fmt.Sprintf("user%d@example.com", w.seq), DisplayName: fmt.Sprintf("User %d", w.seq), Version: 1, CreatedAt: at, UpdatedAt: at}
 	w.Users[id] = u
+	w.Stats[id] = event.Stats{Version: 1}
 	w.emit(event.UserCreated, id, id, 1, u)
 	return id
 }
@@ -80,6 +92,7 @@ func (w *World) CreateTodo(owner uuid.UUID, title string) uuid.UUID {
 	notes := "notes of " + title
 	td := event.TodoData{ID: id, UserID: owner, Title: title, Notes: &notes, Priority: "normal", Version: 1, CreatedAt: at, UpdatedAt: at}
 	w.Todos[id] = td
+	w.count(owner, 1, 0)
 	w.emit(event.TodoCreated, id, owner, 1, td)
 	return id
 }
@@ -87,6 +100,12 @@ func (w *World) CreateTodo(owner uuid.UUID, title string) uuid.UUID {
 // SetCompleted completes or reopens a todo.
 func (w *World) SetCompleted(id uuid.UUID, done bool) {
 	td := w.Todos[id]
+	switch {
+	case done && !td.Completed:
+		w.count(td.UserID, -1, 1)
+	case !done && td.Completed:
+		w.count(td.UserID, 1, -1)
+	}
 	at := w.tick()
 	td.Completed, td.Version, td.UpdatedAt = done, td.Version+1, at
 	td.CompletedAt = nil
@@ -100,16 +119,37 @@ func (w *World) SetCompleted(id uuid.UUID, done bool) {
 // DeleteTodo deletes a todo.
 func (w *World) DeleteTodo(id uuid.UUID) {
 	td := w.Todos[id]
+	if td.Completed {
+		w.count(td.UserID, 0, -1)
+	} else {
+		w.count(td.UserID, -1, 0)
+	}
+	w.deleteTodo(id)
+}
+
+func (w *World) deleteTodo(id uuid.UUID) {
+	td := w.Todos[id]
 	delete(w.Todos, id)
 	v := td.Version + 1
 	w.emit(event.TodoDeleted, id, td.UserID, v, event.Tombstone{ID: id, OwnerID: td.UserID, Version: v, DeletedAt: w.tick()})
 }
 
-// DeleteUser deletes a user's todos, each with its event, then the user.
+// count changes the owner's counts by one write's deltas, which moves their version
+// once.
+func (w *World) count(owner uuid.UUID, open, completed int64) {
+	st := w.Stats[owner]
+	st.Open, st.Completed, st.Version = st.Open+open, st.Completed+completed, st.Version+1
+	w.Stats[owner] = st
+}
+
+// DeleteUser deletes a user's todos, each with its event, then the user, in one
+// write: every one of those events carries the user's last snapshot (deleted, zero
+// counts, one version on).
 func (w *World) DeleteUser(id uuid.UUID) {
+	w.Stats[id] = event.Stats{Version: w.Stats[id].Version + 1, Deleted: true}
 	for tid, td := range w.Todos {
 		if td.UserID == id {
-			w.DeleteTodo(tid)
+			w.deleteTodo(tid)
 		}
 	}
 	u := w.Users[id]
@@ -124,20 +164,14 @@ func (w *World) Snapshot() verify.Snapshot {
 	for id, u := range w.Users {
 		s.Users[id.String()] = readmodel.User{ID: id.String(), Email: u.Email, DisplayName: u.DisplayName, Version: u.Version,
 			CreatedAt: ms(u.CreatedAt), UpdatedAt: ms(u.UpdatedAt)}
-		s.Stats[id.String()] = readmodel.Stats{UserID: id.String()}
 	}
 	for id, td := range w.Todos {
 		s.Todos[id.String()] = readmodel.Todo{ID: id.String(), UserID: td.UserID.String(), Title: td.Title, Notes: td.Notes,
 			Completed: td.Completed, CompletedAt: msp(td.CompletedAt), Due: msp(td.Due), Priority: td.Priority, Version: td.Version,
 			CreatedAt: ms(td.CreatedAt), UpdatedAt: ms(td.UpdatedAt)}
-		st := s.Stats[td.UserID.String()]
-		st.Total++
-		if td.Completed {
-			st.Completed++
-		} else {
-			st.Open++
-		}
-		s.Stats[td.UserID.String()] = st
+	}
+	for id, st := range w.Stats {
+		s.Stats[id.String()] = readmodel.StatsOf(id.String(), st, time.Time{})
 	}
 	return s
 }
@@ -167,6 +201,12 @@ func (w *World) WriteSource(ctx context.Context, db postgres.Beginner) error {
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 				td.ID, td.UserID, td.Title, td.Notes, td.Completed, td.CompletedAt, td.Due, td.Priority, td.Version, td.CreatedAt, td.UpdatedAt); err != nil {
 				return fmt.Errorf("insert todo: %w", err)
+			}
+		}
+		for id, st := range w.Stats {
+			if _, err := tx.Exec(ctx, `INSERT INTO user_stats (user_id, open, completed, version, deleted) VALUES ($1, $2, $3, $4, $5)`,
+				id, st.Open, st.Completed, st.Version, st.Deleted); err != nil {
+				return fmt.Errorf("insert user_stats: %w", err)
 			}
 		}
 		return nil

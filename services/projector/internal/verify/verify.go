@@ -1,7 +1,8 @@
 // Package verify compares the source of truth (PostgreSQL) with the read model
 // (MongoDB) document by document: users, todos and per-user stats (from which the
-// leaderboard is sorted). Both sides are loaded into a Snapshot of live documents, so
-// tombstones never count as documents.
+// leaderboard is sorted). Users and todos are compared as live documents, so their
+// tombstones never count as documents; stats are compared row by row with user_stats,
+// deleted users' last snapshots included: counts, version and deleted.
 //
 // Times are compared at millisecond precision, the precision of BSON dates.
 package verify
@@ -20,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -28,7 +30,8 @@ import (
 type Snapshot struct {
 	Users map[string]readmodel.User
 	Todos map[string]readmodel.Todo
-	// Stats has one entry per live user; SourceVersion and UpdatedAt are not compared.
+	// Stats has one entry per user_stats row, deleted users' included; UpdatedAt is
+	// not compared.
 	Stats map[string]readmodel.Stats
 }
 
@@ -48,8 +51,8 @@ func (d Difference) String() string {
 }
 
 // Run loads both sides and compares them. It reads PostgreSQL in one read-only
-// REPEATABLE READ transaction (one snapshot for users and todos); run it after writes
-// stop, or differences still in flight through the pipeline show as drift.
+// REPEATABLE READ transaction (one snapshot for users, todos and stats); run it after
+// writes stop, or differences still in flight through the pipeline show as drift.
 func Run(ctx context.Context, pool *pgxpool.Pool, readModel *mongo.Database) ([]Difference, error) {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -68,7 +71,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, readModel *mongo.Database) ([]
 }
 
 // FromPostgres loads the source of truth; give it a REPEATABLE READ transaction so
-// that stats agree with the todos they count.
+// that the tables agree with each other.
 func FromPostgres(ctx context.Context, db postgres.DBTX) (Snapshot, error) {
 	s := Snapshot{Users: map[string]readmodel.User{}, Todos: map[string]readmodel.Todo{}, Stats: map[string]readmodel.Stats{}}
 	rows, err := db.Query(ctx, `SELECT id, email, display_name, version, created_at, updated_at FROM users`)
@@ -86,7 +89,6 @@ func FromPostgres(ctx context.Context, db postgres.DBTX) (Snapshot, error) {
 		}
 		u.ID = id.String()
 		s.Users[u.ID] = normUser(u)
-		s.Stats[u.ID] = readmodel.Stats{UserID: u.ID}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -96,29 +98,39 @@ func FromPostgres(ctx context.Context, db postgres.DBTX) (Snapshot, error) {
 	if err != nil {
 		return s, fmt.Errorf("read todos: %w", err)
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var (
 			id, owner uuid.UUID
 			t         readmodel.Todo
 		)
 		if err := rows.Scan(&id, &owner, &t.Title, &t.Notes, &t.Completed, &t.CompletedAt, &t.Due, &t.Priority, &t.Version, &t.CreatedAt, &t.UpdatedAt); err != nil {
+			rows.Close()
 			return s, fmt.Errorf("read todos: %w", err)
 		}
 		t.ID, t.UserID = id.String(), owner.String()
 		s.Todos[t.ID] = normTodo(t)
-		st := s.Stats[t.UserID]
-		st.UserID = t.UserID
-		st.Total++
-		if t.Completed {
-			st.Completed++
-		} else {
-			st.Open++
-		}
-		s.Stats[t.UserID] = st
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return s, fmt.Errorf("read todos: %w", err)
+	}
+	rows, err = db.Query(ctx, `SELECT user_id, open, completed, version, deleted FROM user_stats`)
+	if err != nil {
+		return s, fmt.Errorf("read user_stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id uuid.UUID
+			st event.Stats
+		)
+		if err := rows.Scan(&id, &st.Open, &st.Completed, &st.Version, &st.Deleted); err != nil {
+			return s, fmt.Errorf("read user_stats: %w", err)
+		}
+		s.Stats[id.String()] = readmodel.StatsOf(id.String(), st, time.Time{})
+	}
+	if err := rows.Err(); err != nil {
+		return s, fmt.Errorf("read user_stats: %w", err)
 	}
 	return s, nil
 }
@@ -142,10 +154,15 @@ func FromMongo(ctx context.Context, db *mongo.Database) (Snapshot, error) {
 		s.Todos[t.ID] = normTodo(t)
 	}
 	var stats []readmodel.Stats
-	if err := findAll(ctx, db.Collection(readmodel.CollStats), live, &stats); err != nil {
+	if err := findAll(ctx, db.Collection(readmodel.CollStats), bson.D{}, &stats); err != nil {
 		return s, err
 	}
 	for _, st := range stats {
+		if st.Deleted && st.Version == 0 {
+			// The tombstone of a user deleted before stats carried versions: user_stats
+			// has no row for it and nothing rewrites it, and no reader shows it.
+			continue
+		}
 		s.Stats[st.UserID] = normStats(st)
 	}
 	return s, nil
@@ -211,7 +228,7 @@ func describeTodo(t readmodel.Todo) string {
 }
 
 func describeStats(s readmodel.Stats) string {
-	return fmt.Sprintf("{open:%d completed:%d total:%d}", s.Open, s.Completed, s.Total)
+	return fmt.Sprintf("{open:%d completed:%d total:%d version:%d deleted:%t}", s.Open, s.Completed, s.Total, s.Version, s.Deleted)
 }
 
 func ts(t time.Time) string { return t.UTC().Truncate(time.Millisecond).Format(time.RFC3339Nano) }
@@ -236,5 +253,6 @@ func normTodo(t readmodel.Todo) readmodel.Todo {
 }
 
 func normStats(s readmodel.Stats) readmodel.Stats {
-	return readmodel.Stats{UserID: s.UserID, Open: s.Open, Completed: s.Completed, Total: s.Total}
+	s.UpdatedAt = time.Time{}
+	return s
 }
