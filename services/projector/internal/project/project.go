@@ -193,7 +193,9 @@ func (w *write) done() bool { return w.outcome != 0 || w.err != nil }
 
 // Apply writes a batch of decoded events, coalesced as the package documentation
 // says: one write per document and one stats write per owner. It returns one result
-// per event, in the order given. ctx bounds the whole batch.
+// per event, in the order given: the outcome of its document's write, and the error of
+// that write or of its owner's stats write, which every event it carries shares. ctx
+// bounds the whole batch.
 func (p *Projector) Apply(ctx context.Context, events []event.Envelope) []Result {
 	docs, stats := p.plan(events)
 	p.write(ctx, append(docs, stats...))
@@ -440,11 +442,11 @@ func insertMany(ctx context.Context, ws []*write) {
 	}
 	coll := ws[0].coll
 	_, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	settleBulk(ws, err, func(w *write, we mongo.WriteError) {
+	settleBulk(ws, err, "insert into "+coll.Name(), func(w *write, we mongo.WriteError) {
 		if !mongo.IsDuplicateKeyError(we) {
 			w.err = fmt.Errorf("insert %s %s version %d: %w", coll.Name(), w.id, w.version, we)
 		}
-	}, func(err error) error { return fmt.Errorf("insert %d documents into %s: %w", len(ws), coll.Name(), err) })
+	})
 }
 
 // bulkUpsert runs the guarded upserts of ws (one collection) as one unordered
@@ -469,13 +471,13 @@ func bulkOnce(ctx context.Context, ws []*write) (dup []*write) {
 	}
 	coll := ws[0].coll
 	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-	settleBulk(ws, err, func(w *write, we mongo.WriteError) {
+	settleBulk(ws, err, "bulk upsert into "+coll.Name(), func(w *write, we mongo.WriteError) {
 		if mongo.IsDuplicateKeyError(we) {
 			dup = append(dup, w)
 			return
 		}
 		w.err = fmt.Errorf("upsert %s %s version %d: %w", coll.Name(), w.id, w.version, we)
-	}, func(err error) error { return fmt.Errorf("bulk upsert of %d documents into %s: %w", len(ws), coll.Name(), err) })
+	})
 	return dup
 }
 
@@ -483,8 +485,8 @@ func bulkOnce(ctx context.Context, ws []*write) (dup []*write) {
 // server reported a write error for go to onWriteError, which may leave them
 // undecided; the others are applied. A refusal of the whole bulk leaves every write
 // undecided, to be tried alone; an error without an answer from the server (network,
-// timeout) fails them all with wrap(err).
-func settleBulk(ws []*write, err error, onWriteError func(*write, mongo.WriteError), wrap func(error) error) {
+// timeout) fails them all.
+func settleBulk(ws []*write, err error, what string, onWriteError func(*write, mongo.WriteError)) {
 	var (
 		bwe    mongo.BulkWriteException
 		se     mongo.ServerError
@@ -504,7 +506,7 @@ func settleBulk(ws []*write, err error, onWriteError func(*write, mongo.WriteErr
 		return
 	default:
 		for _, w := range ws {
-			w.err = wrap(err)
+			w.err = fmt.Errorf("%s (%d documents): %w", what, len(ws), err)
 		}
 		return
 	}

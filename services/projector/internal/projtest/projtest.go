@@ -25,6 +25,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -63,9 +64,7 @@ func New(t testing.TB) *Env {
 	})
 	e.Mongo = client
 	e.Store = readmodel.NewStore(client, e.Control)
-	if err := readmodel.EnsureIndexes(ctx, client.Database(e.Control), client.Database(e.Control)); err != nil {
-		t.Fatalf("indexes: %v", err)
-	}
+	e.Database(t, e.Control)
 	nc, err := nats.Connect(e.NATS.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatalf("nats connect: %v", err)
@@ -84,6 +83,23 @@ func New(t testing.TB) *Env {
 		t.Fatalf("create stream: %v", err)
 	}
 	return e
+}
+
+// Database prepares the read-model database name as the projector does at start: the
+// read model's indexes, and FerretDB's GIN indexes on its backing tables (with those of
+// the control database).
+func (e *Env) Database(t testing.TB, name string) *mongo.Database {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, control := e.Mongo.Database(name), e.Mongo.Database(e.Control)
+	if err := readmodel.EnsureIndexes(ctx, db, control); err != nil {
+		t.Fatalf("indexes: %v", err)
+	}
+	if _, err := ferretindex.Ensure(ctx, e.Ferret.PostgreSQLURL(), db, control); err != nil {
+		t.Fatalf("ferretdb indexes: %v", err)
+	}
+	return db
 }
 
 // ConsumerConfig is a consumer config fit for tests: short waits, small batches.
