@@ -59,14 +59,14 @@ test: ## Run every test (race detector on) against real PostgreSQL, JetStream an
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, and outbox-to-stream latency
 	cd services/publisher && go test -run '^$$' -bench 'Drain|Latency' -benchtime 1x ./internal/relay/ ./internal/service/
 
-# --- bench: the whole-pipeline benchmark of issue 7 (loadgen module) ---------------
+# --- bench: the whole-pipeline benchmark of issues 7 and 10 (loadgen module) --------
 # It starts bin/devstack on databases of its own (dropped at the end), on the API port
-# 18080, NATS 14322 and FerretDB 27117, but the services' admin ports 9090-9092 are
-# fixed: stop any `make run` first. LOADGEN_* variables tune it (loadgen/internal/bench).
+# 18080, NATS 14322, FerretDB 27117 and admin ports 19090-19092, so `make run` may keep
+# running. LOADGEN_* variables tune it (loadgen/internal/bench/config.go).
 BENCH_RESULTS ?= bench/results
 
 .PHONY: bench
-bench: build bench-loadgen ## Benchmark API, pipeline, baselines and rebuild (<10 min); writes $(BENCH_RESULTS)/results.{md,json,png}
+bench: build bench-loadgen ## Benchmark API, pipeline at 10k and 100k todos, projector and rebuild against raw ceilings (<15 min); writes $(BENCH_RESULTS)/results.{md,json,png}
 	LOADGEN_RESULTS_DIR=$(BENCH_RESULTS) LOADGEN_COMMAND="make bench" ./bin/loadgen
 
 .PHONY: bench-loadgen
@@ -75,10 +75,13 @@ bench-loadgen: ## Build the load generator into ./bin
 	go build -o bin/ ./loadgen/cmd/loadgen
 
 .PHONY: bench-smoke
-bench-smoke: build bench-loadgen ## A one-minute run of `make bench` with short phases, to check the harness
+bench-smoke: build bench-loadgen ## A short run of `make bench` with tiny phases and read models, to check the harness
 	LOADGEN_RESULTS_DIR=$${TMPDIR:-/tmp}/bench-smoke LOADGEN_PHASE=3s LOADGEN_BASELINE=2s LOADGEN_WARMUP=1s \
-	LOADGEN_STEP=3s LOADGEN_STEP_MAX=2 LOADGEN_HOLD=2s LOADGEN_CEILING_DOCS=500 LOADGEN_REBUILD_EVENTS=100 \
-	LOADGEN_PROFILE=2s LOADGEN_DRAIN_TIMEOUT=30s LOADGEN_COMMAND="make bench-smoke" ./bin/loadgen
+	LOADGEN_STEP=3s LOADGEN_STEP_MAX=2 LOADGEN_HOLD=2s LOADGEN_PROFILE=2s LOADGEN_DRAIN_TIMEOUT=30s \
+	LOADGEN_SMALL_TODOS=200 LOADGEN_LARGE_TODOS=2000 LOADGEN_TODOS_PER_USER=20 LOADGEN_UPDATE_TODOS=100 \
+	LOADGEN_DELETE_TODOS=100 LOADGEN_CEILING_DOCS=500 LOADGEN_CEILING_UPSERTS=100 \
+	LOADGEN_APPLY_TIMEOUT=90s LOADGEN_REBUILD_TIMEOUT=90s LOADGEN_DEADLINE=6m \
+	LOADGEN_COMMAND="make bench-smoke" ./bin/loadgen
 
 .PHONY: chaos
 chaos: ## Fault run (~5 min): kill services, restart servers under load, then check nothing was lost (CHAOS_* tune it)

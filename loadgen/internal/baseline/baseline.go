@@ -1,7 +1,7 @@
-// Package baseline holds the two comparison points measured beside the pipeline in the
-// same run: the old synchronous dual write (each request writes PostgreSQL, then
-// MongoDB, before it answers) and the raw bulk-upsert ceiling of the MongoDB-protocol
-// server. Neither is code of the services: they exist only to be measured against.
+// Package baseline holds the old synchronous dual write (each request writes
+// PostgreSQL, then MongoDB, before it answers), measured beside the pipeline in the
+// same run. It is not code of the services: it exists only to be measured against.
+// (The MongoDB-protocol server's raw ceilings are projload's, in the projector module.)
 package baseline
 
 import (
@@ -76,43 +76,4 @@ VALUES ($1, $2, $3, NULL, false, NULL, NULL, 'normal', 1, $4, $4)`, id, owner, "
 
 func todoDoc(id, owner string, now time.Time) readmodel.Todo {
 	return readmodel.Todo{ID: id, UserID: owner, Title: "load test todo", Priority: "normal", Version: 1, CreatedAt: now, UpdatedAt: now, ProjectedAt: now}
-}
-
-// Ceiling is the raw bulk-upsert rate of the server.
-type Ceiling struct {
-	Docs       int     `json:"docs"`
-	BulkSize   int     `json:"bulk_size"`
-	Seconds    float64 `json:"seconds"`
-	DocsPerSec float64 `json:"docs_per_sec"`
-	Complete   bool    `json:"complete"` // false: stopped at the time bound
-}
-
-// BulkUpserts writes n new read-model todo documents into coll with version-guarded
-// upserts in unordered bulks of bulk (new documents only: the server stand-in hangs on
-// large bulks that match existing ones), stopping early at limit.
-func BulkUpserts(ctx context.Context, coll *mongo.Collection, n, bulk int, limit time.Duration) (Ceiling, error) {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	owner := uuid.Must(uuid.NewV7()).String()
-	start := time.Now()
-	done := 0
-	for done < n {
-		models := make([]mongo.WriteModel, 0, bulk)
-		now := time.Now().UTC()
-		for range min(bulk, n-done) {
-			id := uuid.Must(uuid.NewV7()).String()
-			models = append(models, mongo.NewUpdateOneModel().
-				SetFilter(bson.D{{Key: "_id", Value: id}, {Key: "version", Value: bson.D{{Key: "$lt", Value: 1}}}}).
-				SetUpdate(bson.D{{Key: "$set", Value: todoDoc(id, owner, now)}}).SetUpsert(true))
-		}
-		if _, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			return Ceiling{}, fmt.Errorf("bulk upsert: %w", err)
-		}
-		done += len(models)
-	}
-	el := time.Since(start)
-	return Ceiling{Docs: done, BulkSize: bulk, Seconds: el.Seconds(), DocsPerSec: float64(done) / el.Seconds(), Complete: done == n}, nil
 }

@@ -1,7 +1,14 @@
 package bench
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/loadgen/internal/report"
 )
 
 func TestCatchUpSeconds(t *testing.T) {
@@ -33,6 +40,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		"LOADGEN_STEP":         "1s",
 		"LOADGEN_CEILING_BULK": "5000",
 		"LOADGEN_POLL":         "0s",
+		"LOADGEN_LARGE_TODOS":  "10",
+		"LOADGEN_DEADLINE":     "0s",
 	} {
 		t.Run(key, func(t *testing.T) {
 			t.Setenv(key, val)
@@ -48,5 +57,52 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	}
 	if m := cfg.Masked().AdminURL; m == cfg.AdminURL {
 		t.Fatalf("Masked kept the password: %s", m)
+	}
+}
+
+// A failed phase is recorded with its error and skips only the phases that need it; a
+// panic is a failure of its phase; past the deadline the rest are skipped.
+func TestRunPhases(t *testing.T) {
+	t.Parallel()
+	r := &runner{log: slog.New(slog.DiscardHandler), res: &report.Results{}, deadline: time.Now().Add(time.Hour)}
+	var ran []string
+	ok := func(name string) func(context.Context) error {
+		return func(context.Context) error { ran = append(ran, name); return nil }
+	}
+	r.runPhases(context.Background(), []phase{
+		{"a", nil, time.Minute, ok("a")},
+		{"b", []string{"a"}, time.Minute, func(context.Context) error { return errors.New("boom") }},
+		{"c", []string{"b"}, time.Minute, ok("c")},
+		{"d", []string{"a"}, time.Minute, func(context.Context) error { panic("oops") }},
+		{"e", []string{"a"}, time.Millisecond, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }},
+		{"f", nil, time.Minute, ok("f")},
+	})
+	want := []struct{ name, status, err string }{
+		{"a", report.StatusOK, ""},
+		{"b", report.StatusFailed, "boom"},
+		{"c", report.StatusSkipped, "needs b, which did not succeed"},
+		{"d", report.StatusFailed, "panic: oops"},
+		{"e", report.StatusFailed, "context deadline exceeded (the phase's bound of 0s, or the run's deadline, ran out)"},
+		{"f", report.StatusOK, ""},
+	}
+	if len(r.res.Phases) != len(want) {
+		t.Fatalf("phases = %+v", r.res.Phases)
+	}
+	for i, w := range want {
+		if p := r.res.Phases[i]; p.Name != w.name || p.Status != w.status || p.Error != w.err {
+			t.Errorf("phase %d = %+v, want %+v", i, p, w)
+		}
+	}
+	if strings.Join(ran, ",") != "a,f" {
+		t.Errorf("ran %v, want a and f", ran)
+	}
+	if got := r.res.Failed(); strings.Join(got, ",") != "b,d,e" {
+		t.Errorf("Failed() = %v", got)
+	}
+
+	late := &runner{log: slog.New(slog.DiscardHandler), res: &report.Results{}, deadline: time.Now().Add(-time.Second)}
+	late.runPhases(context.Background(), []phase{{"g", nil, time.Minute, ok("g")}})
+	if p := late.res.Phases[0]; p.Status != report.StatusSkipped || !strings.HasPrefix(p.Error, "out of time") {
+		t.Errorf("past the deadline: %+v, want skipped, out of time", p)
 	}
 }

@@ -21,25 +21,20 @@ import (
 	"github.com/outboxtodo/outboxtodo/loadgen/internal/promhist"
 )
 
-// The services' admin listeners: devstack passes one environment to all three, so
-// they keep their own defaults.
-const (
-	apiAdmin       = "http://127.0.0.1:9090"
-	publisherAdmin = "http://127.0.0.1:9091"
-	projectorAdmin = "http://127.0.0.1:9092"
-)
-
 // stack is the system under test: bin/devstack (which hosts the embedded NATS and
 // FerretDB) and the api, publisher and projector it runs, on databases of this run.
 type stack struct {
-	cmd      *exec.Cmd
-	dataDir  string
-	dbURL    string // the services' database
-	mongoURI string
-	natsURL  string
-	apiURL   string
-	procs    map[string]int // name -> pid
-	http     *http.Client
+	cmd       *exec.Cmd
+	dataDir   string
+	dbURL     string // the services' database
+	ferretURL string // FerretDB's own PostgreSQL database
+	mongoURI  string
+	natsURL   string
+	apiURL    string
+	admin     map[string]string // service -> admin base URL (metrics, pprof)
+	procs     map[string]int    // name -> pid
+	http      *http.Client
+	log       io.Closer // devstack's output, closed by stop
 }
 
 // withDatabase is base with its database name replaced.
@@ -82,28 +77,49 @@ func dropDatabases(ctx context.Context, adminURL string, names ...string) error 
 	return nil
 }
 
-// startStack runs bin/devstack on the run's database and ports, with the API's rate
-// limits off, and waits until the API answers and the three services are found.
-func startStack(ctx context.Context, cfg Config, dbURL string, logTo io.Writer) (*stack, error) {
+// startStack runs bin/devstack on the run's database (name, on the server of the admin
+// URL) and ports, with the API's rate limits off, and waits until the API answers and
+// the three services are found.
+func startStack(ctx context.Context, cfg Config, name string, logTo io.Writer) (*stack, error) {
+	dbURL, err := withDatabase(cfg.AdminURL, name)
+	if err != nil {
+		return nil, err
+	}
+	// devstack keeps FerretDB's data in the sibling database <name>_ferretdb.
+	ferretURL, err := withDatabase(cfg.AdminURL, name+"_ferretdb")
+	if err != nil {
+		return nil, err
+	}
 	dataDir, err := os.MkdirTemp("", "loadgen-devstack-")
 	if err != nil {
 		return nil, fmt.Errorf("devstack data dir: %w", err)
 	}
 	s := &stack{
-		dataDir:  dataDir,
-		dbURL:    dbURL,
-		mongoURI: "mongodb://" + cfg.FerretAddr + "/?directConnection=true",
-		natsURL:  "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort),
-		apiURL:   "http://127.0.0.1:" + strconv.Itoa(cfg.APIPort),
-		http:     &http.Client{Timeout: 5 * time.Second},
+		dataDir:   dataDir,
+		dbURL:     dbURL,
+		ferretURL: ferretURL,
+		mongoURI:  "mongodb://" + cfg.FerretAddr + "/?directConnection=true",
+		natsURL:   "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort),
+		apiURL:    "http://127.0.0.1:" + strconv.Itoa(cfg.APIPort),
+		admin:     map[string]string{},
+		http:      &http.Client{Timeout: 5 * time.Second},
 	}
-	// Not ctx: the stack is stopped with SIGINT by stop, so that it drains.
-	s.cmd = exec.Command(filepath.Join(cfg.BinDir, "devstack"))
-	s.cmd.Env = append(os.Environ(),
+	env := append(os.Environ(),
 		"DATA_DIR="+dataDir, "BIN_DIR="+cfg.BinDir, "DATABASE_URL="+dbURL,
 		"DEVSTACK_NATS_PORT="+strconv.Itoa(cfg.NATSPort), "FERRETDB_ADDR="+cfg.FerretAddr,
 		"API_ADDR=127.0.0.1:"+strconv.Itoa(cfg.APIPort),
-		"RATE_LIMIT_PER_IP=0", "RATE_LIMIT_PER_TOKEN=0", "LOG_LEVEL=warn")
+		"RATE_LIMIT_PER_IP=0", "RATE_LIMIT_PER_TOKEN=0", "LOG_LEVEL=warn",
+		// Set, not left to the defaults: the raw ceilings and the pauses of the
+		// projector are measured against these values.
+		"WRITE_CONCURRENCY="+strconv.Itoa(cfg.WriteConcurrency), "FETCH_WAIT="+cfg.FetchWait.String())
+	for i, svc := range []string{"api", "publisher", "projector"} {
+		addr := "127.0.0.1:" + strconv.Itoa(cfg.AdminPort+i)
+		s.admin[svc] = "http://" + addr
+		env = append(env, strings.ToUpper(svc)+"_ADMIN_ADDR="+addr)
+	}
+	// Not ctx: the stack is stopped with SIGINT by stop, so that it drains.
+	s.cmd = exec.Command(filepath.Join(cfg.BinDir, "devstack"))
+	s.cmd.Env = env
 	s.cmd.Stdout, s.cmd.Stderr = logTo, logTo
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
@@ -135,7 +151,7 @@ func (s *stack) waitReady(ctx context.Context) error {
 }
 
 func (s *stack) ready(ctx context.Context) error {
-	for _, u := range []string{s.apiURL + "/health/databases", apiAdmin + "/metrics", publisherAdmin + "/metrics", projectorAdmin + "/metrics"} {
+	for _, u := range []string{s.apiURL + "/health/databases", s.admin["api"] + "/metrics", s.admin["publisher"] + "/metrics", s.admin["projector"] + "/metrics"} {
 		if _, err := s.get(ctx, u); err != nil {
 			return err
 		}
@@ -232,7 +248,7 @@ func (s *stack) sync(ctx context.Context) (syncState, error) {
 
 // lagHistogram scrapes the projector's own lag histogram.
 func (s *stack) lagHistogram(ctx context.Context) (promhist.Histogram, error) {
-	b, err := s.get(ctx, projectorAdmin+"/metrics")
+	b, err := s.get(ctx, s.admin["projector"]+"/metrics")
 	if err != nil {
 		return promhist.Histogram{}, err
 	}
@@ -253,6 +269,9 @@ func (s *stack) stop() {
 	case <-time.After(45 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-done
+	}
+	if s.log != nil {
+		_ = s.log.Close()
 	}
 	_ = os.RemoveAll(s.dataDir)
 }

@@ -82,9 +82,10 @@ type todo struct {
 	completed bool
 }
 
-// Client is one simulated user: its token and its live todos. Not safe for
+// Client is one simulated user: its id, its token and its live todos. Not safe for
 // concurrent use: each goroutine drives its own clients.
 type Client struct {
+	ID    string
 	token string
 	todos []todo
 	rng   *rand.Rand
@@ -94,12 +95,59 @@ type Client struct {
 func (d *Driver) SignUp(ctx context.Context, n int) (*Client, error) {
 	body := fmt.Sprintf(`{"email":"load-%d-%d@example.com","display_name":"load %d"}`, time.Now().UnixNano(), n, n)
 	var resp struct {
+		User struct {
+			ID string `json:"id"`
+		} `json:"user"`
 		Token string `json:"token"`
 	}
 	if _, err := d.do(ctx, http.MethodPost, "/v1/users", "", "", body, http.StatusCreated, &resp); err != nil {
 		return nil, fmt.Errorf("sign up: %w", err)
 	}
-	return &Client{token: resp.Token, rng: rand.New(rand.NewPCG(uint64(n), uint64(time.Now().UnixNano())))}, nil
+	return &Client{ID: resp.User.ID, token: resp.Token, rng: rand.New(rand.NewPCG(uint64(n), uint64(time.Now().UnixNano())))}, nil
+}
+
+// DeleteUser deletes c's user (and with it every todo of theirs) and returns when the
+// API acknowledged it.
+func (d *Driver) DeleteUser(ctx context.Context, c *Client) error {
+	if _, err := d.do(ctx, http.MethodDelete, "/v1/users/me", c.token, "", "", http.StatusNoContent, nil); err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	return nil
+}
+
+// CreateMany creates n todos for c from workers goroutines at once, without keeping
+// them in c, and returns how many the API created and the first refusal.
+func (d *Driver) CreateMany(ctx context.Context, c *Client, n, workers int) (int, error) {
+	var (
+		mu       sync.Mutex
+		created  int
+		firstErr error
+		next     = make(chan struct{}, n)
+	)
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() {
+			for range next {
+				_, err := d.do(ctx, http.MethodPost, "/v1/todos", c.token, "", `{"title":"load test todo","priority":"normal"}`, http.StatusCreated, nil)
+				mu.Lock()
+				if err == nil {
+					created++
+				} else if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return created, firstErr
 }
 
 // Step runs one write of the mix for c and records it. Failures are recorded as

@@ -1,7 +1,8 @@
 // Package pgbench runs PostgreSQL's pgbench with a custom script (the create
-// transaction: a todo row plus its outbox row and the publisher's wake-up, in one
-// transaction) and reads its summary: the database's own capacity for the API's write,
-// the yardstick of the benchmark's ratios.
+// transaction: a todo row, its owner's counts with the cap check, its outbox row with
+// the counts' snapshot and the publisher's wake-up, in one transaction) and reads its
+// summary: the database's own capacity for the API's write, the yardstick of the
+// benchmark's ratios.
 package pgbench
 
 import (
@@ -26,31 +27,44 @@ type Result struct {
 	Failed       int64   `json:"failed"`
 }
 
-// Script is one create as the API runs it (see services/api/internal/postgres and
-// shared/outbox): insert the todo, insert its outbox row with a payload of the
-// envelope's size, notify the publisher, commit. (A space follows every colon of the
-// JSON: pgbench reads ":name" as a variable.) Users 1..:users exist beforehand.
-const Script = `\set u random(1, :users)
+// Script is one create as the API runs it (see services/api/internal/postgres,
+// CreateTodo, and shared/outbox): insert the todo; add it to the owner's user_stats
+// row, bumping its version, under the cap of todos per user (MAX_TODOS_PER_USER's
+// default); insert its outbox row, with a payload of the envelope's size plus the
+// stats snapshot read from that row; notify the publisher; commit. Each pgbench client
+// writes for a user of its own (client_id + 1), as each API client of the benchmark
+// signs up its own user, so that neither waits on another's stats row. (A space
+// follows every colon of the JSON: pgbench reads ":name" as a variable.) SetupSQL
+// creates the users beforehand.
+const Script = `\set u :client_id + 1
 BEGIN;
 INSERT INTO todos (id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at)
 VALUES (gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid, 'pgbench todo', NULL, false, NULL, NULL, 'normal', 1, now(), now());
+UPDATE user_stats SET open = open + 1, completed = completed + 0, version = version + 1
+WHERE user_id = ('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid AND (10000::BIGINT = 0 OR open + completed + 1 + 0 <= 10000);
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, event_type, partition_key, partition, payload, created_at)
-VALUES (gen_random_uuid(), 'todo', gen_random_uuid(), 1, 'todo.created', ('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid, :u % 16,
-        '{"id": "0193a1f2-7c1e-7b3a-9f00-000000000000","type": "todo.created","aggregate_type": "todo","aggregate_version": 1,"occurred_at": "2026-01-01T00:00:00Z","trace": {"request_id": "pgbench"},"data": {"title": "pgbench todo","notes": null,"completed": false,"completed_at": null,"due": null,"priority": "normal","version": 1}}', now());
+SELECT gen_random_uuid(), 'todo', gen_random_uuid(), 1, 'todo.created', s.user_id, :u % 64,
+       '{"id": "0193a1f2-7c1e-7b3a-9f00-000000000000","type": "todo.created","schema_version": 1,"aggregate_type": "todo","aggregate_id": "0193a1f2-7c1e-7b3a-9f00-000000000001","version": 1,"owner_id": "00000000-0000-4000-8000-000000000001","occurred_at": "2026-01-01T00:00:00Z","trace": {"request_id": "pgbench"},"data": {"id": "0193a1f2-7c1e-7b3a-9f00-000000000001","user_id": "00000000-0000-4000-8000-000000000001","title": "pgbench todo","notes": null,"completed": false,"completed_at": null,"due": null,"priority": "normal","version": 1,"created_at": "2026-01-01T00:00:00Z","updated_at": "2026-01-01T00:00:00Z"}}'::jsonb
+       || jsonb_build_object('stats', jsonb_build_object('open', s.open, 'completed', s.completed, 'version', s.version, 'deleted', s.deleted)),
+       now()
+FROM user_stats s WHERE s.user_id = ('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid;
 SELECT pg_notify('outbox', '');
 COMMIT;
 `
 
-// SetupSQL creates the users the script writes for.
+// SetupSQL creates the users the script writes for, each with its user_stats row.
 func SetupSQL(users int) string {
 	return fmt.Sprintf(`INSERT INTO users (id, email, display_name, version, created_at, updated_at)
 SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'pgbench' || i || '@example.com', 'pgbench ' || i, 1, now(), now()
-FROM generate_series(1, %d) AS i ON CONFLICT DO NOTHING`, users)
+FROM generate_series(1, %[1]d) AS i ON CONFLICT DO NOTHING;
+INSERT INTO user_stats (user_id, open, completed, version)
+SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 0, 0, 1
+FROM generate_series(1, %[1]d) AS i ON CONFLICT DO NOTHING`, users)
 }
 
 // Run runs pgbench against databaseURL with clients connections (and as many threads,
-// up to 2) for d, after the caller created the users with SetupSQL.
-func Run(ctx context.Context, databaseURL string, clients, users int, d time.Duration, dir string) (Result, error) {
+// up to 2) for d, after the caller created at least clients users with SetupSQL.
+func Run(ctx context.Context, databaseURL string, clients int, d time.Duration, dir string) (Result, error) {
 	script := filepath.Join(dir, "create.sql")
 	if err := os.WriteFile(script, []byte(Script), 0o644); err != nil {
 		return Result{}, fmt.Errorf("write pgbench script: %w", err)
@@ -58,7 +72,7 @@ func Run(ctx context.Context, databaseURL string, clients, users int, d time.Dur
 	ctx, cancel := context.WithTimeout(ctx, d+time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "pgbench", "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)),
-		"-T", strconv.Itoa(int(d.Seconds())), "-D", "users="+strconv.Itoa(users), "-f", script, databaseURL)
+		"-T", strconv.Itoa(int(d.Seconds())), "-f", script, databaseURL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return Result{}, fmt.Errorf("pgbench: %w: %s", err, out)

@@ -1,6 +1,13 @@
 package pgbench
 
-import "testing"
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+)
 
 const output = `transaction type: /tmp/x/create.sql
 scaling factor: 1
@@ -35,5 +42,39 @@ func TestParseRejectsIncompleteOutput(t *testing.T) {
 		if _, err := Parse(out); err == nil {
 			t.Errorf("Parse(%q): want an error", out)
 		}
+	}
+}
+
+// The script runs on the current schema and writes what the API's create writes: a
+// todo, its owner's counts and an outbox row carrying them, once per transaction.
+func TestScriptWritesACreate(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dbURL := dbtest.New(t)
+	pool, err := sharedpg.Connect(ctx, dbURL, sharedpg.PoolConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, SetupSQL(2)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(ctx, dbURL, 2, time.Second, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Transactions == 0 || res.Failed != 0 {
+		t.Fatalf("pgbench: %+v", res)
+	}
+	var todos, outbox, open, versions, withStats int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM todos), (SELECT count(*) FROM outbox),
+  (SELECT sum(open) FROM user_stats), (SELECT sum(version - 1) FROM user_stats),
+  (SELECT count(*) FROM outbox WHERE (payload->'stats'->>'version')::bigint > 1)`).Scan(&todos, &outbox, &open, &versions, &withStats); err != nil {
+		t.Fatal(err)
+	}
+	if todos != res.Transactions || outbox != todos || open != todos || versions != todos || withStats != todos {
+		t.Fatalf("%d transactions wrote %d todos, %d outbox rows (%d with a bumped stats snapshot), open counts %d, stats versions +%d",
+			res.Transactions, todos, outbox, withStats, open, versions)
 	}
 }

@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"os"
 
 	"gonum.org/v1/plot"
@@ -29,7 +30,7 @@ func (r *Results) WritePNG(path string) error {
 	}
 
 	var latP50, latP99, lagP50, lagP99 plotter.XYs
-	for _, ph := range []*Phase{r.API1, r.APIC, r.Half, r.Eighty} {
+	for _, ph := range r.phases() {
 		if ph == nil {
 			continue
 		}
@@ -62,6 +63,14 @@ func (r *Results) WritePNG(path string) error {
 	}
 	if err := scatter(lag, series{"p50", lagP50}, series{"p99", lagP99}); err != nil {
 		return err
+	}
+	// Log ticks are labelled at powers of ten only: widen each axis to whole decades,
+	// or a range within one decade shows no labels.
+	for _, p := range []*plot.Plot{lat, lag} {
+		if _, ok := p.Y.Scale.(plot.LogScale); ok {
+			p.Y.Min = math.Pow(10, math.Floor(math.Log10(p.Y.Min)))
+			p.Y.Max = math.Pow(10, math.Ceil(math.Log10(p.Y.Max)))
+		}
 	}
 	if err := plotutil.AddLines(back, "outbox backlog", backlog, "stream pending", pending); err != nil {
 		return fmt.Errorf("plot backlog: %w", err)
