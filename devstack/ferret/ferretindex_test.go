@@ -3,7 +3,6 @@ package ferret_test
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +37,7 @@ func TestFerretIndexesServeLookups(t *testing.T) {
 	byID := bson.D{{Key: "_id", Value: todoID(7)}}
 	byOwner := bson.D{{Key: "user_id", Value: ownerOf(7)}}
 	for _, f := range []bson.D{byID, byOwner} {
-		if plan := explainFind(ctx, t, rm, readmodel.CollTodos, f); !strings.Contains(plan, `"Seq Scan"`) {
+		if plan := ferret.ExplainFind(t, rm, readmodel.CollTodos, f); !strings.Contains(plan, `"Seq Scan"`) {
 			t.Fatalf("without the GIN indexes, find %v: want a Seq Scan, got %s", f, plan)
 		}
 	}
@@ -71,7 +70,7 @@ func TestFerretIndexesServeLookups(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pg.Close(context.Background())
-	got := ginIndexes(ctx, t, pg)
+	got := srv.GINIndexes(t)
 	want := map[string]bool{}
 	for _, db := range []struct {
 		name   string
@@ -94,7 +93,7 @@ func TestFerretIndexesServeLookups(t *testing.T) {
 		filter bson.D
 		index  string
 	}{{byID, idIndex}, {byOwner, ownerIndex}} {
-		plan := explainFind(ctx, t, rm, readmodel.CollTodos, c.filter)
+		plan := ferret.ExplainFind(t, rm, readmodel.CollTodos, c.filter)
 		if !strings.Contains(plan, `"Bitmap Index Scan"`) || !strings.Contains(plan, `"`+c.index+`"`) {
 			t.Errorf("find %v: want a Bitmap Index Scan on %s, got %s", c.filter, c.index, plan)
 		}
@@ -140,55 +139,6 @@ func indexScans(ctx context.Context, t *testing.T, pg *pgx.Conn, index string) i
 		t.Fatalf("scans of %s: %v", index, err)
 	}
 	return n
-}
-
-// ginIndexes maps "<database>.<collection>.<field>" to the name of its GIN index, read
-// from PostgreSQL's catalog and FerretDB's metadata tables.
-func ginIndexes(ctx context.Context, t *testing.T, pg *pgx.Conn) map[string]string {
-	t.Helper()
-	rows, err := pg.Query(ctx, `SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes WHERE indexdef LIKE '% USING gin %'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type ix struct{ schema, table, name, def string }
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ix, error) {
-		var x ix
-		return x, r.Scan(&x.schema, &x.table, &x.name, &x.def)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	field := regexp.MustCompile(`\(_jsonb -> '([^']+)'::text\)`)
-	out := map[string]string{}
-	for _, x := range all {
-		m := field.FindStringSubmatch(x.def)
-		if m == nil {
-			t.Fatalf("GIN index %s is not on a field of _jsonb: %s", x.name, x.def)
-		}
-		var coll string
-		q := fmt.Sprintf(`SELECT _jsonb->>'_id' FROM %s WHERE _jsonb->>'table' = $1`, pgx.Identifier{x.schema, "_ferretdb_database_metadata"}.Sanitize())
-		if err := pg.QueryRow(ctx, q, x.table).Scan(&coll); err != nil {
-			t.Fatalf("collection of table %s.%s: %v", x.schema, x.table, err)
-		}
-		out[x.schema+"."+coll+"."+m[1]] = x.name
-	}
-	return out
-}
-
-// explainFind is FerretDB's plan of a find, as extended JSON: its queryPlanner holds
-// PostgreSQL's EXPLAIN of the SQL FerretDB runs.
-func explainFind(ctx context.Context, t testing.TB, db *mongo.Database, coll string, filter bson.D) string {
-	t.Helper()
-	var res bson.M
-	err := db.RunCommand(ctx, bson.D{{Key: "explain", Value: bson.D{{Key: "find", Value: coll}, {Key: "filter", Value: filter}}}}).Decode(&res)
-	if err != nil {
-		t.Fatalf("explain find %v: %v", filter, err)
-	}
-	b, err := bson.MarshalExtJSON(res["queryPlanner"], false, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 const owners = 100

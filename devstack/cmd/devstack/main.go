@@ -5,7 +5,11 @@
 // everything on Ctrl-C (SIGINT) or SIGTERM.
 //
 // External servers replace the embedded ones: set NATS_URL and/or MONGODB_URI.
-// DATABASE_URL names the PostgreSQL database (created when missing).
+// DATABASE_URL names the PostgreSQL database (created when missing). The embedded
+// FerretDB stores its data in the sibling database <name>_ferretdb, with
+// synchronous_commit off (fast, and fine for data a rebuild recreates), and the
+// projector gets FERRETDB_POSTGRESQL_URL so that it indexes it (see
+// shared/readmodel/ferretindex).
 //
 // Every child gets this process's environment, so a setting such as LOG_LEVEL reaches
 // all three. ADMIN_ADDR would put them on one port, so each service's admin listener
@@ -101,7 +105,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		log.Info("embedded NATS JetStream started", "url", natsURL)
 	}
 
-	mongoURI := cfg.mongoURI
+	mongoURI, ferretPostgreSQLURL := cfg.mongoURI, ""
 	if mongoURI == "" {
 		ferretURL, err := siblingDatabase(cfg.databaseURL, "_ferretdb")
 		if err != nil {
@@ -110,8 +114,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 		if err := pgadmin.EnsureDatabase(ctx, ferretURL); err != nil {
 			return err
 		}
-		// Not ctx: FerretDB must outlive the services while they drain.
-		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL, Logger: slog.New(ferret.LogHandler(component("ferretdb", slog.LevelError)))})
+		// Not ctx: FerretDB must outlive the services while they drain. Commits without
+		// waiting for the disk: a development stack's read model can be rebuilt.
+		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL,
+			Logger: slog.New(ferret.LogHandler(component("ferretdb", slog.LevelError))), SynchronousCommitOff: true})
 		if err != nil {
 			return fmt.Errorf("start embedded FerretDB: %w", err)
 		}
@@ -121,11 +127,16 @@ func run(ctx context.Context, log *slog.Logger) error {
 			}
 		}()
 		mongoURI = srv.URI()
+		// The projector creates the GIN indexes FerretDB's lookups need in it.
+		ferretPostgreSQLURL = ferretURL
 		log.Info("embedded FerretDB started", "uri", mongoURI)
 	}
 
 	env := append(os.Environ(),
 		"DATABASE_URL="+cfg.databaseURL, "NATS_URL="+natsURL, "MONGODB_URI="+mongoURI, "API_ADDR="+cfg.apiAddr)
+	if ferretPostgreSQLURL != "" {
+		env = append(env, "FERRETDB_POSTGRESQL_URL="+ferretPostgreSQLURL)
+	}
 
 	// The services run until ctx ends or one of them exits; then all are stopped.
 	svcCtx, stop := context.WithCancel(ctx)

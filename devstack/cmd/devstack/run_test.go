@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
@@ -142,6 +143,8 @@ func TestMakeRun(t *testing.T) {
 		return false, nil
 	})
 
+	checkFerretBackend(t, dbURL)
+
 	pids := servicePIDs(t, out.String())
 
 	// Ctrl-C.
@@ -234,6 +237,39 @@ func scratchDatabase(t *testing.T) string {
 	q.Set("sslmode", "disable")
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// checkFerretBackend checks the embedded FerretDB's PostgreSQL database: the projector
+// gave the read model its GIN indexes (the read model and the control database are
+// one database until a rebuild), and new sessions commit asynchronously and plan
+// FerretDB's lookups for their values.
+func checkFerretBackend(t *testing.T, dbURL string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path += "_ferretdb"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatalf("connect to FerretDB's database: %v", err)
+	}
+	defer conn.Close(context.Background())
+	var gin int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_indexes WHERE schemaname = 'todo_read' AND indexdef LIKE '% USING gin %'`).Scan(&gin); err != nil {
+		t.Fatal(err)
+	}
+	if want := len(ferretindex.ReadModelFields) + len(ferretindex.ControlFields); gin != want {
+		t.Errorf("FerretDB's todo_read has %d GIN indexes, want %d", gin, want)
+	}
+	for setting, want := range map[string]string{"synchronous_commit": "off", ferretindex.CustomPlans.Name: ferretindex.CustomPlans.Value} {
+		var got string
+		if err := conn.QueryRow(ctx, `SELECT current_setting($1)`, setting).Scan(&got); err != nil || got != want {
+			t.Errorf("FerretDB's database: %s = %q, %v; want %s", setting, got, err, want)
+		}
+	}
 }
 
 // freePorts reserves n distinct loopback ports by listening on each, then frees them

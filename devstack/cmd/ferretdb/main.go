@@ -1,6 +1,8 @@
-// Command ferretdb runs the embedded FerretDB of the local stack (`make run`, .ci):
-// the MongoDB wire protocol on FERRETDB_ADDR, stored in the PostgreSQL database at
-// FERRETDB_POSTGRESQL_URL, which it creates when missing.
+// Command ferretdb runs the embedded FerretDB of the local stack on its own: the
+// MongoDB wire protocol on FERRETDB_ADDR, stored in the PostgreSQL database at
+// FERRETDB_POSTGRESQL_URL, which it creates when missing. Like the stack's, it is for
+// development: that database gets synchronous_commit off (see ferret.Config), and a
+// projector given the same FERRETDB_POSTGRESQL_URL creates the read model's indexes.
 package main
 
 import (
@@ -38,7 +40,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	quiet := slog.New(ferret.LogHandler(log.Handler().WithAttrs([]slog.Attr{slog.String("component", "ferretdb")})))
-	srv, err := ferret.Start(ctx, ferret.Config{Addr: *addr, PostgreSQLURL: u.String(), Logger: quiet})
+	srv, err := ferret.Start(ctx, ferret.Config{Addr: *addr, PostgreSQLURL: u.String(), Logger: quiet, SynchronousCommitOff: true})
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 
@@ -84,6 +85,18 @@ type Report struct {
 	// default. Connections FerretDB opened before keep their old mode until they are
 	// replaced: restart FerretDB once.
 	CustomPlansSet bool
+}
+
+// Log reports r: the indexes at info, and a warning when FerretDB needs a restart.
+func (r Report) Log(log *slog.Logger) {
+	names := make([]string, len(r.Indexes))
+	for i, ix := range r.Indexes {
+		names[i] = ix.Schema + "." + ix.Name
+	}
+	log.Info("ferretdb gin indexes in place", "indexes", names)
+	if r.CustomPlansSet {
+		log.Warn("plan_cache_mode = force_custom_plan is now the default of FerretDB's PostgreSQL database; restart FerretDB once, or its open connections may keep ignoring the indexes")
+	}
 }
 
 // Ensure makes CustomPlans the default of the PostgreSQL database at postgresqlURL

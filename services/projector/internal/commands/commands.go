@@ -34,6 +34,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
@@ -46,7 +47,7 @@ commands:
   verify                                compare PostgreSQL and MongoDB; exit 1 on drift
   resync (--all | --user ID | --todo ID)...
                                         re-emit outbox events so the read model is repaired
-  rebuild [--database NAME] [--settle D] [--timeout D]
+  rebuild [--database NAME] [--settle D] [--timeout D] [--batch-size N]
                                         fill a fresh read model from the stream, then switch readers
 
 configuration comes from the environment (NATS_URL, MONGODB_URI, DATABASE_URL, ...).
@@ -178,6 +179,17 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	if err != nil {
 		return err
 	}
+	if cfg.FerretDBPostgreSQLURL != "" {
+		// Longer than one MongoDB operation: an index over an existing large
+		// collection takes a while to build.
+		fctx, cancel := context.WithTimeout(ctx, ferretIndexTimeout)
+		rep, err := ferretindex.Ensure(fctx, cfg.FerretDBPostgreSQLURL, active, store.Control())
+		cancel()
+		if err != nil {
+			return err
+		}
+		rep.Log(log)
+	}
 	nc, js, err := connectNATS(cfg, log)
 	if err != nil {
 		return err
@@ -229,6 +241,9 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	}
 	return runErr
 }
+
+// ferretIndexTimeout bounds the creation of the FerretDB indexes at start.
+const ferretIndexTimeout = 5 * time.Minute
 
 func waitOrTimeout(errc <-chan error, d time.Duration) error {
 	select {
@@ -397,6 +412,7 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 	name := fs.String("database", cfg.MongoDatabase+"_"+time.Now().UTC().Format("20060102150405"), "fresh database to fill")
 	settle := fs.Duration("settle", cfg.FetchWait+cfg.MongoTimeout+time.Second, "time live projectors may keep using the old pointer")
 	timeout := fs.Duration("timeout", time.Hour, "bound on the whole rebuild")
+	batch := fs.Int("batch-size", rebuild.DefaultBatchSize, "messages per fetch of the rebuild consumer")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -410,13 +426,16 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 		return err
 	}
 	defer nc.Close()
-	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: consumerConfig(cfg), Database: *name, Settle: *settle, Timeout: *timeout},
-		js, readmodel.NewStore(client, cfg.MongoDatabase), log)
+	if *batch < 1 {
+		return fmt.Errorf("rebuild: --batch-size %d: want at least 1", *batch)
+	}
+	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: consumerConfig(cfg), BatchSize: *batch, Database: *name, Settle: *settle, Timeout: *timeout,
+		FerretDBPostgreSQLURL: cfg.FerretDBPostgreSQLURL}, js, readmodel.NewStore(client, cfg.MongoDatabase), log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "rebuilt %s from %d events in %s (%.0f events/s); readers switched from %s (drop it when no longer needed)\n",
-		res.Database, res.Events, res.CatchUp.Round(time.Millisecond), res.EventsPerSecond, res.Previous)
+	fmt.Fprintf(out, "rebuilt %s from the newest message of each aggregate (%d messages, stream sequence %d) in %s (%.0f messages/s); readers switched from %s (drop it when no longer needed)\n",
+		res.Database, res.Messages, res.Events, res.CatchUp.Round(time.Millisecond), res.MessagesPerSecond, res.Previous)
 	return nil
 }
 

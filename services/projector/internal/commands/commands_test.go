@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 )
 
 func freeAddr(t *testing.T) string {
@@ -112,5 +114,42 @@ func TestRunAndVerifyCommands(t *testing.T) {
 	out.Reset()
 	if err := commands.Run(ctx, env.Log, []string{"deadletters", "list"}, &out); err != nil || !strings.Contains(out.String(), "0 dead letters") {
 		t.Fatalf("deadletters list = %v:\n%s", err, out.String())
+	}
+}
+
+// With FERRETDB_POSTGRESQL_URL set, the projector gives a read model it has never seen
+// FerretDB's GIN indexes at start, before it applies anything.
+func TestRunCreatesFerretIndexes(t *testing.T) {
+	env := projtest.New(t)
+	admin := freeAddr(t)
+	const fresh = "todo_read_fresh"
+	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	t.Setenv("MONGODB_URI", env.Ferret.URI())
+	t.Setenv("MONGODB_DATABASE", fresh)
+	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
+	t.Setenv("ADMIN_ADDR", admin)
+	t.Setenv("FETCH_WAIT", "200ms")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- commands.Run(runCtx, env.Log, []string{"run"}, io.Discard) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	// Ready once the consumer runs, which is after the indexes.
+	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		code, body := get(t, "http://"+admin+"/readyz")
+		return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
+	})
+	gin := env.Ferret.GINIndexes(t)
+	for _, f := range slices.Concat(ferretindex.ReadModelFields, ferretindex.ControlFields) {
+		if gin[fresh+"."+f.Collection+"."+f.Field] == "" {
+			t.Errorf("no GIN index on %s.%s.%s; GIN indexes: %v", fresh, f.Collection, f.Field, gin)
+		}
 	}
 }

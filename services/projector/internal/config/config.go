@@ -47,6 +47,10 @@ type Config struct {
 	MongoTimeout time.Duration `env:"MONGODB_TIMEOUT" envDefault:"10s"`
 	// WriteConcurrency bounds MongoDB writes in flight per replica.
 	WriteConcurrency int `env:"WRITE_CONCURRENCY" envDefault:"16"`
+	// FerretDBPostgreSQLURL is the PostgreSQL database behind a FerretDB v1 read
+	// model: when set, the projector creates there the indexes FerretDB's lookups
+	// need (package ferretindex). Empty for MongoDB.
+	FerretDBPostgreSQLURL string `env:"FERRETDB_POSTGRESQL_URL"`
 
 	// DatabaseURL is the source of truth, for verify and resync only.
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
@@ -102,6 +106,9 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.MongoURI); err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
 		errs = append(errs, errors.New("MONGODB_URI: want a mongodb:// or mongodb+srv:// URI"))
 	}
+	if u, err := url.Parse(c.FerretDBPostgreSQLURL); c.FerretDBPostgreSQLURL != "" && (err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql")) {
+		errs = append(errs, errors.New("FERRETDB_POSTGRESQL_URL: want empty or a postgres:// URL"))
+	}
 	if err := c.NATS.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -129,6 +136,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("mongodb_database", c.MongoDatabase),
 		slog.String("mongodb_timeout", c.MongoTimeout.String()),
 		slog.Int("write_concurrency", c.WriteConcurrency),
+		slog.String("ferretdb_postgresql_url", postgres.Redact(c.FerretDBPostgreSQLURL)),
 		slog.String("database_url", postgres.Redact(c.DatabaseURL)),
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("stats_interval", c.StatsInterval.String()),

@@ -32,6 +32,12 @@ func TestLoad(t *testing.T) {
 		{name: "mongo timeout not below ack wait", env: map[string]string{"ACK_WAIT": "5s", "MONGODB_TIMEOUT": "5s"}, wantErr: "must stay below ACK_WAIT"},
 		{name: "bad prefix", env: map[string]string{"SUBJECT_PREFIX": "todo.*"}, wantErr: "SUBJECT_PREFIX"},
 		{name: "bad uri", env: map[string]string{"MONGODB_URI": "http://x"}, wantErr: "MONGODB_URI"},
+		{name: "ferretdb backend", env: map[string]string{"FERRETDB_POSTGRESQL_URL": "postgres://postgres@127.0.0.1:5432/todo_ferretdb"}, check: func(t *testing.T, c config.Config) {
+			if c.FerretDBPostgreSQLURL != "postgres://postgres@127.0.0.1:5432/todo_ferretdb" {
+				t.Errorf("ferretdb postgresql url = %q", c.FerretDBPostgreSQLURL)
+			}
+		}},
+		{name: "bad ferretdb backend", env: map[string]string{"FERRETDB_POSTGRESQL_URL": "mongodb://x"}, wantErr: "FERRETDB_POSTGRESQL_URL"},
 		{name: "all problems at once", env: map[string]string{"BATCH_SIZE": "0", "WRITE_CONCURRENCY": "0"}, wantErr: "WRITE_CONCURRENCY 0"},
 		{name: "unparsable duration", env: map[string]string{"ACK_WAIT": "soon"}, wantErr: "AckWait"},
 	}
@@ -61,12 +67,13 @@ func TestLogValueMasksPasswords(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://app:s3cret@db:5432/todo")
 	t.Setenv("MONGODB_URI", "mongodb://reader:hunter2@mongo:27017/")
 	t.Setenv("NATS_URL", "nats://svc:natspw@nats:4222")
+	t.Setenv("FERRETDB_POSTGRESQL_URL", "postgres://ferret:pgpw@db:5432/ferretdb")
 	c, err := config.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := c.LogValue().String()
-	for _, secret := range []string{"s3cret", "hunter2", "natspw"} {
+	for _, secret := range []string{"s3cret", "hunter2", "natspw", "pgpw"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("log value shows %q: %s", secret, s)
 		}

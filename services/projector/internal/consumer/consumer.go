@@ -47,6 +47,8 @@ type Config struct {
 	Stream        string
 	Durable       string
 	FilterSubject string
+	// DeliverPolicy is where a new durable starts; the zero value is DeliverAll.
+	DeliverPolicy jetstream.DeliverPolicy
 	AckWait       time.Duration
 	MaxDeliver    int
 	BackOff       []time.Duration // redelivery delays after AckWait expiry, and Nak delays
@@ -95,7 +97,7 @@ func New(cfg Config, js jetstream.JetStream, store *readmodel.Store, m *metrics.
 func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
 		Durable:       c.cfg.Durable,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		DeliverPolicy: c.cfg.DeliverPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.cfg.AckWait,
 		MaxDeliver:    c.cfg.MaxDeliver,

@@ -1,25 +1,31 @@
 // Package rebuild fills a fresh read-model database from the stream and switches
 // readers to it without downtime.
 //
-// How: a new durable consumer (its own name, DeliverAll) applies every event in the
-// stream into the fresh database, with the same code as the live projector, while the
-// live projector keeps serving the old one. Once the rebuild consumer has acknowledged
-// everything up to the stream's last sequence, the pointer document in the control
-// database is flipped to the fresh database: readers (the API) and the live projector
-// both look the pointer up per request and per batch, so they move over by themselves.
-// A live batch that read the old pointer just before the flip may still land in the
-// old database, so the rebuild consumer keeps running for a settle period and then
-// catches up to the stream's last sequence once more, covering anything such a batch
-// applied; every write is idempotent, so applying an event in both places is harmless.
-// Then the rebuild consumer is deleted. The old database is left for the operator to
-// drop.
+// How: a new durable consumer (its own name) applies the stream into the fresh
+// database, with the same code as the live projector, while the live projector keeps
+// serving the old one. Once the rebuild consumer has acknowledged everything up to the
+// stream's last sequence, the pointer document in the control database is flipped to
+// the fresh database: readers (the API) and the live projector both look the pointer
+// up per request and per batch, so they move over by themselves. A live batch that
+// read the old pointer just before the flip may still land in the old database, so the
+// rebuild consumer keeps running for a settle period and then catches up to the
+// stream's last sequence once more, covering anything such a batch applied; every
+// write is idempotent, so applying an event in both places is harmless. Then the
+// rebuild consumer is deleted. The old database is left for the operator to drop.
 //
-// The stream keeps the newest messages of every subject (one subject per aggregate)
-// without a maximum age, so it holds the latest state of every aggregate: a rebuild
-// from it is complete.
+// Only the newest message of each subject is read (DeliverLastPerSubject), then every
+// message that arrives after: a subject is one aggregate, every event carries the
+// aggregate's full state (or its tombstone), so the newest message of each subject
+// holds its aggregate's final state; and every event carries its owner's stats
+// snapshot, so the newest of a user's events, being the newest of its subject, brings
+// the user's final stats. A rebuild therefore costs one message per aggregate, not one per event, and the
+// stream, which keeps the newest messages of every subject without a maximum age,
+// holds everything it needs. Events from before events carried stats have none: run
+// `projector resync --all` once before rebuilding from a stream that old.
 package rebuild
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,16 +38,29 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// DefaultBatchSize is the rebuild consumer's batch when Config.BatchSize is 0: larger
+// than the live consumer's, since the rebuild has no latency to keep and each batch
+// goes to the fresh database as a few bulk inserts.
+const DefaultBatchSize = 1000
+
 // Config tunes a rebuild.
 type Config struct {
-	// Consumer is the live consumer's config; Durable and Database are replaced.
+	// Consumer is the live consumer's config; Durable, Database, DeliverPolicy and
+	// BatchSize are replaced.
 	Consumer consumer.Config
+	// BatchSize is the rebuild consumer's batch (DefaultBatchSize when 0).
+	BatchSize int
 	// Database is the fresh database to fill; it must hold no users or todos.
 	Database string
+	// FerretDBPostgreSQLURL, when set, is the PostgreSQL database behind a FerretDB
+	// read model: the fresh database's collections get their indexes there (package
+	// ferretindex) before the first write.
+	FerretDBPostgreSQLURL string
 	// Settle is how long the old pointer may still be in use after the flip: at
 	// least one live batch (FetchWait plus the MongoDB write timeout).
 	Settle time.Duration
@@ -51,11 +70,14 @@ type Config struct {
 
 // Result describes a finished rebuild.
 type Result struct {
-	Database        string
-	Previous        string
-	Events          uint64 // stream sequence reached
-	CatchUp         time.Duration
-	EventsPerSecond float64
+	Database string
+	Previous string
+	Events   uint64 // stream sequence reached
+	// Messages were delivered to the rebuild consumer until it caught up: about one
+	// per aggregate.
+	Messages          uint64
+	CatchUp           time.Duration
+	MessagesPerSecond float64
 }
 
 // Run rebuilds into cfg.Database and switches readers to it.
@@ -84,10 +106,20 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 	if err := readmodel.EnsureIndexes(ctx, target, store.Control()); err != nil {
 		return res, err
 	}
+	if cfg.FerretDBPostgreSQLURL != "" {
+		rep, err := ferretindex.Ensure(ctx, cfg.FerretDBPostgreSQLURL, target, store.Control())
+		if err != nil {
+			return res, err
+		}
+		rep.Log(log)
+	}
 
 	cc := cfg.Consumer
 	cc.Durable = "rebuild-" + cfg.Database
 	cc.Database = cfg.Database
+	cc.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
+	cc.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
+	cc.MaxAckPending = max(cc.MaxAckPending, cc.BatchSize)
 	c := consumer.New(cc, js, store, metrics.New(prometheus.NewRegistry()), log)
 	cons, err := c.Ensure(ctx)
 	if err != nil {
@@ -106,16 +138,16 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 	defer func() { stop(); <-done }()
 
 	start := time.Now()
-	seq, err := catchUp(ctx, js, cons, cc.Stream)
+	seq, delivered, err := catchUp(ctx, js, cons, cc.Stream)
 	if err != nil {
 		return res, err
 	}
 	res.CatchUp = time.Since(start)
-	res.Events = seq
+	res.Events, res.Messages = seq, delivered
 	if s := res.CatchUp.Seconds(); s > 0 {
-		res.EventsPerSecond = float64(seq) / s
+		res.MessagesPerSecond = float64(delivered) / s
 	}
-	log.Info("rebuild caught up", "database", cfg.Database, "stream_seq", seq, "seconds", res.CatchUp.Seconds())
+	log.Info("rebuild caught up", "database", cfg.Database, "stream_seq", seq, "messages", delivered, "seconds", res.CatchUp.Seconds())
 
 	if err := store.Switch(ctx, readmodel.Pointer{Database: cfg.Database, SwitchedAt: time.Now().UTC()}); err != nil {
 		return res, err
@@ -126,34 +158,36 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 		return res, fmt.Errorf("settle after the switch: %w", ctx.Err())
 	case <-time.After(cfg.Settle):
 	}
-	if res.Events, err = catchUp(ctx, js, cons, cc.Stream); err != nil {
+	if res.Events, _, err = catchUp(ctx, js, cons, cc.Stream); err != nil {
 		return res, err
 	}
 	return res, nil
 }
 
 // catchUp waits until the consumer has acknowledged every message up to the stream's
-// last sequence at the time of the call, and returns that sequence.
-func catchUp(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, stream string) (uint64, error) {
+// last sequence at the time of the call, and returns that sequence and how many
+// messages the consumer has been delivered. The stream's last message is the newest
+// of its subject, so even a consumer that skips older messages acknowledges it.
+func catchUp(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, stream string) (last, delivered uint64, _ error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", stream, err)
+		return 0, 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", stream, err)
+		return 0, 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	last := info.State.LastSeq
+	last = info.State.LastSeq
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		ci, err := cons.Info(ctx)
 		if err == nil && ci.AckFloor.Stream >= last {
-			return last, nil
+			return last, ci.Delivered.Consumer, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("catch up to %d: %w", last, ctx.Err())
+			return 0, 0, fmt.Errorf("catch up to %d: %w", last, ctx.Err())
 		case <-t.C:
 		}
 	}

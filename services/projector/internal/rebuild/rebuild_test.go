@@ -3,15 +3,22 @@ package rebuild_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/outboxtodo/outboxtodo/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 )
 
 // A rebuild fills a fresh read model equal to PostgreSQL from the stream alone, flips
@@ -45,7 +52,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	if res.Previous != env.Control || res.Events != uint64(len(w.Events)) {
 		t.Fatalf("result = %+v, want from %s with %d events", res, env.Control, len(w.Events))
 	}
-	t.Logf("rebuild: %d events in %s (%.0f events/s)", res.Events, res.CatchUp, res.EventsPerSecond)
+	t.Logf("rebuild: %d messages of %d events in %s (%.0f messages/s)", res.Messages, res.Events, res.CatchUp, res.MessagesPerSecond)
 	if name, err := env.Store.ActiveName(ctx); err != nil || name != "todo_read_rebuilt" {
 		t.Fatalf("active = %q, %v", name, err)
 	}
@@ -70,4 +77,89 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// A rebuild reads only the newest message of each aggregate's subject and still ends
+// equal to PostgreSQL: the stream holds several versions of most aggregates, deleted
+// todos and deleted users, and the rebuild consumer gets one message per subject. The
+// fresh database gets FerretDB's GIN indexes before the first write, and FerretDB's
+// lookups there use them.
+func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	pool, _ := dbtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	w := projtest.NewWorld(t)
+	var users []uuid.UUID
+	for i := range 12 {
+		u := w.CreateUser()
+		users = append(users, u)
+		w.RenameUser(u, fmt.Sprintf("renamed %d", i))
+		for j := range 5 {
+			td := w.CreateTodo(u, "t")
+			w.SetCompleted(td, true)
+			w.SetCompleted(td, false)
+			switch {
+			case j == 0:
+				w.DeleteTodo(td)
+			case (i+j)%2 == 0:
+				w.SetCompleted(td, true)
+			}
+		}
+	}
+	for _, u := range users[:3] {
+		w.DeleteUser(u)
+	}
+	if err := w.WriteSource(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	env.Publish(t, w.Events...)
+	subjects := map[string]bool{}
+	for _, e := range w.Events {
+		subjects[e.AggregateType+"/"+e.AggregateID.String()] = true
+	}
+	if len(w.Events) < 3*len(subjects) {
+		t.Fatalf("world: %d events on %d subjects, want several per subject", len(w.Events), len(subjects))
+	}
+
+	const target = "todo_read_newest"
+	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: env.ConsumerConfig("projector"), BatchSize: 25, Database: target,
+		FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(), Settle: 100 * time.Millisecond, Timeout: time.Minute}, env.JS, env.Store, env.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rebuild: %d messages of %d events on %d subjects in %s", res.Messages, res.Events, len(subjects), res.CatchUp)
+	if res.Events != uint64(len(w.Events)) {
+		t.Errorf("rebuild reached stream sequence %d, want %d", res.Events, len(w.Events))
+	}
+	// One per subject, give or take a redelivery; the whole history would be len(w.Events).
+	if res.Messages < uint64(len(subjects)) || res.Messages > uint64(len(subjects)+len(subjects)/10) {
+		t.Errorf("rebuild consumer got %d messages, want about one per subject (%d) of the stream's %d", res.Messages, len(subjects), len(w.Events))
+	}
+	rebuilt := env.Mongo.Database(target)
+	diffs, err := verify.Run(ctx, pool, rebuilt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Errorf("verify: %s", d)
+	}
+
+	gin := env.Ferret.GINIndexes(t)
+	for _, f := range ferretindex.ReadModelFields {
+		if gin[target+"."+f.Collection+"."+f.Field] == "" {
+			t.Errorf("no GIN index on %s.%s.%s after the rebuild; GIN indexes: %v", target, f.Collection, f.Field, gin)
+		}
+	}
+	var todo uuid.UUID
+	for id := range w.Todos {
+		todo = id
+		break
+	}
+	plan := ferret.ExplainFind(t, rebuilt, readmodel.CollTodos, bson.D{{Key: "_id", Value: todo.String()}})
+	if index := gin[target+".todos._id"]; !strings.Contains(plan, `"Bitmap Index Scan"`) || !strings.Contains(plan, `"`+index+`"`) {
+		t.Errorf("lookup by _id in the rebuilt todos: want a Bitmap Index Scan on %s, got %s", index, plan)
+	}
 }
