@@ -12,9 +12,12 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # The operator tools default to the local stack of `make run` (whose embedded NATS
 # listens on 14222); set these to point them at other servers. `make run` itself only
-# sees them when set outside make: unset, it starts embedded servers.
+# sees them when set outside make: unset, it starts embedded servers. With the local
+# stack's FerretDB (MONGODB_URI unset), `make rebuild` indexes it in its PostgreSQL
+# database (FERRETDB_POSTGRESQL_URL, see docs/DEPLOYMENT.md).
 TOOLS_ENV := DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/todo?sslmode=disable}" \
 	NATS_URL="$${NATS_URL:-nats://127.0.0.1:14222}" \
+	FERRETDB_POSTGRESQL_URL="$${FERRETDB_POSTGRESQL_URL-$$(test -n "$$MONGODB_URI" || echo 'postgres://postgres@127.0.0.1:5432/todo_ferretdb?sslmode=disable')}" \
 	MONGODB_URI="$${MONGODB_URI:-mongodb://127.0.0.1:27017/?directConnection=true}"
 PROJECTOR := $(TOOLS_ENV) go run ./services/projector/cmd/projector
 
