@@ -5,7 +5,7 @@
 // (so with its size and its indexes, the FerretDB GIN indexes included): unordered
 // insertMany of new documents in batches of -batch, one batch at a time and -concurrency
 // at a time, then version-guarded single upserts of existing documents, one at a time
-// and -concurrency at a time. The documents belong to a made-up owner and are deleted at
+// and -concurrency at a time. The documents belong to made-up owners and are deleted at
 // the end. Only operations the FerretDB stand-in handles are used: it hangs on bulk
 // updates of more than about 40 statements (see the brief), so there are none.
 //
@@ -160,31 +160,44 @@ func parseFlags(args []string) (settings, error) {
 		return o, errors.New("projload: -rate, -count, -inserts and -upserts must not be negative")
 	case o.users < 1 || o.batch < 1 || o.concurrency < 1:
 		return o, errors.New("projload: -users, -batch and -concurrency must be at least 1")
+	case max(o.inserts, o.upserts) > maxInserts:
+		return o, fmt.Errorf("projload: -inserts and -upserts at most %d (FerretDB deletes the ceiling's documents in one statement)", maxInserts)
 	}
 	return o, nil
 }
 
-// ceilings runs the raw measurements on coll with documents of a made-up owner, and
+// maxInserts keeps the documents of one ceiling round, which FerretDB deletes with one
+// statement binding each _id, within PostgreSQL's 65,535 bind parameters.
+const maxInserts = 60000
+
+// ceilings runs the raw measurements on coll with documents of made-up owners, and
 // deletes them afterwards (also when a measurement fails). Each measurement is bounded
 // by limit.
 func ceilings(ctx context.Context, coll *mongo.Collection, inserts, upserts, batch, concurrency int, limit time.Duration) (_ []ceiling, err error) {
-	owner := uuid.Must(uuid.NewV7()).String()
+	// Each insertMany round has an owner of its own, deleted on its own: FerretDB
+	// deletes the matches of a filter with one statement that binds every _id, and
+	// PostgreSQL binds at most 65,535 parameters (see maxInserts).
+	var owners []string
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 		defer cancel()
-		if _, derr := coll.DeleteMany(dctx, bson.D{{Key: "user_id", Value: owner}}); derr != nil {
-			err = errors.Join(err, fmt.Errorf("delete the ceiling's documents: %w", derr))
+		for _, owner := range owners {
+			if _, derr := coll.DeleteMany(dctx, bson.D{{Key: "user_id", Value: owner}}); derr != nil {
+				err = errors.Join(err, fmt.Errorf("delete the ceiling's documents: %w", derr))
+			}
 		}
 	}()
-	// The upserts update documents the inserts made: at least 2×upserts of them.
+	// Each upsert round updates documents of one insertMany round.
 	inserts = max(inserts, upserts)
 	var (
-		out []ceiling
-		ids []string
+		out    []ceiling
+		rounds [][]string // the ids each insertMany round wrote
 	)
 	for _, c := range []int{1, concurrency} {
+		owner := uuid.Must(uuid.NewV7()).String()
+		owners = append(owners, owner)
 		next := newIDs(inserts)
-		ids = append(ids, next...)
+		rounds = append(rounds, next)
 		cl, err := measure(ctx, limit, opInsertMany, c, len(next), func(ctx context.Context, worker int) error {
 			for i := worker * batch; i < len(next); i += c * batch {
 				if err := insertBatch(ctx, coll, owner, next[i:min(i+batch, len(next))]); err != nil {
@@ -203,10 +216,10 @@ func ceilings(ctx context.Context, coll *mongo.Collection, inserts, upserts, bat
 		return out, nil
 	}
 	for round, c := range []int{1, concurrency} {
-		part := ids[round*upserts : (round+1)*upserts]
+		part := rounds[round][:upserts]
 		cl, err := measure(ctx, limit, opUpsert, c, len(part), func(ctx context.Context, worker int) error {
 			for i := worker; i < len(part); i += c {
-				if err := guardedUpsert(ctx, coll, owner, part[i], 2); err != nil {
+				if err := guardedUpsert(ctx, coll, owners[round], part[i], 2); err != nil {
 					return err
 				}
 			}

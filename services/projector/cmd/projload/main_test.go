@@ -78,7 +78,7 @@ func TestParseFlagsRejectsNonsense(t *testing.T) {
 	if _, err := parseFlags(nil); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	for _, args := range [][]string{{"-concurrency", "0"}, {"-batch", "0"}, {"-upserts", "-1"}, {"-users", "0"}} {
+	for _, args := range [][]string{{"-concurrency", "0"}, {"-batch", "0"}, {"-upserts", "-1"}, {"-users", "0"}, {"-inserts", "70000"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%v: want an error", args)
 		}
