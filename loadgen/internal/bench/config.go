@@ -40,10 +40,10 @@ type Config struct {
 	StepStart     float64       `env:"LOADGEN_STEP_START" envDefault:"100"`
 	StepFactor    float64       `env:"LOADGEN_STEP_FACTOR" envDefault:"2"`
 	StepPrecision float64       `env:"LOADGEN_STEP_PRECISION" envDefault:"0.15"`
-	StepMax       int           `env:"LOADGEN_STEP_MAX" envDefault:"7"`
+	StepMax       int           `env:"LOADGEN_STEP_MAX" envDefault:"6"`
 	Step          time.Duration `env:"LOADGEN_STEP" envDefault:"8s"`
 	Growth        float64       `env:"LOADGEN_GROWTH_TOLERANCE" envDefault:"0.05"`
-	Hold          time.Duration `env:"LOADGEN_HOLD" envDefault:"12s"`
+	Hold          time.Duration `env:"LOADGEN_HOLD" envDefault:"10s"`
 	Drain         time.Duration `env:"LOADGEN_DRAIN_TIMEOUT" envDefault:"60s"`
 
 	// The read-model sizes of the two step searches, in todo documents, reached by

@@ -172,6 +172,11 @@ func (r *runner) ceilings(ctx context.Context) error {
 	if len(c.Ceilings) == 0 {
 		return fmt.Errorf("projload reported no ceiling: %s", out.String())
 	}
+	for _, cl := range c.Ceilings {
+		if (cl.Operation != report.OpInsertMany && cl.Operation != report.OpUpsert) || cl.Docs <= 0 || cl.DocsPerSec <= 0 {
+			return fmt.Errorf("projload's report has a ceiling this run cannot read (has its -json format changed?): %+v", cl)
+		}
+	}
 	c.Load1 = load1()
 	r.res.Ceilings = &c
 	return nil

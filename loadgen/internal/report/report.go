@@ -142,8 +142,10 @@ type Apply struct {
 	Load1          float64 `json:"load1"`
 }
 
-// Ceilings is projload's report: the server's raw rates for the projector's kinds of
-// write, on the active todos collection.
+// Ceilings is projload's -json report (services/projector/cmd/projload), decoded: the
+// server's raw rates for the projector's kinds of write, on the active todos
+// collection. The two modules cannot share the type; the bench rejects a report whose
+// ceilings it cannot read.
 type Ceilings struct {
 	Collection     string       `json:"collection"`
 	CollectionDocs int64        `json:"collection_docs"`
