@@ -1,7 +1,9 @@
 // Command loadgen benchmarks the whole pipeline (`make bench`): it starts bin/devstack
-// on databases of its own, measures the same-run baselines, drives the real API over
-// HTTP, finds the maximum sustained pipeline rate, times a rebuild, and writes
-// results.md, results.json and results.png into LOADGEN_RESULTS_DIR. Settings come
+// on databases of its own and runs the phases of package bench (same-run baselines, the
+// maximum sustained rate at two read-model sizes, the projector and a rebuild against
+// the server's raw ceilings, the API's phases, the deletion of a large user), then
+// writes results.md, results.json and results.png into LOADGEN_RESULTS_DIR. It exits
+// non-zero when a phase failed, after writing the results of the others. Settings come
 // from LOADGEN_* environment variables (see internal/bench.Config).
 package main
 
