@@ -61,12 +61,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
@@ -393,18 +393,15 @@ func singleUpserts(ctx context.Context, ws []*write) []func() {
 	return tasks
 }
 
-// run runs tasks with at most concurrency at a time and waits for all.
+// run runs tasks with at most concurrency at a time and waits for all. Tasks record
+// their own outcome in their writes.
 func (p *Projector) run(tasks []func()) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, p.concurrency)
+	var g errgroup.Group
+	g.SetLimit(p.concurrency)
 	for _, task := range tasks {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			task()
-		})
+		g.Go(func() error { task(); return nil })
 	}
-	wg.Wait()
+	_ = g.Wait()
 }
 
 // byCollection splits writes by collection, keeping their order.

@@ -61,6 +61,14 @@ func outcomes(res []project.Result) []project.Outcome {
 
 func last(w *projtest.World) event.Envelope { return w.Events[len(w.Events)-1] }
 
+// find decodes the document id of coll, tombstones included, into out.
+func find(t *testing.T, db *mongo.Database, coll string, id uuid.UUID, out any) {
+	t.Helper()
+	if err := db.Collection(coll).FindOne(context.Background(), bson.D{{Key: "_id", Value: id.String()}}).Decode(out); err != nil {
+		t.Fatalf("%s %s: %v", coll, id, err)
+	}
+}
+
 func requireConverged(t *testing.T, db *mongo.Database, w *projtest.World) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -127,15 +135,15 @@ func TestGuards(t *testing.T) {
 	for _, path := range []writePath{mongoPath, ferretPath} {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
-			newDB := func(t *testing.T, name string) (*mongo.Database, *project.Projector) {
+			// newDB is a case's own database, its projector and an empty world.
+			newDB := func(t *testing.T, name string) (*mongo.Database, *project.Projector, *projtest.World) {
 				db := env.Database(t, path.name+"_"+name)
-				return db, project.New(db, 4, path.opts...)
+				return db, project.New(db, 4, path.opts...), projtest.NewWorld(t)
 			}
 
 			t.Run("redelivery applies once", func(t *testing.T) {
 				t.Parallel()
-				db, p := newDB(t, "redelivery")
-				w := projtest.NewWorld(t)
+				db, p, w := newDB(t, "redelivery")
 				u := w.CreateUser()
 				td := w.CreateTodo(u, "a")
 				w.SetCompleted(td, true)
@@ -151,8 +159,7 @@ func TestGuards(t *testing.T) {
 
 			t.Run("v3 before v2 leaves v3", func(t *testing.T) {
 				t.Parallel()
-				db, p := newDB(t, "reorder")
-				w := projtest.NewWorld(t)
+				db, p, w := newDB(t, "reorder")
 				u := w.CreateUser()
 				td := w.CreateTodo(u, "a")
 				w.SetCompleted(td, true)  // v2
@@ -168,8 +175,7 @@ func TestGuards(t *testing.T) {
 
 			t.Run("delete then late older upsert does not resurrect", func(t *testing.T) {
 				t.Parallel()
-				db, p := newDB(t, "resurrect")
-				w := projtest.NewWorld(t)
+				db, p, w := newDB(t, "resurrect")
 				u := w.CreateUser()
 				keep := w.CreateTodo(u, "keep")
 				gone := w.CreateTodo(u, "gone")
@@ -183,9 +189,7 @@ func TestGuards(t *testing.T) {
 				requireConverged(t, db, w)
 				var tomb readmodel.Todo
 				ctx := context.Background()
-				if err := db.Collection(readmodel.CollTodos).FindOne(ctx, bson.D{{Key: "_id", Value: gone.String()}}).Decode(&tomb); err != nil {
-					t.Fatalf("tombstone: %v", err)
-				}
+				find(t, db, readmodel.CollTodos, gone, &tomb)
 				if !tomb.Deleted || tomb.Version != 3 || tomb.Title != "" {
 					t.Fatalf("tombstone = %+v, want deleted v3 without data", tomb)
 				}
@@ -204,8 +208,7 @@ func TestGuards(t *testing.T) {
 
 			t.Run("deleted user leaves no visible documents", func(t *testing.T) {
 				t.Parallel()
-				db, p := newDB(t, "deluser")
-				w := projtest.NewWorld(t)
+				db, p, w := newDB(t, "deluser")
 				u := w.CreateUser()
 				other := w.CreateUser()
 				w.SetCompleted(w.CreateTodo(u, "a"), true)
@@ -215,9 +218,8 @@ func TestGuards(t *testing.T) {
 				requireConverged(t, db, w)
 				requireLeaderboard(t, readmodel.NewStore(env.Mongo, db.Name()), w, u)
 				var st readmodel.Stats
-				if err := db.Collection(readmodel.CollStats).FindOne(context.Background(), bson.D{{Key: "_id", Value: u.String()}}).Decode(&st); err != nil ||
-					!st.Deleted || st.Total != 0 || st.Version != w.Stats[u].Version {
-					t.Fatalf("deleted user's stats = %+v, %v; want the deleted snapshot", st, err)
+				if find(t, db, readmodel.CollStats, u, &st); !st.Deleted || st.Total != 0 || st.Version != w.Stats[u].Version {
+					t.Fatalf("deleted user's stats = %+v; want the deleted snapshot", st)
 				}
 			})
 
@@ -251,8 +253,7 @@ func TestGuards(t *testing.T) {
 			t.Run("a deleted snapshot wins a tie of versions", func(t *testing.T) {
 				t.Parallel()
 				for i, deletedFirst := range []bool{true, false} {
-					db, p := newDB(t, fmt.Sprintf("tie%d", i))
-					w := projtest.NewWorld(t)
+					db, p, w := newDB(t, fmt.Sprintf("tie%d", i))
 					u := w.CreateUser()
 					w.CreateTodo(u, "a")
 					live := last(w)
@@ -267,18 +268,16 @@ func TestGuards(t *testing.T) {
 					}
 					apply(t, p, batch...)
 					var st readmodel.Stats
-					if err := db.Collection(readmodel.CollStats).FindOne(context.Background(), bson.D{{Key: "_id", Value: u.String()}}).Decode(&st); err != nil ||
-						!st.Deleted || st.Open != 0 {
-						t.Fatalf("deleted first %t: stats = %+v, %v; want the deleted snapshot", deletedFirst, st, err)
+					if find(t, db, readmodel.CollStats, u, &st); !st.Deleted || st.Open != 0 {
+						t.Fatalf("deleted first %t: stats = %+v; want the deleted snapshot", deletedFirst, st)
 					}
 				}
 			})
 
 			t.Run("stats of older releases", func(t *testing.T) {
 				t.Parallel()
-				db, p := newDB(t, "upgrade")
+				db, p, w := newDB(t, "upgrade")
 				ctx := context.Background()
-				w := projtest.NewWorld(t)
 				u := w.CreateUser()
 				created := last(w)
 				// A stats document as the recounting release wrote it: source_version, no
@@ -296,15 +295,13 @@ func TestGuards(t *testing.T) {
 				withoutStats.Stats = nil
 				apply(t, p, withoutStats, unversioned)
 				var raw bson.M
-				if err := db.Collection(readmodel.CollStats).FindOne(ctx, bson.D{{Key: "_id", Value: u.String()}}).Decode(&raw); err != nil || raw["source_version"] == nil {
-					t.Fatalf("stats after events without stats = %v, %v; want the old document", raw, err)
+				if find(t, db, readmodel.CollStats, u, &raw); raw["source_version"] == nil {
+					t.Fatalf("stats after events without stats = %v; want the old document", raw)
 				}
 				// The first snapshot (version 1) replaces the old document.
 				apply(t, p, created)
 				raw = nil
-				if err := db.Collection(readmodel.CollStats).FindOne(ctx, bson.D{{Key: "_id", Value: u.String()}}).Decode(&raw); err != nil {
-					t.Fatal(err)
-				}
+				find(t, db, readmodel.CollStats, u, &raw)
 				if _, ok := raw["source_version"]; ok || raw["deleted"] != false || raw["version"] != int64(1) || raw["total"] != int64(0) {
 					t.Fatalf("stats after the first snapshot = %v; want version 1, deleted false, no source_version", raw)
 				}
@@ -358,14 +355,12 @@ func TestRaceOnMissingDocumentHigherVersionWins(t *testing.T) {
 				if results[1].Outcome != project.Applied {
 					t.Errorf("round %d: v%d answered %v, want applied", round, higher.Version, results[1].Outcome)
 				}
-				var doc readmodel.Todo
-				if err := db.Collection(readmodel.CollTodos).FindOne(ctx, bson.D{{Key: "_id", Value: td.String()}}).Decode(&doc); err != nil {
-					t.Fatal(err)
-				}
-				var st readmodel.Stats
-				if err := db.Collection(readmodel.CollStats).FindOne(ctx, bson.D{{Key: "_id", Value: u.String()}}).Decode(&st); err != nil {
-					t.Fatal(err)
-				}
+				var (
+					doc readmodel.Todo
+					st  readmodel.Stats
+				)
+				find(t, db, readmodel.CollTodos, td, &doc)
+				find(t, db, readmodel.CollStats, u, &st)
 				if doc.Version != higher.Version || st.Version != higher.Stats.Version {
 					t.Errorf("round %d: todo v%d and stats v%d won, want v%d and v%d", round, doc.Version, st.Version, higher.Version, higher.Stats.Version)
 				}
