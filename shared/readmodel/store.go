@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
 )
 
 // ErrNotFound is returned when the asked-for document does not exist (or is a
@@ -111,56 +113,112 @@ type Leaderboard struct {
 // so the earlier sign-up first): a total order, stable across calls.
 var leaderboardSort = bson.D{{Key: "completed", Value: -1}, {Key: "_id", Value: 1}}
 
-// Leaderboard returns the top n users (1 to 100) and the rank of caller (a user id; ""
-// for none).
-func (s *Store) Leaderboard(ctx context.Context, n int, caller string) (Leaderboard, error) {
-	if n < 1 || n > 100 {
-		return Leaderboard{}, fmt.Errorf("leaderboard size %d: want 1 to 100", n)
+// MaxTop is the longest top of the leaderboard a Ranking answers.
+const MaxTop = 100
+
+// Ranking is the leaderboard's order at one moment: live users in leaderboardSort
+// order, up to the limit it was read with, with the display names of the first
+// MaxTop. It is immutable, so one Ranking can serve many callers (the API caches one
+// for about a second).
+type Ranking struct {
+	entries []Entry
+	pos     map[string]int
+	// complete is true when entries hold every live user's line.
+	complete bool
+	// db is the read-model database it was read from, for callers beyond entries.
+	db *mongo.Database
+}
+
+// Len is the number of lines the ranking holds.
+func (r *Ranking) Len() int { return len(r.entries) }
+
+// Ranking reads the order of up to limit live users in one query (the leaderboard
+// index's order on MongoDB; FerretDB sorts them in memory, which is why the API keeps
+// the result for a moment rather than asking per request), and the display names of
+// the first MaxTop of them.
+func (s *Store) Ranking(ctx context.Context, limit int) (*Ranking, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("ranking limit %d: want at least 1", limit)
 	}
 	db, err := s.Active(ctx)
 	if err != nil {
-		return Leaderboard{}, err
+		return nil, err
 	}
-	stats := db.Collection(CollStats)
-	cur, err := stats.Find(ctx, bson.D{liveStats}, options.Find().SetSort(leaderboardSort).SetLimit(int64(n)))
+	cur, err := db.Collection(CollStats).Find(ctx, bson.D{liveStats}, options.Find().SetSort(leaderboardSort).
+		SetLimit(int64(limit)).SetProjection(bson.D{{Key: "completed", Value: 1}, {Key: "total", Value: 1}}))
 	if err != nil {
-		return Leaderboard{}, fmt.Errorf("read the leaderboard: %w", err)
+		return nil, fmt.Errorf("read the leaderboard: %w", err)
 	}
-	var top []Stats
-	if err := cur.All(ctx, &top); err != nil {
-		return Leaderboard{}, fmt.Errorf("read the leaderboard: %w", err)
+	var lines []Stats
+	if err := cur.All(ctx, &lines); err != nil {
+		return nil, fmt.Errorf("read the leaderboard: %w", err)
 	}
-	var lb Leaderboard
-	ids := make([]string, 0, len(top)+1)
-	for i, st := range top {
-		lb.Top = append(lb.Top, Entry{Rank: int64(i + 1), UserID: st.UserID, Completed: st.Completed, Total: st.Total})
-		ids = append(ids, st.UserID)
+	r := &Ranking{entries: make([]Entry, len(lines)), pos: make(map[string]int, len(lines)), complete: len(lines) < limit, db: db}
+	for i, st := range lines {
+		r.entries[i] = Entry{Rank: int64(i + 1), UserID: st.UserID, Completed: st.Completed, Total: st.Total}
+		r.pos[st.UserID] = i
 	}
-	if caller != "" {
-		me, err := s.rank(ctx, stats, caller)
-		if err != nil {
-			return Leaderboard{}, err
-		}
-		if me != nil {
-			lb.Me = me
-			ids = append(ids, caller)
-		}
+	top := r.entries[:min(len(r.entries), MaxTop)]
+	ids := make([]string, len(top))
+	for i, e := range top {
+		ids[i] = e.UserID
 	}
 	names, err := displayNames(ctx, db.Collection(CollUsers), ids)
 	if err != nil {
-		return Leaderboard{}, err
+		return nil, err
 	}
-	for i := range lb.Top {
-		lb.Top[i].DisplayName = names[lb.Top[i].UserID]
+	for i := range top {
+		top[i].DisplayName = names[top[i].UserID]
 	}
-	if lb.Me != nil {
+	return r, nil
+}
+
+// Leaderboard answers the top n (1 to MaxTop) and the line of caller (a user id; ""
+// for none) from the ranking. A caller beyond the lines the ranking holds is ranked by
+// a count on the database it was read from.
+func (r *Ranking) Leaderboard(ctx context.Context, n int, caller string) (Leaderboard, error) {
+	if n < 1 || n > MaxTop {
+		return Leaderboard{}, fmt.Errorf("leaderboard size %d: want 1 to %d", n, MaxTop)
+	}
+	lb := Leaderboard{Top: slices.Clone(r.entries[:min(n, len(r.entries))])}
+	if caller == "" {
+		return lb, nil
+	}
+	if i, ok := r.pos[caller]; ok {
+		me := r.entries[i]
+		lb.Me = &me
+	} else if !r.complete {
+		me, err := rank(ctx, r.db.Collection(CollStats), caller)
+		if err != nil {
+			return Leaderboard{}, err
+		}
+		lb.Me = me
+	}
+	if lb.Me != nil && lb.Me.DisplayName == "" {
+		names, err := displayNames(ctx, r.db.Collection(CollUsers), []string{caller})
+		if err != nil {
+			return Leaderboard{}, err
+		}
 		lb.Me.DisplayName = names[caller]
 	}
 	return lb, nil
 }
 
-// rank counts the users ahead of the caller in leaderboardSort order.
-func (s *Store) rank(ctx context.Context, stats *mongo.Collection, userID string) (*Entry, error) {
+// Leaderboard returns the top n users (1 to MaxTop) and the line of caller (a user id;
+// "" for none), read now.
+func (s *Store) Leaderboard(ctx context.Context, n int, caller string) (Leaderboard, error) {
+	if n < 1 || n > MaxTop {
+		return Leaderboard{}, fmt.Errorf("leaderboard size %d: want 1 to %d", n, MaxTop)
+	}
+	r, err := s.Ranking(ctx, n)
+	if err != nil {
+		return Leaderboard{}, err
+	}
+	return r.Leaderboard(ctx, n, caller)
+}
+
+// rank counts the users ahead of userID in leaderboardSort order.
+func rank(ctx context.Context, stats *mongo.Collection, userID string) (*Entry, error) {
 	var st Stats
 	err := stats.FindOne(ctx, bson.D{{Key: "_id", Value: userID}, liveStats}).Decode(&st)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -179,22 +237,39 @@ func (s *Store) rank(ctx context.Context, stats *mongo.Collection, userID string
 	return &Entry{Rank: ahead + 1, UserID: userID, Completed: st.Completed, Total: st.Total}, nil
 }
 
+// displayNamesInFlight bounds the lookups displayNames runs at once.
+const displayNamesInFlight = 8
+
+// displayNames looks up each user by _id: one indexed lookup each, concurrently, where
+// a single {_id: {$in: ...}} would make FerretDB read the whole collection (it pushes
+// no $in down to PostgreSQL). Deleted users have no name.
 func displayNames(ctx context.Context, users *mongo.Collection, ids []string) (map[string]string, error) {
+	found := make([]string, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(displayNamesInFlight)
+	for i, id := range ids {
+		g.Go(func() error {
+			var u User
+			err := users.FindOne(gctx, bson.D{{Key: "_id", Value: id}, NotDeleted},
+				options.FindOne().SetProjection(bson.D{{Key: "display_name", Value: 1}})).Decode(&u)
+			switch {
+			case errors.Is(err, mongo.ErrNoDocuments):
+				return nil
+			case err != nil:
+				return fmt.Errorf("read the display name of %s: %w", id, err)
+			}
+			found[i] = u.DisplayName
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	names := make(map[string]string, len(ids))
-	if len(ids) == 0 {
-		return names, nil
-	}
-	cur, err := users.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}, NotDeleted},
-		options.Find().SetProjection(bson.D{{Key: "display_name", Value: 1}}))
-	if err != nil {
-		return nil, fmt.Errorf("read display names: %w", err)
-	}
-	var us []User
-	if err := cur.All(ctx, &us); err != nil {
-		return nil, fmt.Errorf("read display names: %w", err)
-	}
-	for _, u := range us {
-		names[u.ID] = u.DisplayName
+	for i, id := range ids {
+		if found[i] != "" {
+			names[id] = found[i]
+		}
 	}
 	return names, nil
 }

@@ -83,21 +83,22 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 
 	reg := admin.NewRegistry()
 	handler, err := httpapi.New(httpapi.Options{
-		Store:              store,
-		ReadModel:          rs.readModel,
-		SyncReport:         rs.reporter.Report,
-		Checks:             append([]httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}}, rs.checks...),
-		Log:                log,
-		Metrics:            reg,
-		RequestTimeout:     cfg.RequestTimeout,
-		MaxBodyBytes:       cfg.MaxBodyBytes,
-		CORSAllowedOrigins: cfg.CORSAllowedOrigins,
-		CursorKey:          cursorKey,
-		RateLimitPerIP:     httpapi.RateLimit{PerSecond: cfg.RateLimitPerIP, Burst: cfg.RateLimitPerIPBurst},
-		RateLimitPerToken:  httpapi.RateLimit{PerSecond: cfg.RateLimitPerToken, Burst: cfg.RateLimitPerTokenBurst},
-		RateLimitKeys:      cfg.RateLimitKeys,
-		TrustedProxies:     cfg.TrustedProxyPrefixes,
-		TracerProvider:     tracing.Provider,
+		Store:               store,
+		ReadModel:           rs.readModel,
+		LeaderboardCacheTTL: cfg.LeaderboardCacheTTL,
+		SyncReport:          rs.reporter.Report,
+		Checks:              append([]httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}}, rs.checks...),
+		Log:                 log,
+		Metrics:             reg,
+		RequestTimeout:      cfg.RequestTimeout,
+		MaxBodyBytes:        cfg.MaxBodyBytes,
+		CORSAllowedOrigins:  cfg.CORSAllowedOrigins,
+		CursorKey:           cursorKey,
+		RateLimitPerIP:      httpapi.RateLimit{PerSecond: cfg.RateLimitPerIP, Burst: cfg.RateLimitPerIPBurst},
+		RateLimitPerToken:   httpapi.RateLimit{PerSecond: cfg.RateLimitPerToken, Burst: cfg.RateLimitPerTokenBurst},
+		RateLimitKeys:       cfg.RateLimitKeys,
+		TrustedProxies:      cfg.TrustedProxyPrefixes,
+		TracerProvider:      tracing.Provider,
 	})
 	if err != nil {
 		return err

@@ -45,6 +45,10 @@ type Config struct {
 	// IdempotencySweepInterval is how often expired idempotency keys are deleted.
 	IdempotencySweepInterval time.Duration `env:"IDEMPOTENCY_SWEEP_INTERVAL" envDefault:"5m"`
 	LogLevel                 string        `env:"LOG_LEVEL" envDefault:"info"`
+	// LeaderboardCacheTTL is how long one read of the ranking serves every
+	// leaderboard request of a replica (0 reads per request): on the FerretDB
+	// stand-in the query sorts every user's stats in memory.
+	LeaderboardCacheTTL time.Duration `env:"LEADERBOARD_CACHE_TTL" envDefault:"1s"`
 	// MaxTodosPerUser bounds the todos one user may hold (409 too-many-todos past
 	// it), so that deleting a user stays one bounded transaction.
 	MaxTodosPerUser int64 `env:"MAX_TODOS_PER_USER" envDefault:"10000"`
@@ -163,6 +167,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("CORS_ALLOWED_ORIGINS entry %q: want * or an http(s):// origin", o))
 		}
 	}
+	if c.LeaderboardCacheTTL < 0 || c.LeaderboardCacheTTL > time.Minute {
+		errs = append(errs, fmt.Errorf("LEADERBOARD_CACHE_TTL %s: want 0 to 1m", c.LeaderboardCacheTTL))
+	}
 	if c.MaxTodosPerUser < 1 || c.MaxTodosPerUser > 1000000 {
 		errs = append(errs, fmt.Errorf("MAX_TODOS_PER_USER %d: want 1 to 1000000", c.MaxTodosPerUser))
 	}
@@ -252,6 +259,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("cors_allowed_origins", c.CORSAllowedOrigins),
 		slog.String("idempotency_sweep_interval", c.IdempotencySweepInterval.String()),
 		slog.Int64("max_todos_per_user", c.MaxTodosPerUser),
+		slog.String("leaderboard_cache_ttl", c.LeaderboardCacheTTL.String()),
 		slog.String("log_level", c.LogLevel),
 		slog.String("outbox_notify", c.OutboxNotify),
 		slog.Bool("cursor_secret_set", c.CursorSecret != ""),

@@ -16,7 +16,7 @@ import (
 // ReadModel is what the handlers read from MongoDB. The API never writes there: the
 // projector owns the read model.
 type ReadModel interface {
-	Leaderboard(ctx context.Context, n int, caller string) (readmodel.Leaderboard, error)
+	Ranking(ctx context.Context, limit int) (*readmodel.Ranking, error)
 	Stats(ctx context.Context, userID string) (readmodel.Stats, error)
 	Watermark(ctx context.Context) (readmodel.Watermark, error)
 }
@@ -32,7 +32,7 @@ const (
 
 const (
 	defaultLeaderboard = 10
-	maxLeaderboard     = 100
+	maxLeaderboard     = readmodel.MaxTop
 )
 
 // errReadModel marks a failure to read MongoDB: the write path is unaffected, so the
@@ -71,10 +71,14 @@ func (a *api) leaderboard(w http.ResponseWriter, r *http.Request) error {
 	if a.readModel == nil {
 		return errReadModel
 	}
-	if err := a.freshness(w, r); err != nil {
+	snap, err := a.rankings.get(r.Context(), n)
+	if err != nil {
 		return err
 	}
-	lb, err := a.readModel.Leaderboard(r.Context(), n, userID(r.Context()).String())
+	if wm := snap.watermark; wm != nil {
+		setFreshness(w, *wm)
+	}
+	lb, err := snap.ranking.Leaderboard(r.Context(), n, userID(r.Context()).String())
 	if err != nil {
 		return fmt.Errorf("%w: leaderboard: %w", errReadModel, err)
 	}
@@ -128,9 +132,13 @@ func (a *api) freshness(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return fmt.Errorf("%w: watermark: %w", errReadModel, err)
 	}
+	setFreshness(w, wm)
+	return nil
+}
+
+func setFreshness(w http.ResponseWriter, wm readmodel.Watermark) {
 	w.Header().Set(ProjectionSeqHeader, strconv.FormatUint(wm.StreamSeq, 10))
 	w.Header().Set(ProjectionWatermarkHeader, wm.OccurredAt.UTC().Format(time.RFC3339Nano))
-	return nil
 }
 
 // healthSync answers the sync report: 200 when ok or warning, 503 when critical.

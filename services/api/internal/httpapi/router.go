@@ -74,6 +74,9 @@ type Options struct {
 	// Without them those routes answer 503 read-model-unavailable.
 	ReadModel  ReadModel
 	SyncReport func(ctx context.Context) syncstatus.Report
+	// LeaderboardCacheTTL is how long one ranking serves every leaderboard request of
+	// this replica; 0 reads it per request.
+	LeaderboardCacheTTL time.Duration
 	// TracerProvider receives a server span per request; nil traces nothing (the
 	// client's trace context still reaches the events).
 	TracerProvider trace.TracerProvider
@@ -97,6 +100,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 type api struct {
 	store      Store
 	readModel  ReadModel
+	rankings   *rankings
 	syncReport func(ctx context.Context) syncstatus.Report
 	checks     []Check
 	log        *slog.Logger
@@ -142,7 +146,8 @@ func New(o Options) (http.Handler, error) {
 		}
 	}
 	a := &api{store: o.Store, readModel: o.ReadModel, syncReport: o.SyncReport, checks: o.Checks, log: o.Log,
-		maxBody: o.MaxBodyBytes, cursors: cursors}
+		maxBody: o.MaxBodyBytes, cursors: cursors,
+		rankings: &rankings{rm: o.ReadModel, ttl: o.LeaderboardCacheTTL, now: time.Now}}
 
 	if o.TracerProvider == nil {
 		o.TracerProvider = noop.NewTracerProvider()

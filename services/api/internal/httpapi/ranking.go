@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+)
+
+// rankingCacheUsers bounds the lines a cached ranking holds (about 100 bytes each); a
+// caller ranked beyond them is ranked by a count query of their own.
+const rankingCacheUsers = 100000
+
+// rankingRefreshTimeout bounds one refresh, which runs on behalf of every waiting
+// caller, so that one caller's cancelled request cannot fail the others.
+const rankingRefreshTimeout = 10 * time.Second
+
+// rankings serves leaderboards from a ranking read at most once per ttl and shared by
+// every request of the replica: on the FerretDB stand-in the leaderboard query sorts
+// every user's stats in memory (issue 10 measured it). The freshness headers come from
+// the watermark read just before the ranking, so they never claim more than the
+// ranking shows. With ttl 0 every request reads its own.
+type rankings struct {
+	rm    ReadModel
+	ttl   time.Duration
+	now   func() time.Time
+	group singleflight.Group
+
+	mu   sync.Mutex
+	snap *rankingSnapshot
+}
+
+type rankingSnapshot struct {
+	watermark *readmodel.Watermark // nil before the first applied event
+	ranking   *readmodel.Ranking
+	readAt    time.Time // when cached
+}
+
+// get returns a ranking of at least n lines' worth, read within the ttl.
+func (c *rankings) get(ctx context.Context, n int) (*rankingSnapshot, error) {
+	if c.ttl <= 0 {
+		return read(ctx, c.rm, n)
+	}
+	c.mu.Lock()
+	snap := c.snap
+	c.mu.Unlock()
+	if snap != nil && c.now().Sub(snap.readAt) < c.ttl {
+		return snap, nil
+	}
+	ch := c.group.DoChan("ranking", func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rankingRefreshTimeout)
+		defer cancel()
+		snap, err := read(rctx, c.rm, rankingCacheUsers)
+		if err != nil {
+			return nil, err
+		}
+		snap.readAt = c.now()
+		c.mu.Lock()
+		c.snap = snap
+		c.mu.Unlock()
+		return snap, nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*rankingSnapshot), nil
+	}
+}
+
+func read(ctx context.Context, rm ReadModel, limit int) (*rankingSnapshot, error) {
+	snap := &rankingSnapshot{}
+	wm, err := rm.Watermark(ctx)
+	switch {
+	case errors.Is(err, readmodel.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("%w: watermark: %w", errReadModel, err)
+	default:
+		snap.watermark = &wm
+	}
+	if snap.ranking, err = rm.Ranking(ctx, limit); err != nil {
+		return nil, fmt.Errorf("%w: leaderboard: %w", errReadModel, err)
+	}
+	return snap, nil
+}
