@@ -3,6 +3,12 @@
 // only what MongoDB confirmed.
 //
 // Failure policy, per message:
+//   - Delivered more than MaxDeliver times: dead-lettered and terminated without being
+//     applied. Its earlier deliveries ended unsettled (a crash, a shutdown during an
+//     outage, a dead-letter record that failed), and a message that kills the process
+//     must not do so forever. The limit is counted here, not by JetStream: the durable
+//     consumer has MaxDeliver -1, because at its limit JetStream drops a message that
+//     is still unsettled, silently, with nothing recorded anywhere.
 //   - Undecodable or invalid event: redelivering the same bytes cannot help, so it is
 //     dead-lettered at once and terminated.
 //   - MongoDB unreachable or timing out (transient): nothing is acked or nacked. The
@@ -13,8 +19,16 @@
 //   - MongoDB answered this write with an error (see isRejected) while it still serves
 //     a trivial read (see readModelDown: otherwise it is an outage): NakWithDelay along
 //     the back-off schedule; on its last allowed delivery (MaxDeliver) it is
-//     dead-lettered and terminated instead, so JetStream never gives up on a message
-//     silently and one bad document cannot stall the stream.
+//     dead-lettered and terminated instead, so that one bad document cannot stall the
+//     stream.
+//   - Dead-lettering records the message first and terminates it only then. When the
+//     record fails, the message is nacked with the back-off delay instead: it comes
+//     back and is tried again, so nothing leaves the stream unrecorded.
+//
+// Shutdown (the end of Run's context) stops the fetching, not the work: the batch in
+// hand finishes under a context that shutdown does not cancel, bounded by
+// ShutdownTimeout, and is acknowledged, so that a rolling deploy costs no delivery.
+// What is still held after ShutdownTimeout (an outage) is nacked for the next replica.
 //
 // A direct nats.go jetstream consumer is used instead of Watermill's router: Watermill's
 // NATS adapter is a separate module the Go proxy does not serve here, and the router
@@ -47,9 +61,16 @@ type Config struct {
 	Stream        string
 	Durable       string
 	FilterSubject string
-	// DeliverPolicy is where a new durable starts; the zero value is DeliverAll.
+	// DeliverPolicy is where a new durable starts; the zero value is DeliverAll. With
+	// DeliverLastPerSubject the second pull of a batch waits up to FetchWait instead of
+	// restWait: nats-server (up to 2.15.3 at least) drops a message of the
+	// last-per-subject snapshot when the pull it was taken for has just expired (it
+	// steps its sequence back to resend it, but the snapshot has moved on), and a pull
+	// that outlives its delivery gives it no such chance.
 	DeliverPolicy jetstream.DeliverPolicy
 	AckWait       time.Duration
+	// MaxDeliver is how many deliveries a message gets (zero or -1: unlimited); see the
+	// package doc for what happens on the last one and past it.
 	MaxDeliver    int
 	BackOff       []time.Duration // redelivery delays after AckWait expiry, and Nak delays
 	MaxAckPending int
@@ -65,6 +86,9 @@ type Config struct {
 	Database string
 	// StatsInterval is how often consumer and dead-letter gauges are refreshed.
 	StatsInterval time.Duration
+	// ShutdownTimeout bounds the work on the batch in hand once Run's context ends;
+	// zero nacks it at once.
+	ShutdownTimeout time.Duration
 	// Tracer starts a span per applied event (see trace.go); nil traces nothing.
 	Tracer trace.Tracer
 }
@@ -100,7 +124,9 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 		DeliverPolicy: c.cfg.DeliverPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.cfg.AckWait,
-		MaxDeliver:    c.cfg.MaxDeliver,
+		// Unlimited: the consumer counts deliveries itself (see the package doc). An
+		// existing durable with a finite MaxDeliver is updated in place.
+		MaxDeliver:    -1,
 		BackOff:       c.cfg.BackOff,
 		FilterSubject: c.cfg.FilterSubject,
 		MaxAckPending: c.cfg.MaxAckPending,
@@ -115,9 +141,9 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 	return cons, nil
 }
 
-// Run consumes until ctx is cancelled and returns nil then. Errors of the broker or of
-// MongoDB are logged and retried, never returned: the process keeps going and resumes
-// by itself.
+// Run consumes until ctx is cancelled, finishes the batch in hand (for up to
+// ShutdownTimeout), and returns nil then. Errors of the broker or of MongoDB are
+// logged and retried, never returned: the process keeps going and resumes by itself.
 func (c *Consumer) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	for cons == nil {
@@ -138,9 +164,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.refreshGauges(statsCtx, cons)
 	}()
 	defer func() { stopStats(); <-statsDone }()
+	work, stopWork := c.workContext(ctx)
+	defer stopWork()
+	defer c.flush()
 
 	for ctx.Err() == nil {
-		msgs, err := c.fetch(cons)
+		msgs, err := c.fetch(ctx, cons)
 		if err != nil {
 			c.log.Warn("fetch failed, retrying", "error", err)
 			sleep(ctx, time.Second)
@@ -150,26 +179,51 @@ func (c *Consumer) Run(ctx context.Context) error {
 			continue
 		}
 		start := time.Now()
-		c.Handle(ctx, msgs)
+		c.Handle(work, msgs)
 		c.metrics.BatchSeconds.Observe(time.Since(start).Seconds())
 	}
 	return nil
 }
 
+// workContext is the context of the batches' writes and acknowledgements. The end of
+// ctx does not cancel it: cancelling writes in flight would leave the batch to be
+// nacked, using up a delivery of every message in it at each rolling deploy. It ends
+// ShutdownTimeout after ctx, which bounds the stop.
+func (c *Consumer) workContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.ShutdownTimeout, cancel) })
+	return work, func() { stop(); cancel() }
+}
+
+// flushTimeout bounds the flush of the last acknowledgements at the end of Run.
+const flushTimeout = 2 * time.Second
+
+// flush sends the acknowledgements still buffered, so that they reach the server
+// before the process disconnects: an ack lost there is a redelivery.
+func (c *Consumer) flush() {
+	if err := c.js.Conn().FlushTimeout(flushTimeout); err != nil {
+		c.log.Warn("last acknowledgements not flushed", "error", err)
+	}
+}
+
 // fetch waits up to FetchWait for one message, then takes whatever else is already
 // waiting, up to BatchSize in all. A single Fetch of BatchSize would hold the first
 // message back until the batch fills or FetchWait passes, which at low rates adds
-// FetchWait/2 to the lag of every event.
-func (c *Consumer) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+// FetchWait/2 to the lag of every event. Once ctx ends it fetches no more.
+func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	first, err := cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.FetchWait), c.pinned())
 	if err != nil {
 		return nil, err
 	}
 	msgs := c.collect(first, nil)
-	if len(msgs) == 0 || c.cfg.BatchSize == 1 {
+	if len(msgs) == 0 || c.cfg.BatchSize == 1 || ctx.Err() != nil {
 		return msgs, nil
 	}
-	rest, err := cons.Fetch(c.cfg.BatchSize-1, jetstream.FetchMaxWait(restWait), c.pinned())
+	wait := restWait
+	if c.cfg.DeliverPolicy == jetstream.DeliverLastPerSubjectPolicy {
+		wait = c.cfg.FetchWait // see Config.DeliverPolicy
+	}
+	rest, err := cons.Fetch(c.cfg.BatchSize-1, jetstream.FetchMaxWait(wait), c.pinned())
 	if err != nil {
 		// Keep the first message: it is delivered, and handling it beats waiting AckWait.
 		c.log.Warn("fetch failed", "error", err)
@@ -195,12 +249,16 @@ type item struct {
 	event event.Envelope
 }
 
+// errExhausted is the error of a message dead-lettered for its deliveries alone.
+var errExhausted = errors.New("delivered more often than MaxDeliver allows: earlier deliveries ended unsettled " +
+	"(a crash, a shutdown during an outage, or a dead-letter record that failed)")
+
 // Handle applies one batch and settles every message in it: ack, nak, or dead letter
-// and term. When ctx ends first, the messages still held are nacked for another
-// replica to take.
+// and term. It returns once all are settled, or when ctx ends: the messages still
+// held are then nacked, to come back to this replica or another.
 func (c *Consumer) Handle(ctx context.Context, msgs []jetstream.Msg) {
 	items := make([]item, 0, len(msgs))
-	var poison []poisoned
+	var dead []poisoned
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -209,26 +267,22 @@ func (c *Consumer) Handle(ctx context.Context, msgs []jetstream.Msg) {
 			continue
 		}
 		e, err := project.Decode(m.Data())
-		if err != nil {
-			poison = append(poison, poisoned{msg: m, md: md, err: err})
-			continue
+		switch {
+		case err != nil:
+			dead = append(dead, poisoned{msg: m, md: md, err: err})
+		case c.exhausted(md):
+			dead = append(dead, poisoned{msg: m, md: md, requestID: e.Trace.RequestID,
+				err: fmt.Errorf("%w (delivery %d, MaxDeliver %d)", errExhausted, md.NumDelivered, c.cfg.MaxDeliver)})
+		default:
+			items = append(items, item{msg: m, md: md, event: e})
 		}
-		items = append(items, item{msg: m, md: md, event: e})
 	}
-	for attempt := 0; len(poison) > 0; attempt++ {
-		if attempt > 0 && !c.pauseMsgs(ctx, attempt, msgsOf(items, poison)) {
-			release(msgsOf(items, poison))
-			return
-		}
-		wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
-		poison = c.deadLetter(wctx, poison)
-		cancel()
-	}
+	c.deadLetter(ctx, dead)
 
 	pending := items
 	for attempt := 0; len(pending) > 0; attempt++ {
-		if attempt > 0 && !c.pauseMsgs(ctx, attempt, msgsOf(pending, nil)) {
-			release(msgsOf(pending, nil))
+		if attempt > 0 && !c.pauseMsgs(ctx, attempt, msgsOf(pending)) {
+			release(msgsOf(pending))
 			return
 		}
 		transient, err := c.applyOnce(ctx, pending)
@@ -246,8 +300,8 @@ type poisoned struct {
 	requestID string // of the write behind the event; empty when it did not decode
 }
 
-// applyOnce applies items once; it settles what it can and returns the items held back
-// by a transient error, with that error.
+// applyOnce applies items once under a WriteTimeout of its own; it settles what it can
+// and returns the items held back by a transient error, with that error.
 func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []item, _ error) {
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	defer cancel()
@@ -312,16 +366,28 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 			c.log.Warn("ack failed", "stream_seq", it.md.Sequence.Stream, "error", err)
 		}
 	}
-	c.settleRejected(wctx, rejected)
+	// Not wctx: the writes and the watermark may have spent it, and a dead letter that
+	// cannot be recorded costs the message a delivery.
+	c.settleRejected(ctx, rejected)
 	return transient, lastErr
 }
 
+// lastAllowed reports whether md is a message's last allowed delivery, or a later one.
+func (c *Consumer) lastAllowed(md *jetstream.MsgMetadata) bool {
+	return c.cfg.MaxDeliver > 0 && md.NumDelivered >= uint64(c.cfg.MaxDeliver)
+}
+
+// exhausted reports whether md is past a message's last allowed delivery.
+func (c *Consumer) exhausted(md *jetstream.MsgMetadata) bool {
+	return c.cfg.MaxDeliver > 0 && md.NumDelivered > uint64(c.cfg.MaxDeliver)
+}
+
 // settleRejected naks documents MongoDB refused, or dead-letters them on their last
-// delivery.
+// allowed delivery.
 func (c *Consumer) settleRejected(ctx context.Context, rejected []poisoned) {
 	var last []poisoned
 	for _, p := range rejected {
-		if c.cfg.MaxDeliver > 0 && p.md.NumDelivered >= uint64(c.cfg.MaxDeliver) {
+		if c.lastAllowed(p.md) {
 			last = append(last, p)
 			continue
 		}
@@ -333,29 +399,39 @@ func (c *Consumer) settleRejected(ctx context.Context, rejected []poisoned) {
 			c.log.Warn("nak failed", "stream_seq", p.md.Sequence.Stream, "error", err)
 		}
 	}
-	if left := c.deadLetter(ctx, last); len(left) > 0 {
-		// Unsettled: they come back after AckWait and are dead-lettered then.
-		c.log.Warn("dead letter failed, left for redelivery", "messages", len(left))
-	}
+	c.deadLetter(ctx, last)
 }
 
-// deadLetter records each message and terminates it. It returns the messages whose
-// record failed, unsettled.
-func (c *Consumer) deadLetter(ctx context.Context, ps []poisoned) (left []poisoned) {
+// deadLetter records each message, then terminates it. A message whose record fails
+// is nacked with the back-off delay instead: it comes back, past its last allowed
+// delivery, and is dead-lettered then. The records share one WriteTimeout of their
+// own.
+func (c *Consumer) deadLetter(ctx context.Context, ps []poisoned) {
+	if len(ps) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	defer cancel()
 	for _, p := range ps {
 		if err := c.dead.Add(ctx, p.msg, p.err); err != nil {
-			c.log.Warn("dead letter not recorded", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID, "error", err)
-			left = append(left, p)
+			c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
+			delay := nakDelay(c.cfg.BackOff, p.md.NumDelivered)
+			c.log.Warn("dead letter not recorded, redelivering later", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID,
+				"delivery", p.md.NumDelivered, "delay", delay, "error", err)
+			if err := p.msg.NakWithDelay(delay); err != nil {
+				// Unsettled then: it comes back after AckWait.
+				c.log.Warn("nak failed", "stream_seq", p.md.Sequence.Stream, "error", err)
+			}
 			continue
 		}
 		c.metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered).Inc()
 		c.log.Error("message dead-lettered", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID, "subject", p.msg.Subject(),
 			"deliveries", p.md.NumDelivered, "error", p.err)
 		if err := p.msg.TermWithReason("dead-lettered: " + p.err.Error()); err != nil {
+			// It comes back and is recorded again, over the same dead letter.
 			c.log.Warn("term failed", "stream_seq", p.md.Sequence.Stream, "error", err)
 		}
 	}
-	return left
 }
 
 // pauseMsgs waits before retry number attempt (100 ms doubling, up to 5 s or a
@@ -372,8 +448,9 @@ func (c *Consumer) pauseMsgs(ctx context.Context, attempt int, msgs []jetstream.
 	return true
 }
 
-// release hands held messages back on shutdown, so that another replica takes them
-// now rather than after AckWait.
+// release hands held messages back on shutdown, so that they come back now rather
+// than after AckWait. The durable has no MaxDeliver, so a nak never drops a message
+// on its last delivery: it comes back past it and is dead-lettered then.
 func release(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		_ = m.Nak() // best effort: without it they come back after AckWait
@@ -386,13 +463,10 @@ func inProgress(msgs []jetstream.Msg) {
 	}
 }
 
-func msgsOf(items []item, ps []poisoned) []jetstream.Msg {
-	out := make([]jetstream.Msg, 0, len(items)+len(ps))
+func msgsOf(items []item) []jetstream.Msg {
+	out := make([]jetstream.Msg, 0, len(items))
 	for _, it := range items {
 		out = append(out, it.msg)
-	}
-	for _, p := range ps {
-		out = append(out, p.msg)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
@@ -162,4 +164,100 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	if index := gin[target+".todos._id"]; !strings.Contains(plan, `"Bitmap Index Scan"`) || !strings.Contains(plan, `"`+index+`"`) {
 		t.Errorf("lookup by _id in the rebuilt todos: want a Bitmap Index Scan on %s, got %s", index, plan)
 	}
+}
+
+// Messages too large to arrive within the consumer's short pulls: nats-server drops a
+// message of the last-per-subject snapshot whenever the pull it was taken for has
+// expired (see consumer.Config.DeliverPolicy), and the rebuild must not lose it.
+func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	pool, _ := dbtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := projtest.NewWorld(t)
+	title := strings.Repeat("a long title ", 700) // about 9 kB, and the notes repeat it
+	for range 40 {
+		u := w.CreateUser()
+		for range 25 {
+			w.CreateTodo(u, title)
+		}
+	}
+	if err := w.WriteSource(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	env.Publish(t, w.Events...)
+
+	const target = "todo_read_large"
+	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: env.ConsumerConfig("projector"), BatchSize: 500, Database: target,
+		Settle: 100 * time.Millisecond, Timeout: 2 * time.Minute}, env.JS, env.Store, env.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffs, err := verify.Run(ctx, pool, env.Mongo.Database(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) > 0 {
+		t.Errorf("rebuild of %d events (%d messages delivered) differs from PostgreSQL in %d documents, first %s", res.Events, res.Messages, len(diffs), diffs[0])
+	}
+}
+
+// BenchmarkRebuild rebuilds 100,000 aggregates (10,000 users of 9 todos, a third of the
+// todos in a second version) from the stream into FerretDB, then measures in the same
+// run the server's raw ceiling for the same documents: unordered insertMany in batches
+// of the rebuild's batch size, one batch at a time, into a fresh database with the same
+// indexes. Report the ratio, never assert it:
+//
+//	cd services/projector && go test -run '^$' -bench Rebuild -benchtime 1x ./internal/rebuild/
+func BenchmarkRebuild(b *testing.B) {
+	const users, todosPerUser = 10000, 9
+	env := projtest.New(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	w := projtest.NewWorld(b)
+	for range users {
+		u := w.CreateUser()
+		for j := range todosPerUser {
+			td := w.CreateTodo(u, "a todo of average length")
+			if j%3 == 0 {
+				w.SetCompleted(td, true)
+			}
+		}
+	}
+	env.Publish(b, w.Events...)
+	aggregates := float64(users * (1 + todosPerUser))
+
+	for i := 0; b.Loop(); i++ {
+		res, err := rebuild.Run(ctx, rebuild.Config{Consumer: env.ConsumerConfig("projector"), Database: fmt.Sprintf("rebuilt_%d", i),
+			FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(), Settle: 100 * time.Millisecond, Timeout: 15 * time.Minute}, env.JS, env.Store, env.Log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Messages < uint64(aggregates) {
+			b.Errorf("rebuild got %d messages for %.0f aggregates", res.Messages, aggregates)
+		}
+		b.ReportMetric(aggregates/res.CatchUp.Seconds(), "aggregates/s")
+		b.Logf("rebuild: %d messages of %d events in %s", res.Messages, res.Events, res.CatchUp.Round(time.Millisecond))
+	}
+
+	snap := w.Snapshot()
+	ceiling := env.Database(b, "ceiling")
+	docs := map[string][]any{}
+	for _, u := range snap.Users {
+		docs[readmodel.CollUsers] = append(docs[readmodel.CollUsers], u)
+	}
+	for _, td := range snap.Todos {
+		docs[readmodel.CollTodos] = append(docs[readmodel.CollTodos], td)
+	}
+	start := time.Now()
+	for coll, ds := range docs {
+		for batch := range slices.Chunk(ds, rebuild.DefaultBatchSize) {
+			if _, err := ceiling.Collection(coll).InsertMany(ctx, batch, options.InsertMany().SetOrdered(false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	raw := aggregates / time.Since(start).Seconds()
+	b.ReportMetric(raw, "raw-insertMany-docs/s")
 }
