@@ -49,6 +49,20 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// startRun runs the projector's run command until the end of the test.
+func startRun(t *testing.T, ctx context.Context, env *projtest.Env) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- commands.Run(runCtx, env.Log, []string{"run"}, io.Discard) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+}
+
 // The projector process in-process, configured from the environment as in production:
 // it applies the stream, serves its admin endpoints, and verify passes, then catches a
 // planted drift.
@@ -75,15 +89,7 @@ func TestRunAndVerifyCommands(t *testing.T) {
 	}
 	env.Publish(t, w.Events...)
 
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- commands.Run(runCtx, env.Log, []string{"run"}, io.Discard) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	startRun(t, ctx, env)
 
 	var out bytes.Buffer
 	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
@@ -132,15 +138,7 @@ func TestRunCreatesFerretIndexes(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- commands.Run(runCtx, env.Log, []string{"run"}, io.Discard) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	startRun(t, ctx, env)
 	// Ready once the consumer runs, which is after the indexes.
 	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		code, body := get(t, "http://"+admin+"/readyz")
