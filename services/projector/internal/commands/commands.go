@@ -200,6 +200,7 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	m := metrics.New(reg)
 	cc := consumerConfig(cfg)
 	cc.Tracer = tp.Tracer("github.com/outboxtodo/outboxtodo/services/projector")
+	cc.ShutdownTimeout = cfg.ShutdownTimeout
 	c := consumer.New(cc, js, store, m, log)
 	ready := func(ctx context.Context) error {
 		if !c.Ready() {
@@ -234,7 +235,7 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 		}
 	case runErr = <-adminDone:
 		stop()
-		runErr = errors.Join(runErr, waitOrTimeout(consErr, cfg.ShutdownTimeout))
+		runErr = errors.Join(runErr, waitOrTimeout(consErr, cfg.ShutdownTimeout+releaseMargin))
 	}
 	if ctx.Err() != nil && runErr == nil {
 		log.Info("shutting down")
@@ -244,6 +245,10 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 
 // ferretIndexTimeout bounds the creation of the FerretDB indexes at start.
 const ferretIndexTimeout = 5 * time.Minute
+
+// releaseMargin is the time the consumer has, past SHUTDOWN_TIMEOUT for its batch in
+// hand, to nack what it still holds and flush its acknowledgements.
+const releaseMargin = 3 * time.Second
 
 func waitOrTimeout(errc <-chan error, d time.Duration) error {
 	select {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -22,16 +21,21 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
+// activeSnapshot reads the live documents of the active read model.
+func activeSnapshot(env *projtest.Env) (verify.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := env.Store.Active(ctx)
+	if err != nil {
+		return verify.Snapshot{}, err
+	}
+	return verify.FromMongo(ctx, db)
+}
+
 // converged reports whether the active read model equals the world.
 func converged(env *projtest.Env, w *projtest.World) func() (bool, string) {
 	return func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		db, err := env.Store.Active(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		got, err := verify.FromMongo(ctx, db)
+		got, err := activeSnapshot(env)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -323,15 +327,7 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
 	w := simpleWorld(t, 2, 2)
-	var owner string
-	for id := range w.Users {
-		owner = id.String()
-		break
-	}
-	bad := projtest.NewWorld(t)
-	ownerID := uuidOf(t, owner)
-	bad.Users[ownerID] = w.Users[ownerID]
-	bad.CreateTodo(ownerID, "nul \x00 title")
+	bad := refusedTodo(t, w)
 	env.Publish(t, w.Events[:3]...)
 	env.Publish(t, bad.Events...)
 	env.Publish(t, w.Events[3:]...)
@@ -354,11 +350,16 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
-func uuidOf(t *testing.T, s string) uuid.UUID {
+// refusedTodo is a world holding one event MongoDB refuses to apply: a todo of one of
+// w's users whose title FerretDB's PostgreSQL backend cannot store (a NUL character).
+func refusedTodo(t *testing.T, w *projtest.World) *projtest.World {
 	t.Helper()
-	id, err := uuid.Parse(s)
-	if err != nil {
-		t.Fatal(err)
+	bad := projtest.NewWorld(t)
+	for id, u := range w.Users {
+		bad.Users[id] = u
+		bad.CreateTodo(id, "nul \x00 title")
+		return bad
 	}
-	return id
+	t.Fatal("the world has no user")
+	return nil
 }

@@ -2,15 +2,18 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -46,6 +49,122 @@ func setBackendConnections(t *testing.T, env *projtest.Env, allow bool) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// ferretPG connects to FerretDB's own PostgreSQL database, where each MongoDB database
+// is a schema and each collection a table.
+func ferretPG(t *testing.T, env *projtest.Env) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, env.Ferret.PostgreSQLURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// backingTable connects to FerretDB's PostgreSQL database and names, quoted, the table
+// that holds collection coll of database db, creating the collection first so that the
+// table exists.
+func backingTable(t *testing.T, env *projtest.Env, db, coll string) (*pgx.Conn, string) {
+	t.Helper()
+	conn := ferretPG(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var ce mongo.CommandError
+	if err := env.Mongo.Database(db).CreateCollection(ctx, coll); err != nil && !(errors.As(err, &ce) && ce.Code == 48) { // 48: NamespaceExists
+		t.Fatal(err)
+	}
+	var table string
+	q := fmt.Sprintf(`SELECT _jsonb->>'table' FROM %s WHERE _jsonb->>'_id' = $1`, pgx.Identifier{db, "_ferretdb_database_metadata"}.Sanitize())
+	if err := conn.QueryRow(ctx, q, coll).Scan(&table); err != nil {
+		t.Fatalf("table of %s.%s: %v", db, coll, err)
+	}
+	return conn, pgx.Identifier{db, table}.Sanitize()
+}
+
+// lockCollection makes every read and write of a collection wait, as a server too
+// slow to answer within a batch's deadline would, until unlock is called (or the
+// test ends). waiting reports whether a statement is waiting for the lock.
+func lockCollection(t *testing.T, env *projtest.Env, db, coll string) (waiting func() bool, unlock func()) {
+	t.Helper()
+	conn, table := backingTable(t, env, db, coll)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// The transaction outlives ctx: a deadline only applies to the statements.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := tx.Rollback(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(unlock)
+	observer := ferretPG(t, env)
+	waiting = func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var n int
+		if err := observer.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = $1::regclass AND NOT granted`, table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	return waiting, unlock
+}
+
+// failWrites makes every insert and update of a collection fail, with the error
+// FerretDB passes on from its backend, until restore is called (or the test ends).
+// attempts counts the writes refused.
+func failWrites(t *testing.T, env *projtest.Env, db, coll string) (attempts func() int64, restore func()) {
+	t.Helper()
+	conn, table := backingTable(t, env, db, coll)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// A sequence, because nextval survives the rollback of the refused write.
+	for _, q := range []string{
+		`CREATE SEQUENCE test_refused_writes`,
+		`CREATE FUNCTION test_refuse_write() RETURNS trigger LANGUAGE plpgsql AS $$
+		 BEGIN PERFORM nextval('test_refused_writes'); RAISE EXCEPTION 'test: writes refused'; END $$`,
+		`CREATE TRIGGER test_refuse_write BEFORE INSERT OR UPDATE ON ` + table + ` FOR EACH ROW EXECUTE FUNCTION test_refuse_write()`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if _, err := conn.Exec(ctx, `DROP TRIGGER test_refuse_write ON `+table); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	attempts = func() int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var n int64
+		if err := conn.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_refused_writes`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return attempts, restore
 }
 
 // FerretDB's PostgreSQL backend goes away while FerretDB itself keeps answering, with
