@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/devstack/ferret"
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 )
@@ -181,43 +182,58 @@ func connect(t testing.TB, srv *ferret.Server) *mongo.Client {
 }
 
 // BenchmarkFerretIndexes measures FerretDB's findOne by _id and version-guarded upsert
-// of an existing document, one at a time on one connection, over 20,000 todos, without
-// and then with the GIN indexes (report them, never assert them):
+// of an existing document, one at a time on one connection, over 20,000 todos: without
+// and then with the GIN indexes, on a database with synchronous_commit off (as in the
+// tests and make run); and with the indexes, on one with synchronous_commit on. Report
+// them, never assert them:
 //
 //	go test -run '^$' -bench FerretIndexes -benchtime 2000x ./devstack/ferret/
 func BenchmarkFerretIndexes(b *testing.B) {
 	const docs = 20000
-	srv := ferret.StartTest(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	db := connect(b, srv).Database("bench")
-	todos := db.Collection(readmodel.CollTodos)
-	insertTodos(ctx, b, todos, docs)
-	version := int64(1)
-	run := func(name string) {
-		b.Run(name+"/findOne", func(b *testing.B) {
-			for i := 0; b.Loop(); i++ {
-				if err := todos.FindOne(ctx, bson.D{{Key: "_id", Value: todoID(i * 7919 % docs)}}).Err(); err != nil {
-					b.Fatal(err)
+	for _, mode := range []struct {
+		name     string
+		asyncOff bool
+	}{{"synchronous_commit=off", true}, {"synchronous_commit=on", false}} {
+		srv, err := ferret.Start(ctx, ferret.Config{Addr: "127.0.0.1:0", PostgreSQLURL: dbtest.NewEmpty(b), SynchronousCommitOff: mode.asyncOff})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = srv.Stop() })
+		db := connect(b, srv).Database("bench")
+		todos := db.Collection(readmodel.CollTodos)
+		insertTodos(ctx, b, todos, docs)
+		version := int64(1)
+		run := func(b *testing.B, name string) {
+			b.Run(name+"/findOne", func(b *testing.B) {
+				for i := 0; b.Loop(); i++ {
+					if err := todos.FindOne(ctx, bson.D{{Key: "_id", Value: todoID(i * 7919 % docs)}}).Err(); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
-		})
-		b.Run(name+"/guardedUpsert", func(b *testing.B) {
-			for i := 0; b.Loop(); i++ {
-				version++ // always newer: every upsert writes
-				_, err := todos.UpdateOne(ctx, bson.D{{Key: "_id", Value: todoID(i * 7919 % docs)}, {Key: "version", Value: bson.D{{Key: "$lt", Value: version}}}},
-					bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: version}, {Key: "title", Value: "renamed"}}}}, options.UpdateOne().SetUpsert(true))
-				if err != nil {
-					b.Fatal(err)
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+			b.Run(name+"/guardedUpsert", func(b *testing.B) {
+				for i := 0; b.Loop(); i++ {
+					version++ // always newer: every upsert writes
+					_, err := todos.UpdateOne(ctx, bson.D{{Key: "_id", Value: todoID(i * 7919 % docs)}, {Key: "version", Value: bson.D{{Key: "$lt", Value: version}}}},
+						bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: version}, {Key: "title", Value: "renamed"}}}}, options.UpdateOne().SetUpsert(true))
+					if err != nil {
+						b.Fatal(err)
+					}
 				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+		}
+		b.Run(mode.name, func(b *testing.B) {
+			if mode.asyncOff {
+				run(b, "seqscan")
 			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			if _, err := ferretindex.Ensure(ctx, srv.PostgreSQLURL(), db, db); err != nil {
+				b.Fatal(err)
+			}
+			run(b, "gin")
 		})
 	}
-	run("seqscan")
-	if _, err := ferretindex.Ensure(ctx, srv.PostgreSQLURL(), db, db); err != nil {
-		b.Fatal(err)
-	}
-	run("gin")
 }
