@@ -36,9 +36,11 @@
 //     stops at the first error and misreports indexes) and hangs past about 50 update
 //     statements, but its unordered InsertMany is its cheapest write. Documents the
 //     batch shows to be new (an aggregate's "created" event of version 1, a stats
-//     snapshot of version 1) are inserted with one unordered InsertMany per collection;
-//     a duplicate _id there means the document exists after all, and that document
-//     goes through the guarded upsert. Every other write is a single guarded upsert,
+//     snapshot of version 1) are inserted with unordered InsertMany commands of at
+//     most 100 documents, sent concurrently (bounded): FerretDB runs one command's
+//     rows one INSERT after another on one PostgreSQL connection. A duplicate _id
+//     there means the document exists after all, and that document goes through the
+//     guarded upsert. Every other write is a single guarded upsert,
 //     sent concurrently (bounded).
 //
 // On FerretDB a filtered update is read-then-write, not atomic: two writers of
@@ -365,7 +367,9 @@ func (p *Projector) write(ctx context.Context, ws []*write) {
 	}
 	var tasks []func()
 	for _, group := range byCollection(inserts) {
-		tasks = append(tasks, func() { insertMany(ctx, group) })
+		for chunk := range slices.Chunk(group, p.insertChunk(len(group))) {
+			tasks = append(tasks, func() { insertMany(ctx, chunk) })
+		}
 	}
 	if p.server == MongoDB {
 		for _, group := range byCollection(upserts) {
@@ -383,6 +387,21 @@ func (p *Projector) write(ctx context.Context, ws []*write) {
 		}
 	}
 	p.run(singleUpserts(ctx, left))
+}
+
+// ferretInsertChunk is the most documents one FerretDB insertMany carries. FerretDB
+// runs a command's INSERTs of 100 rows one after another on one PostgreSQL connection,
+// so a larger command only queues behind itself; chunks of this size sent
+// concurrently keep up to concurrency connections busy instead.
+const ferretInsertChunk = 100
+
+// insertChunk is how many of n new documents of one collection go in one insertMany:
+// all of them on MongoDB, whose unordered bulk the server spreads by itself.
+func (p *Projector) insertChunk(n int) int {
+	if p.server == MongoDB {
+		return n
+	}
+	return ferretInsertChunk
 }
 
 func singleUpserts(ctx context.Context, ws []*write) []func() {

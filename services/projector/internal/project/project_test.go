@@ -472,16 +472,39 @@ func TestPathsGiveTheSameDocuments(t *testing.T) {
 	}
 }
 
-// commands counts the commands a client sends, per database and name.
+// commands counts the commands a client sends, per database and name, and watches its
+// insert commands: their sizes, and how many were in flight at once.
 type commands struct {
-	mu sync.Mutex
-	n  map[string]map[string]int
+	mu            sync.Mutex
+	n             map[string]map[string]int
+	insertSizes   map[string][]int
+	inserting     int
+	mostInserting int
 }
 
 func (c *commands) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n = map[string]map[string]int{}
+	c.insertSizes = map[string][]int{}
+	c.mostInserting = 0
+}
+
+// inserts are the sizes of the insert commands sent to db, sorted, and the most insert
+// commands in flight at once, to any database.
+func (c *commands) inserts(db string) (sizes []int, most int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(slices.Values(c.insertSizes[db])), c.mostInserting
+}
+
+func (c *commands) insertDone(name string) {
+	if name != "insert" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inserting--
 }
 
 func (c *commands) byName(db string) map[string]int {
@@ -511,7 +534,15 @@ func monitored(t *testing.T, env *projtest.Env) (*mongo.Client, *commands) {
 				c.n[e.DatabaseName] = map[string]int{}
 			}
 			c.n[e.DatabaseName][e.CommandName]++
+			if e.CommandName == "insert" {
+				docs, _ := e.Command.Lookup("documents").Array().Values()
+				c.insertSizes[e.DatabaseName] = append(c.insertSizes[e.DatabaseName], len(docs))
+				c.inserting++
+				c.mostInserting = max(c.mostInserting, c.inserting)
+			}
 		},
+		Succeeded: func(_ context.Context, e *mevent.CommandSucceededEvent) { c.insertDone(e.CommandName) },
+		Failed:    func(_ context.Context, e *mevent.CommandFailedEvent) { c.insertDone(e.CommandName) },
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -582,5 +613,37 @@ func TestCostPerEventDoesNotGrowWithOwner(t *testing.T) {
 	// previous batch, meets E11000 in its bulk and once more on the retry.
 	if got := cost(project.New(mdb, 4, mongoPath.opts...), deletes[100:130]...); got["update"] != 3 || len(got) != 1 {
 		t.Errorf("mongodb: deleting 30 todos sent %v, want 3 updates", got)
+	}
+}
+
+// FerretDB runs one insertMany's rows one INSERT after another on one PostgreSQL
+// connection: a batch's new documents go in commands of at most 100, several in flight,
+// never more than the projector's bound.
+func TestNewDocumentsInConcurrentChunks(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	client, count := monitored(t, env)
+	w := projtest.NewWorld(t)
+	u := w.CreateUser()
+	for i := range 950 {
+		w.CreateTodo(u, fmt.Sprintf("t%d", i))
+	}
+	const bound = 4
+	for _, path := range []writePath{ferretPath, ferretInsertFirst} {
+		t.Run(path.name, func(t *testing.T) {
+			db := env.Database(t, "chunks_"+strings.ReplaceAll(path.name, "-", "_"))
+			count.reset()
+			apply(t, project.New(client.Database(db.Name()), bound, path.opts...), w.Events...)
+			requireConverged(t, db, w)
+			// The user and its stats, one document each; the todos in 9 commands of 100 and one of 50.
+			sizes, most := count.inserts(db.Name())
+			want := []int{1, 1, 50, 100, 100, 100, 100, 100, 100, 100, 100, 100}
+			if !slices.Equal(sizes, want) {
+				t.Errorf("insert commands of %v documents, want %v", sizes, want)
+			}
+			if most < 2 || most > bound {
+				t.Errorf("%d insert commands in flight at most, want 2 to %d", most, bound)
+			}
+		})
 	}
 }
