@@ -26,8 +26,9 @@
 //     back and is tried again, so nothing leaves the stream unrecorded.
 //
 // Shutdown (the end of Run's context) stops the fetching, not the work: the batch in
-// hand finishes under a context that shutdown does not cancel, bounded by
-// ShutdownTimeout, and is acknowledged, so that a rolling deploy costs no delivery.
+// hand, and the next one if it was already fetched (batches are fetched one ahead),
+// finish under a context that shutdown does not cancel, bounded by ShutdownTimeout,
+// and are acknowledged, so that a rolling deploy costs no delivery.
 // What is still held after ShutdownTimeout (an outage) is nacked for the next replica.
 //
 // A direct nats.go jetstream consumer is used instead of Watermill's router: Watermill's
@@ -168,6 +169,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer stopWork()
 	defer c.flush()
 
+	// The next batch is fetched while this one is applied: the fetch's round trips are
+	// then off the path of a backlog.
+	batches := make(chan []jetstream.Msg)
+	go c.prefetch(ctx, cons, batches)
+	for msgs := range batches {
+		start := time.Now()
+		c.Handle(work, msgs)
+		c.metrics.BatchSeconds.Observe(time.Since(start).Seconds())
+	}
+	return nil
+}
+
+// prefetch fetches batches and hands them to Run through out until ctx ends, then
+// closes out. It fetches nothing once ctx has ended. Run takes every batch handed
+// over, after ctx ended too, so a batch fetched is never dropped: it is applied under
+// the work context, within ShutdownTimeout, like the batch in hand, instead of burning
+// a delivery. The hand-over waits for Run, so at most one batch waits beside the one
+// in hand.
+func (c *Consumer) prefetch(ctx context.Context, cons jetstream.Consumer, out chan<- []jetstream.Msg) {
+	defer close(out)
 	for ctx.Err() == nil {
 		msgs, err := c.fetch(ctx, cons)
 		if err != nil {
@@ -175,14 +196,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 			sleep(ctx, time.Second)
 			continue
 		}
-		if len(msgs) == 0 {
-			continue
+		if len(msgs) > 0 {
+			c.handOver(out, msgs)
 		}
-		start := time.Now()
-		c.Handle(work, msgs)
-		c.metrics.BatchSeconds.Observe(time.Since(start).Seconds())
 	}
-	return nil
+}
+
+// handOver waits until Run takes msgs. The batch in hand may be held through an
+// outage meanwhile, so msgs are kept in progress as a held batch is: AckWait must not
+// expire and cost them a delivery.
+func (c *Consumer) handOver(out chan<- []jetstream.Msg, msgs []jetstream.Msg) {
+	t := time.NewTicker(max(c.cfg.AckWait/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case out <- msgs:
+			return
+		case <-t.C:
+			inProgress(msgs)
+		}
+	}
 }
 
 // workContext is the context of the batches' writes and acknowledgements. The end of

@@ -2,10 +2,13 @@ package consumer_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -67,5 +70,94 @@ func TestShutdownFinishesBatchInHand(t *testing.T) {
 	if info.NumRedelivered != 0 || info.Delivered.Consumer != uint64(len(w.Events)) || info.AckFloor.Stream != uint64(len(w.Events)) {
 		t.Fatalf("consumer delivered %d times for %d messages (%d redelivered), acked up to %d: want each delivered once and acked",
 			info.Delivered.Consumer, len(w.Events), info.NumRedelivered, info.AckFloor.Stream)
+	}
+}
+
+// Batches are fetched one ahead. While the batch in hand is held through a stall longer
+// than AckWait, the batch fetched beside it is kept in progress: when the stall ends,
+// nothing has been delivered twice. On SIGTERM during the stall, both batches are
+// applied and acknowledged and nothing more is fetched.
+func TestPrefetchedBatchThroughStall(t *testing.T) {
+	t.Parallel()
+	for _, sigtermDuringStall := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sigterm=%t", sigtermDuringStall), func(t *testing.T) {
+			t.Parallel()
+			env := projtest.New(t)
+			cfg := env.ConsumerConfig("projector")
+			w := ownerWithTodos(t, 3*cfg.BatchSize)
+			env.Publish(t, w.Events...)
+			waiting, unlock := lockCollection(t, env, env.Control, readmodel.CollTodos)
+
+			cfg.AckWait = 3 * time.Second
+			cfg.WriteTimeout = time.Second // the batch in hand is held, retried, kept in progress
+			cfg.ShutdownTimeout = 30 * time.Second
+			c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log)
+			ictx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cons, err := c.Ensure(ictx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, sigterm := context.WithCancel(context.Background())
+			var runErr error
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				runErr = c.Run(ctx)
+			}()
+			t.Cleanup(func() {
+				sigterm()
+				unlock()
+				<-stopped
+			})
+			info := func() *jetstream.ConsumerInfo {
+				t.Helper()
+				i, err := cons.Info(ictx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return i
+			}
+
+			projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+				n := info().NumAckPending
+				return waiting() && n == 2*cfg.BatchSize, fmt.Sprintf("%d messages delivered and unacknowledged, want two batches", n)
+			})
+			held := time.Now()
+			projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+				return time.Since(held) > cfg.AckWait+time.Second, "the batches have not outlived AckWait yet"
+			})
+
+			if !sigtermDuringStall {
+				unlock()
+				projtest.Eventually(t, 60*time.Second, converged(env, w))
+				projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+				if got := info(); got.NumRedelivered != 0 || got.Delivered.Consumer != uint64(len(w.Events)) {
+					t.Fatalf("consumer delivered %d times for %d messages (%d redelivered): want each delivered once",
+						got.Delivered.Consumer, len(w.Events), got.NumRedelivered)
+				}
+				return
+			}
+			sigterm()
+			unlock()
+			<-stopped
+			if runErr != nil {
+				t.Fatalf("Run: %v", runErr)
+			}
+			got := info()
+			if got.NumRedelivered != 0 || got.NumAckPending != 0 || got.Delivered.Consumer != uint64(2*cfg.BatchSize) ||
+				got.AckFloor.Consumer != got.Delivered.Consumer {
+				t.Fatalf("consumer delivered %d (%d redelivered, %d unacknowledged), acked up to %d: want the two batches delivered once and acked",
+					got.Delivered.Consumer, got.NumRedelivered, got.NumAckPending, got.AckFloor.Consumer)
+			}
+			db, err := env.Store.Active(ictx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first event is the user's; the rest of the two batches are todos.
+			if n, err := db.Collection(readmodel.CollTodos).CountDocuments(ictx, bson.D{}); err != nil || n != int64(2*cfg.BatchSize-1) {
+				t.Fatalf("%d todos in the read model (%v), want %d", n, err, 2*cfg.BatchSize-1)
+			}
+		})
 	}
 }
