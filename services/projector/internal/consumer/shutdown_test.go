@@ -16,6 +16,28 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
+// runUntilSigterm runs c until sigterm, which ends Run's context, then calls
+// afterSignal (the test's release of what holds the batch) and returns Run's error
+// once Run has returned. The end of the test sends it if the test did not.
+func runUntilSigterm(t *testing.T, c *consumer.Consumer, afterSignal func()) (sigterm func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		runErr = c.Run(ctx)
+	}()
+	sigterm = func() error {
+		cancel()
+		afterSignal()
+		<-stopped
+		return runErr
+	}
+	t.Cleanup(func() { _ = sigterm() })
+	return sigterm
+}
+
 // SIGTERM (the end of Run's context) while the batch's writes are in flight: the
 // writes finish, the batch is acknowledged, and nothing is delivered twice.
 func TestShutdownFinishesBatchInHand(t *testing.T) {
@@ -30,27 +52,13 @@ func TestShutdownFinishesBatchInHand(t *testing.T) {
 	cfg.WriteTimeout = 30 * time.Second
 	cfg.ShutdownTimeout = 30 * time.Second
 	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log)
-	ctx, sigterm := context.WithCancel(context.Background())
-	var runErr error
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		runErr = c.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		sigterm()
-		unlock()
-		<-stopped
-	})
+	sigterm := runUntilSigterm(t, c, unlock)
 
 	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		return waiting(), "no todo write waiting"
 	})
-	sigterm()
-	unlock()
-	<-stopped
-	if runErr != nil {
-		t.Fatalf("Run: %v", runErr)
+	if err := sigterm(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 
 	if ok, why := converged(env, w)(); !ok {
@@ -98,18 +106,7 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, sigterm := context.WithCancel(context.Background())
-			var runErr error
-			stopped := make(chan struct{})
-			go func() {
-				defer close(stopped)
-				runErr = c.Run(ctx)
-			}()
-			t.Cleanup(func() {
-				sigterm()
-				unlock()
-				<-stopped
-			})
+			sigterm := runUntilSigterm(t, c, unlock)
 			info := func() *jetstream.ConsumerInfo {
 				t.Helper()
 				i, err := cons.Info(ictx)
@@ -138,11 +135,8 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 				}
 				return
 			}
-			sigterm()
-			unlock()
-			<-stopped
-			if runErr != nil {
-				t.Fatalf("Run: %v", runErr)
+			if err := sigterm(); err != nil {
+				t.Fatalf("Run: %v", err)
 			}
 			got := info()
 			if got.NumRedelivered != 0 || got.NumAckPending != 0 || got.Delivered.Consumer != uint64(2*cfg.BatchSize) ||
