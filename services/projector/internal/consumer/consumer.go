@@ -62,12 +62,16 @@ type Config struct {
 	Stream        string
 	Durable       string
 	FilterSubject string
-	// DeliverPolicy is where a new durable starts; the zero value is DeliverAll. With
-	// DeliverLastPerSubject the second pull of a batch waits up to FetchWait instead of
-	// restWait: nats-server (up to 2.15.3 at least) drops a message of the
-	// last-per-subject snapshot when the pull it was taken for has just expired (it
-	// steps its sequence back to resend it, but the snapshot has moved on), and a pull
-	// that outlives its delivery gives it no such chance.
+	// DeliverPolicy is where a new durable starts; the zero value is DeliverAll.
+	//
+	// A DeliverLastPerSubject consumer is a rebuild's, run by one process, and it has
+	// neither a priority group nor pulls that expire while messages wait: nats-server
+	// (up to 2.15.3 at least) drops a message of a last-per-subject snapshot when the
+	// pull it was taken for has just expired or holds a stale pin id (it steps its
+	// sequence back to resend the message, but the snapshot has moved on). So the
+	// second pull of its batches is a no-wait pull, which never expires and which a
+	// priority group would not allow; its first pull waits FetchWait, which the
+	// caller keeps well above the time the server takes to send one message.
 	DeliverPolicy jetstream.DeliverPolicy
 	AckWait       time.Duration
 	// MaxDeliver is how many deliveries a message gets (zero or -1: unlimited); see the
@@ -118,9 +122,12 @@ func New(cfg Config, js jetstream.JetStream, store *readmodel.Store, m *metrics.
 	return &Consumer{cfg: cfg, js: js, store: store, dead: deadletter.New(store.Control()), metrics: m, log: log}
 }
 
+// solo reports whether this is a rebuild's consumer (see Config.DeliverPolicy).
+func (c *Consumer) solo() bool { return c.cfg.DeliverPolicy == jetstream.DeliverLastPerSubjectPolicy }
+
 // Ensure creates or updates the durable consumer.
 func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
+	cc := jetstream.ConsumerConfig{
 		Durable:       c.cfg.Durable,
 		DeliverPolicy: c.cfg.DeliverPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -131,11 +138,12 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 		BackOff:       c.cfg.BackOff,
 		FilterSubject: c.cfg.FilterSubject,
 		MaxAckPending: c.cfg.MaxAckPending,
+	}
+	if !c.solo() {
 		// One active replica at a time: see pinGroup.
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{pinGroup},
-		PinnedTTL:      c.pinnedTTL(),
-	})
+		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{pinGroup}, c.pinnedTTL()
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
@@ -244,7 +252,11 @@ func (c *Consumer) flush() {
 // message back until the batch fills or FetchWait passes, which at low rates adds
 // FetchWait/2 to the lag of every event. Once ctx ends it fetches no more.
 func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	first, err := cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.FetchWait), c.pinned())
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(c.cfg.FetchWait)}
+	if !c.solo() {
+		opts = append(opts, c.pinned())
+	}
+	first, err := cons.Fetch(1, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -252,11 +264,12 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstr
 	if len(msgs) == 0 || c.cfg.BatchSize == 1 || ctx.Err() != nil {
 		return msgs, nil
 	}
-	wait := restWait
-	if c.cfg.DeliverPolicy == jetstream.DeliverLastPerSubjectPolicy {
-		wait = c.cfg.FetchWait // see Config.DeliverPolicy
+	var rest jetstream.MessageBatch
+	if c.solo() {
+		rest, err = cons.FetchNoWait(c.cfg.BatchSize - 1)
+	} else {
+		rest, err = cons.Fetch(c.cfg.BatchSize-1, jetstream.FetchMaxWait(restWait), c.pinned())
 	}
-	rest, err := cons.Fetch(c.cfg.BatchSize-1, jetstream.FetchMaxWait(wait), c.pinned())
 	if err != nil {
 		// Keep the first message: it is delivered, and handling it beats waiting AckWait.
 		c.log.Warn("fetch failed", "error", err)

@@ -50,10 +50,15 @@ import (
 // no faster on the FerretDB stand-in (BenchmarkRebuild, within its noise).
 const DefaultBatchSize = 1000
 
+// minFetchWait is the least FetchWait of the rebuild consumer: its pulls must not
+// expire while the server sends the snapshot (see consumer.Config.DeliverPolicy), even
+// on a busy machine, whatever FETCH_WAIT the live consumer uses for its latency.
+const minFetchWait = 2 * time.Second
+
 // Config tunes a rebuild.
 type Config struct {
 	// Consumer is the live consumer's config; Durable, Database, DeliverPolicy and
-	// BatchSize are replaced.
+	// BatchSize are replaced, MaxAckPending and FetchWait raised where needed.
 	Consumer consumer.Config
 	// BatchSize is the rebuild consumer's batch (DefaultBatchSize when 0).
 	BatchSize int
@@ -121,7 +126,9 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 	cc.Database = cfg.Database
 	cc.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
 	cc.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
-	cc.MaxAckPending = max(cc.MaxAckPending, cc.BatchSize)
+	// Room for the batch being applied and the one fetched ahead.
+	cc.MaxAckPending = max(cc.MaxAckPending, 2*cc.BatchSize)
+	cc.FetchWait = max(cc.FetchWait, minFetchWait)
 	c := consumer.New(cc, js, store, metrics.New(prometheus.NewRegistry()), log)
 	cons, err := c.Ensure(ctx)
 	if err != nil {

@@ -190,7 +190,9 @@ func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	env.Publish(t, w.Events...)
 
 	const target = "todo_read_large"
-	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: env.ConsumerConfig("projector"), BatchSize: 500, Database: target,
+	cc := env.ConsumerConfig("projector")
+	cc.WriteTimeout = 30 * time.Second // batches of 5 MB, on a machine that may be busy
+	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: cc, BatchSize: 500, Database: target,
 		Settle: 100 * time.Millisecond, Timeout: 2 * time.Minute}, env.JS, env.Store, env.Log)
 	if err != nil {
 		t.Fatal(err)
