@@ -3,7 +3,6 @@ package outbox_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"testing"
 	"time"
 
@@ -20,16 +19,11 @@ import (
 
 // proxiedPool is a pool on a fresh database whose connections go through a PGProxy,
 // and a direct pool on the same database.
-func proxiedPool(t *testing.T) (proxied, direct *pgxpool.Pool, proxy *sharedtest.PGProxy) {
+func proxiedPool(t *testing.T) (*pgxpool.Pool, *pgxpool.Pool, *sharedtest.PGProxy) {
 	t.Helper()
 	direct, dbURL := dbtest.NewPool(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy = sharedtest.NewPGProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	proxied, err = pgxpool.New(context.Background(), u.String())
+	proxiedURL, proxy := sharedtest.ProxyDatabase(t, dbURL)
+	proxied, err := pgxpool.New(context.Background(), proxiedURL)
 	if err != nil {
 		t.Fatal(err)
 	}

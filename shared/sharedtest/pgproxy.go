@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
 )
@@ -53,6 +54,19 @@ func NewPGProxy(t testing.TB, target string) *PGProxy {
 	p.wg.Go(p.accept)
 	t.Cleanup(p.close)
 	return p
+}
+
+// ProxyDatabase puts a PGProxy in front of the server of the PostgreSQL URL dbURL and
+// returns the URL that connects through it, and the proxy.
+func ProxyDatabase(t testing.TB, dbURL string) (string, *PGProxy) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("proxy: parse database url: %v", err)
+	}
+	p := NewPGProxy(t, u.Host)
+	u.Host = p.Addr()
+	return u.String(), p
 }
 
 // Addr is the proxy's host:port.

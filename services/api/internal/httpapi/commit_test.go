@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,13 +21,8 @@ import (
 func TestDatabaseFaultsAnswerHonestly(t *testing.T) {
 	t.Parallel()
 	direct, dbURL := dbtest.NewPool(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := sharedtest.NewPGProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	pool, err := pgxpool.New(context.Background(), u.String())
+	proxied, proxy := sharedtest.ProxyDatabase(t, dbURL)
+	pool, err := pgxpool.New(context.Background(), proxied)
 	if err != nil {
 		t.Fatal(err)
 	}

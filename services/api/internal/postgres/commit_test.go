@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"testing"
 	"time"
 
@@ -24,13 +23,8 @@ import (
 func proxiedStore(t *testing.T) (*postgres.Store, *pgxpool.Pool, *sharedtest.PGProxy) {
 	t.Helper()
 	direct, dbURL := dbtest.NewPool(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := sharedtest.NewPGProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	pool, err := pgxpool.New(context.Background(), u.String())
+	proxied, proxy := sharedtest.ProxyDatabase(t, dbURL)
+	pool, err := pgxpool.New(context.Background(), proxied)
 	if err != nil {
 		t.Fatal(err)
 	}
