@@ -6,6 +6,7 @@ package pubtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -154,6 +155,23 @@ type Msg struct {
 	Body    []byte
 }
 
+// noResponders reports whether err is a request nobody answered, and then waits a
+// moment: in a cluster, a consumer just created (or a node just restarted) can miss
+// the first pull requests while its host catches up, and the ordered consumer resumes
+// where it stopped.
+func noResponders(ctx context.Context, t testing.TB, err error) bool {
+	t.Helper()
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		t.Fatalf("fetch: %v", errors.Join(err, ctx.Err()))
+	case <-time.After(100 * time.Millisecond):
+	}
+	return true
+}
+
 // ReadStream returns every message of the stream, in stream order.
 func ReadStream(ctx context.Context, t testing.TB, js jetstream.JetStream, name string) []Msg {
 	t.Helper()
@@ -176,6 +194,9 @@ func ReadStream(ctx context.Context, t testing.TB, js jetstream.JetStream, name 
 	out := make([]Msg, 0, want)
 	for len(out) < want {
 		batch, err := cons.Fetch(min(want-len(out), 1000), jetstream.FetchMaxWait(5*time.Second))
+		if noResponders(ctx, t, err) {
+			continue
+		}
 		if err != nil {
 			t.Fatalf("fetch: %v", err)
 		}
@@ -193,7 +214,7 @@ func ReadStream(ctx context.Context, t testing.TB, js jetstream.JetStream, name 
 			out = append(out, Msg{Seq: md.Sequence.Stream, ID: m.Headers().Get(nats.MsgIdHdr), Subject: m.Subject(),
 				Type: m.Headers().Get("Event-Type"), Version: v, Body: m.Data()})
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && !noResponders(ctx, t, err) {
 			t.Fatalf("fetch: %v", err)
 		}
 		if got == 0 && ctx.Err() != nil {
