@@ -44,7 +44,7 @@ type rankingSnapshot struct {
 // get returns a ranking of at least n lines' worth, read within the ttl.
 func (c *rankings) get(ctx context.Context, n int) (*rankingSnapshot, error) {
 	if c.ttl <= 0 {
-		return read(ctx, c.rm, n)
+		return readRanking(ctx, c.rm, n)
 	}
 	c.mu.Lock()
 	snap := c.snap
@@ -55,7 +55,7 @@ func (c *rankings) get(ctx context.Context, n int) (*rankingSnapshot, error) {
 	ch := c.group.DoChan("ranking", func() (any, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rankingRefreshTimeout)
 		defer cancel()
-		snap, err := read(rctx, c.rm, rankingCacheUsers)
+		snap, err := readRanking(rctx, c.rm, rankingCacheUsers)
 		if err != nil {
 			return nil, err
 		}
@@ -76,7 +76,7 @@ func (c *rankings) get(ctx context.Context, n int) (*rankingSnapshot, error) {
 	}
 }
 
-func read(ctx context.Context, rm ReadModel, limit int) (*rankingSnapshot, error) {
+func readRanking(ctx context.Context, rm ReadModel, limit int) (*rankingSnapshot, error) {
 	snap := &rankingSnapshot{}
 	wm, err := rm.Watermark(ctx)
 	switch {
