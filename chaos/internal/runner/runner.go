@@ -308,8 +308,10 @@ func (s *stack) start(ctx context.Context) error {
 		}
 	}
 	for i := range s.cfg.Projectors {
-		// A short AckWait: a killed replica's messages come back within seconds.
-		if err := add("projector", i+1, "ACK_WAIT=15s"); err != nil {
+		// A short AckWait: a killed replica's messages come back within seconds. The
+		// stand-in's PostgreSQL URL lets the projector index FerretDB's tables, as
+		// devstack does, so the read side keeps up with the workload.
+		if err := add("projector", i+1, "ACK_WAIT=15s", "FERRETDB_POSTGRESQL_URL="+ferretURL); err != nil {
 			return err
 		}
 	}
