@@ -3,11 +3,13 @@ package event_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
@@ -242,4 +244,33 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the event")
 		}
 	})
+}
+
+func TestPartitionLayout(t *testing.T) {
+	t.Parallel()
+	const prefix = event.DefaultSubjectPrefix
+	for _, n := range []int{1, 16, 1024} {
+		cfg := jetstream.StreamConfig{SubjectTransform: event.PartitionTransform(prefix, n)}
+		if got := event.Partitions(cfg, prefix); got != n {
+			t.Errorf("Partitions(PartitionTransform(%d)) = %d", n, got)
+		}
+		if got := event.Partitions(cfg, "other.prefix"); got != 0 {
+			t.Errorf("Partitions with another prefix = %d, want 0", got)
+		}
+	}
+	if got := event.Partitions(jetstream.StreamConfig{}, prefix); got != 0 {
+		t.Errorf("Partitions of an unpartitioned stream = %d, want 0", got)
+	}
+	e := newTodoEvent(t)
+	p := event.PartitionOf(e.OwnerID, 16)
+	stored := fmt.Sprintf("%d.%s", p, event.Subject(prefix, e))
+	if !subjectMatches(event.PartitionFilter(prefix, p), stored) || !subjectMatches(event.PartitionedSubjects(prefix), stored) {
+		t.Errorf("partition filters do not select %q", stored)
+	}
+	if subjectMatches(event.PartitionFilter(prefix, (p+1)%16), stored) {
+		t.Errorf("another partition's filter selects %q", stored)
+	}
+	if event.ValidPartitions(0) || !event.ValidPartitions(16) || event.ValidPartitions(1025) {
+		t.Error("ValidPartitions bounds")
+	}
 }

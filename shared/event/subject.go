@@ -2,9 +2,11 @@ package event
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultSubjectPrefix is the first token of every event subject.
@@ -46,3 +48,58 @@ func ValidSubjectPrefix(p string) bool {
 	}
 	return true
 }
+
+// The stream is partitioned by owner: a subject transform of the stream prefixes every
+// stored subject with its owner's partition,
+//
+//	<partition>.<prefix>.<aggregate_type>.<owner_id>.<aggregate_id>
+//
+// computed by the server as partition(n, owner_id), so that everything of one user is
+// in one partition, in stream order, and one projector replica at a time consumes a
+// partition. Publishers keep publishing the plain subject (Subject); the stream
+// rewrites it. The partition count is read back from the stream's configuration
+// (Partitions), so that it has one source of truth.
+
+// PartitionTransform is the stream's subject transform into n partitions.
+func PartitionTransform(prefix string, n int) *jetstream.SubjectTransformConfig {
+	return &jetstream.SubjectTransformConfig{
+		Source:      prefix + ".*.*.*",
+		Destination: fmt.Sprintf("{{partition(%d,2)}}.%s.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}", n, prefix),
+	}
+}
+
+// Partitions is the partition count of a stream configured with PartitionTransform,
+// or 0 for a stream without it (the unpartitioned layout of earlier releases, whose
+// stored subjects are the plain ones).
+func Partitions(cfg jetstream.StreamConfig, prefix string) int {
+	tr := cfg.SubjectTransform
+	if tr == nil {
+		return 0
+	}
+	var n int
+	if _, err := fmt.Sscanf(tr.Destination, "{{partition(%d,2)}}", &n); err != nil || !ValidPartitions(n) || *PartitionTransform(prefix, n) != *tr {
+		return 0
+	}
+	return n
+}
+
+// maxPartitions bounds the partition count: more than replicas could ever use only
+// adds consumers.
+const maxPartitions = 1024
+
+// ValidPartitions reports whether n is a usable partition count.
+func ValidPartitions(n int) bool { return n >= 1 && n <= maxPartitions }
+
+// PartitionFilter selects the stored subjects of partition p.
+func PartitionFilter(prefix string, p int) string { return fmt.Sprintf("%d.%s.>", p, prefix) }
+
+// PartitionOf is the partition the stream's transform gives owner's events: the
+// server's partition(n, token), an FNV-1a hash of the owner token modulo n.
+func PartitionOf(owner uuid.UUID, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(owner.String()))
+	return int(h.Sum32() % uint32(n))
+}
+
+// PartitionedSubjects selects every stored subject of a partitioned stream.
+func PartitionedSubjects(prefix string) string { return "*." + prefix + ".>" }

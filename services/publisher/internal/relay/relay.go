@@ -65,6 +65,15 @@ type Options struct {
 	// Tracer starts a span per published event, a child of the event's traceparent;
 	// nil traces nothing.
 	Tracer trace.Tracer
+	// Idler hears how many rows each drain claimed (wake.Flag: it tells writers
+	// whether to notify); nil: nobody.
+	Idler Idler
+}
+
+// Idler is told the outcome of every successful drain. When it answers true the relay
+// drains again at once instead of sleeping.
+type Idler interface {
+	Drained(ctx context.Context, claimed int) (again bool)
 }
 
 // Leases is what the relay needs from the lease manager.
@@ -119,6 +128,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			delay, idle = r.opts.PollMin, r.opts.PollMin
 		default:
 			delay, idle = idle, min(2*idle, r.opts.PollMax)
+		}
+		if err == nil && r.opts.Idler != nil && r.opts.Idler.Drained(ctx, res.Claimed) {
+			continue
 		}
 		t := time.NewTimer(delay)
 		select {

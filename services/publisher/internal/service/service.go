@@ -75,11 +75,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 	if err != nil {
 		return err
 	}
-	var listener *wake.Listener
-	var wakeC <-chan struct{}
+	var (
+		listener *wake.Listener
+		wakeC    <-chan struct{}
+		flag     *wake.Flag
+		idler    relay.Idler
+	)
 	if listen {
 		listener = wake.NewListener(cfg.DatabaseURL, log)
 		wakeC = listener.C()
+		// The relay polls at most every PollMax while idle, refreshing the mark.
+		flag = wake.NewFlag(pool, cfg.ReplicaID, max(cfg.LeaseTTL, 4*cfg.PollMax), log)
+		idler = flag
 		m.WakeMode.WithLabelValues("listen").Set(1)
 		log.Info("wake-up mode: LISTEN/NOTIFY, with idle polling as a safety net", "poll_max", cfg.PollMax)
 	} else {
@@ -100,6 +107,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 		BackoffMax:     cfg.BackoffMax,
 		ShutdownGrace:  cfg.ShutdownTimeout,
 		Tracer:         tp.Tracer("github.com/outboxtodo/outboxtodo/services/publisher"),
+		Idler:          idler,
 	}, m, log)
 	cleaner := cleanup.New(pool, leases, cfg.Retention, cfg.CleanupBatch, m, log)
 
@@ -136,7 +144,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 		})
 	}
 	spawn("leases", leaseCtx, leases.Run, cancelRun)
-	spawn("relay", runCtx, rl.Run, cancelLeases)
+	spawn("relay", runCtx, rl.Run, func() {
+		if flag != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			flag.Clear(cctx)
+			cancel()
+		}
+		cancelLeases()
+	})
 	spawn("cleanup", runCtx, func(c context.Context) error { return cleaner.Run(c, cfg.CleanupInterval) }, nil)
 	spawn("outbox stats", runCtx, func(c context.Context) error { return refreshStats(c, pool, m, cfg.StatsInterval, log) }, nil)
 	spawn("admin server", runCtx, func(c context.Context) error { return admin.Serve(c, ln, adminHandler, log) }, nil)

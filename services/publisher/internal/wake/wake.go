@@ -1,8 +1,11 @@
 // Package wake tells the relay when new outbox rows have committed, through PostgreSQL
-// LISTEN on a dedicated connection (the API calls shared/outbox.Notify in its writing
-// transaction). CockroachDB has no LISTEN, so Probe checks at start instead of assuming,
-// and the relay falls back to polling; it polls in listen mode too, at its idle
-// interval, as a safety net for notifications lost while the listener reconnects.
+// LISTEN on a dedicated connection. Writers notify only while a publisher replica is
+// marked idle and listening (shared/outbox.MarkListening): Flag keeps this replica's
+// mark, set when a drain finds nothing and cleared once the relay keeps finding work,
+// so that under load no commit pays for a notification. CockroachDB has no LISTEN, so
+// Probe checks at start instead of assuming, and the relay falls back to polling; it
+// polls in listen mode too, at its idle interval, as a safety net for notifications
+// lost while the listener reconnects or sent to no one.
 package wake
 
 import (
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
@@ -117,4 +121,84 @@ func connect(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connect %s: %w", postgres.Redact(databaseURL), err)
 	}
 	return conn, nil
+}
+
+// busyDrains is how many drains in a row must find rows before Flag unmarks its replica.
+// One is not enough: at low load a notification wakes the relay, which finds the one
+// new row, and unmarking would only cost two writes per event.
+const busyDrains = 2
+
+// flagTimeout bounds each write of the mark.
+const flagTimeout = 5 * time.Second
+
+// Flag keeps this replica's mark in outbox_listeners in step with the relay: marked
+// while its drains find nothing, so that writes wake it, unmarked while they keep
+// finding rows, so that writes skip pg_notify. Only the relay's goroutine calls
+// Drained; Clear runs after it has stopped.
+type Flag struct {
+	pool    *pgxpool.Pool
+	replica string
+	ttl     time.Duration
+	log     *slog.Logger
+
+	marked    bool
+	refreshed time.Time // when the mark was last written, on the local monotonic clock
+	busy      int       // drains in a row that found rows
+}
+
+// NewFlag returns the flag of replica. Its mark lasts ttl on the database clock and is
+// refreshed after ttl/2 by the next idle drain: ttl must exceed twice the relay's
+// longest idle poll interval.
+func NewFlag(pool *pgxpool.Pool, replica string, ttl time.Duration, log *slog.Logger) *Flag {
+	return &Flag{pool: pool, replica: replica, ttl: ttl, log: log}
+}
+
+// Drained takes the number of rows one drain claimed. It returns true when the relay
+// must drain again before it sleeps: the mark has just been set, and a row that
+// committed before writers could see it sent no notification. A failed write of the
+// mark is logged and costs only latency (the relay still polls).
+func (f *Flag) Drained(ctx context.Context, claimed int) (again bool) {
+	if claimed > 0 {
+		f.busy++
+		if f.marked && f.busy >= busyDrains {
+			f.write(ctx, false)
+		}
+		return false
+	}
+	f.busy = 0
+	switch {
+	case !f.marked:
+		return f.write(ctx, true)
+	case time.Since(f.refreshed) >= f.ttl/2:
+		f.write(ctx, true)
+	}
+	return false
+}
+
+// Clear removes the mark, so that writes stop notifying a replica that is going away.
+func (f *Flag) Clear(ctx context.Context) {
+	f.write(ctx, false)
+}
+
+// write sets or removes the mark and reports whether it succeeded.
+func (f *Flag) write(ctx context.Context, mark bool) bool {
+	wctx, cancel := context.WithTimeout(ctx, flagTimeout)
+	defer cancel()
+	var err error
+	if mark {
+		err = outbox.MarkListening(wctx, f.pool, f.replica, f.ttl)
+	} else {
+		err = outbox.UnmarkListening(wctx, f.pool, f.replica)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Warn("could not update the idle-listener mark; polling covers it", "mark", mark, "error", err)
+		}
+		return false
+	}
+	f.marked = mark
+	if mark {
+		f.refreshed = time.Now()
+	}
+	return true
 }

@@ -1,0 +1,86 @@
+package wake_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/wake"
+)
+
+// The flag marks its replica when a drain finds nothing (and asks for one more drain,
+// since a row committed before the mark sent no notification), keeps the mark while
+// drains find a row now and then, and removes it once drains keep finding rows.
+func TestFlagFollowsTheDrains(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, _ := dbtest.NewPool(t)
+	marked := func() bool {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox_listeners WHERE replica_id = 'r' AND expires_at > now()").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	f := wake.NewFlag(pool, "r", time.Minute, pubtest.Logger(t))
+
+	steps := []struct {
+		claimed int
+		again   bool
+		marked  bool
+	}{
+		{claimed: 0, again: true, marked: true},   // idle: mark, drain once more
+		{claimed: 0, again: false, marked: true},  // still idle: sleep
+		{claimed: 1, again: false, marked: true},  // a notification's row: keep the mark
+		{claimed: 0, again: false, marked: true},  // idle again, already marked
+		{claimed: 5, again: false, marked: true},  // work...
+		{claimed: 7, again: false, marked: false}, // ...and more: busy, writers stop notifying
+		{claimed: 3, again: false, marked: false},
+		{claimed: 0, again: true, marked: true}, // drained: mark, drain once more
+	}
+	for i, s := range steps {
+		if again := f.Drained(ctx, s.claimed); again != s.again {
+			t.Fatalf("step %d (claimed %d): again = %v, want %v", i, s.claimed, again, s.again)
+		}
+		if m := marked(); m != s.marked {
+			t.Fatalf("step %d (claimed %d): marked = %v, want %v", i, s.claimed, m, s.marked)
+		}
+	}
+	f.Clear(ctx)
+	if marked() {
+		t.Fatal("marked after Clear")
+	}
+}
+
+// An idle replica refreshes its mark, so that it does not expire while the replica
+// sleeps between polls.
+func TestFlagRefreshesItsMark(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, _ := dbtest.NewPool(t)
+	expires := func() time.Time {
+		t.Helper()
+		var at time.Time
+		if err := pool.QueryRow(ctx, "SELECT expires_at FROM outbox_listeners WHERE replica_id = 'r'").Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	// A zero lifetime makes every idle drain due for a refresh.
+	f := wake.NewFlag(pool, "r", 0, pubtest.Logger(t))
+	if !f.Drained(ctx, 0) {
+		t.Fatal("first idle drain did not ask for another")
+	}
+	first := expires()
+	if f.Drained(ctx, 0) {
+		t.Fatal("second idle drain asked for another")
+	}
+	if second := expires(); !second.After(first) {
+		t.Fatalf("mark not refreshed: expires %v, then %v", first, second)
+	}
+}
