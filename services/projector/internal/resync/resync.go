@@ -10,8 +10,11 @@
 // the publisher is about to deliver that very state.
 //
 // An aggregate the read model shows but the source no longer has (a lost delete) gets a
-// tombstone event with the read model's version plus one, which outranks the stale
-// document; the source never issues versions for a deleted aggregate again.
+// tombstone event that outranks both the stale document and every event the outbox
+// still holds for the aggregate: the read model's version plus one, or the newest
+// outbox version if that is higher. Within RETENTION that is the delete's own version,
+// so its published row is replaced like a live aggregate's, and an unpublished one
+// skips the aggregate. The source never issues versions for a deleted aggregate again.
 package resync
 
 import (
@@ -94,42 +97,35 @@ func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Datab
 		local = Report{}
 		var events []event.Envelope
 		for _, id := range batch {
-			e, found, err := current(ctx, tx, aggType, id)
+			e, live, err := current(ctx, tx, aggType, id)
 			if err != nil {
 				return err
 			}
-			if !found {
+			if !live {
 				if readModel == nil {
 					continue
 				}
-				if e, found, err = tombstone(ctx, readModel, aggType, id); err != nil {
+				var found bool
+				if e, found, err = tombstone(ctx, tx, readModel, aggType, id); err != nil {
 					return err
 				}
 				if !found {
 					continue
 				}
-				local.Tombstones++
-				events = append(events, e)
-				continue
 			}
-			// Replace a published row of this version; keep an unpublished one.
-			tag, err := tx.Exec(ctx, `DELETE FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3 AND published_at IS NOT NULL`,
-				aggType, id, e.Version)
+			pending, err := takeVersion(ctx, tx, e)
 			if err != nil {
-				return fmt.Errorf("replace published outbox row of %s %s: %w", aggType, id, err)
+				return err
 			}
-			if tag.RowsAffected() == 0 {
-				var pending bool
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3)`,
-					aggType, id, e.Version).Scan(&pending); err != nil {
-					return fmt.Errorf("look up outbox row of %s %s: %w", aggType, id, err)
-				}
-				if pending {
-					local.Pending++
-					continue
-				}
+			switch {
+			case pending:
+				local.Pending++
+				continue
+			case live:
+				local.Emitted++
+			default:
+				local.Tombstones++
 			}
-			local.Emitted++
 			events = append(events, e)
 		}
 		return outbox.Insert(ctx, tx, events...)
@@ -141,6 +137,26 @@ func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Datab
 	rep.Tombstones += local.Tombstones
 	rep.Pending += local.Pending
 	return nil
+}
+
+// takeVersion makes room in the outbox for e, which allows one row per aggregate
+// version: a published row of e's version is deleted, since e replaces it. An
+// unpublished one is kept and reported pending: the publisher is about to deliver that
+// very version.
+func takeVersion(ctx context.Context, tx pgx.Tx, e event.Envelope) (pending bool, err error) {
+	tag, err := tx.Exec(ctx, `DELETE FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3 AND published_at IS NOT NULL`,
+		e.AggregateType, e.AggregateID, e.Version)
+	if err != nil {
+		return false, fmt.Errorf("replace published outbox row of %s %s: %w", e.AggregateType, e.AggregateID, err)
+	}
+	if tag.RowsAffected() > 0 {
+		return false, nil
+	}
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3)`,
+		e.AggregateType, e.AggregateID, e.Version).Scan(&pending); err != nil {
+		return false, fmt.Errorf("look up outbox row of %s %s: %w", e.AggregateType, e.AggregateID, err)
+	}
+	return pending, nil
 }
 
 var trace = event.TraceContext{RequestID: "resync"}
@@ -175,8 +191,9 @@ func current(ctx context.Context, tx pgx.Tx, aggType string, id uuid.UUID) (even
 	return e, err == nil, err
 }
 
-// tombstone builds a delete for a live read-model document the source lacks.
-func tombstone(ctx context.Context, readModel *mongo.Database, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
+// tombstone builds a delete for a live read-model document the source lacks, at the
+// version the package comment gives.
+func tombstone(ctx context.Context, tx pgx.Tx, readModel *mongo.Database, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
 	coll, typ := readmodel.CollUsers, event.UserDeleted
 	if aggType == event.AggregateTodo {
 		coll, typ = readmodel.CollTodos, event.TodoDeleted
@@ -198,8 +215,13 @@ func tombstone(ctx context.Context, readModel *mongo.Database, aggType string, i
 			return event.Envelope{}, false, fmt.Errorf("todo %s has owner %q: %w", id, doc.UserID, err)
 		}
 	}
+	var newest int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(aggregate_version), 0) FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2`,
+		aggType, id).Scan(&newest); err != nil {
+		return event.Envelope{}, false, fmt.Errorf("newest outbox version of %s %s: %w", aggType, id, err)
+	}
 	now := time.Now()
-	v := doc.Version + 1
+	v := max(doc.Version+1, newest)
 	e, err := event.New(typ, id, owner, v, now, trace, event.Tombstone{ID: id, OwnerID: owner, Version: v, DeletedAt: now})
 	return e, err == nil, err
 }
