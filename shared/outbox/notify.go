@@ -26,7 +26,7 @@ const Channel = "outbox"
 //
 // The publisher does not depend on it for correctness: it also polls.
 func Notify(ctx context.Context, tx postgres.DBTX) error {
-	if _, err := tx.Exec(ctx, notifySQL, Channel); err != nil {
+	if _, err := tx.Exec(ctx, NotifySQL, Channel); err != nil {
 		return fmt.Errorf("notify %s: %w", Channel, err)
 	}
 	return nil
@@ -34,10 +34,11 @@ func Notify(ctx context.Context, tx postgres.DBTX) error {
 
 // QueueNotify queues Notify's statement on b (see QueueInsert): reading the listeners
 // costs no round trip of its own.
-func QueueNotify(b *pgx.Batch) { b.Queue(notifySQL, Channel) }
+func QueueNotify(b *pgx.Batch) { b.Queue(NotifySQL, Channel) }
 
-// notifySQL notifies at most once, and only while an unexpired listener row exists.
-const notifySQL = "SELECT pg_notify($1, '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1"
+// NotifySQL is Notify's statement; its parameter is Channel. It notifies at most once,
+// and only while an unexpired listener row exists.
+const NotifySQL = "SELECT pg_notify($1, '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1"
 
 // MarkListening records that publisher replica is idle and listening on Channel, until
 // ttl from now on the database clock: writes notify from their next statement on. It

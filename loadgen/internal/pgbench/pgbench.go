@@ -1,8 +1,8 @@
 // Package pgbench runs PostgreSQL's pgbench with a custom script (the create
 // transaction: a todo row, its owner's counts with the cap check, its outbox row with
-// the counts' snapshot and the publisher's wake-up, in one transaction) and reads its
-// summary: the database's own capacity for the API's write, the yardstick of the
-// benchmark's ratios.
+// the counts' snapshot and the publisher's conditional wake-up, in one transaction) and
+// reads its summary: the database's own capacity for the API's write, the yardstick of
+// the benchmark's ratios.
 package pgbench
 
 import (
@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
 )
 
 // Result is pgbench's summary of one run.
@@ -31,12 +33,24 @@ type Result struct {
 // CreateTodo, and shared/outbox): insert the todo; add it to the owner's user_stats
 // row, bumping its version, under the cap of todos per user (MAX_TODOS_PER_USER's
 // default); insert its outbox row, with a payload of the envelope's size plus the
-// stats snapshot read from that row; notify the publisher; commit. Each pgbench client
+// stats snapshot read from that row; notify the publisher if one is idle and listening
+// (outbox.NotifySQL; the benchmark's publisher is busy); commit. Each pgbench client
 // writes for a user of its own (client_id + 1), as each API client of the benchmark
 // signs up its own user, so that neither waits on another's stats row. (A space
 // follows every colon of the JSON: pgbench reads ":name" as a variable.) SetupSQL
 // creates the users beforehand.
-const Script = `\set u :client_id + 1
+var Script = ScriptWith(strings.ReplaceAll(outbox.NotifySQL, "$1", "'"+outbox.Channel+"'"))
+
+// ScriptWith is Script with another notification statement in place of the conditional
+// one (empty: none), to measure what notifying costs the commit.
+func ScriptWith(notify string) string {
+	if notify != "" {
+		notify += ";\n"
+	}
+	return createSQL + notify + "COMMIT;\n"
+}
+
+const createSQL = `\set u :client_id + 1
 BEGIN;
 INSERT INTO todos (id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at)
 VALUES (gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid, 'pgbench todo', NULL, false, NULL, NULL, 'normal', 1, now(), now());
@@ -48,8 +62,6 @@ SELECT gen_random_uuid(), 'todo', gen_random_uuid(), 1, 'todo.created', s.user_i
        || jsonb_build_object('stats', jsonb_build_object('open', s.open, 'completed', s.completed, 'version', s.version, 'deleted', s.deleted)),
        now()
 FROM user_stats s WHERE s.user_id = ('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid;
-SELECT pg_notify('outbox', '');
-COMMIT;
 `
 
 // SetupSQL creates the users the script writes for, each with its user_stats row.
@@ -62,11 +74,17 @@ SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 0, 0, 1
 FROM generate_series(1, %[1]d) AS i ON CONFLICT DO NOTHING`, users)
 }
 
-// Run runs pgbench against databaseURL with clients connections (and as many threads,
-// up to 2) for d, after the caller created at least clients users with SetupSQL.
+// Run runs Script with pgbench against databaseURL with clients connections (and as
+// many threads, up to 2) for d, after the caller created at least clients users with
+// SetupSQL.
 func Run(ctx context.Context, databaseURL string, clients int, d time.Duration, dir string) (Result, error) {
+	return RunScript(ctx, databaseURL, Script, clients, d, dir)
+}
+
+// RunScript is Run with another script.
+func RunScript(ctx context.Context, databaseURL, text string, clients int, d time.Duration, dir string) (Result, error) {
 	script := filepath.Join(dir, "create.sql")
-	if err := os.WriteFile(script, []byte(Script), 0o644); err != nil {
+	if err := os.WriteFile(script, []byte(text), 0o644); err != nil {
 		return Result{}, fmt.Errorf("write pgbench script: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, d+time.Minute)

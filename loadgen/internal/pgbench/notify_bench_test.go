@@ -1,0 +1,57 @@
+package pgbench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+// BenchmarkNotifyCost measures what the publisher's wake-up costs the API's create at
+// 32 clients: no notification, pg_notify in every transaction (as before issue 13),
+// and the conditional notification (Script) with no publisher marked idle, as under
+// load, and with one marked, as at rest. Each variant runs on a fresh database.
+// Run it with: go test -run '^$' -bench NotifyCost -benchtime 1x ./internal/pgbench/
+func BenchmarkNotifyCost(b *testing.B) {
+	const clients = 32
+	for _, v := range []struct {
+		name   string
+		script string
+		marked bool
+	}{
+		{"none", ScriptWith(""), false},
+		{"always", ScriptWith("SELECT pg_notify('" + outbox.Channel + "', '')"), false},
+		{"conditional_unmarked", Script, false},
+		{"conditional_marked", Script, true},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			dbURL := dbtest.New(b)
+			pool, err := sharedpg.Connect(ctx, dbURL, sharedpg.PoolConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pool.Close()
+			if _, err := pool.Exec(ctx, SetupSQL(clients)); err != nil {
+				b.Fatal(err)
+			}
+			if v.marked {
+				if err := outbox.MarkListening(ctx, pool, "bench", time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range b.N {
+				res, err := RunScript(ctx, dbURL, v.script, clients, 15*time.Second, b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(res.TPS, "tps")
+				b.ReportMetric(res.LatencyAvgMS, "avg_ms")
+			}
+		})
+	}
+}
