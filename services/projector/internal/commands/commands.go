@@ -88,7 +88,11 @@ func Run(ctx context.Context, log *slog.Logger, args []string, out io.Writer) er
 
 // connectMongo opens the process's one pooled client and checks the server answers.
 func connectMongo(ctx context.Context, cfg config.Config) (*mongo.Client, error) {
-	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
+	wc, err := cfg.WriteConcern()
+	if err != nil {
+		return nil, err
+	}
+	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).SetWriteConcern(wc).
 		SetServerSelectionTimeout(cfg.MongoTimeout).SetConnectTimeout(cfg.MongoTimeout).SetAppName("projector"))
 	if err != nil {
 		return nil, fmt.Errorf("mongodb client: %w", err)

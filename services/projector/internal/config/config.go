@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
@@ -47,6 +49,10 @@ type Config struct {
 	MongoDatabase string `env:"MONGODB_DATABASE" envDefault:"todo_read"`
 	// MongoTimeout bounds one batch's writes, and server selection.
 	MongoTimeout time.Duration `env:"MONGODB_TIMEOUT" envDefault:"10s"`
+	// MongoWriteConcern and MongoWriteJournal are the write concern of every write to
+	// the read model (see WriteConcern); they override w and journal in MongoURI.
+	MongoWriteConcern string `env:"MONGODB_WRITE_CONCERN" envDefault:"majority"`
+	MongoWriteJournal bool   `env:"MONGODB_WRITE_JOURNAL" envDefault:"true"`
 	// WriteConcurrency bounds MongoDB writes in flight per replica.
 	WriteConcurrency int `env:"WRITE_CONCURRENCY" envDefault:"16"`
 	// FerretDBPostgreSQLURL is the PostgreSQL database behind a FerretDB v1 read
@@ -96,6 +102,9 @@ func (c Config) Validate() error {
 	check(c.BatchSize >= 1 && c.BatchSize <= 1000, "BATCH_SIZE %d: want 1 to 1000", c.BatchSize)
 	check(c.FetchWait >= 10*time.Millisecond, "FETCH_WAIT %s: want at least 10ms", c.FetchWait)
 	check(c.MongoDatabase != "", "MONGODB_DATABASE is empty")
+	if _, err := c.WriteConcern(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.MongoTimeout >= 100*time.Millisecond, "MONGODB_TIMEOUT %s: want at least 100ms", c.MongoTimeout)
 	// A held batch is kept alive with InProgress between attempts of MONGODB_TIMEOUT at
 	// most: the redelivery timer must outlast one attempt.
@@ -119,6 +128,23 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// WriteConcern is the read model's write concern: w is "majority" or a number of
+// members of at least 1, and j is MongoWriteJournal. The projector acknowledges a
+// message once its write is acknowledged, so w:0 (no acknowledgement) is refused: it
+// would ack messages whose writes nobody saw succeed. With the default, majority and
+// journaled, a write whose message was acked survives a replica-set failover.
+func (c Config) WriteConcern() (*writeconcern.WriteConcern, error) {
+	journal := c.MongoWriteJournal
+	if c.MongoWriteConcern == writeconcern.WCMajority {
+		return &writeconcern.WriteConcern{W: writeconcern.WCMajority, Journal: &journal}, nil
+	}
+	n, err := strconv.Atoi(c.MongoWriteConcern)
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("MONGODB_WRITE_CONCERN %q: want majority or a number of members of at least 1", c.MongoWriteConcern)
+	}
+	return &writeconcern.WriteConcern{W: n, Journal: &journal}, nil
+}
+
 // LogValue renders the config for the start-up log, passwords masked.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
@@ -136,6 +162,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("mongodb_uri", redact.URL(c.MongoURI)),
 		slog.String("mongodb_database", c.MongoDatabase),
 		slog.String("mongodb_timeout", c.MongoTimeout.String()),
+		slog.String("mongodb_write_concern", c.MongoWriteConcern),
+		slog.Bool("mongodb_write_journal", c.MongoWriteJournal),
 		slog.Int("write_concurrency", c.WriteConcurrency),
 		slog.String("ferretdb_postgresql_url", postgres.Redact(c.FerretDBPostgreSQLURL)),
 		slog.String("database_url", postgres.Redact(c.DatabaseURL)),

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
 )
 
@@ -41,6 +43,9 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "bad ferretdb backend", env: map[string]string{"FERRETDB_POSTGRESQL_URL": "mongodb://x"}, wantErr: "FERRETDB_POSTGRESQL_URL"},
 		{name: "all problems at once", env: map[string]string{"BATCH_SIZE": "0", "WRITE_CONCURRENCY": "0"}, wantErr: "WRITE_CONCURRENCY 0"},
+		{name: "write concern of two members, not journaled", env: map[string]string{"MONGODB_WRITE_CONCERN": "2", "MONGODB_WRITE_JOURNAL": "false"}},
+		{name: "unacknowledged writes", env: map[string]string{"MONGODB_WRITE_CONCERN": "0"}, wantErr: "MONGODB_WRITE_CONCERN \"0\""},
+		{name: "misspelt majority", env: map[string]string{"MONGODB_WRITE_CONCERN": "majorty"}, wantErr: "MONGODB_WRITE_CONCERN"},
 		{name: "unparsable duration", env: map[string]string{"ACK_WAIT": "soon"}, wantErr: "AckWait"},
 	}
 	for _, tt := range tests {
@@ -80,4 +85,48 @@ func TestLogValueMasksPasswords(t *testing.T) {
 			t.Errorf("log value shows %q: %s", secret, s)
 		}
 	}
+}
+
+// The read model's write concern: majority and journaled unless configured otherwise;
+// never unacknowledged.
+func TestWriteConcern(t *testing.T) {
+	yes, no := true, false
+	tests := []struct {
+		w       string
+		journal bool
+		want    *writeconcern.WriteConcern // nil: refused
+	}{
+		{"majority", true, &writeconcern.WriteConcern{W: "majority", Journal: &yes}},
+		{"majority", false, &writeconcern.WriteConcern{W: "majority", Journal: &no}},
+		{"1", true, &writeconcern.WriteConcern{W: 1, Journal: &yes}},
+		{"3", false, &writeconcern.WriteConcern{W: 3, Journal: &no}},
+		{"0", false, nil},
+		{"-1", true, nil},
+		{"", true, nil},
+		{"Majority", true, nil},
+		{"dc-east", true, nil},
+	}
+	for _, tt := range tests {
+		c := config.Config{MongoWriteConcern: tt.w, MongoWriteJournal: tt.journal}
+		got, err := c.WriteConcern()
+		if tt.want == nil {
+			if err == nil {
+				t.Errorf("w=%q: got %+v, want an error", tt.w, got)
+			}
+			continue
+		}
+		if err != nil || got.W != tt.want.W || got.Journal == nil || *got.Journal != *tt.want.Journal || !got.IsValid() || !got.Acknowledged() {
+			t.Errorf("w=%q j=%v: got %+v, %v; want %+v", tt.w, tt.journal, got, err, tt.want)
+		}
+	}
+	t.Run("default", func(t *testing.T) {
+		c, err := config.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wc, err := c.WriteConcern()
+		if err != nil || wc.W != "majority" || wc.Journal == nil || !*wc.Journal {
+			t.Fatalf("default write concern = %+v, %v; want majority, journaled", wc, err)
+		}
+	})
 }
