@@ -69,7 +69,18 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 	log.Info("outbox notifications", "enabled", notify, "setting", cfg.OutboxNotify)
 	store := postgres.New(pool, notify, postgres.MaxTodosPerUser(cfg.MaxTodosPerUser))
 
-	rs, err := openReadSide(cfg, pool, log)
+	// /health/sync is public: its outbox statistics run on a small pool of their own,
+	// so that its callers can never take connections from the writes.
+	syncPool, err := sharedpg.Connect(ctx, cfg.DatabaseURL, sharedpg.PoolConfig{
+		MaxConns:         syncPoolConns,
+		AppName:          "api-sync",
+		StatementTimeout: syncTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer syncPool.Close()
+	rs, err := openReadSide(cfg, syncPool, log)
 	if err != nil {
 		return err
 	}
@@ -87,6 +98,10 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 		ReadModel:           rs.readModel,
 		LeaderboardCacheTTL: cfg.LeaderboardCacheTTL,
 		SyncReport:          rs.reporter.Report,
+		SyncReportTTL:       syncReportTTL,
+		TokenTTL:            cfg.TokenTTL,
+		AuthCacheTTL:        cfg.AuthCacheTTL,
+		AuthCacheSize:       cfg.AuthCacheSize,
 		Checks:              append([]httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}}, rs.checks...),
 		Log:                 log,
 		Metrics:             reg,
@@ -149,6 +164,15 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// The sync report's budget: one report serves a replica's /health/sync callers for
+// syncReportTTL; its PostgreSQL statements run on syncPoolConns connections of their
+// own, each bounded by syncTimeout (also each source's timeout in the report).
+const (
+	syncReportTTL = time.Second
+	syncPoolConns = 2
+	syncTimeout   = 2 * time.Second
+)
 
 // outboxNotify decides whether writes send the publisher's wake-up notification.
 func outboxNotify(ctx context.Context, setting string, pool *pgxpool.Pool) (bool, error) {

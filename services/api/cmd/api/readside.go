@@ -72,7 +72,7 @@ func openReadSide(cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readS
 				LagWarn: cfg.SyncLagWarn, LagCrit: cfg.SyncLagCrit,
 				PendingWarn: cfg.SyncPendingWarn, PendingCrit: cfg.SyncPendingCrit,
 			},
-			Timeout: 2 * time.Second,
+			Timeout: syncTimeout,
 			Now:     time.Now,
 		},
 		checks: []httpapi.Check{

@@ -49,6 +49,15 @@ type Config struct {
 	// leaderboard request of a replica (0 reads per request): on the FerretDB
 	// stand-in the query sorts every user's stats in memory.
 	LeaderboardCacheTTL time.Duration `env:"LEADERBOARD_CACHE_TTL" envDefault:"1s"`
+	// TokenTTL is the lifetime of new tokens (sign-up and issued); a request may ask
+	// for an earlier expiry, never a later one. 0: tokens do not expire unless asked.
+	TokenTTL time.Duration `env:"TOKEN_TTL" envDefault:"0s"`
+	// AuthCacheTTL is how long a replica trusts a token it looked up without asking
+	// the database again: the bound on how late a revocation made through another
+	// replica takes effect (0: every request looks its token up). AuthCacheSize bounds
+	// the tokens a replica caches (about 300 bytes each).
+	AuthCacheTTL  time.Duration `env:"AUTH_CACHE_TTL" envDefault:"1s"`
+	AuthCacheSize int           `env:"AUTH_CACHE_SIZE" envDefault:"100000"`
 	// MaxTodosPerUser bounds the todos one user may hold (409 too-many-todos past
 	// it), so that deleting a user stays one bounded transaction.
 	MaxTodosPerUser int64 `env:"MAX_TODOS_PER_USER" envDefault:"10000"`
@@ -170,6 +179,15 @@ func (c Config) Validate() error {
 	if c.LeaderboardCacheTTL < 0 || c.LeaderboardCacheTTL > time.Minute {
 		errs = append(errs, fmt.Errorf("LEADERBOARD_CACHE_TTL %s: want 0 to 1m", c.LeaderboardCacheTTL))
 	}
+	if c.TokenTTL < 0 || (c.TokenTTL > 0 && c.TokenTTL < time.Minute) {
+		errs = append(errs, fmt.Errorf("TOKEN_TTL %s: want 0 (no expiry) or at least 1m", c.TokenTTL))
+	}
+	if c.AuthCacheTTL < 0 || c.AuthCacheTTL > time.Minute {
+		errs = append(errs, fmt.Errorf("AUTH_CACHE_TTL %s: want 0 to 1m", c.AuthCacheTTL))
+	}
+	if c.AuthCacheSize < 1000 || c.AuthCacheSize > 10_000_000 {
+		errs = append(errs, fmt.Errorf("AUTH_CACHE_SIZE %d: want 1000..10000000", c.AuthCacheSize))
+	}
 	if c.MaxTodosPerUser < 1 || c.MaxTodosPerUser > 1000000 {
 		errs = append(errs, fmt.Errorf("MAX_TODOS_PER_USER %d: want 1 to 1000000", c.MaxTodosPerUser))
 	}
@@ -260,6 +278,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("idempotency_sweep_interval", c.IdempotencySweepInterval.String()),
 		slog.Int64("max_todos_per_user", c.MaxTodosPerUser),
 		slog.String("leaderboard_cache_ttl", c.LeaderboardCacheTTL.String()),
+		slog.String("token_ttl", c.TokenTTL.String()),
+		slog.String("auth_cache_ttl", c.AuthCacheTTL.String()),
+		slog.Int("auth_cache_size", c.AuthCacheSize),
 		slog.String("log_level", c.LogLevel),
 		slog.String("outbox_notify", c.OutboxNotify),
 		slog.Bool("cursor_secret_set", c.CursorSecret != ""),

@@ -33,6 +33,7 @@ var (
 	kindInvalidCursor      = kind{"invalid-cursor", http.StatusBadRequest, "Invalid cursor"}
 	kindUnauthorized       = kind{"unauthorized", http.StatusUnauthorized, "Authentication required"}
 	kindNotFound           = kind{"not-found", http.StatusNotFound, "Not found"}
+	kindUserDeleted        = kind{"user-deleted", http.StatusGone, "User deleted"}
 	kindMethodNotAllowed   = kind{"method-not-allowed", http.StatusMethodNotAllowed, "Method not allowed"}
 	kindEmailTaken         = kind{"email-taken", http.StatusConflict, "Email already registered"}
 	kindTooManyTokens      = kind{"too-many-tokens", http.StatusConflict, "Too many tokens"}
@@ -69,6 +70,10 @@ func newError(k kind, format string, args ...any) *apiError {
 var errIdempotencyReused = newError(kindIdempotencyReused,
 	"this Idempotency-Key was used with a different request; use a new key for a new request")
 
+// errUserDeleted answers the replay of a sign-up whose user was deleted since.
+var errUserDeleted = newError(kindUserDeleted,
+	"this Idempotency-Key created a user who has been deleted since; the sign-up is not repeated while the key lives (24 hours)")
+
 // toProblem maps err to its problem document through the central table. The second
 // result is false for errors that are not the client's doing: those are logged and
 // answered with a generic detail that reveals nothing of the cause.
@@ -103,7 +108,7 @@ func toProblem(err error) (problem.Details, bool) {
 		for _, f := range ufe.Fields {
 			p.Errors = append(p.Errors, problem.FieldError{Pointer: "/" + f, Detail: "is not a field of this request"})
 		}
-	case errors.Is(err, todos.ErrNotFound), errors.Is(err, users.ErrNotFound):
+	case errors.Is(err, todos.ErrNotFound), errors.Is(err, users.ErrNotFound), errors.Is(err, tokens.ErrNotFound):
 		p = details(kindNotFound, "no such resource")
 	case errors.Is(err, todos.ErrVersionMismatch):
 		p = details(kindPreconditionFailed, "the resource has changed since the version given in If-Match")
@@ -112,7 +117,8 @@ func toProblem(err error) (problem.Details, bool) {
 	case errors.Is(err, users.ErrEmailTaken):
 		p = details(kindEmailTaken, "a user with this email address exists already")
 	case errors.Is(err, tokens.ErrTooMany):
-		p = details(kindTooManyTokens, fmt.Sprintf("a user may hold at most %d tokens; revoke one first", tokens.MaxPerUser))
+		p = details(kindTooManyTokens, fmt.Sprintf("a user may hold at most %d live tokens; list them with GET /v1/users/me/tokens "+
+			"and revoke one with DELETE /v1/users/me/tokens/{id}", tokens.MaxPerUser))
 	case errors.Is(err, todos.ErrTooMany):
 		p = details(kindTooManyTodos, "this user holds the most todos a user may have; delete some first")
 	case errors.Is(err, idempotency.ErrInvalidKey):

@@ -26,12 +26,20 @@ type signUpResponse struct {
 	Token string     `json:"token,omitempty"`
 }
 
+// signUp creates a user. Its Idempotency-Key is scoped by the request's fingerprint:
+// a client without a token has no identity of its own, and its address is no better
+// (clients behind one NAT share it; a mobile client's retry may come from another), so
+// the key and the exact body together name the request. Two clients that pick the same
+// key for different sign-ups therefore never collide; two that send the same key and
+// body ask for the same sign-up, which only one of them can have anyway (the email is
+// unique). A replay whose user has since been deleted answers 410 user-deleted.
 func (a *api) signUp(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(r, a.maxBody, mediaJSON)
 	if err != nil {
 		return err
 	}
-	return a.idempotent(w, r, idempotency.AnonymousScope, body, func(rec *idempotency.Record) error {
+	scope := idempotency.SignUpScope(idempotency.Fingerprint(r.Method, r.URL.Path, body))
+	return a.idempotentChecked(w, r, scope, body, a.signUpStillHolds, func(rec *idempotency.Record) error {
 		su, err := users.ParseSignUp(body)
 		if err != nil {
 			return err
@@ -41,19 +49,50 @@ func (a *api) signUp(w http.ResponseWriter, r *http.Request) error {
 			return fmt.Errorf("new user id: %w", err)
 		}
 		u := su.User(id, a.store.Now())
-		token, hash := tokens.New()
+		secret, token, err := tokens.Issue(u.ID, u.CreatedAt, a.defaultExpiry(u.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("new token id: %w", err)
+		}
 		headers := http.Header{"Location": {"/v1/users/me"}}
 		if rec != nil {
 			if rec.Response, err = response(http.StatusCreated, headers, signUpResponse{User: u}); err != nil {
 				return err
 			}
 		}
-		if err := a.store.CreateUser(r.Context(), u, hash, traceContext(r.Context()), rec); err != nil {
+		if err := a.store.CreateUser(r.Context(), u, token, traceContext(r.Context()), rec); err != nil {
 			return err
 		}
 		copyHeaders(w, headers)
-		return writeJSON(w, http.StatusCreated, signUpResponse{User: u, Token: token})
+		return writeJSON(w, http.StatusCreated, signUpResponse{User: u, Token: secret})
 	})
+}
+
+// signUpStillHolds refuses the replay of a sign-up whose user has been deleted since:
+// answering 201 with a user that no longer exists would mislead the client.
+func (a *api) signUpStillHolds(r *http.Request, stored idempotency.Response) error {
+	var resp struct {
+		User struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"user"`
+	}
+	if err := json.Unmarshal(stored.Body, &resp); err != nil {
+		return fmt.Errorf("decode stored sign-up: %w", err)
+	}
+	_, err := a.store.User(r.Context(), resp.User.ID)
+	if errors.Is(err, users.ErrNotFound) {
+		return errUserDeleted
+	}
+	return err
+}
+
+// defaultExpiry is when a token issued at now expires unless its request asks for
+// earlier: never (nil) without a TokenTTL.
+func (a *api) defaultExpiry(now time.Time) *time.Time {
+	if a.tokenTTL <= 0 {
+		return nil
+	}
+	t := now.Add(a.tokenTTL)
+	return &t
 }
 
 func (a *api) getMe(w http.ResponseWriter, r *http.Request) error {
@@ -80,46 +119,107 @@ func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, u)
 }
 
+// deleteMe deletes the user and, with them, their tokens. This replica forgets the
+// token of the request at once; the user's other tokens, and this one on other
+// replicas, stop working within the token cache's TTL.
 func (a *api) deleteMe(w http.ResponseWriter, r *http.Request) error {
 	if err := a.store.DeleteUser(r.Context(), userID(r.Context()), traceContext(r.Context())); err != nil {
 		return err
 	}
+	a.tokens.Forget(currentToken(r.Context()).Hash)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// tokenResponse is the answer to issuing a token. As with sign-up, the token is
-// shown once: a replay under the same Idempotency-Key answers without it.
+// tokenResponse is the answer to issuing a token. The token (its secret) is shown
+// once: a replay under the same Idempotency-Key answers without it, but with its id, so
+// that a client whose first answer was lost can revoke the token it never saw.
 type tokenResponse struct {
-	Token     string    `json:"token,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	tokens.Token
+	Secret string `json:"token,omitempty"`
 }
 
 // issueToken gives the user another token, so that a client can switch to a new
-// token before it revokes the old one. The request has no body.
+// token before it revokes the old one. The body is optional: {"expires_at": ...}.
 func (a *api) issueToken(w http.ResponseWriter, r *http.Request) error {
+	var body []byte
+	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+		var err error
+		if body, err = readBody(r, a.maxBody, mediaJSON); err != nil {
+			return err
+		}
+	}
 	owner := userID(r.Context())
-	return a.idempotent(w, r, idempotency.UserScope(owner.String()), nil, func(rec *idempotency.Record) error {
-		token, hash := tokens.New()
+	return a.idempotent(w, r, idempotency.UserScope(owner.String()), body, func(rec *idempotency.Record) error {
 		now := a.store.Now()
+		expires, err := tokens.ParseIssue(body, now, a.tokenTTL)
+		if err != nil {
+			return err
+		}
+		secret, token, err := tokens.Issue(owner, now, expires)
+		if err != nil {
+			return fmt.Errorf("new token id: %w", err)
+		}
 		if rec != nil {
-			var err error
-			if rec.Response, err = response(http.StatusCreated, http.Header{}, tokenResponse{CreatedAt: now}); err != nil {
+			if rec.Response, err = response(http.StatusCreated, http.Header{}, tokenResponse{Token: token}); err != nil {
 				return err
 			}
 		}
-		if err := a.store.CreateToken(r.Context(), owner, hash, now, rec); err != nil {
+		if err := a.store.CreateToken(r.Context(), token, rec); err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusCreated, tokenResponse{Token: token, CreatedAt: now})
+		return writeJSON(w, http.StatusCreated, tokenResponse{Token: token, Secret: secret})
 	})
 }
 
-// revokeToken revokes the token the request was authenticated with.
-func (a *api) revokeToken(w http.ResponseWriter, r *http.Request) error {
-	if err := a.store.RevokeToken(r.Context(), userID(r.Context()), tokenHash(r.Context())); err != nil {
+type tokenList struct {
+	Items []tokenListItem `json:"items"`
+}
+
+type tokenListItem struct {
+	tokens.Token
+	// Current marks the token the request was authenticated with.
+	Current bool `json:"current"`
+}
+
+// listTokens lists the caller's live tokens, oldest first: ids, times, never secrets.
+func (a *api) listTokens(w http.ResponseWriter, r *http.Request) error {
+	ts, err := a.store.Tokens(r.Context(), userID(r.Context()), a.store.Now())
+	if err != nil {
 		return err
 	}
+	current := currentToken(r.Context()).ID
+	out := tokenList{Items: make([]tokenListItem, 0, len(ts))}
+	for _, t := range ts {
+		out.Items = append(out.Items, tokenListItem{Token: t, Current: t.ID == current})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// revokeToken revokes one of the caller's tokens by id; another user's token is not
+// found, like a missing one.
+func (a *api) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	hash, err := a.store.RevokeToken(r.Context(), userID(r.Context()), id)
+	if err != nil {
+		return err
+	}
+	a.tokens.Forget(hash)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// revokeCurrentToken revokes the token the request was authenticated with. A token
+// revoked meanwhile by another request is revoked all the same: 204.
+func (a *api) revokeCurrentToken(w http.ResponseWriter, r *http.Request) error {
+	t := currentToken(r.Context())
+	if _, err := a.store.RevokeToken(r.Context(), t.UserID, t.ID); err != nil && !errors.Is(err, tokens.ErrNotFound) {
+		return err
+	}
+	a.tokens.Forget(t.Hash)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -312,6 +412,13 @@ func timeParam(q url.Values, name string, bad *[]problem.FieldError) *time.Time 
 // record whose Response it must fill before it writes; a concurrent duplicate that
 // committed first is replayed.
 func (a *api) idempotent(w http.ResponseWriter, r *http.Request, scope string, body []byte, create func(*idempotency.Record) error) error {
+	return a.idempotentChecked(w, r, scope, body, nil, create)
+}
+
+// idempotentChecked is idempotent with a check that a stored response still holds
+// before it is replayed (nil: it always does); the check's error is the answer instead.
+func (a *api) idempotentChecked(w http.ResponseWriter, r *http.Request, scope string, body []byte,
+	holds func(*http.Request, idempotency.Response) error, create func(*idempotency.Record) error) error {
 	vals := r.Header.Values(idempotency.Header)
 	if len(vals) == 0 {
 		return create(nil)
@@ -320,27 +427,32 @@ func (a *api) idempotent(w http.ResponseWriter, r *http.Request, scope string, b
 		return idempotency.ErrInvalidKey
 	}
 	rec := &idempotency.Record{Scope: scope, Key: vals[0], Fingerprint: idempotency.Fingerprint(r.Method, r.URL.Path, body)}
-	if done, err := a.replay(w, r, rec); done || err != nil {
+	if done, err := a.replay(w, r, rec, holds); done || err != nil {
 		return err
 	}
 	err := create(rec)
 	if !errors.Is(err, idempotency.ErrRace) {
 		return err
 	}
-	if done, err := a.replay(w, r, rec); done || err != nil {
+	if done, err := a.replay(w, r, rec, holds); done || err != nil {
 		return err
 	}
 	return fmt.Errorf("idempotency key %q lost a race but no stored response was found", rec.Key)
 }
 
-// replay answers with the stored response of rec's key, if there is one.
-func (a *api) replay(w http.ResponseWriter, r *http.Request, rec *idempotency.Record) (bool, error) {
+// replay answers with the stored response of rec's key, if there is one and it holds.
+func (a *api) replay(w http.ResponseWriter, r *http.Request, rec *idempotency.Record, holds func(*http.Request, idempotency.Response) error) (bool, error) {
 	stored, ok, err := a.store.Idempotency(r.Context(), rec.Scope, rec.Key)
 	if err != nil || !ok {
 		return false, err
 	}
 	if string(stored.Fingerprint) != string(rec.Fingerprint) {
 		return false, errIdempotencyReused
+	}
+	if holds != nil {
+		if err := holds(r, stored.Response); err != nil {
+			return false, err
+		}
 	}
 	copyHeaders(w, stored.Response.Headers)
 	w.Header().Set("Idempotent-Replayed", "true")

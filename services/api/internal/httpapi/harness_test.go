@@ -47,15 +47,35 @@ type harness struct {
 	t      *testing.T
 	srv    *httptest.Server
 	pool   *pgxpool.Pool
+	dbURL  string
 	router routers.Router
-	users  atomic.Int64
+	users  *atomic.Int64
 }
 
 type harnessOpt func(*httpapi.Options)
 
 func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	t.Helper()
-	pool, _ := dbtest.NewPool(t)
+	pool, dbURL := dbtest.NewPool(t)
+	return newHarnessOn(t, pool, dbURL, &atomic.Int64{}, opts...)
+}
+
+// replica is another API instance on h's database, with its own pool and store, as a
+// second replica of the deployment would be.
+func (h *harness) replica(opts ...harnessOpt) *harness {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, h.dbURL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(pool.Close)
+	return newHarnessOn(h.t, pool, h.dbURL, h.users, opts...)
+}
+
+func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.Int64, opts ...harnessOpt) *harness {
+	t.Helper()
 	store := postgres.New(pool, true)
 	o := httpapi.Options{
 		Store:          store,
@@ -79,7 +99,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	if err != nil {
 		t.Fatalf("openapi: %v", err)
 	}
-	return &harness{t: t, srv: srv, pool: pool, router: router}
+	return &harness{t: t, srv: srv, pool: pool, dbURL: dbURL, router: router, users: users}
 }
 
 // tWriter sends logs to t.Log, so they show with the failing test only.

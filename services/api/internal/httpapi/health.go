@@ -2,9 +2,14 @@ package httpapi
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 )
 
 // Check is one dependency probed by GET /health/databases. Fn must honour its
@@ -53,4 +58,75 @@ func (a *api) healthDatabases(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return writeJSON(w, status, report)
+}
+
+// healthSync answers the sync report: 200 when ok or warning, 503 when critical.
+func (a *api) healthSync(w http.ResponseWriter, r *http.Request) error {
+	if a.syncReports == nil {
+		return errReadModel
+	}
+	rep, err := a.syncReports.get(r.Context())
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if rep.Status == syncstatus.Critical {
+		status = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, status, rep)
+}
+
+// syncRefreshTimeout bounds one gathering of the sync report, which runs on behalf of
+// every waiting caller, so that one caller's cancelled request cannot fail the others.
+// Each source has its own, shorter timeout inside it.
+const syncRefreshTimeout = 10 * time.Second
+
+// syncReports serves /health/sync from a report gathered at most once per ttl and
+// shared by the concurrent callers of the replica: the route is public, and each report
+// costs a count over the outbox backlog plus JetStream and MongoDB round trips. With ttl
+// 0 every request gathers its own (concurrent ones still share one).
+//
+// The body names only the class of a source's failure (syncstatus.Alert.Error); the
+// failure itself goes to the log once per report, with the request id of the request
+// that gathered it and the report's checked_at, since its text can hold host names,
+// users and addresses.
+type syncReports struct {
+	report func(ctx context.Context) syncstatus.Report
+	ttl    time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+	group  singleflight.Group
+
+	mu   sync.Mutex
+	last *syncstatus.Report
+	at   time.Time
+}
+
+func (c *syncReports) get(ctx context.Context) (syncstatus.Report, error) {
+	c.mu.Lock()
+	last, at := c.last, c.at
+	c.mu.Unlock()
+	if last != nil && c.now().Sub(at) < c.ttl {
+		return *last, nil
+	}
+	ch := c.group.DoChan("sync", func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncRefreshTimeout)
+		defer cancel()
+		at := c.now()
+		rep := c.report(rctx)
+		for _, f := range rep.Failures {
+			c.log.WarnContext(ctx, "sync report: a source could not be read", "check", f.Check, "error", f.Err,
+				"request_id", requestID(ctx), "checked_at", rep.CheckedAt)
+		}
+		c.mu.Lock()
+		c.last, c.at = &rep, at
+		c.mu.Unlock()
+		return rep, nil
+	})
+	select {
+	case <-ctx.Done():
+		return syncstatus.Report{}, ctx.Err()
+	case res := <-ch:
+		return res.Val.(syncstatus.Report), nil
+	}
 }

@@ -21,10 +21,10 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/auth"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
-	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
@@ -34,7 +34,7 @@ type ctxKey int
 const (
 	keyRequestID ctxKey = iota
 	keyUserID
-	keyTokenHash
+	keyToken
 )
 
 // RequestIDHeader carries the request id in both directions.
@@ -60,10 +60,10 @@ func userID(ctx context.Context) uuid.UUID {
 	return id
 }
 
-// tokenHash is the hash of the token the request was authenticated with.
-func tokenHash(ctx context.Context) []byte {
-	h, _ := ctx.Value(keyTokenHash).([]byte)
-	return h
+// currentToken is the token the request was authenticated with.
+func currentToken(ctx context.Context) tokens.Token {
+	t, _ := ctx.Value(keyToken).(tokens.Token)
+	return t
 }
 
 // withRequestID accepts a sane X-Request-ID or makes one, echoes it, and records it
@@ -187,13 +187,8 @@ func timeout(d time.Duration) func(http.Handler) http.Handler {
 	}
 }
 
-// tokenLookup finds the user a token hash belongs to.
-type tokenLookup interface {
-	UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID, error)
-}
-
-// authenticate admits requests with a valid bearer token and records their user.
-func authenticate(store tokenLookup, log *slog.Logger) func(http.Handler) http.Handler {
+// authenticate admits requests with a live bearer token and records it and its user.
+func authenticate(tokenAuth *auth.Tokens, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -203,26 +198,25 @@ func authenticate(store tokenLookup, log *slog.Logger) func(http.Handler) http.H
 			}
 			invalid := func() {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="outboxtodo", error="invalid_token"`)
-				writeError(w, r, log, newError(kindUnauthorized, "the bearer token is invalid or revoked"))
+				writeError(w, r, log, newError(kindUnauthorized, "the bearer token is invalid, expired or revoked"))
 			}
 			token = strings.TrimSpace(token)
 			if !tokens.WellFormed(token) {
 				invalid()
 				return
 			}
-			hash := tokens.Hash(token)
 			// Timing-safe without a constant-time comparison: see package tokens.
-			id, err := store.UserIDByToken(r.Context(), hash)
+			t, err := tokenAuth.Authenticate(r.Context(), tokens.Hash(token))
 			switch {
-			case errors.Is(err, users.ErrNotFound):
+			case errors.Is(err, tokens.ErrNotFound):
 				invalid()
 				return
 			case err != nil:
 				writeError(w, r, log, err)
 				return
 			}
-			ctx := context.WithValue(r.Context(), keyUserID, id)
-			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, keyTokenHash, hash)))
+			ctx := context.WithValue(r.Context(), keyUserID, t.UserID)
+			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, keyToken, t)))
 		})
 	}
 }
@@ -275,7 +269,7 @@ func limitByAddress(l *ratelimit.Keyed, res clientaddr.Resolver, log *slog.Logge
 func limitByToken(l *ratelimit.Keyed, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if allowed, wait := l.Allow("token:" + string(tokenHash(r.Context()))); !allowed {
+			if allowed, wait := l.Allow("token:" + string(currentToken(r.Context()).Hash)); !allowed {
 				rateLimited(w, r, log, wait, "token")
 				return
 			}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/problem"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -139,17 +138,4 @@ func (a *api) freshness(w http.ResponseWriter, r *http.Request) error {
 func setFreshness(w http.ResponseWriter, wm readmodel.Watermark) {
 	w.Header().Set(ProjectionSeqHeader, strconv.FormatUint(wm.StreamSeq, 10))
 	w.Header().Set(ProjectionWatermarkHeader, wm.OccurredAt.UTC().Format(time.RFC3339Nano))
-}
-
-// healthSync answers the sync report: 200 when ok or warning, 503 when critical.
-func (a *api) healthSync(w http.ResponseWriter, r *http.Request) error {
-	if a.syncReport == nil {
-		return errReadModel
-	}
-	rep := a.syncReport(r.Context())
-	status := http.StatusOK
-	if rep.Status == syncstatus.Critical {
-		status = http.StatusServiceUnavailable
-	}
-	return writeJSON(w, status, rep)
 }

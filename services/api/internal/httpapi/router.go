@@ -22,22 +22,25 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/auth"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // Store is what the handlers need from storage.
 type Store interface {
-	tokenLookup
+	auth.Store
 	Now() time.Time
-	CreateUser(ctx context.Context, u users.User, tokenHash []byte, trace event.TraceContext, idem *idempotency.Record) error
-	CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []byte, now time.Time, idem *idempotency.Record) error
-	RevokeToken(ctx context.Context, owner uuid.UUID, tokenHash []byte) error
+	CreateUser(ctx context.Context, u users.User, token tokens.Token, trace event.TraceContext, idem *idempotency.Record) error
+	CreateToken(ctx context.Context, token tokens.Token, idem *idempotency.Record) error
+	Tokens(ctx context.Context, owner uuid.UUID, now time.Time) ([]tokens.Token, error)
+	RevokeToken(ctx context.Context, owner, id uuid.UUID) ([]byte, error)
 	User(ctx context.Context, id uuid.UUID) (users.User, error)
 	UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error)
 	DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error
@@ -77,6 +80,17 @@ type Options struct {
 	// LeaderboardCacheTTL is how long one ranking serves every leaderboard request of
 	// this replica; 0 reads it per request.
 	LeaderboardCacheTTL time.Duration
+	// SyncReportTTL is how long one sync report serves every /health/sync request of
+	// this replica; 0 gathers one per request.
+	SyncReportTTL time.Duration
+	// TokenTTL is the lifetime of new tokens (0: they never expire); a request may ask
+	// for an earlier expiry, never a later one.
+	TokenTTL time.Duration
+	// AuthCacheTTL is how long a looked-up token is trusted without asking the store
+	// again, and so how late a revocation made on another replica takes effect here;
+	// 0 looks every token up. AuthCacheSize bounds the tokens cached (0: the default).
+	AuthCacheTTL  time.Duration
+	AuthCacheSize int
 	// TracerProvider receives a server span per request; nil traces nothing (the
 	// client's trace context still reaches the events).
 	TracerProvider trace.TracerProvider
@@ -98,14 +112,16 @@ func OpenAPI() []byte { return openAPIDoc }
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 type api struct {
-	store      Store
-	readModel  ReadModel
-	rankings   *rankings
-	syncReport func(ctx context.Context) syncstatus.Report
-	checks     []Check
-	log        *slog.Logger
-	maxBody    int64
-	cursors    *todos.Cursors
+	store       Store
+	tokens      *auth.Tokens
+	tokenTTL    time.Duration
+	readModel   ReadModel
+	rankings    *rankings
+	syncReports *syncReports
+	checks      []Check
+	log         *slog.Logger
+	maxBody     int64
+	cursors     *todos.Cursors
 }
 
 func (a *api) handle(fn handlerFunc) http.HandlerFunc {
@@ -145,9 +161,19 @@ func New(o Options) (http.Handler, error) {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	a := &api{store: o.Store, readModel: o.ReadModel, syncReport: o.SyncReport, checks: o.Checks, log: o.Log,
+	tokenAuth, err := auth.New(o.Store, auth.Config{TTL: o.AuthCacheTTL, Size: o.AuthCacheSize, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	if o.TokenTTL < 0 {
+		return nil, fmt.Errorf("TokenTTL %s: must not be negative", o.TokenTTL)
+	}
+	a := &api{store: o.Store, tokens: tokenAuth, tokenTTL: o.TokenTTL, readModel: o.ReadModel, checks: o.Checks, log: o.Log,
 		maxBody: o.MaxBodyBytes, cursors: cursors,
 		rankings: &rankings{rm: o.ReadModel, ttl: o.LeaderboardCacheTTL, now: time.Now}}
+	if o.SyncReport != nil {
+		a.syncReports = &syncReports{report: o.SyncReport, ttl: o.SyncReportTTL, now: time.Now, log: o.Log}
+	}
 
 	if o.TracerProvider == nil {
 		o.TracerProvider = noop.NewTracerProvider()
@@ -192,7 +218,7 @@ func New(o Options) (http.Handler, error) {
 	})
 	r.Post("/v1/users", a.handle(a.signUp))
 	r.Group(func(r chi.Router) {
-		r.Use(authenticate(o.Store, o.Log))
+		r.Use(authenticate(tokenAuth, o.Log))
 		if perToken != nil {
 			// After authentication: only real tokens take a bucket, so garbage
 			// tokens cannot crowd the map (the address limit covers those).
@@ -202,7 +228,9 @@ func New(o Options) (http.Handler, error) {
 		r.Patch("/v1/users/me", a.handle(a.patchMe))
 		r.Delete("/v1/users/me", a.handle(a.deleteMe))
 		r.Post("/v1/users/me/tokens", a.handle(a.issueToken))
-		r.Delete("/v1/users/me/tokens/current", a.handle(a.revokeToken))
+		r.Get("/v1/users/me/tokens", a.handle(a.listTokens))
+		r.Delete("/v1/users/me/tokens/current", a.handle(a.revokeCurrentToken))
+		r.Delete("/v1/users/me/tokens/{id}", a.handle(a.revokeToken))
 		r.Get("/v1/users/me/stats", a.handle(a.stats))
 		r.Get("/v1/leaderboard", a.handle(a.leaderboard))
 		r.Post("/v1/todos", a.handle(a.createTodo))

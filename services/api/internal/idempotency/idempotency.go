@@ -9,6 +9,7 @@ package idempotency
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -23,9 +24,6 @@ const TTL = 24 * time.Hour
 // MaxKeyLen bounds a key, in bytes.
 const MaxKeyLen = 255
 
-// AnonymousScope is the scope of keys sent with sign-up, which has no user yet.
-const AnonymousScope = "anonymous"
-
 // Errors.
 var (
 	ErrInvalidKey = errors.New("Idempotency-Key must be 1 to 255 printable ASCII characters")
@@ -37,6 +35,11 @@ var (
 // UserScope is the scope of keys sent by an authenticated user: keys of different
 // users never collide.
 func UserScope(userID string) string { return "user:" + userID }
+
+// SignUpScope is the scope of a key sent with sign-up, which has no user yet: the
+// fingerprint of the request, so that only the same key with the same body meets a
+// stored response, and unrelated clients that pick the same key never collide.
+func SignUpScope(fingerprint []byte) string { return "sign-up:" + hex.EncodeToString(fingerprint) }
 
 // ValidKey reports whether k is an acceptable key.
 func ValidKey(k string) bool {

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -76,9 +77,19 @@ func TestLostCommitIsResolved(t *testing.T) {
 			return todoVersion(t, direct, todo.ID) == 0
 		}},
 		{"issue token", func(ctx context.Context, s *postgres.Store, owner users.User, _ todos.Todo) error {
-			return s.CreateToken(ctx, owner.ID, []byte("second"), s.Now(), nil)
+			return s.CreateToken(ctx, newToken(owner.ID, s.Now()), nil)
 		}, func(t *testing.T, direct *pgxpool.Pool, owner users.User, _ todos.Todo) bool {
 			return count(t, direct, `SELECT count(*)::int FROM api_tokens WHERE user_id = $1`, owner.ID) == 2
+		}},
+		{"revoke token", func(ctx context.Context, s *postgres.Store, owner users.User, _ todos.Todo) error {
+			ts, err := s.Tokens(ctx, owner.ID, s.Now())
+			if err != nil || len(ts) != 1 {
+				return fmt.Errorf("the owner's tokens: %v %v", ts, err)
+			}
+			_, err = s.RevokeToken(ctx, owner.ID, ts[0].ID)
+			return err
+		}, func(t *testing.T, direct *pgxpool.Pool, owner users.User, _ todos.Todo) bool {
+			return count(t, direct, `SELECT count(*)::int FROM api_tokens WHERE user_id = $1`, owner.ID) == 0
 		}},
 		{"delete user", func(ctx context.Context, s *postgres.Store, owner users.User, _ todos.Todo) error {
 			return s.DeleteUser(ctx, owner.ID, event.TraceContext{})
@@ -99,7 +110,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				owner := users.SignUp{Email: "o@example.com", DisplayName: "O"}.User(uuid.New(), s.Now())
-				if err := s.CreateUser(ctx, owner, []byte("first"), event.TraceContext{}, nil); err != nil {
+				if err := s.CreateUser(ctx, owner, newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 					t.Fatal(err)
 				}
 				todo := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())
@@ -119,7 +130,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 					t.Fatalf("the write landed = %v, want %v", got, landed)
 				}
 				// The change and its events went together, or neither did.
-				if n := count(t, direct, `SELECT count(*)::int FROM outbox`); landed != (n > 2) && w.name != "issue token" {
+				if n := count(t, direct, `SELECT count(*)::int FROM outbox`); landed != (n > 2) && w.name != "issue token" && w.name != "revoke token" {
 					t.Fatalf("%d outbox rows after the write (landed=%v)", n, landed)
 				}
 			})
@@ -135,7 +146,7 @@ func TestUnresolvableCommitIsUnknown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	owner := users.SignUp{Email: "u@example.com", DisplayName: "U"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, owner, []byte("h"), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, owner, newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	proxy.Refuse(true)

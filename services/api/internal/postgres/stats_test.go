@@ -54,7 +54,7 @@ func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "c@example.com", DisplayName: "C"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check := func(step string, aggregate uuid.UUID, want event.Stats) {
@@ -116,7 +116,7 @@ func TestTodoCapHoldsUnderConcurrentCreates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "cap@example.com", DisplayName: "Cap"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var (
@@ -166,7 +166,7 @@ func TestDeletingAUserAtTheCapFitsTheRequestTimeout(t *testing.T) {
 	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "big@example.com", DisplayName: "Big"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(setup, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(setup, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The todos themselves go in by SQL: only the delete is under test.

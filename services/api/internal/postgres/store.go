@@ -155,16 +155,30 @@ func delta(t *todos.Todo) (open, completed int64) {
 	return 1, 0
 }
 
-const insertTokenSQL = `INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)`
+const insertTokenSQL = `INSERT INTO api_tokens (token_hash, id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`
 
-// token queues the insert of a token's hash; it identifies a change that has no event.
-func (c *change) token(tokenHash []byte, owner uuid.UUID, now time.Time) {
-	c.b.Queue(insertTokenSQL, tokenHash, owner, now)
+// token queues the insert of a token; it identifies a change that has no event.
+func (c *change) token(t tokens.Token) {
+	args := []any{t.Hash, t.ID, t.UserID, t.CreatedAt, t.ExpiresAt}
+	c.b.Queue(insertTokenSQL, args...)
 	if c.committed == nil {
 		pool := c.pool
 		c.committed = func(ctx context.Context) (bool, error) {
-			return sharedpg.ProbeInsert(ctx, pool, insertTokenSQL+` ON CONFLICT (token_hash) DO NOTHING`, tokenHash, owner, now)
+			return sharedpg.ProbeInsert(ctx, pool, insertTokenSQL+` ON CONFLICT (token_hash) DO NOTHING`, args...)
 		}
+	}
+}
+
+// tokenGone identifies a change that deletes the token id: a revocation is done when
+// the token is gone, whichever transaction deleted it.
+func (c *change) tokenGone(id uuid.UUID) {
+	pool := c.pool
+	c.committed = func(ctx context.Context) (bool, error) {
+		var exists bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_tokens WHERE id = $1)`, id).Scan(&exists); err != nil {
+			return false, fmt.Errorf("probe: %w", err)
+		}
+		return !exists, nil
 	}
 }
 
@@ -232,10 +246,11 @@ func scanUser(row pgx.Row) (users.User, error) {
 	return u, nil
 }
 
-// CreateUser stores a new user, the hash of its first token, its user.created event
-// (with trace) and idem, the idempotency record of the request, when it has one. It fails with users.ErrEmailTaken when the email is registered already and
-// with idempotency.ErrRace when a concurrent request stored the same key first.
-func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, trace event.TraceContext, idem *idempotency.Record) error {
+// CreateUser stores a new user, its first token, its user.created event (with trace)
+// and idem, the idempotency record of the request, when it has one. It fails with
+// users.ErrEmailTaken when the email is registered already and with
+// idempotency.ErrRace when a concurrent request stored the same key first.
+func (s *Store) CreateUser(ctx context.Context, u users.User, token tokens.Token, trace event.TraceContext, idem *idempotency.Record) error {
 	ev, err := event.New(event.UserCreated, u.ID, u.ID, u.Version, u.CreatedAt, trace, u.Data())
 	if err != nil {
 		return err
@@ -243,7 +258,7 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 	err = s.run(ctx, func(tx pgx.Tx, c *change) error {
 		c.b.Queue(`INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt)
-		c.token(tokenHash, u.ID, u.CreatedAt)
+		c.token(token)
 		c.b.Queue(`INSERT INTO user_stats (user_id, open, completed, version) VALUES ($1, 0, 0, 1)`, u.ID)
 		if err := c.events(ev); err != nil {
 			return err
@@ -259,27 +274,57 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, tokenHash []byte, 
 	return err
 }
 
-// UserIDByToken returns the owner of an unrevoked token, or users.ErrNotFound. The
-// lookup by hash is timing-safe: see package tokens.
-func (s *Store) UserIDByToken(ctx context.Context, tokenHash []byte) (uuid.UUID, error) {
-	var id uuid.UUID
-	err := s.pool.QueryRow(ctx, `SELECT user_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL`, tokenHash).Scan(&id)
+const tokenColumns = `id, user_id, created_at, expires_at, last_used_at`
+
+func scanToken(row scanner) (tokens.Token, error) {
+	var t tokens.Token
+	err := row.Scan(&t.ID, &t.UserID, &t.CreatedAt, &t.ExpiresAt, &t.LastUsedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return uuid.Nil, users.ErrNotFound
+		return t, tokens.ErrNotFound
 	}
 	if err != nil {
-		return uuid.Nil, fmt.Errorf("look up token: %w", err)
+		return t, fmt.Errorf("read token: %w", err)
 	}
-	return id, nil
+	t.CreatedAt, t.ExpiresAt, t.LastUsedAt = t.CreatedAt.UTC(), utc(t.ExpiresAt), utc(t.LastUsedAt)
+	return t, nil
 }
 
-// CreateToken stores the hash of another token of the user, with idem, the
-// idempotency record of the request, when it has one. It fails with tokens.ErrTooMany
-// when the user holds tokens.MaxPerUser tokens already, with users.ErrNotFound when
-// the user was deleted meanwhile, and with idempotency.ErrRace as CreateUser does.
-// Locking the user row serializes concurrent issues, so the bound holds under READ
-// COMMITTED too.
-func (s *Store) CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []byte, now time.Time, idem *idempotency.Record) error {
+// TokenByHash returns the token whose hash is tokenHash, or tokens.ErrNotFound. An
+// expired token is returned too: the caller judges expiry by its own clock. The lookup
+// by hash is timing-safe: see package tokens.
+func (s *Store) TokenByHash(ctx context.Context, tokenHash []byte) (tokens.Token, error) {
+	t, err := scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL`, tokenHash))
+	if err != nil && !errors.Is(err, tokens.ErrNotFound) {
+		return t, fmt.Errorf("look up token: %w", err)
+	}
+	t.Hash = tokenHash
+	return t, err
+}
+
+// Tokens returns the user's tokens that have not expired at now, oldest first.
+func (s *Store) Tokens(ctx context.Context, owner uuid.UUID, now time.Time) ([]tokens.Token, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT `+tokenColumns+` FROM api_tokens
+WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+ORDER BY created_at, id`, owner, now)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tokens.Token, error) { return scanToken(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// CreateToken stores another token of its user, with idem, the idempotency record of
+// the request, when it has one. The user's expired tokens are deleted first and do not
+// count. It fails with tokens.ErrTooMany when the user holds tokens.MaxPerUser live
+// tokens already, with users.ErrNotFound when the user was deleted meanwhile, and with
+// idempotency.ErrRace as CreateUser does. Locking the user row serializes concurrent
+// issues, so the bound holds under READ COMMITTED too.
+func (s *Store) CreateToken(ctx context.Context, token tokens.Token, idem *idempotency.Record) error {
+	owner := token.UserID
 	return s.run(ctx, func(tx pgx.Tx, c *change) error {
 		var n int
 		err := tx.QueryRow(ctx, `SELECT id FROM users WHERE id = $1 FOR UPDATE`, owner).Scan(new(uuid.UUID))
@@ -289,28 +334,50 @@ func (s *Store) CreateToken(ctx context.Context, owner uuid.UUID, tokenHash []by
 		if err != nil {
 			return fmt.Errorf("lock user: %w", err)
 		}
+		if _, err := tx.Exec(ctx, `DELETE FROM api_tokens WHERE user_id = $1 AND expires_at <= $2`, owner, token.CreatedAt); err != nil {
+			return fmt.Errorf("delete expired tokens: %w", err)
+		}
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL`, owner).Scan(&n); err != nil {
 			return fmt.Errorf("count tokens: %w", err)
 		}
 		if n >= tokens.MaxPerUser {
 			return tokens.ErrTooMany
 		}
-		c.token(tokenHash, owner, now)
-		if err := c.idempotency(idem, now); err != nil {
+		c.token(token)
+		if err := c.idempotency(idem, token.CreatedAt); err != nil {
 			return err
 		}
 		return c.send(ctx, tx, "create token")
 	})
 }
 
-// RevokeToken makes a token of owner unusable from now on. The row is deleted rather
-// than marked revoked, so that issuing and revoking tokens in a loop leaves nothing
-// behind. Revoking a token that is gone already succeeds: the outcome is the same.
-func (s *Store) RevokeToken(ctx context.Context, owner uuid.UUID, tokenHash []byte) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM api_tokens WHERE token_hash = $1 AND user_id = $2`, tokenHash, owner); err != nil {
-		return fmt.Errorf("revoke token: %w", err)
-	}
-	return nil
+// RevokeToken makes the token id of owner unusable from now on and returns its hash,
+// or fails with tokens.ErrNotFound when owner has no such token. The row is deleted
+// rather than marked revoked, so that issuing and revoking tokens in a loop leaves
+// nothing behind.
+func (s *Store) RevokeToken(ctx context.Context, owner, id uuid.UUID) ([]byte, error) {
+	var hash []byte
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
+		c.tokenGone(id)
+		err := tx.QueryRow(ctx, `DELETE FROM api_tokens WHERE id = $1 AND user_id = $2 RETURNING token_hash`, id, owner).Scan(&hash)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return tokens.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("revoke token: %w", err)
+		}
+		return nil
+	})
+	return hash, err
+}
+
+// RecordTokenUse sets the token's last use to period (see tokens.UsePeriod) unless it
+// is that late already, so that concurrent and repeated calls write once per period.
+func (s *Store) RecordTokenUse(ctx context.Context, id uuid.UUID, period time.Time) error {
+	return s.run(ctx, func(tx pgx.Tx, c *change) error {
+		c.b.Queue(`UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`, id, period)
+		return c.send(ctx, tx, "record token use")
+	})
 }
 
 // User returns one user.

@@ -14,10 +14,17 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 )
+
+// newToken is a token of owner to store.
+func newToken(owner uuid.UUID, now time.Time) tokens.Token {
+	_, hash := tokens.New()
+	return tokens.Token{ID: uuid.New(), UserID: owner, Hash: hash, CreatedAt: now}
+}
 
 func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	t.Parallel()
@@ -26,7 +33,7 @@ func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "a@example.com", DisplayName: "A"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
@@ -68,7 +75,7 @@ func TestWritesNotifyThePublisher(t *testing.T) {
 
 	s := postgres.New(pool, true)
 	u := users.SignUp{Email: "n@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, []byte("h"), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	n, err := listener.WaitForNotification(ctx)

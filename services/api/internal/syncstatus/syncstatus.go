@@ -4,19 +4,26 @@
 // alerts raised when thresholds are crossed.
 //
 // Each source is read concurrently under its own timeout; an unreachable source is
-// itself a critical alert, so the report always answers.
+// itself a critical alert, so the report always answers. The report is meant for a
+// public port: an alert names only the class of a source's failure, never its text,
+// which can hold host names, users and addresses; the failures themselves are in
+// Report.Failures, for the log.
 package syncstatus
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
@@ -67,6 +74,15 @@ type Report struct {
 	Projection  *ProjectionReport `json:"projection"`
 	DeadLetters *int64            `json:"dead_letters"`
 	Alerts      []Alert           `json:"alerts"`
+	// Failures are the errors behind the alerts of sources that could not be read:
+	// for the log, never for the body.
+	Failures []Failure `json:"-"`
+}
+
+// Failure is a source that could not be read.
+type Failure struct {
+	Check string
+	Err   error
 }
 
 // OutboxReport is the state of the outbox.
@@ -108,11 +124,44 @@ type ProjectionReport struct {
 
 // Alert is one crossed threshold or unreachable source.
 type Alert struct {
-	Severity  string  `json:"severity"`
-	Check     string  `json:"check"`
-	Message   string  `json:"message"`
+	Severity string `json:"severity"`
+	Check    string `json:"check"`
+	Message  string `json:"message"`
+	// Error is the class of a source's failure (see Classify); empty for thresholds.
+	Error     string  `json:"error,omitempty"`
 	Value     float64 `json:"value,omitempty"`
 	Threshold float64 `json:"threshold,omitempty"`
+}
+
+// Classes of failure an alert may name.
+const (
+	ErrorTimeout     = "timeout"     // the source did not answer in time
+	ErrorUnavailable = "unavailable" // the source could not be reached or dropped the connection
+	ErrorNotFound    = "not_found"   // the stream or consumer does not exist
+	ErrorFailed      = "failed"      // anything else
+)
+
+// Classify returns the class of a source's failure: what the public report may say.
+func Classify(err error) string {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), mongo.IsTimeout(err):
+		return ErrorTimeout
+	case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
+		return ErrorNotFound
+	case sharedpg.IsUnavailable(err), mongo.IsNetworkError(err), errors.As(err, &netErr),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrNoServers):
+		return ErrorUnavailable
+	}
+	return ErrorFailed
+}
+
+// sources names each check's source in an alert.
+var sources = map[string]string{
+	"outbox":     "the outbox (PostgreSQL)",
+	"stream":     "the stream or its consumer (JetStream)",
+	"read_model": "the read model (MongoDB)",
 }
 
 // Report reads every source and evaluates the thresholds.
@@ -126,9 +175,12 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		watermark *readmodel.Watermark
 	)
 	fail := func(check string, err error) {
+		class := Classify(err)
 		mu.Lock()
 		defer mu.Unlock()
-		rep.Alerts = append(rep.Alerts, Alert{Severity: Critical, Check: check, Message: err.Error()})
+		rep.Alerts = append(rep.Alerts, Alert{Severity: Critical, Check: check, Error: class,
+			Message: fmt.Sprintf("%s could not be read (%s); the cause is in the API's log", sources[check], class)})
+		rep.Failures = append(rep.Failures, Failure{Check: check, Err: err})
 	}
 	run := func(check string, fn func(ctx context.Context) error) {
 		wg.Go(func() {

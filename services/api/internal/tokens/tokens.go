@@ -18,14 +18,69 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
 )
 
 // MaxPerUser bounds the live tokens of one user, so that issuing tokens cannot grow
-// the table without limit; a user rotates by revoking the old token.
+// the table without limit. Expired tokens do not count. A user at the bound lists
+// their tokens and revokes one by id, so tokens whose secret was lost (a response
+// that never arrived) cannot lock the user out of issuing.
 const MaxPerUser = 20
 
-// ErrTooMany means the user holds MaxPerUser tokens already.
-var ErrTooMany = errors.New("too many tokens")
+// LastUsedPrecision is the precision of Token.LastUsedAt: recording use costs one
+// write per token and period, not one per request.
+const LastUsedPrecision = time.Hour
+
+// Errors.
+var (
+	// ErrTooMany means the user holds MaxPerUser live tokens already.
+	ErrTooMany = errors.New("too many tokens")
+	// ErrNotFound means the user has no live token with that id.
+	ErrNotFound = errors.New("token not found")
+)
+
+// Token is what is known of a token besides its secret, which is never stored.
+type Token struct {
+	ID     uuid.UUID `json:"id"`
+	UserID uuid.UUID `json:"-"`
+	// Hash is the stored form of the secret (see Hash).
+	Hash      []byte     `json:"-"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	// LastUsedAt is the start of the LastUsedPrecision period in which the token last
+	// authenticated a request; nil when it never did.
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// Issue returns the secret of a new token of owner and the token to store. now must
+// already be truncated to the database's precision; expiresAt nil means never.
+func Issue(owner uuid.UUID, now time.Time, expiresAt *time.Time) (secret string, t Token, err error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", Token{}, err
+	}
+	secret, hash := New()
+	return secret, Token{ID: id, UserID: owner, Hash: hash, CreatedAt: now, ExpiresAt: expiresAt}, nil
+}
+
+// Expired reports whether t no longer authenticates at now.
+func (t Token) Expired(now time.Time) bool {
+	return t.ExpiresAt != nil && !now.Before(*t.ExpiresAt)
+}
+
+// UsePeriod is the value of LastUsedAt for a use at now.
+func UsePeriod(now time.Time) time.Time {
+	return now.UTC().Truncate(LastUsedPrecision)
+}
+
+// NeedsUseRecorded reports whether a use at now moves LastUsedAt.
+func (t Token) NeedsUseRecorded(now time.Time) bool {
+	return t.LastUsedAt == nil || t.LastUsedAt.Before(UsePeriod(now))
+}
 
 // Prefix starts every token.
 const Prefix = "tdo_"
@@ -56,4 +111,49 @@ func WellFormed(s string) bool {
 	// The decoded length matters: the decoder skips CR and LF.
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(Prefix):])
 	return err == nil && len(b) == 32
+}
+
+// timePrecision is the resolution of timestamps in the database.
+const timePrecision = time.Microsecond
+
+type issueBody struct {
+	ExpiresAt input.Field[string] `json:"expires_at"`
+}
+
+// ParseIssue parses the optional body of a token issue ({"expires_at": RFC 3339}, or
+// nothing) and returns when the new token expires, nil for never. ttl is the lifetime
+// of a token whose request names no expiry (0: it never expires); a request may ask
+// for an earlier expiry than that, never a later one. now must already be truncated to
+// the database's precision.
+func ParseIssue(body []byte, now time.Time, ttl time.Duration) (*time.Time, error) {
+	var expires *time.Time
+	if ttl > 0 {
+		t := now.Add(ttl)
+		expires = &t
+	}
+	if len(body) == 0 {
+		return expires, nil
+	}
+	var b issueBody
+	if err := input.Decode(body, &b); err != nil {
+		return nil, err
+	}
+	if !b.ExpiresAt.Present {
+		return expires, nil
+	}
+	const ptr = "/expires_at"
+	var errs input.Errors
+	t, err := time.Parse(time.RFC3339Nano, b.ExpiresAt.Value)
+	t = t.UTC().Truncate(timePrecision)
+	switch {
+	case b.ExpiresAt.Null || b.ExpiresAt.Invalid || err != nil:
+		errs.Add(ptr, "must be an RFC 3339 date-time such as 2030-01-02T15:04:05Z")
+	case !t.After(now):
+		errs.Add(ptr, "must be in the future")
+	case expires != nil && t.After(*expires):
+		errs.Add(ptr, "must be at most "+ttl.String()+" from now, the longest a token may live here")
+	default:
+		return &t, nil
+	}
+	return nil, errs.Err()
 }
