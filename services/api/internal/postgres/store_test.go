@@ -73,6 +73,11 @@ func TestWritesNotifyThePublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Writes notify only while a publisher is marked idle and listening (see
+	// outbox.Notify; the outbox package tests the unmarked case).
+	if err := outbox.MarkListening(ctx, pool, "publisher", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	s := postgres.New(pool, true)
 	u := users.SignUp{Email: "n@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
 	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
