@@ -3,6 +3,7 @@ package tokens_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 )
@@ -42,4 +43,40 @@ func FuzzWellFormed(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseIssue(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 2, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
+	for _, c := range []struct {
+		name string
+		body string
+		ttl  time.Duration
+		want *time.Time
+		bad  bool
+	}{
+		{"no body, no lifetime", "", 0, nil, false},
+		{"no body, lifetime", "", time.Hour, at(time.Hour), false},
+		{"empty object", "{}", time.Hour, at(time.Hour), false},
+		{"earlier than the lifetime", `{"expires_at":"2030-01-02T10:30:00Z"}`, time.Hour, at(30 * time.Minute), false},
+		{"any future time without a lifetime", `{"expires_at":"2031-01-02T10:00:00+01:00"}`, 0, at(365*24*time.Hour - time.Hour), false},
+		{"later than the lifetime", `{"expires_at":"2030-01-02T11:00:01Z"}`, time.Hour, nil, true},
+		{"in the past", `{"expires_at":"2030-01-02T10:00:00Z"}`, 0, nil, true},
+		{"null", `{"expires_at":null}`, 0, nil, true},
+		{"not a time", `{"expires_at":3}`, 0, nil, true},
+	} {
+		got, err := tokens.ParseIssue([]byte(c.body), now, c.ttl)
+		switch {
+		case c.bad && err == nil:
+			t.Errorf("%s: accepted (%v)", c.name, got)
+		case !c.bad && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case !c.bad && (got == nil) != (c.want == nil), got != nil && c.want != nil && !got.Equal(*c.want):
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	if _, err := tokens.ParseIssue([]byte(`{"expires":"x"}`), now, 0); err == nil {
+		t.Error("unknown field accepted")
+	}
 }

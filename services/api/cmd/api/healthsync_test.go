@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+)
+
+// TestHealthSyncRunsOnItsOwnPool runs the API as main does and asks /health/sync: its
+// outbox statistics must run on the pool of their own (application_name api-sync),
+// never on the write pool (api), so that the public route cannot take connections from
+// writes. The read side is unreachable here; the outbox part answers regardless.
+func TestHealthSyncRunsOnItsOwnPool(t *testing.T) {
+	t.Parallel()
+	dbURL := dbtest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	logs := &sharedtest.LogBuffer{}
+	log, err := process.NewLogger(logs, "api", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ := map[string]string{
+		"DATABASE_URL": dbURL, "API_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "localhost:0",
+		"NATS_URL": "nats://" + closed, "MONGODB_URI": "mongodb://" + closed + "/?directConnection=true", "MONGODB_TIMEOUT": "200ms",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, log, environ) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("run did not stop")
+		}
+	})
+	base := "http://" + listeningAddr(t, logs, done)
+
+	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer rcancel()
+	r, err := http.NewRequestWithContext(rctx, "GET", base+"/health/sync", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("health/sync with the read side down: %d %s", res.StatusCode, body)
+	}
+
+	conn, err := pgx.Connect(rctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// An idle backend shows the last statement it ran.
+	rows, err := conn.Query(rctx, `
+SELECT application_name FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%FROM outbox%WHERE published_at IS NULL%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(apps) == 0 {
+		t.Fatalf("no backend ran the outbox statistics (body %s)", body)
+	}
+	for _, app := range apps {
+		if app != "api-sync" {
+			t.Fatalf("the outbox statistics ran on %q connections %v, want only api-sync", app, apps)
+		}
+	}
+}
