@@ -53,7 +53,7 @@ func TestHealthSyncHidesFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	mc, err := mongo.Connect(options.Client().ApplyURI("mongodb://mongosecretuser:pw@"+mongoAddr+"/?directConnection=true").
+	mc, err := mongo.Connect(options.Client().ApplyURI("mongodb://mongosecretuser:pw@" + mongoAddr + "/?directConnection=true").
 		SetServerSelectionTimeout(500 * time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
