@@ -84,9 +84,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 	if listen {
 		listener = wake.NewListener(cfg.DatabaseURL, log)
 		wakeC = listener.C()
-		// The relay polls at most every PollMax while idle, refreshing the mark.
-		flag = wake.NewFlag(pool, cfg.ReplicaID, max(cfg.LeaseTTL, 4*cfg.PollMax), log)
-		idler = flag
 		m.WakeMode.WithLabelValues("listen").Set(1)
 		log.Info("wake-up mode: LISTEN/NOTIFY, with idle polling as a safety net", "poll_max", cfg.PollMax)
 	} else {
@@ -96,6 +93,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 
 	leases := lease.New(pool, cfg.ReplicaID, outbox.Partitions, cfg.LeaseTTL, log)
 	leases.OnChange(func(n int) { m.LeasesHeld.Set(float64(n)) })
+	if listen {
+		// The relay polls at most every PollMax while idle, refreshing the mark.
+		flag = wake.NewFlag(pool, cfg.ReplicaID, max(cfg.LeaseTTL, 4*cfg.PollMax),
+			func() bool { return len(leases.Held()) > 0 }, log)
+		idler = flag
+	}
 	rl := relay.New(pool, js, leases, wakeC, relay.Options{
 		SubjectPrefix:  cfg.SubjectPrefix,
 		BatchSize:      cfg.BatchSize,

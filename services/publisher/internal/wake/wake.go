@@ -139,6 +139,7 @@ type Flag struct {
 	pool    *pgxpool.Pool
 	replica string
 	ttl     time.Duration
+	holding func() bool
 	log     *slog.Logger
 
 	marked    bool
@@ -148,9 +149,11 @@ type Flag struct {
 
 // NewFlag returns the flag of replica. Its mark lasts ttl on the database clock and is
 // refreshed after ttl/2 by the next idle drain: ttl must exceed twice the relay's
-// longest idle poll interval.
-func NewFlag(pool *pgxpool.Pool, replica string, ttl time.Duration, log *slog.Logger) *Flag {
-	return &Flag{pool: pool, replica: replica, ttl: ttl, log: log}
+// longest idle poll interval. holding reports whether the replica holds partitions: one
+// that holds none (a standby beyond the partition count, or one starting) would be
+// woken for nothing, so it is never marked.
+func NewFlag(pool *pgxpool.Pool, replica string, ttl time.Duration, holding func() bool, log *slog.Logger) *Flag {
+	return &Flag{pool: pool, replica: replica, ttl: ttl, holding: holding, log: log}
 }
 
 // Drained takes the number of rows one drain claimed. It returns true when the relay
@@ -167,6 +170,10 @@ func (f *Flag) Drained(ctx context.Context, claimed int) (again bool) {
 	}
 	f.busy = 0
 	switch {
+	case !f.holding():
+		if f.marked {
+			f.write(ctx, false)
+		}
 	case !f.marked:
 		return f.write(ctx, true)
 	case time.Since(f.refreshed) >= f.ttl/2:

@@ -2,6 +2,7 @@ package wake_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func TestFlagFollowsTheDrains(t *testing.T) {
 		}
 		return n == 1
 	}
-	f := wake.NewFlag(pool, "r", time.Minute, pubtest.Logger(t))
+	f := wake.NewFlag(pool, "r", time.Minute, func() bool { return true }, pubtest.Logger(t))
 
 	steps := []struct {
 		claimed int
@@ -72,7 +73,7 @@ func TestFlagRefreshesItsMark(t *testing.T) {
 		return at
 	}
 	// A zero lifetime makes every idle drain due for a refresh.
-	f := wake.NewFlag(pool, "r", 0, pubtest.Logger(t))
+	f := wake.NewFlag(pool, "r", 0, func() bool { return true }, pubtest.Logger(t))
 	if !f.Drained(ctx, 0) {
 		t.Fatal("first idle drain did not ask for another")
 	}
@@ -82,5 +83,35 @@ func TestFlagRefreshesItsMark(t *testing.T) {
 	}
 	if second := expires(); !second.After(first) {
 		t.Fatalf("mark not refreshed: expires %v, then %v", first, second)
+	}
+}
+
+// A replica that holds no partitions is never marked, and drops its mark when it loses
+// them: writes would wake it for nothing.
+func TestFlagMarksOnlyAReplicaHoldingPartitions(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, _ := dbtest.NewPool(t)
+	marked := func() bool {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox_listeners WHERE replica_id = 'r'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	var holding atomic.Bool
+	f := wake.NewFlag(pool, "r", time.Minute, holding.Load, pubtest.Logger(t))
+	if f.Drained(ctx, 0) || marked() {
+		t.Fatal("a replica without partitions was marked")
+	}
+	holding.Store(true)
+	if !f.Drained(ctx, 0) || !marked() {
+		t.Fatal("a replica that gained partitions was not marked")
+	}
+	holding.Store(false)
+	if f.Drained(ctx, 0) || marked() {
+		t.Fatal("a replica that lost its partitions kept its mark")
 	}
 }
