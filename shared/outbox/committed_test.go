@@ -153,6 +153,65 @@ func TestCommittedSeesAnotherWriterOfTheSameVersion(t *testing.T) {
 	}
 }
 
+// TestCommittedFindsAPublishedEvent: the publisher may have moved the row out of the
+// outbox (published) before the probe runs, or while it waits on the move.
+func TestCommittedFindsAPublishedEvent(t *testing.T) {
+	t.Parallel()
+	const publish = `
+WITH moved AS (
+    DELETE FROM outbox WHERE event_id = $1
+    RETURNING event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at)
+INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, published_at)
+SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now() FROM moved`
+	pool, _ := dbtest.NewPool(t)
+	ctx := context.Background()
+	published := todoEvent(t, uuid.New(), 1)
+	if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, published) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, publish, published.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := outbox.Committed(ctx, pool, published); err != nil || !c {
+		t.Fatalf("Committed(published) = %v, %v; want true", c, err)
+	}
+	// Another event of the same version, lost, while the winner is published.
+	loser := published
+	loser.ID = uuid.New()
+	if c, err := outbox.Committed(ctx, pool, loser); err != nil || c {
+		t.Fatalf("Committed(loser) = %v, %v; want false", c, err)
+	}
+
+	// The move runs while the probe waits on it.
+	moving := todoEvent(t, uuid.New(), 1)
+	if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, moving) }); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, publish, moving.ID); err != nil {
+		t.Fatal(err)
+	}
+	probed := make(chan error, 1)
+	go func() {
+		c, err := outbox.Committed(ctx, pool, moving)
+		if err == nil && !c {
+			err = errors.New("not committed")
+		}
+		probed <- err
+	}()
+	waitForLockWait(t, pool)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-probed; err != nil {
+		t.Fatalf("Committed(moved while probing): %v; want true", err)
+	}
+}
+
 func waitForLockWait(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

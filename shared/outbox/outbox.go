@@ -81,7 +81,10 @@ func QueueInsert(b *pgx.Batch, events ...event.Envelope) error {
 
 // Committed tells whether the transaction that inserted e's row committed, when its
 // commit's answer was lost (see postgres.ProbeInsert): the event id is the row's key,
-// chosen before the commit.
+// chosen before the commit. The publisher may have published the row already, which
+// moves it from the outbox to outbox_published: that table is read after the probe,
+// so that a row moved while the probe ran (the probe then waits for the move's
+// transaction and finds no conflict) is found there.
 func Committed(ctx context.Context, db postgres.Beginner, e event.Envelope) (bool, error) {
 	args, err := insertArgs([]event.Envelope{e})
 	if err != nil {
@@ -90,6 +93,21 @@ func Committed(ctx context.Context, db postgres.Beginner, e event.Envelope) (boo
 	committed, err := postgres.ProbeInsert(ctx, db, insertSQL+` ON CONFLICT (event_id) DO NOTHING`, args...)
 	if err != nil {
 		return false, fmt.Errorf("event %s: %w", e.ID, err)
+	}
+	if committed {
+		return true, nil
+	}
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("event %s: look up published: %w", e.ID, err)
+	}
+	defer func() {
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rbCtx) // it only read
+	}()
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_published WHERE event_id = $1)`, [16]byte(e.ID)).Scan(&committed); err != nil {
+		return false, fmt.Errorf("event %s: look up published: %w", e.ID, err)
 	}
 	return committed, nil
 }

@@ -6,6 +6,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -107,16 +108,16 @@ func Check(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stre
 		return res, err
 	}
 	res.Problems = append(res.Problems, checkWrites(writes, outbox, state)...)
-	leftovers, err := failedLeftovers(ctx, pool, writes)
+	ids, markers, err := readStream(ctx, js, stream)
+	if err != nil {
+		return res, err
+	}
+	leftovers, err := failedLeftovers(ctx, pool, writes, markers)
 	if err != nil {
 		return res, err
 	}
 	res.Problems = append(res.Problems, leftovers...)
 
-	ids, err := streamIDs(ctx, js, stream)
-	if err != nil {
-		return res, err
-	}
 	for _, n := range ids {
 		res.StreamMsgs += n
 	}
@@ -133,8 +134,11 @@ func Check(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stre
 	return res, nil
 }
 
+// loadOutbox reads every event: the outbox's rows and the records of those the
+// publisher published (and moved out of the outbox).
 func loadOutbox(ctx context.Context, pool *pgxpool.Pool) (map[string]outboxRow, error) {
-	rows, err := pool.Query(ctx, `SELECT event_id, aggregate_type, aggregate_id, aggregate_version, event_type FROM outbox`)
+	rows, err := pool.Query(ctx, `SELECT event_id, aggregate_type, aggregate_id, aggregate_version, event_type FROM outbox
+UNION ALL SELECT event_id, aggregate_type, aggregate_id, aggregate_version, event_type FROM outbox_published`)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
 	}
@@ -257,7 +261,10 @@ func checkWrites(writes []workload.Write, outbox map[string]outboxRow, live map[
 
 // failedLeftovers finds failed writes whose unique marker reached the outbox (every
 // committed write leaves an event there, with the whole document in its data).
-func failedLeftovers(ctx context.Context, pool *pgxpool.Pool, writes []workload.Write) ([]string, error) {
+// failedLeftovers finds the failed writes whose marker is in an event: in the payload
+// of an outbox row, or, once published (the outbox keeps no payload of a published
+// event), in a stream message (inStream).
+func failedLeftovers(ctx context.Context, pool *pgxpool.Pool, writes []workload.Write, inStream map[string]bool) ([]string, error) {
 	var markers []string
 	for _, w := range writes {
 		if w.Outcome == workload.Failed && w.Marker != "" {
@@ -277,60 +284,77 @@ func failedLeftovers(ctx context.Context, pool *pgxpool.Pool, writes []workload.
 		return nil, fmt.Errorf("look for failed writes: %w", err)
 	}
 	defer rows.Close()
-	var problems []string
+	found := map[string]bool{}
 	for rows.Next() {
 		var m string
 		if err := rows.Scan(&m); err != nil {
 			return nil, fmt.Errorf("scan: %w", err)
 		}
-		problems = append(problems, fmt.Sprintf("failed write %q left an outbox event", m))
+		found[m] = true
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("look for failed writes: %w", err)
 	}
+	var problems []string
+	for _, m := range markers {
+		if found[m] || inStream[m] {
+			problems = append(problems, fmt.Sprintf("failed write %q left an outbox event", m))
+		}
+	}
 	return problems, nil
 }
 
-// streamIDs counts the stream's messages by Nats-Msg-Id, reading headers only.
-func streamIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]int, error) {
+// readStream counts the stream's messages by Nats-Msg-Id and collects the markers
+// (titles and emails) of their events.
+func readStream(ctx context.Context, js jetstream.JetStream, stream string) (map[string]int, map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", stream, err)
+		return nil, nil, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream info: %w", err)
+		return nil, nil, fmt.Errorf("stream info: %w", err)
 	}
-	ids := map[string]int{}
+	ids, markers := map[string]int{}, map[string]bool{}
 	if info.State.Msgs == 0 {
-		return ids, nil
+		return ids, markers, nil
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return nil, fmt.Errorf("ordered consumer: %w", err)
+		return nil, nil, fmt.Errorf("ordered consumer: %w", err)
 	}
 	for {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("read stream: %w", err)
+			return nil, nil, fmt.Errorf("read stream: %w", err)
 		}
 		for m := range batch.Messages() {
 			ids[m.Headers().Get(jetstream.MsgIDHeader)]++
+			var body struct {
+				Data struct {
+					Title string `json:"title"`
+					Email string `json:"email"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(m.Data(), &body); err != nil {
+				return nil, nil, fmt.Errorf("message %s: %w", m.Headers().Get(jetstream.MsgIDHeader), err)
+			}
+			markers[body.Data.Title], markers[body.Data.Email] = true, true
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("message metadata: %w", err)
+				return nil, nil, fmt.Errorf("message metadata: %w", err)
 			}
 			if md.Sequence.Stream >= info.State.LastSeq {
-				return ids, nil
+				return ids, markers, nil
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("read stream: %w", err)
+			return nil, nil, fmt.Errorf("read stream: %w", err)
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("read stream: %w", ctx.Err())
+			return nil, nil, fmt.Errorf("read stream: %w", ctx.Err())
 		}
 	}
 }

@@ -68,6 +68,19 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	}
 	publish(signUp, signUp.ID.String())
 	publish(create, create.ID.String())
+	// The publisher moves published rows out of the outbox into outbox_published.
+	published := func(e event.Envelope) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `
+WITH moved AS (
+    DELETE FROM outbox WHERE event_id = $1
+    RETURNING event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at)
+INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, published_at)
+SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now() FROM moved`, e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	published(signUp)
 	writes := []workload.Write{
 		{Kind: workload.SignUp, Outcome: workload.Acked, Aggregate: user, User: user, Version: 1, Marker: "u@example.com"},
 		{Kind: workload.CreateTodo, Outcome: workload.Acked, Aggregate: todo, User: user, Version: 1, Marker: "first"},
@@ -90,6 +103,14 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE todos SET version = 2, title = 'leaked' WHERE id = $1`, todo); err != nil {
 		t.Fatal(err)
 	}
+	// A failed sign-up that did commit, whose event was published since.
+	ghost := uuid.New()
+	ghostUp := mk(event.UserCreated, ghost, 1, event.UserData{ID: ghost, Email: "ghost@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now})
+	if err := outbox.Insert(ctx, pool, ghostUp); err != nil {
+		t.Fatal(err)
+	}
+	publish(ghostUp, ghostUp.ID.String())
+	published(ghostUp)
 	stray := uuid.NewString()
 	publish(create, stray)
 	gone := uuid.New()
@@ -97,6 +118,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		workload.Write{Kind: workload.PatchTodo, Outcome: workload.Acked, Aggregate: todo, User: user, Version: 3, Marker: "acked"},
 		workload.Write{Kind: workload.PatchTodo, Outcome: workload.Failed, Aggregate: todo, User: user, Marker: "leaked"},
 		workload.Write{Kind: workload.DeleteTodo, Outcome: workload.Failed, Aggregate: gone, User: user},
+		workload.Write{Kind: workload.SignUp, Outcome: workload.Failed, Marker: "ghost@example.com"},
 	)
 	res, err = Check(ctx, pool, js, "S", writes)
 	if err != nil {
@@ -107,6 +129,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		"acked patch_todo of " + todo.String() + " v3 has no outbox event",
 		todo.String() + ": acked v3, PostgreSQL has older v2",
 		`failed write "leaked" left an outbox event`,
+		`failed write "ghost@example.com" left an outbox event`,
 		"event " + leaked.ID.String() + " is in the stream 0 times",
 		"stream message " + stray + " (1 times) has no outbox row",
 		gone.String() + ": a failed delete deleted it",
@@ -115,7 +138,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 			t.Errorf("problems lack %q; got:\n%s", want, all)
 		}
 	}
-	if len(res.Problems) != 6 {
-		t.Errorf("%d problems, want 6:\n%s", len(res.Problems), all)
+	if len(res.Problems) != 7 {
+		t.Errorf("%d problems, want 7:\n%s", len(res.Problems), all)
 	}
 }

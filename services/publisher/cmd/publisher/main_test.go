@@ -126,12 +126,12 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 }
 
-// waitPublished polls until the row of event id is marked published.
+// waitPublished polls until event id is recorded published.
 func waitPublished(ctx context.Context, t *testing.T, pool *pgxpool.Pool, id uuid.UUID, done <-chan error) {
 	t.Helper()
 	for {
 		var published bool
-		if err := pool.QueryRow(ctx, `SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1`, id).Scan(&published); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_published WHERE event_id = $1)`, id).Scan(&published); err != nil {
 			t.Fatal(err)
 		}
 		if published {

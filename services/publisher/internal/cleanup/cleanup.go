@@ -1,4 +1,5 @@
-// Package cleanup deletes published outbox rows older than the retention age, in
+// Package cleanup deletes the records of events published longer ago than the
+// retention age (and the published rows older releases left in the outbox), in
 // bounded batches so that no statement holds many row locks or runs long, and only in
 // the partitions this replica leases so that replicas never contend for the same rows.
 package cleanup
@@ -54,15 +55,22 @@ func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// The subquery finds a bounded batch by the partial index on published_at; PostgreSQL
-// and CockroachDB both run DELETE ... WHERE key IN (SELECT ... LIMIT n).
-const deleteSQL = `
+// The records of published events (outbox_published, migration 00007), and the rows
+// that releases before it marked published in the outbox itself, until they are gone.
+// Each subquery finds a bounded batch by the index on published_at; PostgreSQL and
+// CockroachDB both run DELETE ... WHERE key IN (SELECT ... LIMIT n).
+var deleteSQL = []string{`
+DELETE FROM outbox_published WHERE event_id IN (
+    SELECT event_id FROM outbox_published
+    WHERE published_at < now() - $1::bigint * interval '1 millisecond'
+      AND partition = ANY($2)
+    LIMIT $3)`, `
 DELETE FROM outbox WHERE event_id IN (
     SELECT event_id FROM outbox
     WHERE published_at IS NOT NULL
       AND published_at < now() - $1::bigint * interval '1 millisecond'
       AND partition = ANY($2)
-    LIMIT $3)`
+    LIMIT $3)`}
 
 // Clean deletes batch after batch until a batch comes back short, and returns the
 // number of rows deleted.
@@ -72,18 +80,24 @@ func (c *Cleaner) Clean(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	var total int64
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		tag, err := c.pool.Exec(sctx, deleteSQL, c.retention.Milliseconds(), parts, c.batch)
-		cancel()
-		if err != nil {
-			return total, fmt.Errorf("delete published outbox rows: %w", err)
-		}
-		n := tag.RowsAffected()
-		total += n
-		c.m.CleanedUp.Add(float64(n))
-		if n < int64(c.batch) || ctx.Err() != nil {
-			return total, nil
+	for _, sql := range deleteSQL {
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			tag, err := c.pool.Exec(sctx, sql, c.retention.Milliseconds(), parts, c.batch)
+			cancel()
+			if err != nil {
+				return total, fmt.Errorf("delete published outbox rows: %w", err)
+			}
+			n := tag.RowsAffected()
+			total += n
+			c.m.CleanedUp.Add(float64(n))
+			if ctx.Err() != nil {
+				return total, nil
+			}
+			if n < int64(c.batch) {
+				break
+			}
 		}
 	}
+	return total, nil
 }

@@ -22,11 +22,24 @@ func TestDeletesOnlyOldPublishedRowsInBatches(t *testing.T) {
 	pool, _ := dbtest.NewPool(t)
 	aggs := pubtest.NewAggregates(10)
 	aggs.WriteVersions(ctx, t, pool, 2, 1, 3, false) // 30 rows
-	// 20 published two hours ago, 5 published just now, 5 unpublished.
+	// Records of 20 events published two hours ago and 5 just now (as the publisher
+	// moves them out of the outbox); 5 rows still unpublished.
 	if _, err := pool.Exec(ctx, `
-UPDATE outbox SET published_at = CASE WHEN rn <= 20 THEN now() - interval '2 hours' ELSE now() END
-FROM (SELECT event_id AS id, row_number() OVER (ORDER BY event_id) AS rn FROM outbox) AS r
-WHERE outbox.event_id = r.id AND r.rn <= 25`); err != nil {
+WITH moved AS (
+    DELETE FROM outbox WHERE event_id IN (SELECT event_id FROM outbox ORDER BY event_id LIMIT 25)
+    RETURNING event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at)
+INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, published_at)
+SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at,
+       CASE WHEN row_number() OVER (ORDER BY event_id) <= 20 THEN now() - interval '2 hours' ELSE now() END
+FROM moved`); err != nil {
+		t.Fatal(err)
+	}
+	// And rows an older release marked published in the outbox: 3 old, 1 recent.
+	legacy := pubtest.NewAggregates(4)
+	legacy.WriteVersions(ctx, t, pool, 1, 1, 1, false)
+	if _, err := pool.Exec(ctx, `
+UPDATE outbox SET published_at = CASE WHEN event_id = $2 THEN now() ELSE now() - interval '2 hours' END
+WHERE event_id = ANY($1)`, legacy.EventIDs(), legacy.EventIDs()[3]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -40,17 +53,21 @@ WHERE outbox.event_id = r.id AND r.rn <= 25`); err != nil {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 20 {
-		t.Fatalf("deleted %d rows, want the 20 old published ones", n)
+	if n != 23 {
+		t.Fatalf("deleted %d rows, want the 20 old records and the 3 old rows published by an older release", n)
 	}
-	var old, recent, unpublished int
+	var old, recent, unpublished, oldLegacy, recentLegacy int
 	if err := pool.QueryRow(ctx, `SELECT
-  count(*) FILTER (WHERE published_at < now() - interval '1 hour'),
-  count(*) FILTER (WHERE published_at >= now() - interval '1 hour'),
-  count(*) FILTER (WHERE published_at IS NULL) FROM outbox`).Scan(&old, &recent, &unpublished); err != nil {
+  (SELECT count(*) FROM outbox_published WHERE published_at < now() - interval '1 hour'),
+  (SELECT count(*) FROM outbox_published WHERE published_at >= now() - interval '1 hour'),
+  (SELECT count(*) FROM outbox WHERE published_at IS NULL),
+  (SELECT count(*) FROM outbox WHERE published_at < now() - interval '1 hour'),
+  (SELECT count(*) FROM outbox WHERE published_at >= now() - interval '1 hour')`).
+		Scan(&old, &recent, &unpublished, &oldLegacy, &recentLegacy); err != nil {
 		t.Fatal(err)
 	}
-	if old != 0 || recent != 5 || unpublished != 5 {
-		t.Fatalf("left %d old, %d recent, %d unpublished; want 0, 5, 5", old, recent, unpublished)
+	if old != 0 || recent != 5 || unpublished != 5 || oldLegacy != 0 || recentLegacy != 1 {
+		t.Fatalf("left %d old and %d recent records, %d unpublished rows, %d old and %d recent rows published by an older release; want 0, 5, 5, 0, 1",
+			old, recent, unpublished, oldLegacy, recentLegacy)
 	}
 }

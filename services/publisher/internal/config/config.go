@@ -72,7 +72,7 @@ type Config struct {
 	BackoffMin  time.Duration `env:"RETRY_BACKOFF_MIN" envDefault:"1s"`
 	BackoffMax  time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"1m"`
 
-	// Retention is how long published rows stay in the outbox.
+	// Retention is how long the records of published events stay in outbox_published.
 	Retention       time.Duration `env:"RETENTION" envDefault:"24h"`
 	CleanupInterval time.Duration `env:"CLEANUP_INTERVAL" envDefault:"1m"`
 	CleanupBatch    int           `env:"CLEANUP_BATCH" envDefault:"1000"`

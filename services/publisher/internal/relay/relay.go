@@ -8,10 +8,25 @@
 // unpublished, they are published again, and JetStream drops the copies inside its
 // duplicate window (see config.Config.MaxRepublishDelay for why the window covers it).
 //
-// Order: rows are published sorted by aggregate and version, one replica per partition
-// at a time (package lease), so one aggregate's events reach the stream in version
-// order. A row whose publish failed holds back the later versions of its aggregate
-// until it succeeds or is parked and retried, without holding up other aggregates.
+// Order: an aggregate's version N+1 never reaches the stream before N. One replica
+// drains a partition at a time (package lease), and it has at most one unacknowledged
+// publish per aggregate: a row is claimed only once every lower version of its
+// aggregate is published or acknowledged (see claimSQL), so a batch holds at most one
+// row per aggregate and the next version goes in a batch sent after that PubAck came
+// back. A failed publish (refused, timed out, lost with the connection, in backoff,
+// parked) holds back the later versions of its aggregate until it succeeds, without
+// holding up other aggregates. The order is by version, not by created_at, which is
+// the writing API replica's clock: with clocks skewed between replicas a later version
+// can carry an earlier time.
+//
+// Why this rather than the alternatives: pipelining N and N+1 on one subject cannot be
+// made safe, because an asynchronous PubAck error for N comes back after N+1 may be
+// stored. Nats-Expected-Last-Subject-Sequence would have the broker refuse N+1 without
+// N, but it needs N's stream sequence, known only from N's PubAck: the same wait, plus
+// a lookup of the subject's last sequence for each aggregate's first message of a
+// drain. Waiting per aggregate costs nothing where batches hold one row per aggregate
+// (the usual case: many users, many todos); an aggregate with a backlog of versions
+// drains one version per batch.
 package relay
 
 import (
@@ -21,7 +36,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"time"
 
@@ -195,17 +209,11 @@ type row struct {
 	attempts    int
 }
 
-type aggKey struct {
-	typ string
-	id  uuid.UUID
-}
-
 // batch is one claimed batch after its publish, waiting to be marked.
 type batch struct {
 	rows  []row
 	acked []row
-	// errs holds each failed row's error, by index in rows; acknowledged rows and rows
-	// held back behind a failed row of their aggregate have none.
+	// errs holds each failed row's error, by index in rows; acknowledged rows have none.
 	errs   []error
 	failed bool
 }
@@ -221,11 +229,12 @@ type batch struct {
 // that the two statements cost no time beyond the broker's round trips. The order rules
 // hold as without the overlap: a batch is published only after every PubAck of the one
 // before came back; a claim skips the rows of the batches still in flight (unpublished
-// in the database until their mark commits); and after a batch with a failed row the
-// next claim is discarded, the failures are recorded, and the claim is made again, so
-// that it holds back the failed rows' aggregates. If a mark fails, the batch published
-// meanwhile is left unmarked too, so that both are republished later in version order,
-// and deduplicated.
+// in the database until their mark commits), counts those of the acknowledged batch as
+// published and holds back the later versions of the batch being sent; and after a
+// batch with a failed row the next claim is discarded, the failures are recorded, and
+// the claim is made again. If a mark fails, the batch published meanwhile is left
+// unmarked too, so that both are republished later in version order, and
+// deduplicated.
 func (r *Relay) Drain(ctx context.Context) (Result, error) { return r.drain(ctx, ctx) }
 
 // drain is Drain with the batches' work under ctx, claiming no new batch once stop is
@@ -251,7 +260,7 @@ func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
 		return err
 	}
 
-	rows, err := r.claim(ctx, nil)
+	rows, err := r.claim(ctx, nil, nil)
 	for {
 		if err != nil || len(rows) == 0 || stop.Err() != nil {
 			return total, errors.Join(err, settle(nil))
@@ -260,8 +269,8 @@ func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
 		more := len(rows) == r.opts.BatchSize && stop.Err() == nil
 		var claiming *task[[]row]
 		if more {
-			inFlight := append(slices.Clip(marked), rows...)
-			claiming = goTask(func() ([]row, error) { return r.claim(ctx, inFlight) })
+			sent := rows
+			claiming = goTask(func() ([]row, error) { return r.claim(ctx, marked, sent) })
 		}
 		b, perr := r.publish(ctx, rows)
 		if ferr := settle(nil); ferr != nil || perr != nil {
@@ -274,10 +283,10 @@ func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
 			if ferr != nil || !more {
 				return total, ferr
 			}
-			rows, err = r.claim(ctx, nil)
+			rows, err = r.claim(ctx, nil, nil)
 			continue
 		}
-		marking, marked = goTask(func() (Result, error) { return r.finish(ctx, b) }), b.rows
+		marking, marked = goTask(func() (Result, error) { return r.finish(ctx, b) }), b.acked
 		rows, err = claiming.wait()
 	}
 }
@@ -303,15 +312,11 @@ func (t *task[T]) wait() (T, error) {
 	return t.v, t.err
 }
 
-// publish publishes a claimed batch in version order per aggregate and waits for its
-// PubAcks. It returns an error when the batch was abandoned before every PubAck came
-// back; a failed row is not an error, it is in the batch.
+// publish publishes a claimed batch, at most one row per aggregate (see claimSQL), and
+// waits for its PubAcks. It returns an error when the batch was abandoned before every
+// PubAck came back; a failed row is not an error, it is in the batch.
 func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 	r.m.BatchSize.Observe(float64(len(rows)))
-	// Per aggregate in version order; the aggregates' relative order does not matter.
-	slices.SortFunc(rows, func(a, b row) int {
-		return cmp.Or(cmp.Compare(a.aggType, b.aggType), slices.Compare(a.aggID[:], b.aggID[:]), cmp.Compare(a.version, b.version))
-	})
 	b := &batch{rows: rows, acked: make([]row, 0, len(rows)), errs: make([]error, len(rows))}
 
 	start := time.Now()
@@ -333,21 +338,10 @@ func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 			sp.End()
 		}
 	}()
-	var blocked map[aggKey]bool // aggregates with a failed row: their later rows wait
 	for i, rw := range rows {
-		k := aggKey{rw.aggType, rw.aggID}
-		if blocked[k] {
-			continue
-		}
 		var msg *nats.Msg
 		spans[i], msg = r.traced(ctx, rw)
 		futures[i], b.errs[i] = r.js.PublishMsgAsync(msg)
-		if b.errs[i] != nil {
-			if blocked == nil {
-				blocked = map[aggKey]bool{}
-			}
-			blocked[k] = true
-		}
 	}
 	if r.afterSend != nil {
 		r.afterSend()

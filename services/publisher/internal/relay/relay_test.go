@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -214,8 +215,8 @@ func TestKilledBetweenPublishAndMark(t *testing.T) {
 	if n := e.unpublished(ctx, t); n != len(ids) {
 		t.Fatalf("%d rows unpublished after the crash, want all %d", n, len(ids))
 	}
-	if got := len(pubtest.ReadStream(ctx, t, e.js, streamName)); got != 100 {
-		t.Fatalf("stream holds %d messages after the crash, want the batch of 100", got)
+	if got := len(pubtest.ReadStream(ctx, t, e.js, streamName)); got != 50 {
+		t.Fatalf("stream holds %d messages after the crash, want the first batch: version 1 of the 50 aggregates", got)
 	}
 
 	b := e.replica(t, "b", time.Second, opts(100))
@@ -289,8 +290,9 @@ func TestExpiredLeaseCannotMark(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Published != 0 || res.Fenced != len(ids) {
-				t.Fatalf("stale replica published %d and was fenced on %d rows; want 0 and %d", res.Published, res.Fenced, len(ids))
+			// One batch, version 1 of each aggregate (version 2 waits for its PubAck).
+			if res.Published != 0 || res.Fenced != len(ids)/2 {
+				t.Fatalf("stale replica published %d and was fenced on %d rows; want 0 and %d", res.Published, res.Fenced, len(ids)/2)
 			}
 			if n := e.unpublished(ctx, t); n != len(ids) {
 				t.Fatalf("%d rows unpublished, want %d", n, len(ids))
@@ -370,8 +372,8 @@ func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Claimed != 2 || res.Failed != 1 || res.Published != 0 {
-		t.Fatalf("after unparking: %+v; want v1 claimed and failed, v2 claimed but held back", res)
+	if res.Claimed != 1 || res.Failed != 1 || res.Published != 0 {
+		t.Fatalf("after unparking: %+v; want v1 claimed and failed, v2 held back unclaimed", res)
 	}
 }
 
@@ -424,4 +426,155 @@ func TestRejectedRowBlocksItsAggregateAcrossBatches(t *testing.T) {
 	}
 	// bad v2 never went out ahead of v1; every other row went out once.
 	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), good)
+}
+
+// The broker refuses version 1 in its PubAck (asynchronously: the stream's message size
+// limit, checked by the server), while version 2 of the same aggregate would be
+// accepted. Version 2 must not reach the stream before version 1 does: it is not sent
+// while version 1 is unacknowledged, in the same batch or a later one.
+func TestAsyncPubAckErrorHoldsBackLaterVersions(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	setMaxMsgSize := func(n int32) {
+		t.Helper()
+		st, err := e.js.Stream(ctx, streamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.MaxMsgSize = n
+		if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMaxMsgSize(8 << 10)
+
+	owner, agg, other := uuid.New(), uuid.New(), uuid.New()
+	v1 := pubtest.Event(t, owner, agg, 1, strings.Repeat("x", 16<<10)) // over the stream's limit
+	v2 := pubtest.Event(t, owner, agg, 2, "")
+	good := pubtest.Event(t, owner, other, 1, "")
+	if err := pubtest.Write(ctx, e.pool, false, v1, v2, good); err != nil {
+		t.Fatal(err)
+	}
+
+	r := e.replica(t, "a", 30*time.Second, opts(100))
+	r.takeAll(ctx, t)
+	for { // until v1 is parked, through its backoffs
+		if _, err := r.relay.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		stats, err := outbox.ReadStats(ctx, e.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Parked == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("v1 not parked at the deadline: %+v", stats)
+		}
+	}
+	var lastErr string
+	if err := e.pool.QueryRow(ctx, `SELECT last_error FROM outbox WHERE event_id = $1`, v1.ID).Scan(&lastErr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(lastErr, "maximum") {
+		t.Fatalf("v1's last error %q; want the stream's size limit", lastErr)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good.ID})
+
+	// The limit is raised and the row retried: both versions go out, in order.
+	setMaxMsgSize(-1)
+	if n, err := parking.Retry(ctx, e.pool, []uuid.UUID{v1.ID}); err != nil || n != 1 {
+		t.Fatalf("retry parked: %d rows, %v", n, err)
+	}
+	r.drainAll(ctx, t)
+	if n := e.unpublished(ctx, t); n != 0 {
+		t.Fatalf("%d rows unpublished", n)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good.ID, v1.ID, v2.ID})
+}
+
+// API replicas with skewed clocks: an aggregate's later versions carry earlier
+// created_at times than its first. They are published in version order all the same,
+// one batch at a time or many.
+func TestSkewedClocksPublishInVersionOrder(t *testing.T) {
+	t.Parallel()
+	for _, batch := range []int{1, 100} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			e := newEnv(t)
+			owner := uuid.New()
+			var ids []uuid.UUID
+			for range 3 {
+				agg := uuid.New()
+				base := time.Now()
+				for v := int64(1); v <= 4; v++ {
+					ev := pubtest.Event(t, owner, agg, v, "")
+					ev.OccurredAt = base.Add(-time.Duration(v) * time.Second) // each version a second "earlier"
+					if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
+						t.Fatal(err)
+					}
+					ids = append(ids, ev.ID)
+				}
+			}
+			r := e.replica(t, "a", 30*time.Second, opts(batch))
+			r.takeAll(ctx, t)
+			r.drainAll(ctx, t)
+			if n := e.unpublished(ctx, t); n != 0 {
+				t.Fatalf("%d rows unpublished", n)
+			}
+			pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+		})
+	}
+}
+
+// Marking updates no outbox row (an UPDATE of published_at cannot be HOT): it deletes
+// the row and records the event in outbox_published.
+func TestMarkDeletesTheRowAndRecordsIt(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	ids := e.seed(ctx, t, 30, 2)
+	r := e.replica(t, "a", 30*time.Second, opts(100))
+	r.takeAll(ctx, t)
+	r.drainAll(ctx, t)
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+
+	var left, recorded, matching int
+	if err := e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox_published),
+  (SELECT count(*) FROM outbox_published WHERE event_id = ANY($1) AND published_at >= created_at
+     AND aggregate_type = 'todo' AND event_type = CASE aggregate_version WHEN 1 THEN 'todo.created' ELSE 'todo.updated' END)`, ids).
+		Scan(&left, &recorded, &matching); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 || recorded != len(ids) || matching != len(ids) {
+		t.Fatalf("outbox holds %d rows, outbox_published %d (%d matching the events); want 0 and %d", left, recorded, matching, len(ids))
+	}
+
+	// The replica's sessions report their table statistics as they end.
+	r.pool.Close()
+	var upd, hot, del int64
+	for {
+		if err := e.pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = 'outbox'`).
+			Scan(&upd, &hot, &del); err != nil {
+			t.Fatal(err)
+		}
+		if upd+del >= int64(len(ids)) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("outbox statistics at the deadline: %d updates (%d HOT), %d deletes; want %d marks", upd, hot, del, len(ids))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if upd != 0 || del != int64(len(ids)) {
+		t.Fatalf("marking %d rows made %d updates (%d HOT) and %d deletes of outbox rows; want only deletes", len(ids), upd, hot, del)
+	}
 }

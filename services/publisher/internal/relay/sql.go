@@ -11,24 +11,24 @@ import (
 // this replica the only one draining these rows, and holding row locks (or a
 // transaction) open across a network publish is what the lease spares us. Rows are
 // unpublished rows, not rows past a cursor: a row whose transaction commits late is
-// found whenever it commits. An aggregate with an earlier row in backoff or parked is
-// skipped from that version on, so its order holds. Rows still in flight ($3: published
-// and acknowledged, their mark not yet committed) are skipped, or they would be
-// published twice.
+// found whenever it commits.
+//
+// Order: a row is claimed only when it is the lowest unpublished version of its
+// aggregate, counting the rows of $4 (acknowledged, their mark not yet committed) as
+// published. So a batch holds at most one row per aggregate, and version N+1 is never
+// sent before N was acknowledged: not when N failed (its PubAck error, timeout or
+// backoff keeps it unpublished, parking too), not when N is in the batch still in
+// flight, and not when N+1's created_at (the writing API replica's clock) is older
+// than N's. Rows in flight ($3: sent, or acknowledged and not yet marked) are skipped,
+// or they would be published twice.
 //
 // The rows come in the order of outbox_drain_idx (created_at, migration 00003), so the
-// scan stops at the LIMIT instead of sorting the whole backlog. The payload is selected
+// scan stops at the LIMIT instead of sorting the whole backlog; the lower-version check
+// is one probe of outbox_aggregate_version_key per row read. The payload is selected
 // as is, not cast: PostgreSQL renders it as JSON text on output, for the rows returned
 // only (a cast would be evaluated below a sort, for every row of the backlog, if the
 // planner sorted: it does on a table without statistics).
 const claimSQL = `
-WITH blocked AS (
-    SELECT aggregate_type, aggregate_id, min(aggregate_version) AS version
-    FROM outbox
-    WHERE partition = ANY($1) AND published_at IS NULL
-      AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL)
-      AND (parked_at IS NOT NULL OR next_attempt_at > now())
-    GROUP BY aggregate_type, aggregate_id)
 SELECT o.event_id, o.partition, o.aggregate_type, o.aggregate_id, o.aggregate_version, o.event_type,
        o.partition_key, o.payload, o.payload->'trace'->>'traceparent',
        o.payload->'trace'->>'tracestate', o.payload->'trace'->>'request_id', o.created_at, o.attempts
@@ -37,26 +37,23 @@ WHERE o.partition = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL
   AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
   AND o.event_id NOT IN (SELECT unnest($3::uuid[]))
   AND NOT EXISTS (
-      SELECT 1 FROM blocked AS b
-      WHERE b.aggregate_type = o.aggregate_type AND b.aggregate_id = o.aggregate_id
-        AND b.version < o.aggregate_version)
+      SELECT 1 FROM outbox AS p
+      WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id
+        AND p.aggregate_version < o.aggregate_version AND p.published_at IS NULL
+        AND p.event_id NOT IN (SELECT unnest($4::uuid[])))
 ORDER BY o.created_at
 LIMIT $2`
 
-// claim reads the next batch of the partitions held now, skipping the rows of inFlight
-// (their ids go as [16]byte, see fence).
-func (r *Relay) claim(ctx context.Context, inFlight []row) ([]row, error) {
+// claim reads the next batch of the partitions held now, skipping the rows of acked
+// and sent, and holding back the later versions of sent's aggregates (see claimSQL).
+func (r *Relay) claim(ctx context.Context, acked, sent []row) ([]row, error) {
 	held := r.leases.Held()
 	if len(held) == 0 {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
 	defer cancel()
-	skip := make([][16]byte, len(inFlight))
-	for i, rw := range inFlight {
-		skip[i] = rw.eventID
-	}
-	rows, err := r.pool.Query(ctx, claimSQL, held.Partitions(), r.opts.BatchSize, skip)
+	rows, err := r.pool.Query(ctx, claimSQL, held.Partitions(), r.opts.BatchSize, eventIDs(acked, sent), eventIDs(acked))
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
@@ -75,17 +72,32 @@ func (r *Relay) claim(ctx context.Context, inFlight []row) ([]row, error) {
 	return out, nil
 }
 
-// markSQL marks acknowledged rows published in one statement, fenced: only rows whose
-// partition this replica still holds, with the epoch it claimed them under, on a lease
-// that has not expired. The lease is joined on the partition passed in with each row
-// (not on the outbox row's): otherwise the planner pairs rows and leases by epoch alone
-// and probes the outbox rows times partitions.
+// markSQL marks acknowledged rows published, fenced: only rows whose partition this
+// replica still holds, with the epoch it claimed them under, on a lease that has not
+// expired. The lease is joined on the partition passed in with each row (not on the
+// outbox row's): otherwise the planner pairs rows and leases by epoch alone and probes
+// the outbox rows times partitions.
+//
+// Marking deletes the row from the outbox and records it in outbox_published (migration
+// 00007), without its payload. An UPDATE of published_at could not be a HOT update
+// (published_at is in the outbox's partial-index predicates): it wrote a new copy of
+// the whole row and an entry in three indexes of the table the API inserts into. A
+// delete writes no index entry, the narrow record one in two small append-only
+// indexes, and the outbox keeps only the backlog. The rows are ids as [16]byte (see
+// fence).
 const markSQL = `
-UPDATE outbox AS o SET published_at = now()
-FROM unnest($1::uuid[], $2::int[], $3::bigint[]) AS a(event_id, partition, epoch)
-     JOIN publisher_leases AS l ON l.partition = a.partition AND l.epoch = a.epoch
-WHERE o.event_id = a.event_id AND o.partition = a.partition AND o.published_at IS NULL
-  AND l.owner = $4 AND l.expires_at > now()`
+WITH marked AS (
+    DELETE FROM outbox AS o
+    WHERE (o.event_id, o.partition) IN (
+        SELECT a.event_id, a.partition
+        FROM unnest($1::uuid[], $2::int[], $3::bigint[]) AS a(event_id, partition, epoch)
+             JOIN publisher_leases AS l ON l.partition = a.partition AND l.epoch = a.epoch
+        WHERE l.owner = $4 AND l.expires_at > now())
+      AND o.published_at IS NULL
+    RETURNING o.event_id, o.partition, o.aggregate_type, o.aggregate_id, o.aggregate_version, o.event_type, o.created_at)
+INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, published_at)
+SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now()
+FROM marked`
 
 // markPublished returns how many of rows it marked; the others were fenced off.
 func (r *Relay) markPublished(ctx context.Context, rows []row) (int, error) {
@@ -158,4 +170,15 @@ func fence(rows []row) (ids [][16]byte, parts []int32, epochs []int64) {
 		ids[i], parts[i], epochs[i] = rw.eventID, rw.partition, rw.epoch
 	}
 	return ids, parts, epochs
+}
+
+// eventIDs returns the ids of every row of sets, as [16]byte (see fence).
+func eventIDs(sets ...[]row) [][16]byte {
+	var ids [][16]byte
+	for _, rows := range sets {
+		for _, rw := range rows {
+			ids = append(ids, rw.eventID)
+		}
+	}
+	return ids
 }
