@@ -49,7 +49,7 @@ func (a *api) signUp(w http.ResponseWriter, r *http.Request) error {
 			return fmt.Errorf("new user id: %w", err)
 		}
 		u := su.User(id, a.store.Now())
-		secret, token, err := tokens.Issue(u.ID, u.CreatedAt, a.defaultExpiry(u.CreatedAt))
+		secret, token, err := tokens.Issue(u.ID, u.CreatedAt, tokens.DefaultExpiry(u.CreatedAt, a.tokenTTL))
 		if err != nil {
 			return fmt.Errorf("new token id: %w", err)
 		}
@@ -83,16 +83,6 @@ func (a *api) signUpStillHolds(r *http.Request, stored idempotency.Response) err
 		return errUserDeleted
 	}
 	return err
-}
-
-// defaultExpiry is when a token issued at now expires unless its request asks for
-// earlier: never (nil) without a TokenTTL.
-func (a *api) defaultExpiry(now time.Time) *time.Time {
-	if a.tokenTTL <= 0 {
-		return nil
-	}
-	t := now.Add(a.tokenTTL)
-	return &t
 }
 
 func (a *api) getMe(w http.ResponseWriter, r *http.Request) error {

@@ -113,6 +113,16 @@ func WellFormed(s string) bool {
 	return err == nil && len(b) == 32
 }
 
+// DefaultExpiry is when a token issued at now expires unless its request asks for
+// earlier: after ttl, or never (nil) when ttl is 0.
+func DefaultExpiry(now time.Time, ttl time.Duration) *time.Time {
+	if ttl <= 0 {
+		return nil
+	}
+	t := now.Add(ttl)
+	return &t
+}
+
 // timePrecision is the resolution of timestamps in the database.
 const timePrecision = time.Microsecond
 
@@ -126,11 +136,7 @@ type issueBody struct {
 // for an earlier expiry than that, never a later one. now must already be truncated to
 // the database's precision.
 func ParseIssue(body []byte, now time.Time, ttl time.Duration) (*time.Time, error) {
-	var expires *time.Time
-	if ttl > 0 {
-		t := now.Add(ttl)
-		expires = &t
-	}
+	expires := DefaultExpiry(now, ttl)
 	if len(body) == 0 {
 		return expires, nil
 	}
