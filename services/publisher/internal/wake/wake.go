@@ -132,8 +132,8 @@ const busyDrains = 2
 const flagTimeout = 5 * time.Second
 
 // Flag keeps this replica's mark in outbox_listeners in step with the relay: marked
-// while its drains find nothing, so that writes wake it, unmarked while they keep
-// finding rows, so that writes skip pg_notify. Only the relay's goroutine calls
+// unless its drains keep finding rows, so that writes wake it when it would otherwise
+// sleep, and skip pg_notify while it polls at its shortest interval anyway. Only the relay's goroutine calls
 // Drained; Clear runs after it has stopped.
 type Flag struct {
 	pool    *pgxpool.Pool
@@ -156,21 +156,19 @@ func NewFlag(pool *pgxpool.Pool, replica string, ttl time.Duration, holding func
 	return &Flag{pool: pool, replica: replica, ttl: ttl, holding: holding, log: log}
 }
 
-// Drained takes the number of rows one drain claimed. It returns true when the relay
-// must drain again before it sleeps: the mark has just been set, and a row that
-// committed before writers could see it sent no notification. A failed write of the
-// mark is logged and costs only latency (the relay still polls).
+// Drained takes the number of rows one drain claimed. The replica is marked unless it
+// is busy (busyDrains drains in a row found rows) or holds no partitions. Drained
+// returns true when the relay must drain again before it sleeps: the mark has just been
+// set, and a row that committed before writers could see it sent no notification. A
+// failed write of the mark is logged and costs only latency (the relay still polls).
 func (f *Flag) Drained(ctx context.Context, claimed int) (again bool) {
 	if claimed > 0 {
 		f.busy++
-		if f.marked && f.busy >= busyDrains {
-			f.write(ctx, false)
-		}
-		return false
+	} else {
+		f.busy = 0
 	}
-	f.busy = 0
 	switch {
-	case !f.holding():
+	case f.busy >= busyDrains || !f.holding():
 		if f.marked {
 			f.write(ctx, false)
 		}

@@ -11,9 +11,9 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/wake"
 )
 
-// The flag marks its replica when a drain finds nothing (and asks for one more drain,
-// since a row committed before the mark sent no notification), keeps the mark while
-// drains find a row now and then, and removes it once drains keep finding rows.
+// The flag marks its replica unless it is busy (and then asks for one more drain, since
+// a row committed before the mark sent no notification), keeps the mark while drains
+// find a row now and then, and removes it once drains keep finding rows.
 func TestFlagFollowsTheDrains(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -34,8 +34,8 @@ func TestFlagFollowsTheDrains(t *testing.T) {
 		again   bool
 		marked  bool
 	}{
-		{claimed: 0, again: true, marked: true},   // idle: mark, drain once more
-		{claimed: 0, again: false, marked: true},  // still idle: sleep
+		{claimed: 2, again: true, marked: true},   // at start, not busy yet: mark, drain once more
+		{claimed: 0, again: false, marked: true},  // idle: sleep
 		{claimed: 1, again: false, marked: true},  // a notification's row: keep the mark
 		{claimed: 0, again: false, marked: true},  // idle again, already marked
 		{claimed: 5, again: false, marked: true},  // work...
