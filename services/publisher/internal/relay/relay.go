@@ -269,8 +269,8 @@ func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
 		more := len(rows) == r.opts.BatchSize && stop.Err() == nil
 		var claiming *task[[]row]
 		if more {
-			sent := rows
-			claiming = goTask(func() ([]row, error) { return r.claim(ctx, marked, sent) })
+			acked, sent := marked, rows
+			claiming = goTask(func() ([]row, error) { return r.claim(ctx, acked, sent) })
 		}
 		b, perr := r.publish(ctx, rows)
 		if ferr := settle(nil); ferr != nil || perr != nil {
