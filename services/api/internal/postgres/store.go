@@ -43,9 +43,10 @@ type Option func(*Store)
 // MaxTodosPerUser bounds the todos of one user (todos.DefaultMaxPerUser otherwise).
 func MaxTodosPerUser(n int64) Option { return func(s *Store) { s.maxTodos = n } }
 
-// New returns a store on pool. With notify, every writing transaction also sends the
-// outbox notification that wakes the publisher at commit (PostgreSQL only: see
-// outbox.NotifySupported); without it the publisher finds the rows by polling.
+// New returns a store on pool. With notify, every writing transaction also queues the
+// outbox notification that wakes an idle publisher at commit (PostgreSQL only: see
+// outbox.NotifySupported and outbox.Notify); without it the publisher finds the rows by
+// polling.
 func New(pool *pgxpool.Pool, notify bool, opts ...Option) *Store {
 	s := &Store{pool: pool, notify: notify, maxTodos: todos.DefaultMaxPerUser, now: time.Now}
 	for _, o := range opts {
