@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -61,15 +62,29 @@ func quiet(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stre
 	if err := pool.QueryRow(qctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&q.Unpublished); err != nil {
 		return q, fmt.Errorf("count unpublished: %w", err)
 	}
-	cons, err := js.Consumer(qctx, stream, durable)
+	// The projector's durables: one per stream partition (<durable>-p<i>), and
+	// <durable> itself while it drains the unpartitioned layout.
+	s, err := js.Stream(qctx, stream)
 	if err != nil {
-		return q, fmt.Errorf("consumer %s: %w", durable, err)
+		return q, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	info, err := cons.Info(qctx)
-	if err != nil {
-		return q, fmt.Errorf("consumer info: %w", err)
+	found := false
+	infos := s.ListConsumers(qctx)
+	for info := range infos.Info() {
+		rest, ok := strings.CutPrefix(info.Name, durable+"-p")
+		if info.Name != durable && (!ok || rest == "" || strings.Trim(rest, "0123456789") != "") {
+			continue
+		}
+		found = true
+		q.Pending += info.NumPending
+		q.AckPending += info.NumAckPending
 	}
-	q.Pending, q.AckPending = info.NumPending, info.NumAckPending
+	if err := infos.Err(); err != nil {
+		return q, fmt.Errorf("consumers of %s: %w", stream, err)
+	}
+	if !found {
+		return q, fmt.Errorf("consumer %s: %w", durable, jetstream.ErrConsumerNotFound)
+	}
 	return q, nil
 }
 

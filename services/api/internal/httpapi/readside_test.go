@@ -169,12 +169,22 @@ func TestHealthSync(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(event.DefaultSubjectPrefix)}})
+	// The projector's durables are one per partition (projector-p<i>); their state is
+	// summed, and other consumers of the stream are not counted.
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(event.DefaultSubjectPrefix)},
+		SubjectTransform: event.PartitionTransform(event.DefaultSubjectPrefix, 2)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "projector", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-		t.Fatal(err)
+	for _, cc := range []jetstream.ConsumerConfig{
+		{Durable: "projector-p0", FilterSubject: event.PartitionFilter(event.DefaultSubjectPrefix, 0)},
+		{Durable: "projector-p1", FilterSubject: event.PartitionFilter(event.DefaultSubjectPrefix, 1)},
+		{Durable: "projector-rebuild"},
+	} {
+		cc.AckPolicy = jetstream.AckExplicitPolicy
+		if _, err := stream.CreateOrUpdateConsumer(ctx, cc); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	var reporter *syncstatus.Reporter

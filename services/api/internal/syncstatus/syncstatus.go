@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -210,11 +211,7 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		}
 		s := info.State
 		rep.Stream = &StreamReport{Name: r.Stream, Messages: s.Msgs, Bytes: s.Bytes, FirstSeq: s.FirstSeq, LastSeq: s.LastSeq, Consumers: s.Consumers}
-		c, err := st.Consumer(ctx, r.Consumer)
-		if err != nil {
-			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
-		}
-		ci, err := c.Info(ctx)
+		ci, err := projectorConsumers(ctx, st, r.Consumer)
 		if err != nil {
 			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
 		}
@@ -259,6 +256,42 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		rep.Alerts = []Alert{}
 	}
 	return rep
+}
+
+// projectorConsumers is the state of the projector's durables summed into one: one
+// per stream partition, <name>-p<i>, and <name> itself while the projector drains
+// the unpartitioned layout of earlier releases. The ack floor is the lowest of those
+// with work left, the one the oldest unapplied event is behind.
+func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (*jetstream.ConsumerInfo, error) {
+	sum := &jetstream.ConsumerInfo{Name: name}
+	found := false
+	infos := st.ListConsumers(ctx)
+	for ci := range infos.Info() {
+		rest, partitioned := strings.CutPrefix(ci.Name, name+"-p")
+		if ci.Name != name && (!partitioned || rest == "" || strings.Trim(rest, "0123456789") != "") {
+			continue
+		}
+		busy := ci.NumPending > 0 || ci.NumAckPending > 0
+		if busy && (sum.NumPending == 0 && sum.NumAckPending == 0 || ci.AckFloor.Stream < sum.AckFloor.Stream) {
+			sum.AckFloor = ci.AckFloor
+		}
+		if !busy && sum.NumPending == 0 && sum.NumAckPending == 0 {
+			sum.AckFloor.Stream = max(sum.AckFloor.Stream, ci.AckFloor.Stream)
+		}
+		found = true
+		sum.NumPending += ci.NumPending
+		sum.NumAckPending += ci.NumAckPending
+		sum.NumRedelivered += ci.NumRedelivered
+		sum.NumWaiting += ci.NumWaiting
+		sum.Delivered.Stream = max(sum.Delivered.Stream, ci.Delivered.Stream)
+	}
+	if err := infos.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, jetstream.ErrConsumerNotFound
+	}
+	return sum, nil
 }
 
 // lag is the age of the oldest event not yet applied: zero when the consumer has

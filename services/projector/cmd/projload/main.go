@@ -305,8 +305,10 @@ func publishAndWait(ctx context.Context, log *slog.Logger, o settings, todos *mo
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 	_, err = js.Stream(sctx, o.stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Partitioned by owner like the publisher's (STREAM_PARTITIONS default).
 		_, err = js.CreateStream(sctx, jetstream.StreamConfig{Name: o.stream, Subjects: []string{event.StreamSubjects(o.prefix)},
-			MaxMsgsPerSubject: 10, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage})
+			MaxMsgsPerSubject: 10, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			SubjectTransform: event.PartitionTransform(o.prefix, 16)})
 	}
 	scancel()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/partition"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/resync"
@@ -138,18 +140,18 @@ func connectNATS(cfg config.Config, log *slog.Logger) (*nats.Conn, jetstream.Jet
 
 func consumerConfig(cfg config.Config) consumer.Config {
 	return consumer.Config{
-		Stream:        cfg.Stream,
-		Durable:       cfg.Durable,
-		FilterSubject: event.StreamSubjects(cfg.SubjectPrefix),
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		BackOff:       cfg.BackOff,
-		MaxAckPending: cfg.MaxAckPending,
-		BatchSize:     cfg.BatchSize,
-		FetchWait:     cfg.FetchWait,
-		WriteTimeout:  cfg.MongoTimeout,
-		Concurrency:   cfg.WriteConcurrency,
-		StatsInterval: cfg.StatsInterval,
+		Stream:         cfg.Stream,
+		Durable:        cfg.Durable,
+		FilterSubjects: []string{event.StreamSubjects(cfg.SubjectPrefix), event.PartitionedSubjects(cfg.SubjectPrefix)},
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     cfg.MaxDeliver,
+		BackOff:        cfg.BackOff,
+		MaxAckPending:  cfg.MaxAckPending,
+		BatchSize:      cfg.BatchSize,
+		FetchWait:      cfg.FetchWait,
+		WriteTimeout:   cfg.MongoTimeout,
+		Concurrency:    cfg.WriteConcurrency,
+		StatsInterval:  cfg.StatsInterval,
 	}
 }
 
@@ -205,10 +207,16 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	cc := consumerConfig(cfg)
 	cc.Tracer = tp.Tracer("github.com/outboxtodo/outboxtodo/services/projector")
 	cc.ShutdownTimeout = cfg.ShutdownTimeout
-	c := consumer.New(cc, js, store, m, log)
+	member, err := memberName()
+	if err != nil {
+		return err
+	}
+	c := partition.New(partition.Config{Consumer: cc, SubjectPrefix: cfg.SubjectPrefix, Member: member, Bucket: cfg.MembersBucket,
+		MemberTTL: cfg.MemberTTL, StatsInterval: cfg.StatsInterval}, js, store, m, log)
 	ready := func(ctx context.Context) error {
+		// Holding partitions or a standby ready to take some: both are ready.
 		if !c.Ready() {
-			return fmt.Errorf("consumer %s on stream %s not created yet", cfg.Durable, cfg.Stream)
+			return fmt.Errorf("not a member of %s yet (stream %s)", cfg.MembersBucket, cfg.Stream)
 		}
 		if !nc.IsConnected() {
 			return fmt.Errorf("nats: %s", nc.Status())
@@ -245,6 +253,20 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 		log.Info("shutting down")
 	}
 	return runErr
+}
+
+// memberName names this process in the membership bucket: the host (the pod) and a
+// random suffix, so that a restarted process is a new member.
+func memberName() (string, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("member name: %w", err)
+	}
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return "", fmt.Errorf("member name: %w", err)
+	}
+	return strings.NewReplacer(".", "-", "*", "-", ">", "-", " ", "-").Replace(host) + "-" + id.String()[:8], nil
 }
 
 // ferretIndexTimeout bounds the creation of the FerretDB indexes at start.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"strconv"
 	"time"
 
@@ -29,6 +30,12 @@ type Config struct {
 	Stream        string `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
 	SubjectPrefix string `env:"SUBJECT_PREFIX" envDefault:"todo.events"`
 	Durable       string `env:"CONSUMER_NAME" envDefault:"projector"`
+	// MembersBucket is the KV bucket where the replicas agree who consumes which
+	// partition (package partition).
+	MembersBucket string `env:"MEMBERS_BUCKET" envDefault:"projector-members"`
+	// MemberTTL is how long a replica's heartbeat and claims live unrefreshed: a dead
+	// replica's partitions move to the others after it (and as long again for the pin).
+	MemberTTL time.Duration `env:"MEMBER_TTL" envDefault:"3s"`
 
 	// AckWait is how long a delivered message may stay unacknowledged before
 	// JetStream delivers it again (to any replica).
@@ -93,6 +100,8 @@ func (c Config) Validate() error {
 	check(c.Stream != "", "STREAM_NAME is empty")
 	check(event.ValidSubjectPrefix(c.SubjectPrefix), "SUBJECT_PREFIX %q is not a subject prefix", c.SubjectPrefix)
 	check(c.Durable != "", "CONSUMER_NAME is empty")
+	check(c.MembersBucket != "" && !strings.ContainsAny(c.MembersBucket, ".*> \t\r\n"), "MEMBERS_BUCKET %q: want a bucket name", c.MembersBucket)
+	check(c.MemberTTL >= time.Second, "MEMBER_TTL %s: want at least 1s", c.MemberTTL)
 	check(c.AckWait >= time.Second, "ACK_WAIT %s: want at least 1s", c.AckWait)
 	check(c.MaxDeliver == -1 || c.MaxDeliver >= 1, "MAX_DELIVER %d: want -1 or at least 1", c.MaxDeliver)
 	for _, d := range c.BackOff {
@@ -153,6 +162,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("stream", c.Stream),
 		slog.String("subject_prefix", c.SubjectPrefix),
 		slog.String("consumer", c.Durable),
+		slog.String("members_bucket", c.MembersBucket),
+		slog.String("member_ttl", c.MemberTTL.String()),
 		slog.String("ack_wait", c.AckWait.String()),
 		slog.Int("max_deliver", c.MaxDeliver),
 		slog.String("backoff", fmt.Sprint(c.BackOff)),

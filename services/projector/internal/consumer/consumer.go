@@ -59,9 +59,11 @@ import (
 
 // Config tunes a Consumer.
 type Config struct {
-	Stream        string
-	Durable       string
-	FilterSubject string
+	Stream  string
+	Durable string
+	// FilterSubjects are the stored subjects the durable takes: one partition's, or
+	// both layouts' (event.StreamSubjects, event.PartitionedSubjects) for a rebuild.
+	FilterSubjects []string
 	// DeliverPolicy is where a new durable starts; the zero value is DeliverAll.
 	//
 	// A DeliverLastPerSubject consumer is a rebuild's, run by one process, and it has
@@ -89,13 +91,37 @@ type Config struct {
 	// fresh database, so every document is tried as an insert first
 	// (project.InsertFirst).
 	Database string
-	// StatsInterval is how often consumer and dead-letter gauges are refreshed.
+	// StatsInterval is how often consumer and dead-letter gauges are refreshed; zero
+	// leaves them to the caller (package partition sums them over its consumers).
 	StatsInterval time.Duration
+	// PinnedTTL is how long the pinned client may go without pulling before another
+	// takes the pin over; zero is AckWait.
+	PinnedTTL time.Duration
+	// Existing updates the durable but never creates it: the legacy durable of the
+	// unpartitioned layout, which package partition drains and deletes, must not come
+	// back once deleted.
+	Existing bool
+	// Gate, when set, is shared by the consumers of one process: a batch is applied
+	// only while it holds a slot, so that the writes in flight stay within its
+	// capacity times Concurrency however many partitions the process consumes.
+	Gate chan struct{}
+	// Applied, when set, is called with the messages of each batch attempt whose
+	// writes MongoDB confirmed, before they are acknowledged (tests record the order
+	// of applies with it).
+	Applied func([]Applied)
 	// ShutdownTimeout bounds the work on the batch in hand once Run's context ends;
 	// zero nacks it at once.
 	ShutdownTimeout time.Duration
 	// Tracer starts a span per applied event (see trace.go); nil traces nothing.
 	Tracer trace.Tracer
+}
+
+// Applied is one message whose write MongoDB confirmed.
+type Applied struct {
+	StreamSeq uint64
+	Delivery  uint64 // 1 on the first delivery
+	Subject   string
+	Event     event.Envelope
 }
 
 // defaultNakDelays is the Nak schedule when Config.BackOff is empty.
@@ -134,16 +160,20 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 		AckWait:       c.cfg.AckWait,
 		// Unlimited: the consumer counts deliveries itself (see the package doc). An
 		// existing durable with a finite MaxDeliver is updated in place.
-		MaxDeliver:    -1,
-		BackOff:       c.cfg.BackOff,
-		FilterSubject: c.cfg.FilterSubject,
-		MaxAckPending: c.cfg.MaxAckPending,
+		MaxDeliver:     -1,
+		BackOff:        c.cfg.BackOff,
+		FilterSubjects: c.cfg.FilterSubjects,
+		MaxAckPending:  c.cfg.MaxAckPending,
 	}
 	if !c.solo() {
-		// One active replica at a time: see pinGroup.
-		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{pinGroup}, c.pinnedTTL()
+		// One client at a time per durable: see PinGroup.
+		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{PinGroup}, c.pinnedTTL()
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+	upsert := c.js.CreateOrUpdateConsumer
+	if c.cfg.Existing {
+		upsert = c.js.UpdateConsumer
+	}
+	cons, err := upsert(ctx, c.cfg.Stream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
@@ -166,13 +196,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.ready.Store(true)
 	defer c.ready.Store(false)
-	statsDone := make(chan struct{})
-	statsCtx, stopStats := context.WithCancel(ctx)
-	go func() {
-		defer close(statsDone)
-		c.refreshGauges(statsCtx, cons)
-	}()
-	defer func() { stopStats(); <-statsDone }()
+	if c.cfg.StatsInterval > 0 {
+		statsDone := make(chan struct{})
+		statsCtx, stopStats := context.WithCancel(ctx)
+		go func() {
+			defer close(statsDone)
+			c.refreshGauges(statsCtx, cons)
+		}()
+		defer func() { stopStats(); <-statsDone }()
+	}
 	work, stopWork := c.workContext(ctx)
 	defer stopWork()
 	defer c.flush()
@@ -182,11 +214,38 @@ func (c *Consumer) Run(ctx context.Context) error {
 	batches := make(chan []jetstream.Msg)
 	go c.prefetch(ctx, cons, batches)
 	for msgs := range batches {
+		c.acquire(msgs)
 		start := time.Now()
 		c.Handle(work, msgs)
 		c.metrics.BatchSeconds.Observe(time.Since(start).Seconds())
+		c.releaseGate()
 	}
 	return nil
+}
+
+// acquire waits for a slot of the Gate, keeping msgs in progress meanwhile: another
+// partition's batch may be held through an outage, and AckWait must not cost these a
+// delivery.
+func (c *Consumer) acquire(msgs []jetstream.Msg) {
+	if c.cfg.Gate == nil {
+		return
+	}
+	t := time.NewTicker(max(c.cfg.AckWait/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case c.cfg.Gate <- struct{}{}:
+			return
+		case <-t.C:
+			inProgress(msgs)
+		}
+	}
+}
+
+func (c *Consumer) releaseGate() {
+	if c.cfg.Gate != nil {
+		<-c.cfg.Gate
+	}
 }
 
 // prefetch fetches batches and hands them to Run through out until ctx ends, then
@@ -399,6 +458,13 @@ func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []ite
 			transient = append(transient, it)
 			lastErr = r.Err
 		}
+	}
+	if c.cfg.Applied != nil && len(ok) > 0 {
+		applied := make([]Applied, len(ok))
+		for i, it := range ok {
+			applied[i] = Applied{StreamSeq: it.md.Sequence.Stream, Delivery: it.md.NumDelivered, Subject: it.msg.Subject(), Event: it.event}
+		}
+		c.cfg.Applied(applied)
 	}
 	if maxSeq > 0 {
 		// The watermark is informational: a failure to move it must not hold back acks.

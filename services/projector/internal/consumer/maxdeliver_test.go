@@ -236,7 +236,7 @@ func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        time.Minute, // the upgrade, not this expiry, brings them back
 		MaxDeliver:     2,
-		FilterSubject:  cfg.FilterSubject,
+		FilterSubjects: cfg.FilterSubjects,
 		MaxAckPending:  cfg.MaxAckPending,
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{consumer.PinGroup},

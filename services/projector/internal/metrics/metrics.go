@@ -20,7 +20,8 @@ type Metrics struct {
 	Lag prometheus.Histogram
 	// Events counts events by outcome.
 	Events *prometheus.CounterVec
-	// Pending and AckPending mirror the durable consumer's state.
+	// Pending and AckPending mirror the durable consumers' state, summed over the
+	// partitions (and the legacy durable while it drains).
 	Pending    prometheus.Gauge
 	AckPending prometheus.Gauge
 	// Redelivered mirrors the consumer's count of messages delivered more than once
@@ -30,6 +31,8 @@ type Metrics struct {
 	DeadLetters prometheus.Gauge
 	// BatchSeconds is the time to apply one fetched batch.
 	BatchSeconds prometheus.Histogram
+	// PartitionsHeld is the number of partitions this replica consumes (0: a standby).
+	PartitionsHeld prometheus.Gauge
 }
 
 // New creates the metrics and registers them on reg.
@@ -66,10 +69,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to apply and acknowledge one fetched batch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
+		PartitionsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "projector_partitions_held",
+			Help: "Stream partitions this replica consumes; 0 while it is a standby.",
+		}),
 	}
 	for _, o := range []string{OutcomeApplied, OutcomeStale, OutcomeFailed, OutcomeDeadLettered} {
 		m.Events.WithLabelValues(o)
 	}
-	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.Redelivered, m.DeadLetters, m.BatchSeconds)
+	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.Redelivered, m.DeadLetters, m.BatchSeconds, m.PartitionsHeld)
 	return m
 }

@@ -45,9 +45,19 @@ type Env struct {
 	Log     *slog.Logger
 }
 
+// Partitions is the partition count of the test streams.
+const Partitions = 8
+
 // New starts the servers, creates the stream (newest 100 messages per subject, no max
-// age, like the publisher's) and connects one pooled client to each.
-func New(t testing.TB) *Env {
+// age, partitioned by owner, like the publisher's) and connects one pooled client to
+// each.
+func New(t testing.TB) *Env { return newEnv(t, Partitions) }
+
+// NewUnpartitioned is New with the stream of earlier releases, without the partition
+// transform (see Partition).
+func NewUnpartitioned(t testing.TB) *Env { return newEnv(t, 0) }
+
+func newEnv(t testing.TB, partitions int) *Env {
 	t.Helper()
 	log := Logger(t)
 	e := &Env{Ferret: ferret.StartTest(t), NATS: natsserver.NewTest(t, nil), Stream: "TODO_EVENTS", Control: "todo_read", Log: log}
@@ -73,16 +83,36 @@ func New(t testing.TB) *Env {
 	if e.JS, err = jetstream.New(nc); err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
-	if _, err := e.JS.CreateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:              e.Stream,
 		Subjects:          []string{event.StreamSubjects(Prefix)},
 		MaxMsgsPerSubject: 100,
 		Duplicates:        2 * time.Minute,
 		Storage:           jetstream.FileStorage,
-	}); err != nil {
+	}
+	if partitions > 0 {
+		cfg.SubjectTransform = event.PartitionTransform(Prefix, partitions)
+	}
+	if _, err := e.JS.CreateStream(ctx, cfg); err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
 	return e
+}
+
+// Partition adds the partition transform to the stream, as an upgraded publisher does.
+func (e *Env) Partition(t testing.TB, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.JS.Stream(ctx, e.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.SubjectTransform = event.PartitionTransform(Prefix, n)
+	if _, err := e.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("partition the stream: %v", err)
+	}
 }
 
 // Database prepares the read-model database name as the projector does at start: the
@@ -105,18 +135,18 @@ func (e *Env) Database(t testing.TB, name string) *mongo.Database {
 // ConsumerConfig is a consumer config fit for tests: short waits, small batches.
 func (e *Env) ConsumerConfig(durable string) consumer.Config {
 	return consumer.Config{
-		Stream:        e.Stream,
-		Durable:       durable,
-		FilterSubject: event.StreamSubjects(Prefix),
-		AckWait:       10 * time.Second,
-		MaxDeliver:    3,
-		BackOff:       nil,
-		MaxAckPending: 200,
-		BatchSize:     50,
-		FetchWait:     200 * time.Millisecond,
-		WriteTimeout:  3 * time.Second,
-		Concurrency:   8,
-		StatsInterval: 200 * time.Millisecond,
+		Stream:         e.Stream,
+		Durable:        durable,
+		FilterSubjects: []string{event.StreamSubjects(Prefix), event.PartitionedSubjects(Prefix)},
+		AckWait:        10 * time.Second,
+		MaxDeliver:     3,
+		BackOff:        nil,
+		MaxAckPending:  200,
+		BatchSize:      50,
+		FetchWait:      200 * time.Millisecond,
+		WriteTimeout:   3 * time.Second,
+		Concurrency:    8,
+		StatsInterval:  200 * time.Millisecond,
 	}
 }
 

@@ -246,3 +246,29 @@ func (e *Env) RelayOutbox(t testing.TB, db postgres.DBTX) int {
 	}
 	return len(all)
 }
+
+// ActiveSnapshot reads the live documents of the active read model.
+func (e *Env) ActiveSnapshot() (verify.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := e.Store.Active(ctx)
+	if err != nil {
+		return verify.Snapshot{}, err
+	}
+	return verify.FromMongo(ctx, db)
+}
+
+// Converged is a condition for Eventually: the active read model equals w.
+func (e *Env) Converged(w *World) func() (bool, string) {
+	return func() (bool, string) {
+		got, err := e.ActiveSnapshot()
+		if err != nil {
+			return false, err.Error()
+		}
+		diffs := verify.Compare(w.Snapshot(), got)
+		if len(diffs) == 0 {
+			return true, ""
+		}
+		return false, fmt.Sprintf("%d differences, first: %s", len(diffs), diffs[0])
+	}
+}

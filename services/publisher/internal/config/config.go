@@ -48,6 +48,9 @@ type Config struct {
 	// a compacted log holding the latest states of every aggregate.
 	StreamMaxAge            time.Duration `env:"STREAM_MAX_AGE" envDefault:"0s"`
 	StreamMaxMsgsPerSubject int64         `env:"STREAM_MAX_MSGS_PER_SUBJECT" envDefault:"100"`
+	// StreamPartitions is the number of owner partitions the stream's subjects carry:
+	// the most projector replicas that can share the work. Fixed once the stream has it.
+	StreamPartitions int `env:"STREAM_PARTITIONS" envDefault:"16"`
 
 	// BatchSize is the most rows one drain claims and publishes.
 	BatchSize int `env:"BATCH_SIZE" envDefault:"500"`
@@ -151,6 +154,9 @@ func (c Config) Validate() error {
 	if c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow {
 		add("STREAM_MAX_AGE %s: want 0 or at least STREAM_DUPLICATE_WINDOW %s", c.StreamMaxAge, c.DuplicateWindow)
 	}
+	if !event.ValidPartitions(c.StreamPartitions) {
+		add("STREAM_PARTITIONS %d: want 1..1024", c.StreamPartitions)
+	}
 	if c.StreamMaxMsgsPerSubject < 1 && c.StreamMaxMsgsPerSubject != -1 {
 		add("STREAM_MAX_MSGS_PER_SUBJECT %d: want at least 1, or -1 for no limit", c.StreamMaxMsgsPerSubject)
 	}
@@ -224,6 +230,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("stream_duplicate_window", c.DuplicateWindow),
 		slog.Duration("stream_max_age", c.StreamMaxAge),
 		slog.Int64("stream_max_msgs_per_subject", c.StreamMaxMsgsPerSubject),
+		slog.Int("stream_partitions", c.StreamPartitions),
 		slog.Int("batch_size", c.BatchSize),
 		slog.Duration("publish_timeout", c.PublishTimeout),
 		slog.Duration("poll_min", c.PollMin),

@@ -62,6 +62,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 		DuplicateWindow:   cfg.DuplicateWindow,
 		MaxAge:            cfg.StreamMaxAge,
 		MaxMsgsPerSubject: cfg.StreamMaxMsgsPerSubject,
+		Partitions:        cfg.StreamPartitions,
 	})
 	cancel()
 	if err != nil {
