@@ -42,6 +42,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		"LOADGEN_POLL":         "0s",
 		"LOADGEN_LARGE_TODOS":  "10",
 		"LOADGEN_DEADLINE":     "0s",
+		"LOADGEN_REPLICAS":     "1",
+		"LOADGEN_REPLICA_RATE": "0",
+		"LOADGEN_REPLICA_LOAD": "0s",
 	} {
 		t.Run(key, func(t *testing.T) {
 			t.Setenv(key, val)
@@ -104,5 +107,20 @@ func TestRunPhases(t *testing.T) {
 	late.runPhases(context.Background(), []phase{{"g", nil, time.Minute, ok("g")}})
 	if p := late.res.Phases[0]; p.Status != report.StatusSkipped || !strings.HasPrefix(p.Error, "out of time") {
 		t.Errorf("past the deadline: %+v, want skipped, out of time", p)
+	}
+}
+
+// The extra projector replicas get devstack's projector's environment as
+// /proc/<pid>/environ holds it; the last of duplicate keys counts, as in exec.
+func TestEnviron(t *testing.T) {
+	t.Parallel()
+	env := environ([]byte("NATS_URL=nats://x:1\x00ADMIN_ADDR=:9092\x00STREAM_NAME=S\x00ADMIN_ADDR=127.0.0.1:19092\x00\x00"))
+	if len(env) != 4 {
+		t.Fatalf("environ = %q", env)
+	}
+	for key, want := range map[string]string{"ADMIN_ADDR": "127.0.0.1:19092", "STREAM_NAME": "S", "CONSUMER_NAME": "default"} {
+		if got := envValue(env, key, "default"); got != want {
+			t.Errorf("%s = %q, want %q", key, got, want)
+		}
 	}
 }

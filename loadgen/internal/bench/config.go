@@ -72,6 +72,19 @@ type Config struct {
 	CeilingUpserts int           `env:"LOADGEN_CEILING_UPSERTS" envDefault:"3000"`
 	RebuildTimeout time.Duration `env:"LOADGEN_REBUILD_TIMEOUT" envDefault:"3m"`
 	Profile        time.Duration `env:"LOADGEN_PROFILE" envDefault:"10s"`
+
+	// The projector-replicas phase: Replicas projectors (devstack's and the others it
+	// starts from bin/projector, on admin ports from AdminPort+3) under ReplicaRate
+	// writes/s of ReplicaUsers users of their own for ReplicaLoad; then one of them
+	// killed under that load, watched for at most ReplicaKillBound; then a backlog of
+	// ReplicaBacklog todos (seeded users of TodosPerUser todos) drained by 1 and by
+	// Replicas replicas.
+	Replicas         int           `env:"LOADGEN_REPLICAS" envDefault:"3"`
+	ReplicaLoad      time.Duration `env:"LOADGEN_REPLICA_LOAD" envDefault:"60s"`
+	ReplicaRate      float64       `env:"LOADGEN_REPLICA_RATE" envDefault:"200"`
+	ReplicaUsers     int           `env:"LOADGEN_REPLICA_USERS" envDefault:"128"`
+	ReplicaKillBound time.Duration `env:"LOADGEN_REPLICA_KILL_BOUND" envDefault:"30s"`
+	ReplicaBacklog   int           `env:"LOADGEN_REPLICA_BACKLOG" envDefault:"10000"`
 }
 
 // LoadConfig reads and validates the configuration.
@@ -100,6 +113,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: LOADGEN_TODOS_PER_USER >= 1, 0 <= LOADGEN_SMALL_TODOS <= LOADGEN_LARGE_TODOS, LOADGEN_UPDATE_TODOS and LOADGEN_DELETE_TODOS >= 1 required")
 	case c.WriteConcurrency < 1 || c.FetchWait <= 0 || c.Deadline <= 0:
 		return fmt.Errorf("config: LOADGEN_WRITE_CONCURRENCY >= 1, LOADGEN_FETCH_WAIT > 0 and LOADGEN_DEADLINE > 0 required")
+	case c.Replicas < 2 || c.ReplicaRate <= 0 || c.ReplicaUsers < 1 || c.ReplicaBacklog < 1 || c.ReplicaLoad < time.Second || c.ReplicaKillBound < time.Second:
+		return fmt.Errorf("config: LOADGEN_REPLICAS >= 2, LOADGEN_REPLICA_RATE > 0, LOADGEN_REPLICA_USERS and LOADGEN_REPLICA_BACKLOG >= 1, LOADGEN_REPLICA_LOAD and LOADGEN_REPLICA_KILL_BOUND >= 1s required")
 	}
 	return nil
 }

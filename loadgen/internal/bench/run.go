@@ -4,8 +4,9 @@
 // clients with end-to-end lag measured two ways, step searches for the pipeline's
 // maximum sustained rate on a small and a large read model (seeded through the normal
 // path, see package seed) with lag at half of it and growth at 80% of it, the
-// projector on backlogs of its own against the server's raw ceilings (projload), the
-// deletion of a large user, and a timed rebuild; then it writes the results.
+// projector on backlogs of its own against the server's raw ceilings (projload),
+// several projector replicas sharing the stream (replicas.go), the deletion of a large
+// user, and a timed rebuild; then it writes the results.
 //
 // A phase that fails is recorded as failed with its error and the run goes on with the
 // phases that do not need it; Run returns an error at the end if any failed. Every
@@ -90,10 +91,12 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config, command string) erro
 		peak: map[string]int64{}}
 	r.res.Settings = fmt.Sprintf("clients %d, phases %s, baselines %s, steps %s (start %.0f/s ×%.1f, ≤%d), holds %s, mix %d%% complete / %d%% delete / rest create, "+
 		"black-box sample 1 in %d polled every %s, read models %d and %d todos (%d per seeded user), update backlog %d, deleted user %d todos, "+
-		"projector WRITE_CONCURRENCY %d, ceilings %d docs (batch %d) and %d upserts, deadline %s",
+		"projector WRITE_CONCURRENCY %d, ceilings %d docs (batch %d) and %d upserts, "+
+		"%d projector replicas under %.0f writes/s of %d users for %s (kill watched %s), replica backlog %d todos, deadline %s",
 		cfg.Clients, cfg.Phase, cfg.Baseline, cfg.Step, cfg.StepStart, cfg.StepFactor, cfg.StepMax, cfg.Hold, cfg.CompletePct, cfg.DeletePct,
 		cfg.SampleEvery, cfg.Poll, cfg.SmallTodos, cfg.LargeTodos, cfg.TodosPerUser, cfg.UpdateTodos, cfg.DeleteTodos,
-		cfg.WriteConcurrency, cfg.CeilingDocs, cfg.CeilingBulk, cfg.CeilingUpserts, cfg.Deadline)
+		cfg.WriteConcurrency, cfg.CeilingDocs, cfg.CeilingBulk, cfg.CeilingUpserts,
+		cfg.Replicas, cfg.ReplicaRate, cfg.ReplicaUsers, cfg.ReplicaLoad, cfg.ReplicaKillBound, cfg.ReplicaBacklog, cfg.Deadline)
 
 	r.runPhases(ctx, r.plan())
 	r.teardown(ctx)
@@ -130,6 +133,7 @@ func (r *runner) plan() []phase {
 		{fmt.Sprintf("step search at %d todos", c.LargeTodos), []string{phaseSignUp, large}, search,
 			func(ctx context.Context) error { return r.stepSearch(ctx, fmt.Sprintf("%d todos", c.LargeTodos)) }},
 		{"api phases", []string{phaseSignUp}, 2*(c.Phase+c.Drain) + c.Profile + time.Minute, r.apiPhases},
+		{"projector replicas", []string{phaseStack}, c.ReplicaLoad + c.ReplicaKillBound + 150*time.Second, r.replicas},
 		{fmt.Sprintf("delete a user of %d todos", c.DeleteTodos), []string{phaseStack}, c.ApplyTimeout + c.DeleteTimeout + 2*c.Drain + time.Minute, r.deleteUser},
 		{"rebuild", []string{phaseStack}, c.RebuildTimeout + c.Drain + time.Minute, r.rebuild},
 	}

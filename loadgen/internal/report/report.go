@@ -42,6 +42,7 @@ type Results struct {
 	Ceilings   *Ceilings   `json:"raw_ceilings"`
 	DeleteUser *DeleteUser `json:"delete_user"`
 	Rebuild    *Rebuild    `json:"rebuild"`
+	Replicas   *Replicas   `json:"projector_replicas"`
 	Processes  []Proc      `json:"processes"`
 	Timeline   []Tick      `json:"timeline"`
 	Profiles   []string    `json:"profiles"`
@@ -306,6 +307,7 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 	p("## Targets, as ratios to the same-run baselines\n\n| target | measured | ratio | goal | verdict |\n|---|---|---|---|---|\n")
 	r.readSideTargets(p)
 	r.writeSideTargets(p)
+	r.replicaTargets(p)
 	for _, pr := range r.Processes {
 		if pr.Name == "api" || pr.Name == "publisher" || pr.Name == "projector" {
 			p("| %s peak RSS (whole run) | %.0f MB (after warm-up %.0f, end %.0f) | | ≤ 150 MB | %s |\n", pr.Name, pr.PeakRSSMB, pr.StartRSSMB, pr.EndRSSMB, Verdict(pr.PeakRSSMB, 150, true))
@@ -327,6 +329,7 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 	}
 
 	r.readSideTables(p)
+	r.replicaTables(p)
 
 	p("\n## API latency per route (ms)\n\n| phase | route | count | errors | rps | p50 | p95 | p99 | p99.9 | load |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, ph := range r.phases() {
