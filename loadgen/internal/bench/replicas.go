@@ -239,8 +239,10 @@ func (g *group) scrape(ctx context.Context, rep *replica) (replicas.Scrape, erro
 	return s, nil
 }
 
-// waitBalanced waits until the live replicas hold every partition between them, each
-// some (when there are enough), and have for a second.
+// waitBalanced waits until the live replicas hold the shares of the partitions the
+// projector's assignment gives them (see replicas.Balanced), and have for two
+// seconds: a replica retries a claim at every heartbeat (MEMBER_TTL/3, 1 s by
+// default), so a hand-over still under way shows within that.
 func (g *group) waitBalanced(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -250,18 +252,12 @@ func (g *group) waitBalanced(ctx context.Context) error {
 	var last []float64
 	for {
 		held, err := g.held(ctx)
-		ok := err == nil
-		var sum float64
-		for _, h := range held {
-			sum += h
-			ok = ok && (h > 0 || len(g.live) > g.partitions)
-		}
 		switch {
-		case !ok || sum != float64(g.partitions):
+		case err != nil || !replicas.Balanced(held, g.partitions):
 			since = time.Time{}
 		case since.IsZero():
 			since = time.Now()
-		case time.Since(since) >= time.Second:
+		case time.Since(since) >= 2*time.Second:
 			return nil
 		}
 		if err == nil {
@@ -533,6 +529,19 @@ func (g *group) unsettled(ctx context.Context) (uint64, error) {
 	return n, err
 }
 
+// unpaused counts the partitions' durables that are not paused.
+func (g *group) unpaused(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n := 0
+	err := g.consumers(ctx, func(_ int, ci *jetstream.ConsumerInfo) {
+		if !ci.Paused {
+			n++
+		}
+	})
+	return n, err
+}
+
 // pause pauses (until, or resumes when until is zero) every partition's durable.
 func (g *group) pause(ctx context.Context, until time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -607,6 +616,9 @@ func (r *runner) replicaBacklog(ctx context.Context, g *group) (*report.ReplicaR
 		return nil, err
 	}
 	paused := true
+	if n, err := g.unpaused(ctx); err != nil || n > 0 {
+		return nil, fmt.Errorf("%d of the %d partitions' durables not paused (%v)", n, len(g.durables), err)
+	}
 	defer func() {
 		if paused {
 			if err := g.pause(context.WithoutCancel(ctx), time.Time{}); err != nil {
@@ -625,11 +637,19 @@ func (r *runner) replicaBacklog(ctx context.Context, g *group) (*report.ReplicaR
 	}); err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
+	// A replica that starts consuming a partition (re)creates its durable, which
+	// lifts the pause: the drain would then be timed from a backlog partly applied.
+	switch n, err := g.unpaused(ctx); {
+	case err != nil:
+		return nil, err
+	case n > 0:
+		return nil, fmt.Errorf("%d of the %d partitions' durables were no longer paused when the backlog was published (a replica recreated them: the group rebalanced)", n, len(g.durables))
+	}
 	if x.Pending, err = g.unsettled(ctx); err != nil {
 		return nil, err
 	}
 	if x.Pending < uint64(x.Events) {
-		r.note("projector replicas, %d replicas: %d of the %d events were pending when the durables resumed: some were applied while paused", x.Replicas, x.Pending, x.Events)
+		return nil, fmt.Errorf("%d of the %d events were pending when the durables resumed: some were applied while paused", x.Pending, x.Events)
 	}
 	cpu0 := g.cpu(true)
 	start := time.Now()

@@ -159,3 +159,22 @@ func Done(before Poll, polls []Poll, partitions int) bool {
 	g := Analyse(before, polls, partitions)
 	return g.HeldOK && len(g.Moved) > 0 && g.ResumedOK
 }
+
+// Balanced reports whether replicas holding held partitions have the shares the
+// projector's assignment gives them: all partitions held, each replica
+// partitions/len(held) of them or one more. A sum that is right alone can be a
+// hand-over half done.
+func Balanced(held []float64, partitions int) bool {
+	if len(held) == 0 {
+		return false
+	}
+	lo := float64(partitions / len(held))
+	var sum float64
+	for _, h := range held {
+		if h != lo && h != lo+1 {
+			return false
+		}
+		sum += h
+	}
+	return sum == float64(partitions)
+}

@@ -109,3 +109,26 @@ func TestAnalyse(t *testing.T) {
 		t.Errorf("no polls: %+v", g)
 	}
 }
+
+func TestBalanced(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		held []float64
+		want bool
+	}{
+		{[]float64{6, 5, 5}, true},
+		{[]float64{16}, true},
+		{[]float64{7, 5, 4}, false}, // the right sum, a hand-over half done
+		{[]float64{6, 5, 4}, false}, // a partition in between holders
+		{[]float64{1, 1, 0}, true},  // 2 partitions for 3: one standby
+		{nil, false},
+	} {
+		p := 16
+		if len(c.held) == 3 && c.held[0] == 1 {
+			p = 2
+		}
+		if got := Balanced(c.held, p); got != c.want {
+			t.Errorf("Balanced(%v, %d) = %v, want %v", c.held, p, got, c.want)
+		}
+	}
+}
