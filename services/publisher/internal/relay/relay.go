@@ -26,7 +26,8 @@
 // a lookup of the subject's last sequence for each aggregate's first message of a
 // drain. Waiting per aggregate costs nothing where batches hold one row per aggregate
 // (the usual case: many users, many todos); an aggregate with a backlog of versions
-// drains one version per batch.
+// drains at most one version per batch, which bounds a partition set with fewer busy
+// aggregates than BatchSize to one batch per PubAck round trip.
 package relay
 
 import (
