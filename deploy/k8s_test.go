@@ -81,7 +81,7 @@ func TestOverlays(t *testing.T) {
 			t.Run("containers", func(t *testing.T) { checkContainers(t, m, progs) })
 			t.Run("migration", func(t *testing.T) { checkMigration(t, m, progs) })
 			t.Run("disruption budgets", func(t *testing.T) { checkPDBs(t, m) })
-			t.Run("autoscalers", func(t *testing.T) { checkHPAs(t, m) })
+			t.Run("autoscalers", func(t *testing.T) { checkHPAs(t, m, progs) })
 			t.Run("services", func(t *testing.T) { checkServices(t, m) })
 			t.Run("network policies", func(t *testing.T) { checkPolicies(t, m) })
 			t.Run("namespace", func(t *testing.T) { checkNamespace(t, m) })
@@ -100,6 +100,18 @@ func TestOverlays(t *testing.T) {
 			m := rendered[overlay]
 			if got := m.setting(t, m.deployments["publisher"].Spec.Template.Spec.Containers[0], pub, "STREAM_REPLICAS"); got != want {
 				t.Errorf("%s: publisher STREAM_REPLICAS = %s, want %s", overlay, got, want)
+			}
+		}
+	})
+	// See docs/DEPLOYMENT.md: an acked event must survive a MongoDB failover.
+	t.Run("read model written with majority, journaled", func(t *testing.T) {
+		t.Parallel()
+		proj := progs["projector"]
+		for _, overlay := range overlays {
+			m := rendered[overlay]
+			c := m.deployments["projector"].Spec.Template.Spec.Containers[0]
+			if w, j := m.setting(t, c, proj, "MONGODB_WRITE_CONCERN"), m.setting(t, c, proj, "MONGODB_WRITE_JOURNAL"); w != "majority" || j != "true" {
+				t.Errorf("%s: projector MONGODB_WRITE_CONCERN=%s MONGODB_WRITE_JOURNAL=%s, want majority and true", overlay, w, j)
 			}
 		}
 	})
@@ -386,6 +398,10 @@ func checkPDBs(t *testing.T, m *manifest) {
 			t.Errorf("%s: maxUnavailable %s: want a count of at least 1", id, p.Spec.MaxUnavailable.String())
 		case m.overlay == "prod" && p.Spec.MinAvailable == nil:
 			t.Errorf("%s: prod wants minAvailable", id)
+		case minPods >= 2 && p.Spec.MinAvailable == nil && p.Spec.MaxUnavailable.IntVal >= minPods:
+			t.Errorf("%s: maxUnavailable %d lets a drain evict all %d pods", id, p.Spec.MaxUnavailable.IntVal, minPods)
+		case minPods >= 2 && p.Spec.MinAvailable != nil && p.Spec.MinAvailable.IntVal < 1:
+			t.Errorf("%s: minAvailable %d lets a drain evict every pod", id, p.Spec.MinAvailable.IntVal)
 		}
 	}
 	for _, name := range services {
@@ -395,7 +411,7 @@ func checkPDBs(t *testing.T, m *manifest) {
 	}
 }
 
-func checkHPAs(t *testing.T, m *manifest) {
+func checkHPAs(t *testing.T, m *manifest, progs map[string]program) {
 	scaled := map[string]bool{}
 	for _, h := range m.hpas {
 		id := "HorizontalPodAutoscaler/" + h.Name
@@ -424,13 +440,25 @@ func checkHPAs(t *testing.T, m *manifest) {
 			}
 		}
 	}
-	if !scaled["api"] {
-		t.Error("Deployment/api has no HorizontalPodAutoscaler")
+	for _, name := range []string{"api", "projector"} {
+		if !scaled[name] {
+			t.Errorf("Deployment/%s has no HorizontalPodAutoscaler", name)
+		}
 	}
-	// One projector replica applies the stream at a time (a pinned consumer): more
-	// replicas cannot add throughput, so scaling them on CPU would only mislead.
-	if scaled["projector"] {
-		t.Error("Deployment/projector has a HorizontalPodAutoscaler, but only one of its replicas works at a time")
+	// Projector replicas share the stream's partitions, one replica per partition: a
+	// replica past the partition count would only stand by.
+	pub := m.deployments["publisher"].Spec.Template.Spec.Containers[0]
+	partitions, err := strconv.Atoi(m.setting(t, pub, progs["publisher"], "STREAM_PARTITIONS"))
+	if err != nil {
+		t.Fatalf("publisher STREAM_PARTITIONS: %v", err)
+	}
+	for _, h := range m.hpas {
+		if h.Spec.ScaleTargetRef.Name == "projector" && h.Spec.MaxReplicas > int32(partitions) {
+			t.Errorf("HorizontalPodAutoscaler/%s: maxReplicas %d above the stream's %d partitions", h.Name, h.Spec.MaxReplicas, partitions)
+		}
+	}
+	if min := m.minReplicas("projector"); m.overlay == "prod" && min < 2 {
+		t.Errorf("prod runs at least %d projector replicas, want 2: one alone stops projection while it restarts", min)
 	}
 }
 
