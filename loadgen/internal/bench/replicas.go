@@ -433,10 +433,13 @@ func (r *runner) replicaKill(ctx context.Context, g *group, clients []*driver.Cl
 	// Once recovered the polls go on for a second, for partitions the survivors pass
 	// between them after the first hand-over.
 	for time.Since(killed) < r.cfg.ReplicaKillBound && (doneAt.IsZero() || time.Since(doneAt) < time.Second) {
+		pollStart := time.Now()
 		p, err := g.poll(ctx, survivors)
 		if err == nil {
+			// At the poll's end: a change it saw happened before, by up to its duration.
 			p.At = time.Since(killed)
 			polls = append(polls, p)
+			k.PollMaxMS = max(k.PollMaxMS, float64(time.Since(pollStart).Microseconds())/1000)
 		} else if ctx.Err() == nil {
 			r.log.Warn("poll after the kill", "error", err)
 		}
@@ -527,6 +530,26 @@ func (g *group) unsettled(ctx context.Context) (uint64, error) {
 	var n uint64
 	err := g.consumers(ctx, func(_ int, ci *jetstream.ConsumerInfo) { n += ci.NumPending + uint64(ci.NumAckPending) })
 	return n, err
+}
+
+// waitUnsettled polls the partitions' durables until what they have not settled
+// satisfies done, for at most LOADGEN_DRAIN_TIMEOUT, and returns the last count.
+func (g *group) waitUnsettled(ctx context.Context, done func(uint64) bool) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.r.cfg.Drain)
+	defer cancel()
+	t := time.NewTicker(replicaPoll)
+	defer t.Stop()
+	for {
+		n, err := g.unsettled(ctx)
+		if err == nil && done(n) {
+			return n, nil
+		}
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("not within %s (%d pending or unacknowledged; %v)", g.r.cfg.Drain, n, err)
+		case <-t.C:
+		}
+	}
 }
 
 // unpaused counts the partitions' durables that are not paused.
@@ -631,11 +654,13 @@ func (r *runner) replicaBacklog(ctx context.Context, g *group) (*report.ReplicaR
 	if err != nil {
 		return nil, fmt.Errorf("seed %d events: %w", x.Events, err)
 	}
-	if err := r.waitSync(ctx, "published", r.cfg.Drain, 250*time.Millisecond, func(s syncState) bool {
-		o, _ := s.backlog()
-		return o == 0
-	}); err != nil {
-		return nil, fmt.Errorf("publisher: %w", err)
+	// Published is in the durables: /health/sync, whose report is up to 1 s old, could
+	// still show the outbox empty from before the seed.
+	if x.Pending, err = g.waitUnsettled(ctx, func(n uint64) bool { return n >= uint64(x.Events) }); err != nil {
+		if n, uerr := g.unpaused(ctx); uerr == nil && n > 0 {
+			err = fmt.Errorf("%w; %d durables no longer paused (the group rebalanced)", err, n)
+		}
+		return nil, fmt.Errorf("%d events not all published into the paused durables: %w", x.Events, err)
 	}
 	// A replica that starts consuming a partition (re)creates its durable, which
 	// lifts the pause: the drain would then be timed from a backlog partly applied.
@@ -645,32 +670,14 @@ func (r *runner) replicaBacklog(ctx context.Context, g *group) (*report.ReplicaR
 	case n > 0:
 		return nil, fmt.Errorf("%d of the %d partitions' durables were no longer paused when the backlog was published (a replica recreated them: the group rebalanced)", n, len(g.durables))
 	}
-	if x.Pending, err = g.unsettled(ctx); err != nil {
-		return nil, err
-	}
-	if x.Pending < uint64(x.Events) {
-		return nil, fmt.Errorf("%d of the %d events were pending when the durables resumed: some were applied while paused", x.Pending, x.Events)
-	}
 	cpu0 := g.cpu(true)
 	start := time.Now()
 	if err := g.pause(ctx, time.Time{}); err != nil {
 		return nil, err
 	}
 	paused = false
-	dctx, cancel := context.WithTimeout(ctx, r.cfg.Drain)
-	defer cancel()
-	t := time.NewTicker(replicaPoll)
-	defer t.Stop()
-	for {
-		n, err := g.unsettled(dctx)
-		if err == nil && n == 0 {
-			break
-		}
-		select {
-		case <-dctx.Done():
-			return x, fmt.Errorf("%d events not applied within %s (%d left; %v)", x.Events, r.cfg.Drain, n, err)
-		case <-t.C:
-		}
+	if _, err := g.waitUnsettled(ctx, func(n uint64) bool { return n == 0 }); err != nil {
+		return x, fmt.Errorf("%d events not applied: %w", x.Events, err)
 	}
 	elapsed := time.Since(start)
 	x.CPU = cpuDelta(cpu0, g.cpu(true))

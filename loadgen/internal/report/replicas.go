@@ -58,7 +58,10 @@ type ReplicaKill struct {
 	HeldSec float64 `json:"held_after_sec"`
 	Held    bool    `json:"held"`
 	PollMS  float64 `json:"poll_ms"`
-	Load1   float64 `json:"load1"`
+	// PollMaxMS is the longest a poll took: the times above are each poll's end, so
+	// they overstate the gap by up to that much.
+	PollMaxMS float64 `json:"poll_max_ms"`
+	Load1     float64 `json:"load1"`
 }
 
 // ReplicaRate is the drain of a backlog by some replicas.
@@ -164,8 +167,8 @@ func (r *Results) replicaTables(p func(string, ...any)) {
 				each = append(each, fmt.Sprintf("p%d %.2f s", m, k.ResumedSec[i]))
 			}
 		}
-		p("\nKill -9 of %s (holding %.0f partitions) under %.0f writes/s, polled every %.0f ms: the survivors held every partition after %s s; the partitions that changed holder were applied again after: %s (resumed: %v; load %.1f).\n",
-			k.Victim, k.VictimHeld, k.Rate, k.PollMS, heldAfter(k), strings.Join(each, ", "), k.Resumed, k.Load1)
+		p("\nKill -9 of %s (holding %.0f partitions) under %.0f writes/s, polled every %.0f ms (a poll took up to %.0f ms; times are at each poll's end): the survivors held every partition after %s s; the partitions that changed holder were applied again after: %s (resumed: %v; load %.1f).\n",
+			k.Victim, k.VictimHeld, k.Rate, k.PollMS, k.PollMaxMS, heldAfter(k), strings.Join(each, ", "), k.Resumed, k.Load1)
 	}
 	if len(rp.Rates) > 0 {
 		p("\nApply rate on a backlog (consumers paused while it was written and published, then resumed and timed until nothing was pending or unacknowledged):\n\n| replicas | backlog | events | pending at resume | todo documents before | apply s | events/s | CPU s over the drain | load |\n|---|---|---|---|---|---|---|---|---|\n")
