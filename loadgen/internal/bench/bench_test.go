@@ -124,3 +124,20 @@ func TestEnviron(t *testing.T) {
 		}
 	}
 }
+
+// The replicas' steady load is capped at half the lowest sustained rate a search found.
+func TestReplicaRate(t *testing.T) {
+	t.Parallel()
+	r := &runner{cfg: Config{ReplicaRate: 200}, res: &report.Results{}}
+	if got := r.replicaRate(); got != 200 {
+		t.Errorf("no search: %v, want 200", got)
+	}
+	r.res.Searches = []*report.Search{{MaxRate: 500}, {MaxRate: 0}}
+	if got := r.replicaRate(); got != 200 {
+		t.Errorf("searches at 500/s and none: %v, want 200", got)
+	}
+	r.res.Searches = append(r.res.Searches, &report.Search{MaxRate: 300})
+	if got := r.replicaRate(); got != 150 {
+		t.Errorf("a search at 300/s: %v, want 150", got)
+	}
+}

@@ -328,6 +328,20 @@ func (r *runner) openLoop(ctx context.Context, clients []*driver.Client, rate fl
 	return achieved, missed
 }
 
+// replicaRate is the steady load of the share and the kill: LOADGEN_REPLICA_RATE, but
+// no more than half the lowest maximum sustained rate the step searches found, so
+// that the load is one the pipeline keeps up with on this machine and the figures
+// are the replicas', not a backlog's.
+func (r *runner) replicaRate() float64 {
+	rate := r.cfg.ReplicaRate
+	for _, s := range r.res.Searches {
+		if s.MaxRate > 0 {
+			rate = min(rate, s.MaxRate/2)
+		}
+	}
+	return rate
+}
+
 // replicaShare runs the steady load and counts each replica's applied events over it
 // and the drain after it.
 func (r *runner) replicaShare(ctx context.Context, g *group, clients []*driver.Client, res *report.Replicas) error {
@@ -345,9 +359,9 @@ func (r *runner) replicaShare(ctx context.Context, g *group, clients []*driver.C
 	r.setPhase("projector replicas: share")
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaLoad)
 	start := time.Now()
-	achieved, missed := r.openLoop(lctx, clients, r.cfg.ReplicaRate)
+	achieved, missed := r.openLoop(lctx, clients, r.replicaRate())
 	cancel()
-	sh := &report.ReplicaShare{Seconds: time.Since(start).Seconds(), Users: len(clients), Rate: r.cfg.ReplicaRate, Achieved: achieved, Missed: missed, Load1: load1()}
+	sh := &report.ReplicaShare{Seconds: time.Since(start).Seconds(), Users: len(clients), Rate: r.replicaRate(), Achieved: achieved, Missed: missed, Load1: load1()}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -399,6 +413,9 @@ func (r *runner) replicaKill(ctx context.Context, g *group, clients []*driver.Cl
 	if err := g.grow(ctx, r.cfg.Replicas); err != nil {
 		return err
 	}
+	if err := r.drain(ctx); err != nil {
+		r.note("projector replicas, kill: it starts on a backlog (%v): the gap includes the new holders' wait behind it", err)
+	}
 	victim := g.live[len(g.live)-1]
 	vs, err := g.scrape(ctx, victim)
 	if err != nil {
@@ -408,7 +425,7 @@ func (r *runner) replicaKill(ctx context.Context, g *group, clients []*driver.Cl
 	lctx, stopLoad := context.WithCancel(ctx)
 	var load sync.WaitGroup
 	defer func() { stopLoad(); load.Wait() }()
-	load.Go(func() { r.openLoop(lctx, clients, r.cfg.ReplicaRate) })
+	load.Go(func() { r.openLoop(lctx, clients, r.replicaRate()) })
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -424,7 +441,7 @@ func (r *runner) replicaKill(ctx context.Context, g *group, clients []*driver.Cl
 	}
 	killed := time.Now()
 	g.stop(victim, syscall.SIGKILL) // waits for the exit; the signal is the one sent above
-	k := &report.ReplicaKill{Victim: victim.name, VictimHeld: vs.Held, Rate: r.cfg.ReplicaRate, PollMS: float64(replicaPoll.Milliseconds())}
+	k := &report.ReplicaKill{Victim: victim.name, VictimHeld: vs.Held, Rate: r.replicaRate(), PollMS: float64(replicaPoll.Milliseconds())}
 	res.Kill = k
 	var polls []replicas.Poll
 	var doneAt time.Time
