@@ -65,6 +65,7 @@ func openReadSide(cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readS
 			JetStream: js,
 			Stream:    cfg.Stream,
 			Consumer:  cfg.Consumer,
+			Members:   cfg.MembersBucket,
 			ReadModel: rm,
 			Thresholds: syncstatus.Thresholds{
 				OutboxAgeWarn: cfg.SyncOutboxAgeWarn, OutboxAgeCrit: cfg.SyncOutboxAgeCrit,

@@ -105,6 +105,9 @@ type Config struct {
 	NATS     natsconn.Config
 	Stream   string `env:"STREAM_NAME" envDefault:"TODO_EVENTS"`
 	Consumer string `env:"CONSUMER_NAME" envDefault:"projector"`
+	// MembersBucket is the projector's KV bucket of replicas and partition claims, read
+	// by /health/sync to name each partition's holder.
+	MembersBucket string `env:"MEMBERS_BUCKET" envDefault:"projector-members"`
 
 	// Alert thresholds of /health/sync (0 disables one): a warning answers 200, a
 	// critical alert 503.
@@ -300,5 +303,6 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("nats", c.NATS),
 		slog.String("stream", c.Stream),
 		slog.String("consumer", c.Consumer),
+		slog.String("members_bucket", c.MembersBucket),
 	)
 }

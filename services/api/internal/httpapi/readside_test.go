@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -170,7 +171,8 @@ func TestHealthSync(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The projector's durables are one per partition (projector-p<i>); their state is
-	// summed, and other consumers of the stream are not counted.
+	// summed and shown one by one, with the replica holding each (its claim in the
+	// membership bucket), and other consumers of the stream are not counted.
 	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(event.DefaultSubjectPrefix)},
 		SubjectTransform: event.PartitionTransform(event.DefaultSubjectPrefix, 2)})
 	if err != nil {
@@ -187,6 +189,17 @@ func TestHealthSync(t *testing.T) {
 		}
 	}
 
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "projector-members"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "m.replica-a", []byte("now")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "c.p1", []byte("replica-a")); err != nil {
+		t.Fatal(err)
+	}
+
 	var reporter *syncstatus.Reporter
 	h := newHarness(t, func(o *httpapi.Options) {
 		o.SyncReport = func(ctx context.Context) syncstatus.Report { return reporter.Report(ctx) }
@@ -196,6 +209,7 @@ func TestHealthSync(t *testing.T) {
 		JetStream:  js,
 		Stream:     "EVENTS",
 		Consumer:   "projector",
+		Members:    "projector-members",
 		ReadModel:  rm.store,
 		Thresholds: syncstatus.Thresholds{BacklogWarn: 3, BacklogCrit: 100, PendingWarn: 2, PendingCrit: 100},
 		Timeout:    5 * time.Second,
@@ -211,7 +225,14 @@ func TestHealthSync(t *testing.T) {
 			Messages uint64 `json:"messages"`
 		} `json:"stream"`
 		Consumer struct {
-			Pending uint64 `json:"pending"`
+			Pending    uint64 `json:"pending"`
+			Partitions []struct {
+				Partition  string  `json:"partition"`
+				Consumer   string  `json:"consumer"`
+				Pending    uint64  `json:"pending"`
+				LagSeconds float64 `json:"lag_seconds"`
+				Holder     *string `json:"holder"`
+			} `json:"partitions"`
 		} `json:"consumer"`
 		Projection struct {
 			LagSeconds float64 `json:"lag_seconds"`
@@ -249,8 +270,10 @@ func TestHealthSync(t *testing.T) {
 		h.createTodo(tok, map[string]any{"title": "t"})
 	}
 	h.exec(`UPDATE outbox SET parked_at = now(), attempts = 10 WHERE event_id = (SELECT event_id FROM outbox ORDER BY created_at LIMIT 1)`)
+	owner := uuid.Must(uuid.NewV7())
+	busy := event.PartitionOf(owner, 2)
 	for i := range 2 {
-		if _, err := js.Publish(ctx, "todo.events.todo.u.a"+strconv.Itoa(i), []byte("{}")); err != nil {
+		if _, err := js.Publish(ctx, "todo.events.todo."+owner.String()+".a"+strconv.Itoa(i), []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -262,6 +285,11 @@ func TestHealthSync(t *testing.T) {
 		r.Stream.Messages != 2 || r.Consumer.Pending != 2 || r.Projection.LagSeconds <= 0 || *r.DeadLetters != 1 ||
 		got["outbox_backlog"] != "warning" || got["outbox_parked"] != "warning" || got["consumer_pending"] != "warning" || got["dead_letters"] != "warning" {
 		t.Fatalf("backlog: %d %+v", code, r)
+	}
+	if ps := r.Consumer.Partitions; len(ps) != 2 || ps[0].Partition != "p0" || ps[0].Consumer != "projector-p0" || ps[1].Partition != "p1" ||
+		ps[busy].Pending != 2 || ps[busy].LagSeconds <= 0 || ps[1-busy].Pending != 0 || ps[1-busy].LagSeconds != 0 ||
+		ps[0].Holder != nil || ps[1].Holder == nil || *ps[1].Holder != "replica-a" {
+		t.Fatalf("partitions: %+v", ps)
 	}
 
 	// A source that cannot be read is critical: 503.

@@ -1,7 +1,9 @@
 // Package syncstatus reports how far the read model is behind the source of truth, for
 // GET /health/sync: the outbox backlog (PostgreSQL), the stream and the projector's
-// consumer (JetStream), the projection watermark and the dead letters (MongoDB), and the
-// alerts raised when thresholds are crossed.
+// consumers (JetStream: their sum, and each partition's state, lag and holder, the
+// replica whose claim the projector's membership bucket holds), the projection
+// watermark and the dead letters (MongoDB), and the alerts raised when thresholds are
+// crossed.
 //
 // Each source is read concurrently under its own timeout; an unreachable source is
 // itself a critical alert, so the report always answers. The report is meant for a
@@ -14,7 +16,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,10 +59,13 @@ type OutboxReader func(ctx context.Context) (outbox.Stats, error)
 
 // Reporter gathers Reports.
 type Reporter struct {
-	Outbox     OutboxReader
-	JetStream  jetstream.JetStream
-	Stream     string
-	Consumer   string
+	Outbox    OutboxReader
+	JetStream jetstream.JetStream
+	Stream    string
+	Consumer  string
+	// Members is the projector's membership bucket (KV): its c.<unit> keys name the
+	// replica consuming each partition. Read only; empty: not read.
+	Members    string
 	ReadModel  ReadModel
 	Thresholds Thresholds
 	// Timeout bounds each source's reads.
@@ -104,7 +112,8 @@ type StreamReport struct {
 	Consumers int    `json:"consumers"`
 }
 
-// ConsumerReport is the state of the projector's durable consumer.
+// ConsumerReport is the state of the projector's durable consumers, summed, and of
+// each one.
 type ConsumerReport struct {
 	Name           string `json:"name"`
 	Pending        uint64 `json:"pending"`
@@ -113,6 +122,27 @@ type ConsumerReport struct {
 	DeliveredSeq   uint64 `json:"delivered_seq"`
 	AckFloorSeq    uint64 `json:"ack_floor_seq"`
 	WaitingPullers int    `json:"waiting_pullers"`
+	// Partitions are the durables one by one, in partition order, the unpartitioned
+	// layout's last while an upgrade drains it.
+	Partitions []PartitionReport `json:"partitions"`
+}
+
+// PartitionReport is one of the projector's durables: a stream partition's, or the
+// unpartitioned layout's.
+type PartitionReport struct {
+	// Partition is the unit the projector's replicas claim: p<i>, or legacy.
+	Partition   string `json:"partition"`
+	Consumer    string `json:"consumer"`
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ack_pending"`
+	Redelivered int    `json:"redelivered"`
+	AckFloorSeq uint64 `json:"ack_floor_seq"`
+	// LagSeconds is the age of the partition's oldest unapplied event.
+	LagSeconds float64 `json:"lag_seconds"`
+	// Holder is the projector replica whose claim on the partition is live; nil when
+	// none is (no replica yet, or a dead one's claim aged out) or the bucket could not
+	// be read.
+	Holder *string `json:"holder"`
 }
 
 // ProjectionReport is how far the read model has got. LagSeconds is the age of the
@@ -162,6 +192,7 @@ func Classify(err error) string {
 var sources = map[string]string{
 	"outbox":     "the outbox (PostgreSQL)",
 	"stream":     "the stream or its consumer (JetStream)",
+	"members":    "the projector's membership bucket (JetStream KV)",
 	"read_model": "the read model (MongoDB)",
 }
 
@@ -172,14 +203,20 @@ func (r *Reporter) Report(ctx context.Context) Report {
 	var (
 		mu        sync.Mutex
 		wg        sync.WaitGroup
-		consumer  *jetstream.ConsumerInfo
+		units     []*jetstream.ConsumerInfo
+		holders   map[string]string
 		watermark *readmodel.Watermark
 	)
 	fail := func(check string, err error) {
 		class := Classify(err)
+		// Who holds which partition is for the operator's eyes: not knowing it stops nothing.
+		severity := Critical
+		if check == "members" {
+			severity = Warning
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		rep.Alerts = append(rep.Alerts, Alert{Severity: Critical, Check: check, Error: class,
+		rep.Alerts = append(rep.Alerts, Alert{Severity: severity, Check: check, Error: class,
 			Message: fmt.Sprintf("%s could not be read (%s); the cause is in the API's log", sources[check], class)})
 		rep.Failures = append(rep.Failures, Failure{Check: check, Err: err})
 	}
@@ -211,15 +248,26 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		}
 		s := info.State
 		rep.Stream = &StreamReport{Name: r.Stream, Messages: s.Msgs, Bytes: s.Bytes, FirstSeq: s.FirstSeq, LastSeq: s.LastSeq, Consumers: s.Consumers}
-		ci, err := projectorConsumers(ctx, st, r.Consumer)
+		ci, each, err := projectorConsumers(ctx, st, r.Consumer)
 		if err != nil {
 			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
 		}
-		consumer = ci
+		units = each
 		rep.Consumer = &ConsumerReport{
 			Name: r.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
 			DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream, WaitingPullers: ci.NumWaiting,
 		}
+		return nil
+	})
+	run("members", func(ctx context.Context) error {
+		if r.Members == "" {
+			return nil
+		}
+		h, err := readHolders(ctx, r.JetStream, r.Members)
+		if err != nil {
+			return fmt.Errorf("membership bucket %s: %w", r.Members, err)
+		}
+		holders = h
 		return nil
 	})
 	run("read_model", func(ctx context.Context) error {
@@ -246,7 +294,11 @@ func (r *Reporter) Report(ctx context.Context) Report {
 			t := watermark.OccurredAt.UTC()
 			rep.Projection.WatermarkSeq, rep.Projection.WatermarkTime = watermark.StreamSeq, &t
 		}
-		rep.Projection.LagSeconds = r.lag(ctx, consumer, watermark, now).Seconds()
+		rep.Consumer.Partitions = r.partitions(ctx, units, holders, watermark, now)
+		// The oldest unapplied event of all is the oldest of the partitions'.
+		for _, p := range rep.Consumer.Partitions {
+			rep.Projection.LagSeconds = max(rep.Projection.LagSeconds, p.LagSeconds)
+		}
 	}
 	r.evaluate(&rep)
 	for _, a := range rep.Alerts {
@@ -262,15 +314,15 @@ func (r *Reporter) Report(ctx context.Context) Report {
 // per stream partition, <name>-p<i>, and <name> itself while the projector drains
 // the unpartitioned layout of earlier releases. The ack floor is the lowest of those
 // with work left, the one the oldest unapplied event is behind.
-func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (*jetstream.ConsumerInfo, error) {
+func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (*jetstream.ConsumerInfo, []*jetstream.ConsumerInfo, error) {
 	sum := &jetstream.ConsumerInfo{Name: name}
-	found := false
+	var each []*jetstream.ConsumerInfo
 	infos := st.ListConsumers(ctx)
 	for ci := range infos.Info() {
-		rest, partitioned := strings.CutPrefix(ci.Name, name+"-p")
-		if ci.Name != name && (!partitioned || rest == "" || strings.Trim(rest, "0123456789") != "") {
+		if unit(ci.Name, name) == "" {
 			continue
 		}
+		each = append(each, ci)
 		busy := ci.NumPending > 0 || ci.NumAckPending > 0
 		if busy && (sum.NumPending == 0 && sum.NumAckPending == 0 || ci.AckFloor.Stream < sum.AckFloor.Stream) {
 			sum.AckFloor = ci.AckFloor
@@ -278,7 +330,6 @@ func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (
 		if !busy && sum.NumPending == 0 && sum.NumAckPending == 0 {
 			sum.AckFloor.Stream = max(sum.AckFloor.Stream, ci.AckFloor.Stream)
 		}
-		found = true
 		sum.NumPending += ci.NumPending
 		sum.NumAckPending += ci.NumAckPending
 		sum.NumRedelivered += ci.NumRedelivered
@@ -286,18 +337,95 @@ func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (
 		sum.Delivered.Stream = max(sum.Delivered.Stream, ci.Delivered.Stream)
 	}
 	if err := infos.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !found {
-		return nil, jetstream.ErrConsumerNotFound
+	if len(each) == 0 {
+		return nil, nil, jetstream.ErrConsumerNotFound
 	}
-	return sum, nil
+	slices.SortFunc(each, func(a, b *jetstream.ConsumerInfo) int { return unitOrder(a.Name, name) - unitOrder(b.Name, name) })
+	return sum, each, nil
 }
 
-// lag is the age of the oldest event not yet applied: zero when the consumer has
-// nothing pending; otherwise the commit time of the first unacknowledged message,
-// read from the stream; failing that (the message was compacted away), the age of
-// the newest applied event, an upper bound.
+// legacyUnit is the unit of the unpartitioned layout's durable, as the projector names
+// it in its claims.
+const legacyUnit = "legacy"
+
+// unit is the unit a durable of the projector named name consumes: p<i> for <name>-p<i>,
+// legacy for name itself, "" for any other consumer.
+func unit(consumer, name string) string {
+	if consumer == name {
+		return legacyUnit
+	}
+	rest, ok := strings.CutPrefix(consumer, name+"-p")
+	if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" {
+		return ""
+	}
+	return "p" + rest
+}
+
+// unitOrder sorts partitions by number, the legacy durable last.
+func unitOrder(consumer, name string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(unit(consumer, name), "p"))
+	if err != nil {
+		return math.MaxInt32
+	}
+	return n
+}
+
+// readHolders reads the live claims (c.<unit>) of the membership bucket: unit to
+// replica. A bucket that does not exist (no partitioned projector has run yet) holds
+// none.
+func readHolders(ctx context.Context, js jetstream.JetStream, bucket string) (map[string]string, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.Watch(ctx, "c.*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	holders := map[string]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("watch ended before its initial values")
+			}
+			if e == nil { // the initial values are in
+				return holders, nil
+			}
+			holders[strings.TrimPrefix(e.Key(), "c.")] = string(e.Value())
+		}
+	}
+}
+
+// partitions reports each durable with its lag and holder.
+func (r *Reporter) partitions(ctx context.Context, units []*jetstream.ConsumerInfo, holders map[string]string, w *readmodel.Watermark, now time.Time) []PartitionReport {
+	out := make([]PartitionReport, len(units))
+	var wg sync.WaitGroup
+	for i, ci := range units {
+		u := unit(ci.Name, r.Consumer)
+		out[i] = PartitionReport{Partition: u, Consumer: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+			Redelivered: ci.NumRedelivered, AckFloorSeq: ci.AckFloor.Stream}
+		if h, ok := holders[u]; ok {
+			out[i].Holder = &h
+		}
+		wg.Go(func() { out[i].LagSeconds = r.lag(ctx, ci, w, now).Seconds() })
+	}
+	wg.Wait()
+	return out
+}
+
+// lag is the age of ci's oldest event not yet applied: zero when the consumer has
+// nothing pending; otherwise the commit time of the first message of its filter past
+// its ack floor, read from the stream; failing that (the message was compacted away),
+// the age of the newest applied event, an upper bound.
 func (r *Reporter) lag(ctx context.Context, ci *jetstream.ConsumerInfo, w *readmodel.Watermark, now time.Time) time.Duration {
 	if ci.NumPending == 0 && ci.NumAckPending == 0 {
 		return 0
@@ -305,7 +433,11 @@ func (r *Reporter) lag(ctx context.Context, ci *jetstream.ConsumerInfo, w *readm
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	if st, err := r.JetStream.Stream(ctx, r.Stream); err == nil {
-		if msg, err := st.GetMsg(ctx, ci.AckFloor.Stream+1); err == nil {
+		var opts []jetstream.GetMsgOpt
+		if f := filter(ci.Config); f != "" {
+			opts = append(opts, jetstream.WithGetMsgSubject(f))
+		}
+		if msg, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, opts...); err == nil {
 			return max(now.Sub(msg.Time), 0)
 		}
 	}
@@ -313,6 +445,17 @@ func (r *Reporter) lag(ctx context.Context, ci *jetstream.ConsumerInfo, w *readm
 		return max(now.Sub(w.OccurredAt), 0)
 	}
 	return 0
+}
+
+// filter is the one subject filter of a consumer, or "" when it has none or several.
+func filter(c jetstream.ConsumerConfig) string {
+	if c.FilterSubject != "" {
+		return c.FilterSubject
+	}
+	if len(c.FilterSubjects) == 1 {
+		return c.FilterSubjects[0]
+	}
+	return ""
 }
 
 func (r *Reporter) evaluate(rep *Report) {
