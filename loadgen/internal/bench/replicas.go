@@ -251,6 +251,9 @@ func (g *group) waitBalanced(ctx context.Context) error {
 	var since time.Time
 	var last []float64
 	for {
+		if err := g.exited(); err != nil {
+			return err
+		}
 		held, err := g.held(ctx)
 		switch {
 		case err != nil || !replicas.Balanced(held, g.partitions):
@@ -269,6 +272,22 @@ func (g *group) waitBalanced(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// exited names a replica the phase started that has exited by itself (a projector
+// that fails at start, such as on a read model that does not answer, exits).
+func (g *group) exited() error {
+	for _, rep := range g.live {
+		if rep.cmd == nil {
+			continue
+		}
+		select {
+		case <-rep.done:
+			return fmt.Errorf("%s exited (%v): see %s", rep.name, rep.cmd.ProcessState, filepath.Join(g.r.raw, rep.name+".log"))
+		default:
+		}
+	}
+	return nil
 }
 
 // held is the partitions each live replica holds, in g.live's order.
