@@ -341,7 +341,13 @@ func (c *Consumer) collect(batch jetstream.MessageBatch, msgs []jetstream.Msg) [
 	for m := range batch.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, jetstream.ErrNoMessages) {
+	switch err := batch.Error(); {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, jetstream.ErrNoMessages):
+	case errors.Is(err, jetstream.ErrPinIDMismatch):
+		// The pin moved to this client or away from it (a partition changing hands): the
+		// next pull asks again.
+		c.log.Debug("fetch ended: the pin moved", "messages", len(msgs))
+	default:
 		c.log.Warn("fetch ended with an error", "error", err, "messages", len(msgs))
 	}
 	return msgs

@@ -170,22 +170,23 @@ type state struct {
 // the consumer's ShutdownTimeout), unpins the durables and deletes its claims.
 func (g *Group) Run(ctx context.Context) error {
 	st := &state{members: map[string]time.Time{}, workers: map[string]*worker{}, exited: make(chan *worker)}
-	for st.kv == nil {
-		kv, err := g.bucket(ctx)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	var updates <-chan jetstream.KeyValueEntry
+	for updates == nil {
+		var err error
+		if st.kv == nil {
+			st.kv, err = g.bucket(ctx)
+		}
+		if err == nil {
+			updates, err = watch(watchCtx, st.kv)
+		}
 		if err != nil {
 			g.log.Warn("membership bucket not ready, retrying", "bucket", g.cfg.Bucket, "error", err)
 			if !sleep(ctx, time.Second) {
 				return nil
 			}
-			continue
 		}
-		st.kv = kv
-	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	watcher, err := st.kv.WatchAll(watchCtx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", g.cfg.Bucket, err)
 	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
@@ -198,7 +199,13 @@ func (g *Group) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-watcher.Updates():
+		case e, ok := <-updates:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("watch %s: ended before its initial values", g.cfg.Bucket)
+			}
 			g.observe(st, e)
 			initial = e != nil
 		}
@@ -221,11 +228,21 @@ func (g *Group) Run(ctx context.Context) error {
 			delete(st.workers, w.unit)
 			g.publishHeld(st)
 			g.reconcile(ctx, st)
-		case e := <-watcher.Updates():
-			if g.observe(st, e) {
+		case e, ok := <-updates:
+			switch {
+			case !ok:
+				// The watch ended (its connection closed): watched again at the next tick.
+				updates = nil
+			case g.observe(st, e):
 				g.reconcile(ctx, st)
 			}
 		case <-tick.C:
+			if updates == nil {
+				var err error
+				if updates, err = watch(watchCtx, st.kv); err != nil {
+					g.log.Warn("membership not watched, retrying", "bucket", g.cfg.Bucket, "error", err)
+				}
+			}
 			g.survey(ctx, st)
 		}
 	}
@@ -247,6 +264,16 @@ func (g *Group) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.CachedInfo().Config.Replicas,
 	})
+}
+
+// watch follows every key of the bucket: its current values, a nil entry, then each
+// change.
+func watch(ctx context.Context, kv jetstream.KeyValue) (<-chan jetstream.KeyValueEntry, error) {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", kv.Bucket(), err)
+	}
+	return w.Updates(), nil
 }
 
 // observe records a bucket change and reports whether the assignment may have

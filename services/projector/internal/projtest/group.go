@@ -15,11 +15,11 @@ import (
 )
 
 // GroupConfig is a partition group config fit for tests: the consumer of
-// ConsumerConfig(durable), heartbeats and claims that live two seconds, AckWait 3 s.
+// ConsumerConfig(durable) (AckWait well above a batch's writes on a loaded machine:
+// a batch in hand past AckWait is delivered again, out of order), heartbeats and
+// claims that live two seconds.
 func (e *Env) GroupConfig(durable, member string) partition.Config {
 	cc := e.ConsumerConfig(durable)
-	cc.AckWait = 3 * time.Second
-	cc.WriteTimeout = 2 * time.Second
 	cc.ShutdownTimeout = 10 * time.Second
 	return partition.Config{Consumer: cc, SubjectPrefix: Prefix, Member: member, Bucket: "projector-members-" + durable,
 		MemberTTL: 2 * time.Second, StatsInterval: 200 * time.Millisecond}

@@ -137,7 +137,7 @@ func (e *Env) ConsumerConfig(durable string) consumer.Config {
 	return consumer.Config{
 		Stream:         e.Stream,
 		Durable:        durable,
-		FilterSubjects: []string{event.StreamSubjects(Prefix), event.PartitionedSubjects(Prefix)},
+		FilterSubjects: []string{event.PartitionedSubjects(Prefix)},
 		AckWait:        10 * time.Second,
 		MaxDeliver:     3,
 		BackOff:        nil,
