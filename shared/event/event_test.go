@@ -274,3 +274,13 @@ func TestPartitionLayout(t *testing.T) {
 		t.Error("ValidPartitions bounds")
 	}
 }
+
+func TestConsumerNames(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]bool{"projector": true, event.PartitionDurable("projector", 12): true, "projector-p": false,
+		"projector-p1x": false, "projector-rebuild": false, "other-p1": false} {
+		if event.IsConsumerOf(name, "projector") != want {
+			t.Errorf("IsConsumerOf(%q) = %v, want %v", name, !want, want)
+		}
+	}
+}

@@ -103,3 +103,18 @@ func PartitionOf(owner uuid.UUID, n int) int {
 
 // PartitionedSubjects selects every stored subject of a partitioned stream.
 func PartitionedSubjects(prefix string) string { return "*." + prefix + ".>" }
+
+// PartitionDurable names the durable consumer of partition p among the consumers
+// named after durable: <durable>-p<p>.
+func PartitionDurable(durable string, p int) string { return fmt.Sprintf("%s-p%d", durable, p) }
+
+// IsConsumerOf reports whether the consumer name is one of durable's: a partition's
+// (PartitionDurable), or durable itself (the unpartitioned layout's, until it is
+// drained).
+func IsConsumerOf(name, durable string) bool {
+	if name == durable {
+		return true
+	}
+	rest, ok := strings.CutPrefix(name, durable+"-p")
+	return ok && rest != "" && strings.Trim(rest, "0123456789") == ""
+}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/chaos/internal/workload"
+	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // Quiet is the state WaitQuiet waits for.
@@ -71,8 +71,7 @@ func quiet(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stre
 	found := false
 	infos := s.ListConsumers(qctx)
 	for info := range infos.Info() {
-		rest, ok := strings.CutPrefix(info.Name, durable+"-p")
-		if info.Name != durable && (!ok || rest == "" || strings.Trim(rest, "0123456789") != "") {
+		if !event.IsConsumerOf(info.Name, durable) {
 			continue
 		}
 		found = true

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"

@@ -139,9 +139,6 @@ func (g *Group) Held() []string {
 	return slices.Sorted(maps.Keys(g.held))
 }
 
-// PartitionDurable is the durable consumer of partition p.
-func PartitionDurable(durable string, p int) string { return fmt.Sprintf("%s-p%d", durable, p) }
-
 // worker is one unit being consumed.
 type worker struct {
 	unit   string
@@ -501,7 +498,7 @@ func (g *Group) start(ctx context.Context, st *state, unit string, rev uint64) {
 	} else {
 		var p int
 		_, _ = fmt.Sscanf(unit, "p%d", &p)
-		cc.Durable = PartitionDurable(cc.Durable, p)
+		cc.Durable = event.PartitionDurable(cc.Durable, p)
 		cc.FilterSubjects = []string{event.PartitionFilter(g.cfg.SubjectPrefix, p)}
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -623,7 +620,7 @@ func Totals(ctx context.Context, js jetstream.JetStream, stream, durable string)
 	}
 	infos := s.ListConsumers(ctx)
 	for ci := range infos.Info() {
-		if ci.Name != durable && !isPartitionDurable(ci.Name, durable) {
+		if !event.IsConsumerOf(ci.Name, durable) {
 			continue
 		}
 		pending += ci.NumPending
@@ -631,14 +628,6 @@ func Totals(ctx context.Context, js jetstream.JetStream, stream, durable string)
 		redelivered += uint64(ci.NumRedelivered)
 	}
 	return pending, ackPending, redelivered, infos.Err()
-}
-
-func isPartitionDurable(name, durable string) bool {
-	rest, ok := strings.CutPrefix(name, durable+"-p")
-	if !ok || rest == "" {
-		return false
-	}
-	return strings.Trim(rest, "0123456789") == ""
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
