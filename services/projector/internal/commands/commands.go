@@ -235,6 +235,13 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	adminDone := make(chan error, 1)
 	go func() { adminDone <- admin.Serve(runCtx, ln, admin.Handler(reg, ready, log), log) }()
 
+	gaugesDone := make(chan struct{})
+	go func() {
+		defer close(gaugesDone)
+		partitionGauges(runCtx, js, cfg.Stream, cfg.Durable, c.Held, m, cfg.StatsInterval, log)
+	}()
+	defer func() { stop(); <-gaugesDone }()
+
 	consErr := make(chan error, 1)
 	go func() { consErr <- c.Run(runCtx) }()
 

@@ -33,6 +33,12 @@ type Metrics struct {
 	BatchSeconds prometheus.Histogram
 	// PartitionsHeld is the number of partitions this replica consumes (0: a standby).
 	PartitionsHeld prometheus.Gauge
+	// PartitionPending and PartitionAckPending are the state of each partition's
+	// durable, by partition (p<i>, or legacy for the unpartitioned layout's), reported
+	// by the replica that holds it only: their series say which replica holds which
+	// partition and how far behind each is.
+	PartitionPending    *prometheus.GaugeVec
+	PartitionAckPending *prometheus.GaugeVec
 }
 
 // New creates the metrics and registers them on reg.
@@ -73,10 +79,19 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "projector_partitions_held",
 			Help: "Stream partitions this replica consumes; 0 while it is a standby.",
 		}),
+		PartitionPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "projector_partition_pending",
+			Help: "Messages of a partition not yet delivered to its durable, reported by the replica holding the partition.",
+		}, []string{"partition"}),
+		PartitionAckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "projector_partition_ack_pending",
+			Help: "Messages of a partition delivered and not yet acknowledged, reported by the replica holding the partition.",
+		}, []string{"partition"}),
 	}
 	for _, o := range []string{OutcomeApplied, OutcomeStale, OutcomeFailed, OutcomeDeadLettered} {
 		m.Events.WithLabelValues(o)
 	}
-	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.Redelivered, m.DeadLetters, m.BatchSeconds, m.PartitionsHeld)
+	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.Redelivered, m.DeadLetters, m.BatchSeconds, m.PartitionsHeld,
+		m.PartitionPending, m.PartitionAckPending)
 	return m
 }

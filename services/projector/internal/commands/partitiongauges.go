@@ -1,0 +1,81 @@
+package commands
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+)
+
+// partitionGauges keeps the per-partition gauges of the partitions this replica holds
+// (held, as partition.Group.Held reports them) until ctx ends, refreshing them every
+// interval.
+func partitionGauges(ctx context.Context, js jetstream.JetStream, stream, durable string, held func() []string, m *metrics.Metrics, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	reported := map[string]bool{}
+	for {
+		qctx, cancel := context.WithTimeout(ctx, interval)
+		if err := refreshPartitionGauges(qctx, js, stream, durable, held(), reported, m); err != nil && ctx.Err() == nil {
+			log.Debug("partition gauges not refreshed", "error", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refreshPartitionGauges sets the gauges of the held units from their durables'
+// state, in one listing of the stream's consumers, and removes those of units no
+// longer held; reported is the set of units with series, kept between calls.
+func refreshPartitionGauges(ctx context.Context, js jetstream.JetStream, stream, durable string, held []string, reported map[string]bool, m *metrics.Metrics) error {
+	mine := map[string]bool{}
+	for _, u := range held {
+		mine[u] = true
+	}
+	for u := range reported {
+		if !mine[u] {
+			m.PartitionPending.DeleteLabelValues(u)
+			m.PartitionAckPending.DeleteLabelValues(u)
+			delete(reported, u)
+		}
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	infos := s.ListConsumers(ctx)
+	for ci := range infos.Info() {
+		u := durableUnit(ci.Name, durable)
+		if !mine[u] {
+			continue
+		}
+		m.PartitionPending.WithLabelValues(u).Set(float64(ci.NumPending))
+		m.PartitionAckPending.WithLabelValues(u).Set(float64(ci.NumAckPending))
+		reported[u] = true
+	}
+	return infos.Err()
+}
+
+// durableUnit is the unit, as the partition group names it, of a consumer of the
+// stream: p<i> for <durable>-p<i>, legacy for durable itself, "" for any other.
+func durableUnit(name, durable string) string {
+	if name == durable {
+		return "legacy"
+	}
+	rest, ok := strings.CutPrefix(name, durable+"-p")
+	if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" {
+		return ""
+	}
+	return "p" + rest
+}

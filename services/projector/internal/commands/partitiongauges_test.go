@@ -1,0 +1,97 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outboxtodo/outboxtodo/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+)
+
+// TestPartitionGauges: a replica reports the pending and unacknowledged messages of
+// the partitions it holds, one series per partition, and drops a partition's series
+// once it no longer holds it; the durables of other consumers are never reported.
+func TestPartitionGauges(t *testing.T) {
+	t.Parallel()
+	srv := natsserver.NewTest(t, nil)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const prefix, partitions = event.DefaultSubjectPrefix, 2
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(prefix)},
+		SubjectTransform: event.PartitionTransform(prefix, partitions)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cc := range []jetstream.ConsumerConfig{
+		{Durable: "projector-p0", FilterSubject: event.PartitionFilter(prefix, 0)},
+		{Durable: "projector-p1", FilterSubject: event.PartitionFilter(prefix, 1)},
+		{Durable: "projector"},
+		{Durable: "projector-rebuild"},
+	} {
+		cc.AckPolicy = jetstream.AckExplicitPolicy
+		if _, err := s.CreateOrUpdateConsumer(ctx, cc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := uuid.Must(uuid.NewV7())
+	busy := fmt.Sprintf("p%d", event.PartitionOf(owner, partitions))
+	idle := fmt.Sprintf("p%d", 1-event.PartitionOf(owner, partitions))
+	for i := range 3 {
+		if _, err := js.Publish(ctx, fmt.Sprintf("%s.todo.%s.%d", prefix, owner, i), []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	m := metrics.New(prometheus.NewRegistry())
+	reported := map[string]bool{}
+	if err := refreshPartitionGauges(ctx, js, "EVENTS", "projector", []string{busy}, reported, m); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.PartitionPending); n != 1 {
+		t.Fatalf("holding %s: %d pending series, want 1", busy, n)
+	}
+	if got := testutil.ToFloat64(m.PartitionPending.WithLabelValues(busy)); got != 3 {
+		t.Fatalf("pending of %s = %v, want 3", busy, got)
+	}
+
+	// The partition moved to another replica; this one took the other partition and
+	// the unpartitioned layout's durable.
+	if err := refreshPartitionGauges(ctx, js, "EVENTS", "projector", []string{idle, "legacy"}, reported, m); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.PartitionPending); n != 2 {
+		t.Fatalf("holding %s and legacy: %d pending series, want 2", idle, n)
+	}
+	if n := testutil.CollectAndCount(m.PartitionAckPending); n != 2 {
+		t.Fatalf("holding %s and legacy: %d ack pending series, want 2", idle, n)
+	}
+	if got, legacy := testutil.ToFloat64(m.PartitionPending.WithLabelValues(idle)), testutil.ToFloat64(m.PartitionPending.WithLabelValues("legacy")); got != 0 || legacy != 3 {
+		t.Fatalf("pending of %s = %v, of legacy = %v, want 0 and 3", idle, got, legacy)
+	}
+
+	// A standby reports none.
+	if err := refreshPartitionGauges(ctx, js, "EVENTS", "projector", nil, reported, m); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.PartitionPending) + testutil.CollectAndCount(m.PartitionAckPending); n != 0 {
+		t.Fatalf("standby: %d partition series, want none", n)
+	}
+}
