@@ -23,11 +23,16 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
-// The stream and consumer the docs name, as the publisher and projector create them
-// with their default configuration.
+// The stream, consumers and membership bucket the docs name, as the publisher and
+// projector create them with their default configuration.
 const (
 	streamName   = "TODO_EVENTS"
 	projectorDur = "projector"
+	partitions   = 16 // the publisher's STREAM_PARTITIONS
+	membersKV    = "projector-members"
+	// pinGroup is the projector's priority group (consumer.PinGroup, in a module this
+	// one does not import).
+	pinGroup = "projector"
 )
 
 // recipe is one fenced nats-recipe block: its commands in order, each with the texts
@@ -89,10 +94,12 @@ func TestRecipes(t *testing.T) {
 	}
 }
 
-// seedStream creates the stream and the projector's consumer as production has them,
-// publishes the events of two users' writes the way the publisher does (subject per
-// aggregate, Nats-Msg-Id = event id, type and version headers), lets the projector's
-// consumer acknowledge part of them, and returns the placeholder values.
+// seedStream creates the stream (partitioned by owner), the projector's durable of
+// every partition and its membership bucket as production has them, publishes the
+// events of two users' writes the way the publisher does (subject per aggregate,
+// Nats-Msg-Id = event id, type and version headers), lets the first user's partition
+// durable acknowledge part of them, with the replica that holds it pinned, and
+// returns the placeholder values.
 func seedStream(t *testing.T, url string) map[string]string {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -119,11 +126,17 @@ func seedStream(t *testing.T, url string) map[string]string {
 		MaxMsgsPerSubject: 100,
 		MaxMsgs:           -1,
 		MaxBytes:          -1,
+		SubjectTransform:  event.PartitionTransform(event.DefaultSubjectPrefix, partitions),
 	}); err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
 
+	// Two users in different partitions, so that each recipe's counts are known.
 	ada, bob := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	for event.PartitionOf(bob, partitions) == event.PartitionOf(ada, partitions) {
+		bob = uuid.Must(uuid.NewV7())
+	}
+	adaPart := event.PartitionOf(ada, partitions)
 	todo, other := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	now := time.Now().UTC().Add(-time.Minute)
 	user := func(id uuid.UUID, email, name string, v int64) event.UserData {
@@ -174,16 +187,42 @@ func seedStream(t *testing.T, url string) map[string]string {
 		}
 	}
 
-	// The projector's durable consumer (services/projector/internal/consumer), having
-	// applied the first three events.
-	cons, err := js.CreateOrUpdateConsumer(ctx, streamName, jetstream.ConsumerConfig{
-		Durable: projectorDur, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: 10, MaxAckPending: 1000,
-	})
+	// The projector's durables, one per partition (services/projector/internal/
+	// partition), and its replicas' heartbeats and claims: two replicas share the
+	// partitions. Nothing refreshes them here, so the bucket has no TTL (the
+	// projector's has MEMBER_TTL).
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: membersKV,
+		Description: "Projector replicas (m.<member>) and who consumes which partition (c.<unit>)"})
 	if err != nil {
-		t.Fatalf("create consumer: %v", err)
+		t.Fatalf("create bucket: %v", err)
 	}
-	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	members := []string{"projector-7f9c6d5b8-x2k4q-3f1a9c2e", "projector-7f9c6d5b8-p8m3z-b04d7e51"}
+	for _, m := range members {
+		if _, err := kv.Put(ctx, "m."+m, []byte(now.Format(time.RFC3339Nano))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p := range partitions {
+		if _, err := kv.Put(ctx, fmt.Sprintf("c.p%d", p), []byte(members[p%2])); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, streamName, jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("%s-p%d", projectorDur, p), FilterSubject: event.PartitionFilter(event.DefaultSubjectPrefix, p),
+			DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			MaxDeliver: -1, MaxAckPending: 1000,
+			// The projector's PinnedTTL is MEMBER_TTL, kept alive by its pulls; nothing
+			// pulls here after the fetch below, so the pin must outlast the test.
+			PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{pinGroup}, PinnedTTL: time.Hour,
+		}); err != nil {
+			t.Fatalf("create consumer: %v", err)
+		}
+	}
+	// Ada's partition's replica has applied her first two events (of four).
+	cons, err := js.Consumer(ctx, streamName, fmt.Sprintf("%s-p%d", projectorDur, adaPart))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(pinGroup))
 	if err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
@@ -194,15 +233,16 @@ func seedStream(t *testing.T, url string) map[string]string {
 		}
 		n++
 	}
-	if n != 3 {
-		t.Fatalf("projector consumer got %d messages, want 3 (%v)", n, batch.Error())
+	if n != 2 {
+		t.Fatalf("projector consumer got %d messages, want 2 (%v)", n, batch.Error())
 	}
 
 	return map[string]string{
-		"user_id":  ada.String(),
-		"todo_id":  todo.String(),
-		"seq":      "3",
-		"event_id": firstID,
+		"user_id":   ada.String(),
+		"todo_id":   todo.String(),
+		"seq":       "3",
+		"event_id":  firstID,
+		"partition": strconv.Itoa(adaPart),
 	}
 }
 
