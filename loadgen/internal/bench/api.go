@@ -109,7 +109,7 @@ func (r *runner) apiPhases(ctx context.Context) error {
 
 // phaseOpts say what runs beside a phase's load.
 type phaseOpts struct {
-	profile bool // CPU profiles of the services
+	profile bool // CPU profiles of the services, and PostgreSQL's (pgwaits.go)
 	// probe runs the black-box lag reader. Its reads are a load of their own on the
 	// MongoDB-protocol server, so the many-client phase, whose figures are the API's,
 	// runs without it.
@@ -149,6 +149,9 @@ func (r *runner) load(ctx context.Context, name string, clients []*driver.Client
 	ph := &report.Phase{Name: name, Clients: len(clients), Rate: rate, StartedSec: time.Since(r.start).Seconds()}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, d)
+	if opts.profile {
+		profiling.Go(func() { r.pgProfile(pctx, ctx, name) })
+	}
 	if rate > 0 {
 		_, ph.Missed = drv.OpenLoop(pctx, clients, rate)
 	} else {

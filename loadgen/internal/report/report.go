@@ -43,6 +43,7 @@ type Results struct {
 	DeleteUser *DeleteUser `json:"delete_user"`
 	Rebuild    *Rebuild    `json:"rebuild"`
 	Replicas   *Replicas   `json:"projector_replicas"`
+	PgProfile  *PgProfile  `json:"postgres_profile"`
 	Processes  []Proc      `json:"processes"`
 	Timeline   []Tick      `json:"timeline"`
 	Profiles   []string    `json:"profiles"`
@@ -380,6 +381,7 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 	for _, pr := range r.Processes {
 		p("| %s | %.1f | %.0f | %.0f | %.0f | %.0f |\n", pr.Name, pr.CPUSeconds, pr.CPUPct, pr.StartRSSMB, pr.PeakRSSMB, pr.EndRSSMB)
 	}
+	r.pgProfileTables(p)
 	if len(r.Profiles) > 0 {
 		p("\nCPU profiles (many-client phase): %s\n", strings.Join(r.Profiles, ", "))
 	}
