@@ -1,0 +1,68 @@
+package commands_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+)
+
+// TestStandbyIsReady: with more replicas than partitions, the replica holding the
+// stream's one partition and the standby are both ready (readiness is "a live member
+// of the group", not "holds partitions"), the holder reports the partition and its
+// backlog in its metrics, and the standby reports none.
+func TestStandbyIsReady(t *testing.T) {
+	env := projtest.NewUnpartitioned(t)
+	env.Partition(t, 1)
+	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	t.Setenv("MONGODB_URI", env.Ferret.URI())
+	t.Setenv("MONGODB_DATABASE", env.Control)
+	t.Setenv("FETCH_WAIT", "200ms")
+	t.Setenv("STATS_INTERVAL", "200ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	metricsOf := func(admin string) string {
+		_, body := get(t, "http://"+admin+"/metrics")
+		return body
+	}
+	start := func() string {
+		admin := freeAddr(t)
+		t.Setenv("ADMIN_ADDR", admin)
+		startRun(t, ctx, env)
+		// Ready, which also means the run has read its configuration: the next one
+		// may change the environment.
+		projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+			code, body := get(t, "http://"+admin+"/readyz")
+			return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
+		})
+		return admin
+	}
+	first := start()
+	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		m := metricsOf(first)
+		return strings.Contains(m, "projector_partitions_held 1") && strings.Contains(m, `projector_partition_pending{partition="p0"} 0`), m
+	})
+	second := start()
+	// Either may hold the partition once both are members (the group assigns it to
+	// one of them by name); the other stands by.
+	holds := func(m string) bool {
+		return strings.Contains(m, "projector_partitions_held 1") && strings.Contains(m, `projector_partition_pending{partition="p0"}`)
+	}
+	stands := func(m string) bool {
+		return strings.Contains(m, "projector_partitions_held 0") && !strings.Contains(m, "projector_partition_pending{")
+	}
+	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		a, b := metricsOf(first), metricsOf(second)
+		return holds(a) && stands(b) || holds(b) && stands(a), "first:\n" + a + "\nsecond:\n" + b
+	})
+	for _, admin := range []string{first, second} {
+		if code, body := get(t, "http://"+admin+"/readyz"); code != http.StatusOK {
+			t.Fatalf("%s: readyz = %d %s", admin, code, body)
+		}
+	}
+}
