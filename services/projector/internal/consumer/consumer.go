@@ -31,11 +31,14 @@
 // and are acknowledged, so that a rolling deploy costs no delivery.
 // What is still held after ShutdownTimeout (an outage) is nacked for the next replica.
 //
-// A direct nats.go jetstream consumer is used instead of Watermill's router: Watermill's
-// NATS adapter is a separate module the Go proxy does not serve here, and the router
-// handles one message at a time, where this consumer applies a batch at once (grouped
-// by aggregate, concurrent across aggregates), which is what makes the slow FerretDB
-// stand-in keep up.
+// A direct nats.go jetstream consumer is used, not yet Watermill's router (issue 11,
+// item 2, open). Watermill v1.5.1 and watermill-nats/v2 v2.1.3 are both served by the
+// Go module proxy; what is missing is the fit: the router hands a handler one message at
+// a time, where this consumer applies a fetched batch at once (grouped by aggregate,
+// concurrent across aggregates, coalesced), which is what makes the slow FerretDB
+// stand-in keep up. Moving onto the router needs a subscriber over the partition
+// consumers feeding a batcher behind the handler, with the outage hold and InProgress
+// keep-alives kept.
 package consumer
 
 import (
