@@ -283,4 +283,10 @@ func TestConsumerNames(t *testing.T) {
 			t.Errorf("IsConsumerOf(%q) = %v, want %v", name, !want, want)
 		}
 	}
+	for name, want := range map[string]string{"projector": event.LegacyUnit, event.PartitionDurable("projector", 12): "p12",
+		"projector-p": "", "projector-rebuild": "", "other-p1": ""} {
+		if got := event.ConsumerUnit(name, "projector"); got != want {
+			t.Errorf("ConsumerUnit(%q) = %q, want %q", name, got, want)
+		}
+	}
 }

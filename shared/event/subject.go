@@ -118,3 +118,21 @@ func IsConsumerOf(name, durable string) bool {
 	rest, ok := strings.CutPrefix(name, durable+"-p")
 	return ok && rest != "" && strings.Trim(rest, "0123456789") == ""
 }
+
+// LegacyUnit is the unit of the unpartitioned layout's durable in the projector's
+// membership bucket (its claim is c.legacy); a partition's unit is p<i>.
+const LegacyUnit = "legacy"
+
+// ConsumerUnit is the unit the projector's replicas claim for the consumer name
+// among durable's (c.<unit> in the membership bucket): p<i> for
+// PartitionDurable(durable, i), LegacyUnit for durable itself, "" for a consumer that
+// is not durable's.
+func ConsumerUnit(name, durable string) string {
+	switch {
+	case !IsConsumerOf(name, durable):
+		return ""
+	case name == durable:
+		return LegacyUnit
+	}
+	return "p" + strings.TrimPrefix(name, durable+"-p")
+}

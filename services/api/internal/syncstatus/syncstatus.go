@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
@@ -319,7 +320,7 @@ func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (
 	var each []*jetstream.ConsumerInfo
 	infos := st.ListConsumers(ctx)
 	for ci := range infos.Info() {
-		if unit(ci.Name, name) == "" {
+		if event.ConsumerUnit(ci.Name, name) == "" {
 			continue
 		}
 		each = append(each, ci)
@@ -346,26 +347,9 @@ func projectorConsumers(ctx context.Context, st jetstream.Stream, name string) (
 	return sum, each, nil
 }
 
-// legacyUnit is the unit of the unpartitioned layout's durable, as the projector names
-// it in its claims.
-const legacyUnit = "legacy"
-
-// unit is the unit a durable of the projector named name consumes: p<i> for <name>-p<i>,
-// legacy for name itself, "" for any other consumer.
-func unit(consumer, name string) string {
-	if consumer == name {
-		return legacyUnit
-	}
-	rest, ok := strings.CutPrefix(consumer, name+"-p")
-	if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" {
-		return ""
-	}
-	return "p" + rest
-}
-
 // unitOrder sorts partitions by number, the legacy durable last.
 func unitOrder(consumer, name string) int {
-	n, err := strconv.Atoi(strings.TrimPrefix(unit(consumer, name), "p"))
+	n, err := strconv.Atoi(strings.TrimPrefix(event.ConsumerUnit(consumer, name), "p"))
 	if err != nil {
 		return math.MaxInt32
 	}
@@ -410,7 +394,7 @@ func (r *Reporter) partitions(ctx context.Context, units []*jetstream.ConsumerIn
 	out := make([]PartitionReport, len(units))
 	var wg sync.WaitGroup
 	for i, ci := range units {
-		u := unit(ci.Name, r.Consumer)
+		u := event.ConsumerUnit(ci.Name, r.Consumer)
 		out[i] = PartitionReport{Partition: u, Consumer: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
 			Redelivered: ci.NumRedelivered, AckFloorSeq: ci.AckFloor.Stream}
 		if h, ok := holders[u]; ok {

@@ -3,12 +3,12 @@ package commands
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // partitionGauges keeps the per-partition gauges of the partitions this replica holds
@@ -56,7 +56,7 @@ func refreshPartitionGauges(ctx context.Context, js jetstream.JetStream, stream,
 	}
 	infos := s.ListConsumers(ctx)
 	for ci := range infos.Info() {
-		u := durableUnit(ci.Name, durable)
+		u := event.ConsumerUnit(ci.Name, durable)
 		if !mine[u] {
 			continue
 		}
@@ -65,17 +65,4 @@ func refreshPartitionGauges(ctx context.Context, js jetstream.JetStream, stream,
 		reported[u] = true
 	}
 	return infos.Err()
-}
-
-// durableUnit is the unit, as the partition group names it, of a consumer of the
-// stream: p<i> for <durable>-p<i>, legacy for durable itself, "" for any other.
-func durableUnit(name, durable string) string {
-	if name == durable {
-		return "legacy"
-	}
-	rest, ok := strings.CutPrefix(name, durable+"-p")
-	if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" {
-		return ""
-	}
-	return "p" + rest
 }
