@@ -204,6 +204,7 @@ func (r *Reporter) Report(ctx context.Context) Report {
 	var (
 		mu        sync.Mutex
 		wg        sync.WaitGroup
+		stream    jetstream.Stream
 		units     []*jetstream.ConsumerInfo
 		holders   map[string]string
 		watermark *readmodel.Watermark
@@ -253,7 +254,7 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		if err != nil {
 			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
 		}
-		units = each
+		stream, units = st, each
 		rep.Consumer = &ConsumerReport{
 			Name: r.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
 			DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream, WaitingPullers: ci.NumWaiting,
@@ -295,7 +296,7 @@ func (r *Reporter) Report(ctx context.Context) Report {
 			t := watermark.OccurredAt.UTC()
 			rep.Projection.WatermarkSeq, rep.Projection.WatermarkTime = watermark.StreamSeq, &t
 		}
-		rep.Consumer.Partitions = r.partitions(ctx, units, holders, watermark, now)
+		rep.Consumer.Partitions = r.partitions(ctx, stream, units, holders, watermark, now)
 		// The oldest unapplied event of all is the oldest of the partitions'.
 		for _, p := range rep.Consumer.Partitions {
 			rep.Projection.LagSeconds = max(rep.Projection.LagSeconds, p.LagSeconds)
@@ -390,7 +391,7 @@ func readHolders(ctx context.Context, js jetstream.JetStream, bucket string) (ma
 }
 
 // partitions reports each durable with its lag and holder.
-func (r *Reporter) partitions(ctx context.Context, units []*jetstream.ConsumerInfo, holders map[string]string, w *readmodel.Watermark, now time.Time) []PartitionReport {
+func (r *Reporter) partitions(ctx context.Context, st jetstream.Stream, units []*jetstream.ConsumerInfo, holders map[string]string, w *readmodel.Watermark, now time.Time) []PartitionReport {
 	out := make([]PartitionReport, len(units))
 	var wg sync.WaitGroup
 	for i, ci := range units {
@@ -400,7 +401,7 @@ func (r *Reporter) partitions(ctx context.Context, units []*jetstream.ConsumerIn
 		if h, ok := holders[u]; ok {
 			out[i].Holder = &h
 		}
-		wg.Go(func() { out[i].LagSeconds = r.lag(ctx, ci, w, now).Seconds() })
+		wg.Go(func() { out[i].LagSeconds = r.lag(ctx, st, ci, w, now).Seconds() })
 	}
 	wg.Wait()
 	return out
@@ -410,20 +411,18 @@ func (r *Reporter) partitions(ctx context.Context, units []*jetstream.ConsumerIn
 // nothing pending; otherwise the commit time of the first message of its filter past
 // its ack floor, read from the stream; failing that (the message was compacted away),
 // the age of the newest applied event, an upper bound.
-func (r *Reporter) lag(ctx context.Context, ci *jetstream.ConsumerInfo, w *readmodel.Watermark, now time.Time) time.Duration {
+func (r *Reporter) lag(ctx context.Context, st jetstream.Stream, ci *jetstream.ConsumerInfo, w *readmodel.Watermark, now time.Time) time.Duration {
 	if ci.NumPending == 0 && ci.NumAckPending == 0 {
 		return 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
-	if st, err := r.JetStream.Stream(ctx, r.Stream); err == nil {
-		var opts []jetstream.GetMsgOpt
-		if f := filter(ci.Config); f != "" {
-			opts = append(opts, jetstream.WithGetMsgSubject(f))
-		}
-		if msg, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, opts...); err == nil {
-			return max(now.Sub(msg.Time), 0)
-		}
+	var opts []jetstream.GetMsgOpt
+	if f := filter(ci.Config); f != "" {
+		opts = append(opts, jetstream.WithGetMsgSubject(f))
+	}
+	if msg, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, opts...); err == nil {
+		return max(now.Sub(msg.Time), 0)
 	}
 	if w != nil {
 		return max(now.Sub(w.OccurredAt), 0)
