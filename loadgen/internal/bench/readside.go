@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -82,67 +81,20 @@ func (r *runner) updates(ctx context.Context) error {
 	return nil
 }
 
-// backlog times the projector alone on a backlog: it pauses the projector (SIGSTOP),
-// lets write put events into the outbox and the publisher move them all into the
-// stream, then resumes the projector and waits until it has applied them all. write
-// returns how many events it wrote.
+// backlog times the projector alone on a backlog in its paused durables (see
+// pausedBacklog): write puts events into the outbox and returns how many it wrote.
 func (r *runner) backlog(ctx context.Context, ap *report.Apply, write func(ctx context.Context) (int, error)) error {
-	pid := r.st.procs["projector"]
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("pause the projector: %w", err)
-	}
-	paused := true
-	defer func() {
-		if paused {
-			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-				r.log.Warn("resume the projector", "error", err)
-			}
-		}
-	}()
-	// A fetch the projector had open when it stopped expires on the server within
-	// FETCH_WAIT. Events published after that wait for its next fetch, instead of being
-	// delivered into the stopped process, where they would sit until ACK_WAIT brought
-	// them back and the timing below would include that wait.
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(2 * r.cfg.FetchWait):
-	}
-	t := time.Now()
-	n, err := write(ctx)
-	ap.Events, ap.SeedSeconds = n, time.Since(t).Seconds()
+	bt, err := r.pausedBacklog(ctx, r.cfg.ApplyTimeout, write, nil)
+	ap.Events, ap.SeedSeconds, ap.PublishSeconds = bt.events, bt.write.Seconds(), bt.publish.Seconds()
 	if err != nil {
-		return fmt.Errorf("write %d events: %w", n, err)
+		return fmt.Errorf("projector on a backlog: %w", err)
 	}
-	if n == 0 {
-		return errors.New("nothing to write")
-	}
-	t = time.Now()
-	if err := r.waitSync(ctx, "published", r.cfg.ApplyTimeout, 250*time.Millisecond, func(s syncState) bool {
-		o, _ := s.backlog()
-		return o == 0
-	}); err != nil {
-		return fmt.Errorf("publisher: %w", err)
-	}
-	ap.PublishSeconds = time.Since(t).Seconds()
-	t = time.Now()
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		return fmt.Errorf("resume the projector: %w", err)
-	}
-	paused = false
-	r.log.Info("projector resumed on a backlog", "events", n)
-	if err := r.waitSync(ctx, "applied", r.cfg.ApplyTimeout, 100*time.Millisecond, func(s syncState) bool {
-		_, p := s.backlog()
-		return p == 0
-	}); err != nil {
-		return fmt.Errorf("projector on %d events: %w", n, err)
-	}
-	ap.Seconds = time.Since(t).Seconds()
-	ap.EventsPerSec = float64(n) / ap.Seconds
+	ap.Seconds = bt.apply.Seconds()
+	ap.EventsPerSec = float64(ap.Events) / ap.Seconds
 	ap.Load1 = load1()
 	var cerr error
 	ap.DocsAfter, cerr = r.todoCount(ctx)
-	r.log.Info("backlog applied", "label", ap.Label, "events", n, "seconds", ap.Seconds, "events_per_sec", ap.EventsPerSec)
+	r.log.Info("backlog applied", "label", ap.Label, "events", ap.Events, "seconds", ap.Seconds, "events_per_sec", ap.EventsPerSec)
 	return cerr
 }
 

@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/loadgen/internal/driver"
@@ -26,7 +25,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/loadgen/internal/report"
 	"github.com/outboxtodo/outboxtodo/loadgen/internal/seed"
 	"github.com/outboxtodo/outboxtodo/loadgen/internal/stats"
-	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // replicaPoll is how often the group is looked at while it settles, drains or
@@ -87,60 +85,28 @@ type replica struct {
 	log  *os.File
 }
 
-// group is the phase's replicas and the broker state they share. It owns the
-// replicas it starts: close stops them.
+// group is the phase's replicas and the broker state they share (the extra replicas
+// get the environment of devstack's projector, with an admin address of their own).
+// It owns the replicas it starts: close stops them.
 type group struct {
-	r          *runner
-	env        []string // the environment devstack gave its projector
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	kv         jetstream.KeyValue // the membership bucket (claims c.p<i>)
-	stream     string
-	durables   map[string]int // partition durable -> partition
-	partitions int
-	live       []*replica // devstack's first
-	started    int
+	r *runner
+	*partitionSet
+	kv      jetstream.KeyValue // the membership bucket (claims c.p<i>)
+	live    []*replica         // devstack's first
+	started int
 }
 
-// newGroup reads the environment of devstack's projector (the extra replicas get the
-// same, with an admin address of their own), connects to NATS and reads the stream's
-// partition count.
 func (r *runner) newGroup(ctx context.Context) (*group, error) {
-	pid := r.st.procs["projector"]
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	p, err := r.streamPartitions(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("the projector's environment: %w", err)
+		return nil, err
 	}
-	env := environ(b)
-	g := &group{r: r, env: env, stream: envValue(env, "STREAM_NAME", "TODO_EVENTS"),
-		live: []*replica{{name: "projector", pid: pid, admin: r.st.admin["projector"]}}}
-	if g.nc, err = nats.Connect(r.st.natsURL, nats.Name("loadgen"), nats.Timeout(5*time.Second)); err != nil {
-		return nil, fmt.Errorf("connect NATS: %w", err)
-	}
-	if g.js, err = jetstream.New(g.nc); err != nil {
-		g.nc.Close()
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	g := &group{r: r, partitionSet: p,
+		live: []*replica{{name: "projector", pid: r.st.procs["projector"], admin: r.st.admin["projector"]}}}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	s, err := g.js.Stream(sctx, g.stream)
-	if err != nil {
-		g.nc.Close()
-		return nil, fmt.Errorf("stream %s: %w", g.stream, err)
-	}
-	prefix := envValue(env, "SUBJECT_PREFIX", "todo.events")
-	if g.partitions = event.Partitions(s.CachedInfo().Config, prefix); g.partitions == 0 {
-		g.nc.Close()
-		return nil, fmt.Errorf("stream %s has no partition transform: its projectors cannot share it", g.stream)
-	}
-	durable := envValue(env, "CONSUMER_NAME", "projector")
-	g.durables = map[string]int{}
-	for i := range g.partitions {
-		g.durables[fmt.Sprintf("%s-p%d", durable, i)] = i
-	}
-	bucket := envValue(env, "MEMBERS_BUCKET", "projector-members")
-	if g.kv, err = g.js.KeyValue(sctx, bucket); err != nil {
-		g.nc.Close()
+	bucket := envValue(p.env, "MEMBERS_BUCKET", "projector-members")
+	if g.kv, err = p.js.KeyValue(ctx, bucket); err != nil {
 		return nil, fmt.Errorf("membership bucket %s: %w", bucket, err)
 	}
 	return g, nil
@@ -219,12 +185,11 @@ func (g *group) stop(rep *replica, sig syscall.Signal) {
 	g.live = slices.DeleteFunc(g.live, func(x *replica) bool { return x == rep })
 }
 
-// close stops every replica the phase started and disconnects.
+// close stops every replica the phase started.
 func (g *group) close() {
 	for _, rep := range slices.Clone(g.live) {
 		g.stop(rep, syscall.SIGTERM)
 	}
-	g.nc.Close()
 }
 
 func (g *group) scrape(ctx context.Context, rep *replica) (replicas.Scrape, error) {
@@ -540,85 +505,6 @@ func (g *group) poll(ctx context.Context, survivors []*replica) (replicas.Poll, 
 	return p, err
 }
 
-// consumers calls each with the info of every partition's durable.
-func (g *group) consumers(ctx context.Context, each func(partition int, ci *jetstream.ConsumerInfo)) error {
-	s, err := g.js.Stream(ctx, g.stream)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", g.stream, err)
-	}
-	l := s.ListConsumers(ctx)
-	for ci := range l.Info() {
-		if i, ok := g.durables[ci.Name]; ok {
-			each(i, ci)
-		}
-	}
-	if err := l.Err(); err != nil {
-		return fmt.Errorf("consumers of %s: %w", g.stream, err)
-	}
-	return nil
-}
-
-// unsettled is what the partitions' durables have not delivered or not had
-// acknowledged.
-func (g *group) unsettled(ctx context.Context) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var n uint64
-	err := g.consumers(ctx, func(_ int, ci *jetstream.ConsumerInfo) { n += ci.NumPending + uint64(ci.NumAckPending) })
-	return n, err
-}
-
-// waitUnsettled polls the partitions' durables until what they have not settled
-// satisfies done, for at most LOADGEN_DRAIN_TIMEOUT, and returns the last count.
-func (g *group) waitUnsettled(ctx context.Context, done func(uint64) bool) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.r.cfg.Drain)
-	defer cancel()
-	t := time.NewTicker(replicaPoll)
-	defer t.Stop()
-	for {
-		n, err := g.unsettled(ctx)
-		if err == nil && done(n) {
-			return n, nil
-		}
-		select {
-		case <-ctx.Done():
-			return n, fmt.Errorf("not within %s (%d pending or unacknowledged; %v)", g.r.cfg.Drain, n, err)
-		case <-t.C:
-		}
-	}
-}
-
-// unpaused counts the partitions' durables that are not paused.
-func (g *group) unpaused(ctx context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	n := 0
-	err := g.consumers(ctx, func(_ int, ci *jetstream.ConsumerInfo) {
-		if !ci.Paused {
-			n++
-		}
-	})
-	return n, err
-}
-
-// pause pauses (until, or resumes when until is zero) every partition's durable.
-func (g *group) pause(ctx context.Context, until time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for name := range g.durables {
-		var err error
-		if until.IsZero() {
-			_, err = g.js.ResumeConsumer(ctx, g.stream, name)
-		} else {
-			_, err = g.js.PauseConsumer(ctx, g.stream, name, until)
-		}
-		if err != nil {
-			return fmt.Errorf("pause %s until %v: %w", name, until, err)
-		}
-	}
-	return nil
-}
-
 // replicaRates drains the same backlog shape with every replica, then with
 // devstack's alone.
 func (r *runner) replicaRates(ctx context.Context, g *group, res *report.Replicas) error {
@@ -651,13 +537,9 @@ func (r *runner) replicaRates(ctx context.Context, g *group, res *report.Replica
 	return nil
 }
 
-// replicaBacklog pauses the partitions' durables, seeds a backlog of
-// LOADGEN_REPLICA_BACKLOG todos (users of LOADGEN_TODOS_PER_USER) and lets the
-// publisher put it all into the stream, then resumes the durables and times the live
-// replicas until nothing is pending or unacknowledged. Pausing the durables, not the
-// processes, keeps the replicas' membership alive: a SIGSTOP longer than MEMBER_TTL
-// would make every replica lose its claims on resuming, and the drain would time a
-// rebalance.
+// replicaBacklog times the live replicas on a backlog of LOADGEN_REPLICA_BACKLOG todos
+// (users of LOADGEN_TODOS_PER_USER) in paused durables (see pausedBacklog), with the
+// CPU of each replica and of devstack's process over the drain.
 func (r *runner) replicaBacklog(ctx context.Context, g *group) (*report.ReplicaRate, error) {
 	if err := r.drain(ctx); err != nil {
 		return nil, fmt.Errorf("before the backlog: %w", err)
@@ -670,53 +552,19 @@ func (r *runner) replicaBacklog(ctx context.Context, g *group) (*report.ReplicaR
 	plan := seed.Plan{Users: (r.cfg.ReplicaBacklog + per - 1) / per, PerUser: per, CompletedEvery: 4, UsersPerTx: max(1, 10000/per)}
 	x := &report.ReplicaRate{Replicas: len(g.live), DocsBefore: docs,
 		Backlog: fmt.Sprintf("%d seeded users of %d todos (user.created, todo.created)", plan.Users, plan.PerUser)}
-	// Paused for a bounded time, so that a run that dies here leaves nothing paused.
-	if err := g.pause(ctx, time.Now().Add(3*r.cfg.Drain)); err != nil {
-		return nil, err
-	}
-	paused := true
-	if n, err := g.unpaused(ctx); err != nil || n > 0 {
-		return nil, fmt.Errorf("%d of the %d partitions' durables not paused (%v)", n, len(g.durables), err)
-	}
-	defer func() {
-		if paused {
-			if err := g.pause(context.WithoutCancel(ctx), time.Time{}); err != nil {
-				r.log.Warn("resume the projector's durables", "error", err)
-			}
-		}
-	}()
-	set, err := seed.Create(ctx, r.pool, plan)
-	x.Events = len(set.Users) + len(set.Todos)
+	var cpu0 map[string]time.Duration
+	bt, err := r.pausedBacklog(ctx, r.cfg.Drain, func(ctx context.Context) (int, error) {
+		set, err := seed.Create(ctx, r.pool, plan)
+		return len(set.Users) + len(set.Todos), err
+	}, func() { cpu0 = g.cpu(true) })
+	x.Events, x.Pending = bt.events, bt.pending
 	if err != nil {
-		return nil, fmt.Errorf("seed %d events: %w", x.Events, err)
-	}
-	// Published is in the durables: /health/sync, whose report is up to 1 s old, could
-	// still show the outbox empty from before the seed.
-	if x.Pending, err = g.waitUnsettled(ctx, func(n uint64) bool { return n >= uint64(x.Events) }); err != nil {
-		if n, uerr := g.unpaused(ctx); uerr == nil && n > 0 {
-			err = fmt.Errorf("%w; %d durables no longer paused (the group rebalanced)", err, n)
+		if bt.resumed {
+			return x, err
 		}
-		return nil, fmt.Errorf("%d events not all published into the paused durables: %w", x.Events, err)
-	}
-	// A replica that starts consuming a partition (re)creates its durable, which
-	// lifts the pause: the drain would then be timed from a backlog partly applied.
-	switch n, err := g.unpaused(ctx); {
-	case err != nil:
-		return nil, err
-	case n > 0:
-		return nil, fmt.Errorf("%d of the %d partitions' durables were no longer paused when the backlog was published (a replica recreated them: the group rebalanced)", n, len(g.durables))
-	}
-	cpu0 := g.cpu(true)
-	start := time.Now()
-	if err := g.pause(ctx, time.Time{}); err != nil {
 		return nil, err
 	}
-	paused = false
-	if _, err := g.waitUnsettled(ctx, func(n uint64) bool { return n == 0 }); err != nil {
-		return x, fmt.Errorf("%d events not applied: %w", x.Events, err)
-	}
-	elapsed := time.Since(start)
 	x.CPU = cpuDelta(cpu0, g.cpu(true))
-	x.Seconds, x.EventsPerSec, x.Load1 = elapsed.Seconds(), float64(x.Events)/elapsed.Seconds(), load1()
+	x.Seconds, x.EventsPerSec, x.Load1 = bt.apply.Seconds(), float64(x.Events)/bt.apply.Seconds(), load1()
 	return x, nil
 }

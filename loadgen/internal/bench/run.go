@@ -55,6 +55,7 @@ type runner struct {
 	mongo        *mongo.Client
 	pool         *pgxpool.Pool // the services' database, for seeding
 	stopSampling func()
+	parts        *partitionSet // opened by the first phase that pauses the projector
 
 	clients []*driver.Client
 	large   seed.Set // the large seed, completed in part by the update backlog
@@ -240,6 +241,9 @@ func (r *runner) teardown(ctx context.Context) {
 	}
 	r.finish()
 	ctx = context.WithoutCancel(ctx)
+	if r.parts != nil {
+		r.parts.close()
+	}
 	if r.pool != nil {
 		r.pool.Close()
 	}

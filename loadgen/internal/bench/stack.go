@@ -109,8 +109,8 @@ func startStack(ctx context.Context, cfg Config, name string, logTo io.Writer) (
 		"DEVSTACK_NATS_PORT="+strconv.Itoa(cfg.NATSPort), "FERRETDB_ADDR="+cfg.FerretAddr,
 		"API_ADDR=127.0.0.1:"+strconv.Itoa(cfg.APIPort),
 		"RATE_LIMIT_PER_IP=0", "RATE_LIMIT_PER_TOKEN=0", "LOG_LEVEL=warn",
-		// Set, not left to the defaults: the raw ceilings and the pauses of the
-		// projector are measured against these values.
+		// Set, not left to the defaults: the projector's figures, and the raw ceilings
+		// beside them, are measured with these values.
 		"WRITE_CONCURRENCY="+strconv.Itoa(cfg.WriteConcurrency), "FETCH_WAIT="+cfg.FetchWait.String())
 	for i, svc := range []string{"api", "publisher", "projector"} {
 		addr := "127.0.0.1:" + strconv.Itoa(cfg.AdminPort+i)
