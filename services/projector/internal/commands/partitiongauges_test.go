@@ -14,6 +14,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
@@ -59,6 +60,25 @@ func TestPartitionGauges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+
+	// The server counts a consumer's pending messages after the PubAck, not before it:
+	// wait until both consumers that match the events have counted all three.
+	projtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		for _, name := range []string{"projector-" + busy, "projector"} {
+			c, err := s.Consumer(ctx, name)
+			if err != nil {
+				return false, err.Error()
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			if info.NumPending != 3 {
+				return false, fmt.Sprintf("%s counts %d pending", name, info.NumPending)
+			}
+		}
+		return true, ""
+	})
 
 	m := metrics.New(prometheus.NewRegistry())
 	reported := map[string]bool{}
