@@ -100,9 +100,6 @@ type Config struct {
 // going while the next is decoded and the previous acknowledged.
 const applyingBatches = 2
 
-// legacyUnit is the unit of the unpartitioned layout's durable.
-const legacyUnit = "legacy"
-
 // Group runs this replica's share of the partitions.
 type Group struct {
 	cfg     Config
@@ -419,7 +416,7 @@ func (g *Group) readLayout(ctx context.Context, st *state) error {
 	}
 	st.legacy = true
 	ci := info.CachedInfo()
-	if w := st.workers[legacyUnit]; w != nil && !w.releasing && ci.NumPending == 0 && ci.NumAckPending == 0 {
+	if w := st.workers[event.LegacyUnit]; w != nil && !w.releasing && ci.NumPending == 0 && ci.NumAckPending == 0 {
 		g.log.Info("legacy consumer drained: deleting it; the partitions start next", "consumer", g.cfg.Consumer.Durable)
 		w.drop.Store(true)
 		g.stop(w)
@@ -430,7 +427,7 @@ func (g *Group) readLayout(ctx context.Context, st *state) error {
 // units are what the replicas share now.
 func (st *state) units() []string {
 	if st.legacy || st.partitions == 0 {
-		return []string{legacyUnit}
+		return []string{event.LegacyUnit}
 	}
 	out := make([]string, st.partitions)
 	for i := range out {
@@ -490,7 +487,7 @@ func (g *Group) start(ctx context.Context, st *state, unit string, rev uint64) {
 	cc.StatsInterval = 0 // summed over the units by refreshGauges
 	cc.PinnedTTL = g.cfg.MemberTTL
 	cc.Gate = g.gate
-	if unit == legacyUnit {
+	if unit == event.LegacyUnit {
 		cc.FilterSubjects = []string{event.StreamSubjects(g.cfg.SubjectPrefix)}
 		// Once the stream is partitioned the legacy durable only drains: never recreate
 		// one that was deleted meanwhile.
