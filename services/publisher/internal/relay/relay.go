@@ -456,16 +456,23 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 // the span starts a trace of its own.
 func (r *Relay) traced(ctx context.Context, rw row) (trace.Span, *nats.Msg) {
 	parent := telemetry.Extract(context.WithoutCancel(ctx), deref(rw.traceParent), deref(rw.traceState))
-	sctx, span := r.opts.Tracer.Start(parent, "publish "+rw.eventType, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
+	sctx, span := r.opts.Tracer.Start(parent, "publish "+rw.eventType, trace.WithSpanKind(trace.SpanKindProducer))
+	// With tracing off (a no-op span carrying the stored context) the attributes and a
+	// traceparent rendered again change nothing, and cost 8 of a row's 35 allocations.
+	if span.IsRecording() {
+		span.SetAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.message.id", rw.eventID.String()),
 			attribute.String("outbox.aggregate_type", rw.aggType),
 			attribute.String("outbox.aggregate_id", rw.aggID.String()),
 			attribute.Int64("outbox.aggregate_version", rw.version),
 			attribute.String("request_id", deref(rw.requestID)),
-		))
+		)
+	}
 	msg := r.message(rw)
+	if span.SpanContext().Equal(trace.SpanContextFromContext(parent)) {
+		return span, msg
+	}
 	if tp, ts := telemetry.Inject(sctx); tp != "" {
 		msg.Header.Set(HeaderTraceParent, tp)
 		if ts != "" {

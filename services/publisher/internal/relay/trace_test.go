@@ -87,3 +87,30 @@ func TestPublishSpanAndRequestID(t *testing.T) {
 	}
 	t.Fatalf("no event published log line in %s", logs.String())
 }
+
+// TestTracingOffCostsNoMoreThanTheMessage checks that with tracing off (the default,
+// a no-op tracer) a row's publish span adds to building its message only what reading
+// its stored trace context costs: no attributes formatted for a span that records
+// nothing, and the stored traceparent and tracestate kept without being rendered
+// again. The message still carries them.
+func TestTracingOffCostsNoMoreThanTheMessage(t *testing.T) {
+	const tp, ts = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "vendor=x"
+	rw := row{eventID: uuid.New(), aggType: "todo", aggID: uuid.New(), owner: uuid.New(), version: 3,
+		eventType: "todo.created", payload: []byte(`{}`), traceParent: new(string), traceState: new(string)}
+	*rw.traceParent, *rw.traceState = tp, ts
+	r := New(nil, nil, nil, nil, Options{SubjectPrefix: "events"}, nil, slog.Default())
+	ctx := context.Background()
+
+	_, msg := r.traced(ctx, rw)
+	if got := msg.Header.Get(HeaderTraceParent); got != tp || msg.Header.Get(HeaderTraceState) != ts {
+		t.Fatalf("traceparent %q tracestate %q, want the stored %q and %q", got, msg.Header.Get(HeaderTraceState), tp, ts)
+	}
+	message := testing.AllocsPerRun(100, func() { r.message(rw) })
+	extract := testing.AllocsPerRun(100, func() { telemetry.Extract(ctx, tp, ts) })
+	traced := testing.AllocsPerRun(100, func() { r.traced(ctx, rw) })
+	// Starting the span takes six: its name, options, context and the span itself. The
+	// attributes and a rendered trace context took eight more.
+	if traced > message+extract+6 {
+		t.Fatalf("a traced message takes %v allocations with tracing off; its message %v, reading the trace context %v", traced, message, extract)
+	}
+}
