@@ -219,7 +219,9 @@ func TestKilledBetweenPublishAndMark(t *testing.T) {
 		t.Fatalf("stream holds %d messages after the crash, want the first batch: version 1 of the 50 aggregates", got)
 	}
 
-	b := e.replica(t, "b", time.Second, opts(100))
+	// b's own lease is long: drainAll never renews it, and on a loaded machine a drain
+	// that outlived a short one had every mark fenced until the test's deadline.
+	b := e.replica(t, "b", 30*time.Second, opts(100))
 	b.takeAll(ctx, t) // after a's leases expired
 	b.drainAll(ctx, t)
 	if n := e.unpublished(ctx, t); n != 0 {
@@ -270,10 +272,10 @@ func TestExpiredLeaseCannotMark(t *testing.T) {
 			defer cancel()
 			e := newEnv(t)
 			ids := e.seed(ctx, t, 10, 2)
-			// Short leases: b waits for a's heartbeat to lapse before it takes every
-			// partition.
+			// a's lease is short: b waits for a's heartbeat to lapse before it takes
+			// every partition. b's is long, as in TestKilledBetweenPublishAndMark.
 			a := e.replica(t, "a", time.Second, opts(100))
-			b := e.replica(t, "b", time.Second, opts(100))
+			b := e.replica(t, "b", 30*time.Second, opts(100))
 			a.takeAll(ctx, t)
 			a.relay.afterAcks = func() {
 				// a stalls past its lease: expire it in the database, as time would.
