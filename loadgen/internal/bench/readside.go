@@ -152,18 +152,19 @@ func (r *runner) deleteUser(ctx context.Context) error {
 	if created < r.cfg.DeleteTodos {
 		return fmt.Errorf("created %d of %d todos: %v", created, r.cfg.DeleteTodos, err)
 	}
+	// The read model itself is looked at once the pipeline shows empty, and again
+	// until it shows every todo: /health/sync's report can be up to 1 s old, from
+	// before the creates.
+	var live int64
+	var lerr error
 	if err := r.waitSync(ctx, "drained after the creates", r.cfg.ApplyTimeout, 250*time.Millisecond, func(s syncState) bool {
-		o, p := s.backlog()
-		return o == 0 && p == 0
+		if o, p := s.backlog(); o > 0 || p > 0 {
+			return false
+		}
+		live, lerr = r.liveTodos(ctx, c.ID)
+		return lerr == nil && live == int64(created)
 	}); err != nil {
-		return err
-	}
-	live, err := r.liveTodos(ctx, c.ID)
-	if err != nil {
-		return err
-	}
-	if live != int64(created) {
-		return fmt.Errorf("the read model shows %d of the user's %d todos before the delete", live, created)
+		return fmt.Errorf("%w: the read model shows %d of the user's %d todos before the delete (%v)", err, live, created, lerr)
 	}
 
 	res := &report.DeleteUser{Todos: created}
