@@ -80,7 +80,7 @@ const resolveTimeout = 3 * time.Second
 // sharedpg.ErrCommitUnknown only when it cannot tell within resolveTimeout.
 func (s *Store) run(ctx context.Context, fn func(tx pgx.Tx, c *change) error) error {
 	var c *change
-	err := sharedpg.WithTx(ctx, pipelined{s.pool}, func(tx pgx.Tx) error {
+	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		c = &change{notify: s.notify, pool: s.pool}
 		return fn(tx, c)
 	})
