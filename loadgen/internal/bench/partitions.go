@@ -245,12 +245,12 @@ func (r *runner) pausedBacklog(ctx context.Context, bound time.Duration, write f
 	// that runs out makes it deliver at once. Ahead by twice what the first pause took,
 	// so that every durable's end is moved before it comes.
 	at := time.Now().Add(2*pauseTook + 100*time.Millisecond)
-	late, err := p.pause(ctx, at)
+	held, err := p.pause(ctx, at)
 	if err != nil {
 		return bt, err
 	}
 	resumed, bt.resumed = true, true
-	if late = len(p.durables) - late; late > 0 {
+	if late := len(p.durables) - held; late > 0 {
 		r.note("a projector backlog of %d events: %d of the %d durables were resumed after the instant timed from (the server was slow to answer): "+
 			"they waited for the projector's next fetch, up to FETCH_WAIT longer", bt.events, late, len(p.durables))
 	}
