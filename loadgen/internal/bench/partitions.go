@@ -242,9 +242,11 @@ func (r *runner) pausedBacklog(ctx context.Context, bound time.Duration, write f
 	// The pause is ended by moving its end to one instant just ahead, not by
 	// ResumeConsumer: after a resume the server delivers nothing to a fetch already
 	// waiting, only to the projector's next one, up to FETCH_WAIT later, while a pause
-	// that runs out makes it deliver at once. Ahead by twice what the first pause took,
-	// so that every durable's end is moved before it comes.
-	at := time.Now().Add(2*pauseTook + 100*time.Millisecond)
+	// that runs out makes it deliver at once. Well ahead of what the first pause took,
+	// so that every durable's end is moved before it comes (twice and 100 ms was short
+	// for one of 16 on a loaded machine); the drain is timed from the instant, so the
+	// margin costs the run a moment, not the figure.
+	at := time.Now().Add(4*pauseTook + 500*time.Millisecond)
 	held, err := p.pause(ctx, at)
 	if err != nil {
 		return bt, err
