@@ -116,9 +116,12 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 				return i
 			}
 
+			// The batch in hand and the one fetched ahead; a fetch may answer with fewer
+			// messages than a batch (the pull ahead expires quickly), so the second is
+			// only known to hold some.
 			projtest.Eventually(t, 60*time.Second, func() (bool, string) {
 				n := info().NumAckPending
-				return waiting() && n == 2*cfg.BatchSize, fmt.Sprintf("%d messages delivered and unacknowledged, want two batches", n)
+				return waiting() && n > cfg.BatchSize, fmt.Sprintf("%d messages delivered and unacknowledged, want a batch and more", n)
 			})
 			held := time.Now()
 			projtest.Eventually(t, 60*time.Second, func() (bool, string) {
@@ -139,8 +142,8 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 				t.Fatalf("Run: %v", err)
 			}
 			got := info()
-			if got.NumRedelivered != 0 || got.NumAckPending != 0 || got.Delivered.Consumer != uint64(2*cfg.BatchSize) ||
-				got.AckFloor.Consumer != got.Delivered.Consumer {
+			if got.NumRedelivered != 0 || got.NumAckPending != 0 || got.Delivered.Consumer <= uint64(cfg.BatchSize) ||
+				got.Delivered.Consumer > uint64(2*cfg.BatchSize) || got.AckFloor.Consumer != got.Delivered.Consumer {
 				t.Fatalf("consumer delivered %d (%d redelivered, %d unacknowledged), acked up to %d: want the two batches delivered once and acked",
 					got.Delivered.Consumer, got.NumRedelivered, got.NumAckPending, got.AckFloor.Consumer)
 			}
@@ -149,8 +152,8 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The first event is the user's; the rest of the two batches are todos.
-			if n, err := db.Collection(readmodel.CollTodos).CountDocuments(ictx, bson.D{}); err != nil || n != int64(2*cfg.BatchSize-1) {
-				t.Fatalf("%d todos in the read model (%v), want %d", n, err, 2*cfg.BatchSize-1)
+			if n, err := db.Collection(readmodel.CollTodos).CountDocuments(ictx, bson.D{}); err != nil || n != int64(got.Delivered.Consumer)-1 {
+				t.Fatalf("%d todos in the read model (%v), want %d", n, err, got.Delivered.Consumer-1)
 			}
 		})
 	}
