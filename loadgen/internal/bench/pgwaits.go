@@ -56,14 +56,14 @@ func profilePostgres(load, ctx context.Context, pool *pgxpool.Pool, interval tim
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for load.Err() == nil {
-		s, err := sampleActivity(load, conn.Conn())
-		switch {
-		case err == nil:
-			samples = append(samples, s...)
-			pp.Samples++
-		case load.Err() == nil:
+		// Under ctx, not load: pgx closes a connection whose query's context ends, and
+		// the end of the load must not close the one the final counters are read on.
+		s, err := sampleActivity(ctx, conn.Conn())
+		if err != nil {
 			return nil, err
 		}
+		samples = append(samples, s...)
+		pp.Samples++
 		select {
 		case <-load.Done():
 		case <-t.C:
