@@ -71,3 +71,62 @@ WHERE event_id = ANY($1)`, legacy.EventIDs(), legacy.EventIDs()[3]); err != nil 
 			old, recent, unpublished, oldLegacy, recentLegacy)
 	}
 }
+
+func TestVacuumsOutboxOnceDeadRowsPileUp(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pool, _ := dbtest.NewPool(t)
+	aggs := pubtest.NewAggregates(50)
+	aggs.WriteVersions(ctx, t, pool, 1, 1, 1, false) // 50 rows
+	// Publishing moves the rows out: 50 dead tuples in the outbox.
+	if _, err := pool.Exec(ctx, `
+WITH moved AS (DELETE FROM outbox RETURNING event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at)
+INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, published_at)
+SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now() FROM moved`); err != nil {
+		t.Fatal(err)
+	}
+	dead := func() int64 {
+		var n int64
+		if err := pool.QueryRow(ctx, `SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname = current_schema()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// The cumulative statistics reach pg_stat_user_tables once the backend that
+	// deleted reports them; a fresh snapshot is read on each call outside a transaction.
+	for dead() < 50 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("dead tuples never reached the statistics: %d", dead())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	m := metrics.New(prometheus.NewRegistry())
+	log := pubtest.Logger(t)
+
+	done, err := cleanup.NewVacuumer(pool, 51, m, log).Vacuum(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 0 {
+		t.Fatalf("vacuumed %v below the threshold", done)
+	}
+	done, err = cleanup.NewVacuumer(pool, 50, m, log).Vacuum(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 1 || done[0] != "outbox" {
+		t.Fatalf("vacuumed %v, want [outbox] (outbox_published has no dead tuples)", done)
+	}
+	var vacuums int64
+	if err := pool.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname = current_schema()`).Scan(&vacuums); err != nil {
+		t.Fatal(err)
+	}
+	if vacuums < 1 {
+		t.Fatalf("outbox vacuum_count %d after the vacuum", vacuums)
+	}
+	if n := dead(); n != 0 {
+		t.Fatalf("%d dead tuples left after the vacuum", n)
+	}
+}

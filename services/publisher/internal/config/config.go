@@ -79,6 +79,10 @@ type Config struct {
 	Retention       time.Duration `env:"RETENTION" envDefault:"24h"`
 	CleanupInterval time.Duration `env:"CLEANUP_INTERVAL" envDefault:"1m"`
 	CleanupBatch    int           `env:"CLEANUP_BATCH" envDefault:"1000"`
+	// VacuumDeadRows dead tuples in an outbox table make the publisher vacuum it
+	// (checked every VacuumInterval; 0 turns it off), see cleanup.Vacuumer.
+	VacuumDeadRows int64         `env:"VACUUM_DEAD_ROWS" envDefault:"10000"`
+	VacuumInterval time.Duration `env:"VACUUM_INTERVAL" envDefault:"10s"`
 
 	// StatsInterval is how often backlog and parked gauges are refreshed.
 	StatsInterval time.Duration `env:"STATS_INTERVAL" envDefault:"5s"`
@@ -200,6 +204,12 @@ func (c Config) Validate() error {
 	if c.CleanupBatch < 1 || c.CleanupBatch > 100000 {
 		add("CLEANUP_BATCH %d: want 1..100000", c.CleanupBatch)
 	}
+	if c.VacuumDeadRows < 0 {
+		add("VACUUM_DEAD_ROWS %d: want 0 (off) or more", c.VacuumDeadRows)
+	}
+	if c.VacuumInterval < time.Second {
+		add("VACUUM_INTERVAL %s: want at least 1s", c.VacuumInterval)
+	}
 	if c.StatsInterval < 100*time.Millisecond {
 		add("STATS_INTERVAL %s: want at least 100ms", c.StatsInterval)
 	}
@@ -244,6 +254,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("retention", c.Retention),
 		slog.Duration("cleanup_interval", c.CleanupInterval),
 		slog.Int("cleanup_batch", c.CleanupBatch),
+		slog.Int64("vacuum_dead_rows", c.VacuumDeadRows),
+		slog.Duration("vacuum_interval", c.VacuumInterval),
 		slog.Duration("stats_interval", c.StatsInterval),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel),

@@ -22,6 +22,7 @@ type Metrics struct {
 	LeasesHeld  prometheus.Gauge
 	WakeMode    *prometheus.GaugeVec
 	CleanedUp   prometheus.Counter
+	Vacuums     *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them on reg.
@@ -86,8 +87,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "publisher_outbox_deleted_total",
 			Help: "Published outbox rows deleted after the retention age.",
 		}),
+		Vacuums: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_outbox_vacuums_total",
+			Help: "VACUUMs the publisher ran on an outbox table whose dead tuples reached VACUUM_DEAD_ROWS.",
+		}, []string{"table"}),
 	}
 	reg.MustRegister(m.Published, m.Failed, m.Parked, m.Fenced, m.BatchSize, m.PublishTime, m.EventLag,
-		m.Backlog, m.OldestAge, m.Retrying, m.ParkedRows, m.LeasesHeld, m.WakeMode, m.CleanedUp)
+		m.Backlog, m.OldestAge, m.Retrying, m.ParkedRows, m.LeasesHeld, m.WakeMode, m.CleanedUp, m.Vacuums)
 	return m
 }

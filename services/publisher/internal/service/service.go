@@ -157,6 +157,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 		cancelLeases()
 	})
 	spawn("cleanup", runCtx, func(c context.Context) error { return cleaner.Run(c, cfg.CleanupInterval) }, nil)
+	if cfg.VacuumDeadRows > 0 {
+		vacuumer := cleanup.NewVacuumer(pool, cfg.VacuumDeadRows, m, log)
+		spawn("vacuum", runCtx, func(c context.Context) error { return vacuumer.Run(c, cfg.VacuumInterval) }, nil)
+	}
 	spawn("outbox stats", runCtx, func(c context.Context) error { return refreshStats(c, pool, m, cfg.StatsInterval, log) }, nil)
 	spawn("admin server", runCtx, func(c context.Context) error { return admin.Serve(c, ln, adminHandler, log) }, nil)
 	if listener != nil {
