@@ -20,8 +20,27 @@ import (
 )
 
 // owners maps a metric name prefix to the service that exports it. A referenced
-// metric that matches none is an error in every service's check.
-var owners = map[string]string{"http_": "api", "publisher_": "publisher", "projector_": "projector"}
+// metric that matches none is an error in every service's check. The pgxpool_ series
+// come from shared/postgres's pool collector, which the API and the publisher register
+// (checked by shared/postgres's tests); the kube_ series from kube-state-metrics
+// (checked by CheckKubeStateMetrics).
+var owners = map[string]string{"http_": "api", "publisher_": "publisher", "projector_": "projector",
+	"pgxpool_": "postgres", "kube_": KubeStateMetrics}
+
+// KubeStateMetrics owns the kube_ series: Kubernetes objects' state, from
+// kube-state-metrics, which no registry of ours holds.
+const KubeStateMetrics = "kube-state-metrics"
+
+// kubeStateMetrics are the kube-state-metrics series the rules may reference, as its
+// documentation lists them (docs/metrics/workload/job-metrics.md and
+// cronjob-metrics.md, all STABLE since v2.0 but the last successful time, since v2.7).
+var kubeStateMetrics = map[string]bool{
+	"kube_job_status_failed":                   true,
+	"kube_job_owner":                           true,
+	"kube_cronjob_created":                     true,
+	"kube_cronjob_status_last_schedule_time":   true,
+	"kube_cronjob_status_last_successful_time": true,
+}
 
 // builtins are series Prometheus makes itself; no service exports them.
 var builtins = map[string]bool{"up": true, "scrape_duration_seconds": true}
@@ -135,6 +154,50 @@ func Names(expr string) []string {
 	return out
 }
 
+// Selector is one vector selector of a PromQL expression: the metric name and what its
+// braces hold, with every string value blanked to "" (empty when it has no braces).
+type Selector struct{ Name, Matchers string }
+
+var selectorToken = regexp.MustCompile(`\{[^}]*\}|\$?[A-Za-z_:][A-Za-z0-9_:]*(\s*\()?`)
+
+// Selectors returns the vector selectors of a PromQL expression, in order.
+func Selectors(expr string) []Selector {
+	s := strLit.ReplaceAllString(expr, `""`)
+	s = brackets.ReplaceAllString(s, " ")
+	s = labelLists.ReplaceAllString(s, " ")
+	s = numbers.ReplaceAllString(s, " ")
+	var out []Selector
+	prevEnd := -1 // end of the last metric name, while only spaces follow it
+	for _, loc := range selectorToken.FindAllStringSubmatchIndex(s, -1) {
+		tok := s[loc[0]:loc[1]]
+		if strings.HasPrefix(tok, "{") {
+			if prevEnd >= 0 && strings.TrimSpace(s[prevEnd:loc[0]]) == "" {
+				out[len(out)-1].Matchers = tok[1 : len(tok)-1]
+			}
+			prevEnd = -1
+			continue
+		}
+		prevEnd = -1
+		if loc[2] >= 0 || strings.HasPrefix(tok, "$") || promKeyword[strings.ToLower(tok)] {
+			continue
+		}
+		out = append(out, Selector{Name: tok})
+		prevEnd = loc[1]
+	}
+	return out
+}
+
+var labelMatcher = regexp.MustCompile(`(?:^|[\s,])([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!=|!~|=)`)
+
+// Labels are the label names a selector's matchers name.
+func (s Selector) Labels() []string {
+	var out []string
+	for _, m := range labelMatcher.FindAllStringSubmatch(s.Matchers, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
 // Recorder is a Registerer that forwards to another and keeps the name of every metric
 // each registered collector describes: label vectors export nothing until a label set
 // is used, but they describe themselves from the start.
@@ -211,6 +274,21 @@ func exported(name string, names map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// CheckKubeStateMetrics fails t for every kube_ series referenced in dir that
+// kube-state-metrics does not export (a typo would leave its rule silent forever).
+func CheckKubeStateMetrics(t testing.TB, dir string) {
+	t.Helper()
+	refs, err := Refs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, where := range refs {
+		if Owner(name) == KubeStateMetrics && !kubeStateMetrics[name] {
+			t.Errorf("%s is not a kube-state-metrics series (in %s)", name, where[0])
+		}
+	}
 }
 
 // Check fails t for every metric referenced in dir that service owns but does not

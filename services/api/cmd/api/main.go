@@ -93,6 +93,7 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 	}()
 
 	reg := admin.NewRegistry()
+	reg.MustRegister(sharedpg.PoolCollector(pool, "api"), sharedpg.PoolCollector(syncPool, "api-sync"))
 	handler, err := httpapi.New(httpapi.Options{
 		Store:               store,
 		ReadModel:           rs.readModel,

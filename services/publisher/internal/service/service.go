@@ -71,6 +71,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 
 	reg := admin.NewRegistry()
 	m := metrics.New(reg)
+	reg.MustRegister(postgres.PoolCollector(pool, "publisher"))
 
 	listen, err := chooseWakeMode(ctx, cfg)
 	if err != nil {
