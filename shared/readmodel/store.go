@@ -93,6 +93,41 @@ func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
 	return st, nil
 }
 
+// Versions returns the versions of a user's document and of their stats document in
+// the active read model, tombstones included, 0 for a document not there yet: how far
+// the projection has applied that user's events (a read-your-writes position). Each is
+// one lookup by _id, which the FerretDB stand-in pushes down to PostgreSQL.
+func (s *Store) Versions(ctx context.Context, userID string) (user, stats int64, err error) {
+	db, err := s.Active(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	version := func(coll string, out *int64) func() error {
+		return func() error {
+			var doc struct {
+				Version int64 `bson:"version"`
+			}
+			err := db.Collection(coll).FindOne(gctx, bson.D{{Key: "_id", Value: userID}},
+				options.FindOne().SetProjection(bson.D{{Key: "version", Value: 1}})).Decode(&doc)
+			switch {
+			case errors.Is(err, mongo.ErrNoDocuments):
+				return nil
+			case err != nil:
+				return fmt.Errorf("read the %s version of %s: %w", coll, userID, err)
+			}
+			*out = doc.Version
+			return nil
+		}
+	}
+	g.Go(version(CollUsers, &user))
+	g.Go(version(CollStats, &stats))
+	if err := g.Wait(); err != nil {
+		return 0, 0, err
+	}
+	return user, stats, nil
+}
+
 // Entry is one line of the leaderboard.
 type Entry struct {
 	Rank        int64

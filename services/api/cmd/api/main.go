@@ -16,6 +16,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
@@ -115,6 +116,15 @@ func run(ctx context.Context, log *slog.Logger, environ map[string]string) (err 
 		RateLimitKeys:       cfg.RateLimitKeys,
 		TrustedProxies:      cfg.TrustedProxyPrefixes,
 		TracerProvider:      tracing.Provider,
+		PasswordHash: password.Params{
+			Memory: cfg.PasswordHashMemory, Time: cfg.PasswordHashTime, Threads: cfg.PasswordHashThreads,
+		},
+		PasswordHashConcurrency: cfg.PasswordHashConcurrency,
+		SignInPerEmail:          cfg.SignInPerEmail,
+		SignInPerAddress:        cfg.SignInPerAddress,
+		SignInWindow:            cfg.SignInWindow,
+		ReadYourWritesWait:      cfg.ReadYourWritesWait,
+		PublicURL:               cfg.PublicURL,
 	})
 	if err != nil {
 		return err

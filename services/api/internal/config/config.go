@@ -65,6 +65,29 @@ type Config struct {
 	// database at start: PostgreSQL yes, CockroachDB no), on or off.
 	OutboxNotify string `env:"OUTBOX_NOTIFY" envDefault:"auto"`
 
+	// Sign-in. Passwords are hashed with argon2id at these parameters (memory in KiB,
+	// passes, lanes; OWASP's m=19 MiB, t=2, p=1 by default), which each hash records,
+	// so raising them re-hashes a user's password at their next sign-in. At most
+	// PasswordHashConcurrency hashes run at once (each holds the memory); the others
+	// wait, so a flood of sign-ins cannot starve the rest of the API.
+	PasswordHashMemory      uint32 `env:"PASSWORD_HASH_MEMORY" envDefault:"19456"`
+	PasswordHashTime        uint32 `env:"PASSWORD_HASH_TIME" envDefault:"2"`
+	PasswordHashThreads     uint8  `env:"PASSWORD_HASH_THREADS" envDefault:"1"`
+	PasswordHashConcurrency int    `env:"PASSWORD_HASH_CONCURRENCY" envDefault:"2"`
+	// Sign-in attempts allowed per email address and per client address within
+	// SignInWindow (a token bucket: that many at once, refilled over the window).
+	SignInPerEmail   int           `env:"SIGN_IN_ATTEMPTS_PER_EMAIL" envDefault:"10"`
+	SignInPerAddress int           `env:"SIGN_IN_ATTEMPTS_PER_ADDRESS" envDefault:"30"`
+	SignInWindow     time.Duration `env:"SIGN_IN_WINDOW" envDefault:"15m"`
+
+	// ReadYourWritesWait bounds how long a read of the read model that carries a
+	// Consistency-Token waits for the read model to include that write.
+	ReadYourWritesWait time.Duration `env:"READ_YOUR_WRITES_WAIT" envDefault:"2s"`
+	// PublicURL is the API's base URL as clients reach it, named as the server of the
+	// OpenAPI document served at /openapi.json; empty: the document's own
+	// (http://localhost:8080).
+	PublicURL string `env:"PUBLIC_URL"`
+
 	// CursorSecret keys the MAC that makes pagination cursors tamper-proof: at least
 	// 32 bytes, the same on every replica (generate one with openssl rand -base64 48).
 	// Unset, each process draws a random key at start, so a cursor fails with
@@ -194,6 +217,24 @@ func (c Config) Validate() error {
 	if c.MaxTodosPerUser < 1 || c.MaxTodosPerUser > 1000000 {
 		errs = append(errs, fmt.Errorf("MAX_TODOS_PER_USER %d: want 1 to 1000000", c.MaxTodosPerUser))
 	}
+	if c.PasswordHashMemory < 1024 || c.PasswordHashMemory > 4<<20 || c.PasswordHashTime < 1 || c.PasswordHashTime > 100 ||
+		c.PasswordHashThreads < 1 || c.PasswordHashThreads > 64 {
+		errs = append(errs, fmt.Errorf("PASSWORD_HASH_MEMORY %d, PASSWORD_HASH_TIME %d, PASSWORD_HASH_THREADS %d: want 1024..4194304 KiB, 1..100 and 1..64",
+			c.PasswordHashMemory, c.PasswordHashTime, c.PasswordHashThreads))
+	}
+	if c.PasswordHashConcurrency < 1 || c.PasswordHashConcurrency > 1024 {
+		errs = append(errs, fmt.Errorf("PASSWORD_HASH_CONCURRENCY %d: want 1..1024", c.PasswordHashConcurrency))
+	}
+	if c.SignInPerEmail < 1 || c.SignInPerAddress < 1 || c.SignInWindow < time.Second {
+		errs = append(errs, fmt.Errorf("SIGN_IN_ATTEMPTS_PER_EMAIL %d, SIGN_IN_ATTEMPTS_PER_ADDRESS %d, SIGN_IN_WINDOW %s: want at least 1, 1 and 1s",
+			c.SignInPerEmail, c.SignInPerAddress, c.SignInWindow))
+	}
+	if c.ReadYourWritesWait < 0 || c.ReadYourWritesWait > time.Minute {
+		errs = append(errs, fmt.Errorf("READ_YOUR_WRITES_WAIT %s: want 0 to 1m", c.ReadYourWritesWait))
+	}
+	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		errs = append(errs, fmt.Errorf("PUBLIC_URL %q: want an http(s):// URL", c.PublicURL))
+	}
 	if c.IdempotencySweepInterval < time.Second {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_SWEEP_INTERVAL %s: want at least 1s", c.IdempotencySweepInterval))
 	}
@@ -287,6 +328,13 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel),
 		slog.String("outbox_notify", c.OutboxNotify),
 		slog.Bool("cursor_secret_set", c.CursorSecret != ""),
+		slog.String("password_hash", fmt.Sprintf("m=%d,t=%d,p=%d", c.PasswordHashMemory, c.PasswordHashTime, c.PasswordHashThreads)),
+		slog.Int("password_hash_concurrency", c.PasswordHashConcurrency),
+		slog.Int("sign_in_attempts_per_email", c.SignInPerEmail),
+		slog.Int("sign_in_attempts_per_address", c.SignInPerAddress),
+		slog.String("sign_in_window", c.SignInWindow.String()),
+		slog.String("read_your_writes_wait", c.ReadYourWritesWait.String()),
+		slog.String("public_url", c.PublicURL),
 		slog.Float64("rate_limit_per_ip", c.RateLimitPerIP),
 		slog.Int("rate_limit_per_ip_burst", c.RateLimitPerIPBurst),
 		slog.Float64("rate_limit_per_token", c.RateLimitPerToken),

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
@@ -32,6 +35,7 @@ var (
 	kindInvalidHeader      = kind{"invalid-header", http.StatusBadRequest, "Invalid header"}
 	kindInvalidCursor      = kind{"invalid-cursor", http.StatusBadRequest, "Invalid cursor"}
 	kindUnauthorized       = kind{"unauthorized", http.StatusUnauthorized, "Authentication required"}
+	kindInvalidCredentials = kind{"invalid-credentials", http.StatusUnauthorized, "Invalid credentials"}
 	kindNotFound           = kind{"not-found", http.StatusNotFound, "Not found"}
 	kindUserDeleted        = kind{"user-deleted", http.StatusGone, "User deleted"}
 	kindMethodNotAllowed   = kind{"method-not-allowed", http.StatusMethodNotAllowed, "Method not allowed"}
@@ -65,6 +69,16 @@ func (e *apiError) Error() string { return e.kind.slug + ": " + e.detail }
 func newError(k kind, format string, args ...any) *apiError {
 	return &apiError{kind: k, detail: fmt.Sprintf(format, args...)}
 }
+
+// retryAfterError is err with the time after which a retry can succeed, which its
+// answer carries as Retry-After.
+type retryAfterError struct {
+	wait time.Duration
+	err  *apiError
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
 
 // errIdempotencyReused is returned when a key comes back with another request.
 var errIdempotencyReused = newError(kindIdempotencyReused,
@@ -110,8 +124,10 @@ func toProblem(err error) (problem.Details, bool) {
 		}
 	case errors.Is(err, todos.ErrNotFound), errors.Is(err, users.ErrNotFound), errors.Is(err, tokens.ErrNotFound):
 		p = details(kindNotFound, "no such resource")
-	case errors.Is(err, todos.ErrVersionMismatch):
+	case errors.Is(err, todos.ErrVersionMismatch), errors.Is(err, users.ErrVersionMismatch):
 		p = details(kindPreconditionFailed, "the resource has changed since the version given in If-Match")
+	case errors.Is(err, users.ErrPasswordChanged):
+		p = details(kindPreconditionFailed, "the password was changed by another request meanwhile; try again")
 	case errors.Is(err, todos.ErrInvalidCursor):
 		p = details(kindInvalidCursor, "the cursor is malformed or belongs to another query; start again without it")
 	case errors.Is(err, users.ErrEmailTaken):
@@ -160,6 +176,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		w.Header().Set("WWW-Authenticate", `Bearer realm="outboxtodo"`)
 	case p.Status == http.StatusServiceUnavailable, p.Status == http.StatusGatewayTimeout:
 		w.Header().Set("Retry-After", "1")
+	}
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		w.Header().Set("Retry-After", strconv.FormatInt(max(1, int64(math.Ceil(ra.wait.Seconds()))), 10))
 	}
 	if !clientError {
 		log.ErrorContext(r.Context(), "request failed", "error", err, "request_id", p.RequestID,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
@@ -18,28 +19,23 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
 
-// signUpResponse is the answer to sign-up. Token is omitted from the stored response
-// of an idempotent sign-up (only its hash is ever stored), so a replay answers the same
-// user without a token.
-type signUpResponse struct {
-	User  users.User `json:"user"`
-	Token string     `json:"token,omitempty"`
-}
-
 // signUp creates a user. Its Idempotency-Key is scoped by the request's fingerprint:
 // a client without a token has no identity of its own, and its address is no better
 // (clients behind one NAT share it; a mobile client's retry may come from another), so
 // the key and the exact body together name the request. Two clients that pick the same
 // key for different sign-ups therefore never collide; two that send the same key and
 // body ask for the same sign-up, which only one of them can have anyway (the email is
-// unique). A replay whose user has since been deleted answers 410 user-deleted.
+// unique). A replay whose user has since been deleted answers 410 user-deleted. A
+// replay shows no token (only its hash is stored): the client signs in with the
+// password, if the sign-up set one (POST /v1/sessions).
 func (a *api) signUp(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(r, a.maxBody, mediaJSON)
 	if err != nil {
 		return err
 	}
-	scope := idempotency.SignUpScope(idempotency.Fingerprint(r.Method, r.URL.Path, body))
-	return a.idempotentChecked(w, r, scope, body, a.signUpStillHolds, func(rec *idempotency.Record) error {
+	fingerprinted := withoutPassword(body)
+	scope := idempotency.SignUpScope(idempotency.Fingerprint(r.Method, r.URL.Path, fingerprinted))
+	return a.idempotentChecked(w, r, scope, fingerprinted, a.signUpStillHolds, func(rec *idempotency.Record) error {
 		su, err := users.ParseSignUp(body)
 		if err != nil {
 			return err
@@ -48,22 +44,30 @@ func (a *api) signUp(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return fmt.Errorf("new user id: %w", err)
 		}
+		var hash string
+		if su.Password != "" {
+			if hash, err = a.passwords.Hash(r.Context(), su.Password); err != nil {
+				return err
+			}
+		}
 		u := su.User(id, a.store.Now())
 		secret, token, err := tokens.Issue(u.ID, u.CreatedAt, tokens.DefaultExpiry(u.CreatedAt, a.tokenTTL))
 		if err != nil {
 			return fmt.Errorf("new token id: %w", err)
 		}
-		headers := http.Header{"Location": {"/v1/users/me"}}
+		// A new user's documents and stats start at version 1.
+		headers := http.Header{"Location": {"/v1/users/me"}, "Etag": {etag(u.Version)},
+			consistency.TokenHeader: {consistency.Token{Owner: u.ID, UserVersion: u.Version, StatsVersion: 1}.String()}}
 		if rec != nil {
-			if rec.Response, err = response(http.StatusCreated, headers, signUpResponse{User: u}); err != nil {
+			if rec.Response, err = response(http.StatusCreated, headers, newSignUpResponse(u, "", token)); err != nil {
 				return err
 			}
 		}
-		if err := a.store.CreateUser(r.Context(), u, token, traceContext(r.Context()), rec); err != nil {
+		if err := a.store.CreateUser(r.Context(), u, hash, token, traceContext(r.Context()), rec); err != nil {
 			return err
 		}
 		copyHeaders(w, headers)
-		return writeJSON(w, http.StatusCreated, signUpResponse{User: u, Token: secret})
+		return writeJSON(w, http.StatusCreated, newSignUpResponse(u, secret, token))
 	})
 }
 
@@ -90,10 +94,17 @@ func (a *api) getMe(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if notModified(w, r, u.Version) {
+		return nil
+	}
 	return writeJSON(w, http.StatusOK, u)
 }
 
 func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
+	want, weak, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
 	body, err := readBody(r, a.maxBody, mediaJSON, mediaMergePatch)
 	if err != nil {
 		return err
@@ -102,10 +113,15 @@ func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := a.store.UpdateUser(r.Context(), userID(r.Context()), p, traceContext(r.Context()))
+	if weak {
+		return users.ErrVersionMismatch
+	}
+	u, err := a.store.UpdateUser(r.Context(), userID(r.Context()), want, p, traceContext(r.Context()))
 	if err != nil {
 		return err
 	}
+	w.Header().Set("ETag", etag(u.Version))
+	w.Header().Set(consistency.TokenHeader, consistency.Token{Owner: u.ID, UserVersion: u.Version}.String())
 	return writeJSON(w, http.StatusOK, u)
 }
 
@@ -113,10 +129,21 @@ func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
 // token of the request at once; the user's other tokens, and this one on other
 // replicas, stop working within the token cache's TTL.
 func (a *api) deleteMe(w http.ResponseWriter, r *http.Request) error {
-	if err := a.store.DeleteUser(r.Context(), userID(r.Context()), traceContext(r.Context())); err != nil {
+	want, weak, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	if weak {
+		return users.ErrVersionMismatch
+	}
+	id := userID(r.Context())
+	v, err := a.store.DeleteUser(r.Context(), id, want, traceContext(r.Context()))
+	if err != nil {
 		return err
 	}
 	a.tokens.Forget(currentToken(r.Context()).Hash)
+	w.Header().Set("ETag", etag(v))
+	w.Header().Set(consistency.TokenHeader, consistency.Token{Owner: id, UserVersion: v}.String())
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -220,7 +247,17 @@ func (a *api) createTodo(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	owner := userID(r.Context())
-	return a.idempotent(w, r, idempotency.UserScope(owner.String()), body, func(rec *idempotency.Record) error {
+	// A replay names the owner's current stats version, at least the one the write
+	// left: the stored response was written before that was known.
+	replayPosition := func(r *http.Request, _ idempotency.Response) error {
+		v, err := a.store.StatsVersion(r.Context(), owner)
+		if err != nil {
+			return err
+		}
+		w.Header().Set(consistency.TokenHeader, consistency.Token{Owner: owner, StatsVersion: v}.String())
+		return nil
+	}
+	return a.idempotentChecked(w, r, idempotency.UserScope(owner.String()), body, replayPosition, func(rec *idempotency.Record) error {
 		n, err := todos.ParseNew(body)
 		if err != nil {
 			return err
@@ -236,10 +273,12 @@ func (a *api) createTodo(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-		if err := a.store.CreateTodo(r.Context(), t, traceContext(r.Context()), rec); err != nil {
+		statsVersion, err := a.store.CreateTodo(r.Context(), t, traceContext(r.Context()), rec)
+		if err != nil {
 			return err
 		}
 		copyHeaders(w, headers)
+		w.Header().Set(consistency.TokenHeader, consistency.Token{Owner: owner, StatsVersion: statsVersion}.String())
 		return writeJSON(w, http.StatusCreated, t)
 	})
 }
@@ -253,7 +292,9 @@ func (a *api) getTodo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("ETag", etag(t.Version))
+	if notModified(w, r, t.Version) {
+		return nil
+	}
 	return writeJSON(w, http.StatusOK, t)
 }
 
@@ -277,11 +318,13 @@ func (a *api) patchTodo(w http.ResponseWriter, r *http.Request) error {
 	if weak {
 		return todos.ErrVersionMismatch
 	}
-	t, err := a.store.UpdateTodo(r.Context(), userID(r.Context()), id, want, p, traceContext(r.Context()))
+	owner := userID(r.Context())
+	t, statsVersion, err := a.store.UpdateTodo(r.Context(), owner, id, want, p, traceContext(r.Context()))
 	if err != nil {
 		return err
 	}
 	w.Header().Set("ETag", etag(t.Version))
+	w.Header().Set(consistency.TokenHeader, consistency.Token{Owner: owner, StatsVersion: statsVersion}.String())
 	return writeJSON(w, http.StatusOK, t)
 }
 
@@ -297,11 +340,13 @@ func (a *api) deleteTodo(w http.ResponseWriter, r *http.Request) error {
 	if weak {
 		return todos.ErrVersionMismatch
 	}
-	v, err := a.store.DeleteTodo(r.Context(), userID(r.Context()), id, want, traceContext(r.Context()))
+	owner := userID(r.Context())
+	v, statsVersion, err := a.store.DeleteTodo(r.Context(), owner, id, want, traceContext(r.Context()))
 	if err != nil {
 		return err
 	}
 	w.Header().Set("ETag", etag(v))
+	w.Header().Set(consistency.TokenHeader, consistency.Token{Owner: owner, StatsVersion: statsVersion}.String())
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -327,7 +372,7 @@ type listQuery struct {
 
 // parseListQuery reads the query of GET /v1/todos, reporting every invalid parameter.
 func parseListQuery(q url.Values) (listQuery, error) {
-	bad := queryParams(q, "limit", "cursor", "completed", "due_before", "due_after")
+	bad := queryParams(q, "limit", "cursor", "completed", "due_before", "due_after", "updated_since")
 	lq := listQuery{limit: defaultLimit, cursor: q.Get("cursor"), hasCursor: q.Has("cursor")}
 	if s := q.Get("limit"); q.Has("limit") {
 		n, err := strconv.Atoi(s)
@@ -345,6 +390,7 @@ func parseListQuery(q url.Values) (listQuery, error) {
 	}
 	lq.filter.DueBefore = timeParam(q, "due_before", &bad)
 	lq.filter.DueAfter = timeParam(q, "due_after", &bad)
+	lq.filter.UpdatedSince = timeParam(q, "updated_since", &bad)
 	if len(bad) > 0 {
 		e := newError(kindInvalidParameter, "the query has invalid parameters; see errors")
 		e.fields = bad

@@ -25,6 +25,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
@@ -85,6 +86,8 @@ func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.
 		RequestTimeout: 10 * time.Second,
 		MaxBodyBytes:   64 << 10,
 		CursorKey:      []byte(rand.Text() + rand.Text()),
+		// Cheap hashes: the tests check behaviour, not argon2id's cost.
+		PasswordHash: password.Params{Memory: 64, Time: 1, Threads: 1},
 	}
 	for _, opt := range opts {
 		opt(&o)

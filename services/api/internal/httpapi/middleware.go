@@ -254,8 +254,10 @@ func limitByAddress(l *ratelimit.Keyed, res clientaddr.Resolver, log *slog.Logge
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if addr, ok := res.Addr(r); ok {
-				if allowed, wait := l.Allow("ip:" + clientaddr.Key(addr)); !allowed {
-					rateLimited(w, r, log, wait, "client address")
+				d := l.Take("ip:" + clientaddr.Key(addr))
+				setRateLimitHeaders(w, d)
+				if !d.Allowed {
+					rateLimited(w, r, log, d.RetryAfter, "client address")
 					return
 				}
 			}
@@ -269,8 +271,10 @@ func limitByAddress(l *ratelimit.Keyed, res clientaddr.Resolver, log *slog.Logge
 func limitByToken(l *ratelimit.Keyed, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if allowed, wait := l.Allow("token:" + string(currentToken(r.Context()).Hash)); !allowed {
-				rateLimited(w, r, log, wait, "token")
+			d := l.Take("token:" + string(currentToken(r.Context()).Hash))
+			setRateLimitHeaders(w, d)
+			if !d.Allowed {
+				rateLimited(w, r, log, d.RetryAfter, "token")
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -284,4 +288,39 @@ func rateLimited(w http.ResponseWriter, r *http.Request, log *slog.Logger, wait 
 	secs := max(1, int64(math.Ceil(wait.Seconds())))
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	writeError(w, r, log, newError(kindRateLimited, "too many requests for this %s; retry after %d s", what, secs))
+}
+
+// Rate-limit headers, in the form of the IETF RateLimit header fields draft before it
+// merged them into one field (draft-ietf-httpapi-ratelimit-headers-06 and earlier),
+// which most clients and gateways read: the bucket's size, the requests left in it, and
+// the seconds until it is full again.
+const (
+	RateLimitLimitHeader     = "RateLimit-Limit"
+	RateLimitRemainingHeader = "RateLimit-Remaining"
+	RateLimitResetHeader     = "RateLimit-Reset"
+)
+
+// setRateLimitHeaders describes d unless a limit checked earlier in the request left
+// fewer requests: the client is told about the limit it will meet first.
+func setRateLimitHeaders(w http.ResponseWriter, d ratelimit.Decision) {
+	h := w.Header()
+	if prev, err := strconv.Atoi(h.Get(RateLimitRemainingHeader)); err == nil && prev <= d.Remaining {
+		return
+	}
+	h.Set(RateLimitLimitHeader, strconv.Itoa(d.Limit))
+	h.Set(RateLimitRemainingHeader, strconv.Itoa(d.Remaining))
+	h.Set(RateLimitResetHeader, strconv.FormatInt(int64(math.Ceil(d.Reset.Seconds())), 10))
+}
+
+// endPreflight answers a CORS preflight that the CORS handler let through (so that
+// the address limit counted it) with 204: it has its headers already.
+func endPreflight(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, hasOrigin := r.Header["Origin"]
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" && hasOrigin {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

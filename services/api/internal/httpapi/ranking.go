@@ -38,28 +38,35 @@ type rankings struct {
 type rankingSnapshot struct {
 	watermark *readmodel.Watermark // nil before the first applied event
 	ranking   *readmodel.Ranking
-	readAt    time.Time // when cached
+	readAt    time.Time // when its read began
 }
 
-// get returns a ranking of at least n lines' worth, read within the ttl.
-func (c *rankings) get(ctx context.Context, n int) (*rankingSnapshot, error) {
+// get returns a ranking of at least n lines' worth, read within the ttl and begun no
+// earlier than notBefore (zero: any time). A ranking the cache cannot serve so is read
+// for this caller alone: a shared refresh may have begun before notBefore.
+func (c *rankings) get(ctx context.Context, n int, notBefore time.Time) (*rankingSnapshot, error) {
 	if c.ttl <= 0 {
 		return readRanking(ctx, c.rm, n)
 	}
 	c.mu.Lock()
 	snap := c.snap
 	c.mu.Unlock()
-	if snap != nil && c.now().Sub(snap.readAt) < c.ttl {
+	if snap != nil && c.now().Sub(snap.readAt) < c.ttl && !snap.readAt.Before(notBefore) {
 		return snap, nil
+	}
+	if !notBefore.IsZero() {
+		return readRanking(ctx, c.rm, n)
 	}
 	ch := c.group.DoChan("ranking", func() (any, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rankingRefreshTimeout)
 		defer cancel()
+		// The start of the read, not its end: what was applied before it is in it.
+		start := c.now()
 		snap, err := readRanking(rctx, c.rm, rankingCacheUsers)
 		if err != nil {
 			return nil, err
 		}
-		snap.readAt = c.now()
+		snap.readAt = start
 		c.mu.Lock()
 		c.snap = snap
 		c.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
 	"github.com/outboxtodo/outboxtodo/shared/problem"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -18,6 +19,7 @@ type ReadModel interface {
 	Ranking(ctx context.Context, limit int) (*readmodel.Ranking, error)
 	Stats(ctx context.Context, userID string) (readmodel.Stats, error)
 	Watermark(ctx context.Context) (readmodel.Watermark, error)
+	Versions(ctx context.Context, userID string) (user, stats int64, err error)
 }
 
 // Freshness headers on every read-model response: the stream sequence and the commit
@@ -53,7 +55,7 @@ type leaderboardResponse struct {
 
 func (a *api) leaderboard(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	bad := queryParams(q, "limit")
+	bad := queryParams(q, "limit", consistency.QueryParam)
 	n := defaultLeaderboard
 	if q.Has("limit") {
 		v, err := strconv.Atoi(q.Get("limit"))
@@ -70,7 +72,11 @@ func (a *api) leaderboard(w http.ResponseWriter, r *http.Request) error {
 	if a.readModel == nil {
 		return errReadModel
 	}
-	snap, err := a.rankings.get(r.Context(), n)
+	reached, err := a.awaitConsistency(w, r)
+	if err != nil {
+		return err
+	}
+	snap, err := a.rankings.get(r.Context(), n, reached)
 	if err != nil {
 		return err
 	}
@@ -103,6 +109,14 @@ type statsResponse struct {
 func (a *api) stats(w http.ResponseWriter, r *http.Request) error {
 	if a.readModel == nil {
 		return errReadModel
+	}
+	if bad := queryParams(r.URL.Query(), consistency.QueryParam); len(bad) > 0 {
+		e := newError(kindInvalidParameter, "the query has invalid parameters; see errors")
+		e.fields = bad
+		return e
+	}
+	if _, err := a.awaitConsistency(w, r); err != nil {
+		return err
 	}
 	if err := a.freshness(w, r); err != nil {
 		return err
@@ -138,4 +152,72 @@ func (a *api) freshness(w http.ResponseWriter, r *http.Request) error {
 func setFreshness(w http.ResponseWriter, wm readmodel.Watermark) {
 	w.Header().Set(ProjectionSeqHeader, strconv.FormatUint(wm.StreamSeq, 10))
 	w.Header().Set(ProjectionWatermarkHeader, wm.OccurredAt.UTC().Format(time.RFC3339Nano))
+}
+
+// Polling of the read model while a read waits for a write: quick at first (the
+// projector usually applies a write within tens of milliseconds), then every
+// consistencyPollMax.
+const (
+	consistencyPollMin = 10 * time.Millisecond
+	consistencyPollMax = 100 * time.Millisecond
+)
+
+// awaitConsistency waits, at most a.rywWait and never past the request's context, until
+// the read model includes the write named by the request's Consistency-Token (header,
+// or the consistency_token query parameter), and says in the Consistency header
+// whether it does: fresh or stale. Staleness is never an error: the caller answers
+// what the read model has. It returns when the read model was seen to include the
+// write (zero without a token, or when stale), so that a cached answer older than that
+// is not used.
+func (a *api) awaitConsistency(w http.ResponseWriter, r *http.Request) (time.Time, error) {
+	raw, where := r.Header.Get(consistency.TokenHeader), "header:"+consistency.TokenHeader
+	if q := r.URL.Query(); q.Has(consistency.QueryParam) {
+		if raw != "" {
+			e := newError(kindInvalidParameter, "send the consistency token as the %s header or the %s parameter, not both",
+				consistency.TokenHeader, consistency.QueryParam)
+			e.fields = []problem.FieldError{{Pointer: "query:" + consistency.QueryParam, Detail: "must not be sent with the header"}}
+			return time.Time{}, e
+		}
+		raw, where = q.Get(consistency.QueryParam), "query:"+consistency.QueryParam
+	}
+	if raw == "" {
+		return time.Time{}, nil
+	}
+	tok, err := consistency.Parse(raw)
+	if err == nil && tok.Owner != userID(r.Context()) {
+		err = errors.New("another user's token")
+	}
+	if err != nil {
+		e := newError(kindInvalidHeader, "the consistency token is not one this API gave the caller; send the %s of one of your writes",
+			consistency.TokenHeader)
+		e.fields = []problem.FieldError{{Pointer: where, Detail: "must be the Consistency-Token of one of your writes"}}
+		return time.Time{}, e
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.rywWait)
+	defer cancel()
+	wait := consistencyPollMin
+	for {
+		user, stats, err := a.readModel.Versions(ctx, tok.Owner.String())
+		switch {
+		case err == nil && tok.ReachedBy(user, stats):
+			w.Header().Set(consistency.StateHeader, consistency.Fresh)
+			return time.Now(), nil
+		case r.Context().Err() != nil:
+			return time.Time{}, r.Context().Err()
+		case err != nil && ctx.Err() == nil:
+			return time.Time{}, fmt.Errorf("%w: consistency: %w", errReadModel, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if r.Context().Err() != nil {
+				return time.Time{}, r.Context().Err()
+			}
+			w.Header().Set(consistency.StateHeader, consistency.Stale)
+			return time.Time{}, nil
+		case <-t.C:
+		}
+		wait = min(wait*2, consistencyPollMax)
+	}
 }

@@ -83,6 +83,25 @@ func ifMatch(r *http.Request) (version int64, weak bool, err error) {
 	return n, weak, nil
 }
 
+// notModified answers 304 when If-None-Match names version's entity tag (or is *),
+// and otherwise sets the ETag for the full answer. If-None-Match uses the weak
+// comparison (RFC 9110 13.1.2): W/"3" matches "3". It reports whether it answered.
+func notModified(w http.ResponseWriter, r *http.Request, version int64) bool {
+	tag := etag(version)
+	w.Header().Set("ETag", tag)
+	for _, v := range r.Header.Values("If-None-Match") {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+			if t == tag || t == "*" {
+				w.Header().Set("Cache-Control", "no-store") // as the full answer would
+				w.WriteHeader(http.StatusNotModified)
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // etag is the strong entity tag of a version.
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
 

@@ -24,7 +24,9 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/auth"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
@@ -37,18 +39,23 @@ import (
 type Store interface {
 	auth.Store
 	Now() time.Time
-	CreateUser(ctx context.Context, u users.User, token tokens.Token, trace event.TraceContext, idem *idempotency.Record) error
+	CreateUser(ctx context.Context, u users.User, passwordHash string, token tokens.Token, trace event.TraceContext, idem *idempotency.Record) error
 	CreateToken(ctx context.Context, token tokens.Token, idem *idempotency.Record) error
+	CreateSignInToken(ctx context.Context, token tokens.Token) ([][]byte, error)
 	Tokens(ctx context.Context, owner uuid.UUID, now time.Time) ([]tokens.Token, error)
 	RevokeToken(ctx context.Context, owner, id uuid.UUID) ([]byte, error)
+	Credentials(ctx context.Context, email string) (uuid.UUID, string, error)
+	PasswordHash(ctx context.Context, id uuid.UUID) (string, error)
+	SetPassword(ctx context.Context, id uuid.UUID, old, hash string) error
 	User(ctx context.Context, id uuid.UUID) (users.User, error)
-	UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error)
-	DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error
-	CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceContext, idem *idempotency.Record) error
+	UpdateUser(ctx context.Context, id uuid.UUID, ifMatch int64, p users.Patch, trace event.TraceContext) (users.User, error)
+	DeleteUser(ctx context.Context, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error)
+	CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceContext, idem *idempotency.Record) (int64, error)
 	Todo(ctx context.Context, owner, id uuid.UUID) (todos.Todo, error)
 	ListTodos(ctx context.Context, owner uuid.UUID, f todos.Filter, after uuid.UUID, limit int) ([]todos.Todo, error)
-	UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, error)
-	DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error)
+	UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, int64, error)
+	DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, int64, error)
+	StatsVersion(ctx context.Context, owner uuid.UUID) (int64, error)
 	Idempotency(ctx context.Context, scope, key string) (idempotency.Record, bool, error)
 }
 
@@ -94,6 +101,23 @@ type Options struct {
 	// TracerProvider receives a server span per request; nil traces nothing (the
 	// client's trace context still reaches the events).
 	TracerProvider trace.TracerProvider
+	// PasswordHash are the argon2id parameters of new password hashes (zero:
+	// password.Default); PasswordHashConcurrency bounds the hashes run at once
+	// (0: 2).
+	PasswordHash            password.Params
+	PasswordHashConcurrency int
+	// SignInPerEmail and SignInPerAddress are the sign-in attempts allowed per email
+	// address and per client address within SignInWindow (0: 10, 30 and 15 minutes).
+	SignInPerEmail   int
+	SignInPerAddress int
+	SignInWindow     time.Duration
+	// ReadYourWritesWait bounds how long a read of the read model waits for the write
+	// its Consistency-Token names; 0 does not wait (the answer says whether it is
+	// fresh).
+	ReadYourWritesWait time.Duration
+	// PublicURL replaces the server URL of the OpenAPI document served; empty keeps
+	// the document's own.
+	PublicURL string
 }
 
 // RateLimit is a sustained rate and a burst.
@@ -108,12 +132,52 @@ var openAPIDoc []byte
 // OpenAPI returns the OpenAPI document of the API.
 func OpenAPI() []byte { return openAPIDoc }
 
+// openAPIFor returns the document with publicURL as its only server; empty keeps the
+// document's own.
+func openAPIFor(publicURL string) ([]byte, error) {
+	if publicURL == "" {
+		return openAPIDoc, nil
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		return nil, fmt.Errorf("openapi document: %w", err)
+	}
+	servers, err := json.Marshal([]map[string]string{{"url": publicURL, "description": "this deployment"}})
+	if err != nil {
+		return nil, fmt.Errorf("openapi servers: %w", err)
+	}
+	doc["servers"] = servers
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("openapi document: %w", err)
+	}
+	return out, nil
+}
+
+var allowedMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// CORS: what a browser may send and read. corsMaxAge (seconds) lets it cache a
+// preflight's answer; browsers cap it (Chromium at 2 hours).
+var (
+	corsAllowedHeaders = []string{"Authorization", "Content-Type", "If-Match", "If-None-Match", idempotency.Header,
+		consistency.TokenHeader, RequestIDHeader, "traceparent", "tracestate"}
+	corsExposedHeaders = []string{"ETag", "Location", RequestIDHeader, "Retry-After", "Idempotent-Replayed", "WWW-Authenticate",
+		ProjectionSeqHeader, ProjectionWatermarkHeader, consistency.TokenHeader, consistency.StateHeader,
+		RateLimitLimitHeader, RateLimitRemainingHeader, RateLimitResetHeader}
+)
+
+const corsMaxAge = 600
+
 // handlerFunc is a handler that returns its error to the one adapter that renders it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 type api struct {
 	store       Store
 	tokens      *auth.Tokens
+	passwords   *password.Hasher
+	signIns     signInLimits
+	addrs       clientaddr.Resolver
+	rywWait     time.Duration
 	tokenTTL    time.Duration
 	readModel   ReadModel
 	rankings    *rankings
@@ -168,8 +232,31 @@ func New(o Options) (http.Handler, error) {
 	if o.TokenTTL < 0 {
 		return nil, fmt.Errorf("TokenTTL %s: must not be negative", o.TokenTTL)
 	}
+	if o.PasswordHash == (password.Params{}) {
+		o.PasswordHash = password.Default
+	}
+	if o.PasswordHashConcurrency == 0 {
+		o.PasswordHashConcurrency = 2
+	}
+	passwords, err := password.New(o.PasswordHash, o.PasswordHashConcurrency)
+	if err != nil {
+		return nil, fmt.Errorf("PasswordHash: %w", err)
+	}
+	signIns, err := newSignInLimits(o.SignInPerEmail, o.SignInPerAddress, o.SignInWindow, o.RateLimitKeys)
+	if err != nil {
+		return nil, err
+	}
+	if o.ReadYourWritesWait < 0 {
+		return nil, fmt.Errorf("ReadYourWritesWait %s: must not be negative", o.ReadYourWritesWait)
+	}
+	doc, err := openAPIFor(o.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	addrs := clientaddr.Resolver{Trusted: o.TrustedProxies}
 	a := &api{store: o.Store, tokens: tokenAuth, tokenTTL: o.TokenTTL, readModel: o.ReadModel, checks: o.Checks, log: o.Log,
-		maxBody: o.MaxBodyBytes, cursors: cursors,
+		maxBody: o.MaxBodyBytes, cursors: cursors, passwords: passwords, signIns: signIns, addrs: addrs,
+		rywWait:  o.ReadYourWritesWait,
 		rankings: &rankings{rm: o.ReadModel, ttl: o.LeaderboardCacheTTL, now: time.Now}}
 	if o.SyncReport != nil {
 		a.syncReports = &syncReports{report: o.SyncReport, ttl: o.SyncReportTTL, now: time.Now, log: o.Log}
@@ -179,27 +266,36 @@ func New(o Options) (http.Handler, error) {
 		o.TracerProvider = noop.NewTracerProvider()
 	}
 	r := chi.NewRouter()
-	r.Use(withTracing(o.TracerProvider), withRequestID, observe(o.Log, m), recoverer(o.Log))
-	if perIP != nil {
-		// Before CORS and authentication, so that neither preflights nor token
-		// guesses escape it.
-		r.Use(limitByAddress(perIP, clientaddr.Resolver{Trusted: o.TrustedProxies}, o.Log))
-	}
-	if len(o.CORSAllowedOrigins) > 0 {
+	r.Use(withTracing(o.TracerProvider), withRequestID, observe(o.Log, m))
+	corsOn := len(o.CORSAllowedOrigins) > 0
+	if corsOn {
+		// First, so that every answer carries its headers, 429s and 5xx included (a
+		// browser shows a CORS error instead of an answer without them). Preflights
+		// pass through to the address limit, so that they count against it, and end
+		// after it (endPreflight).
 		r.Use(cors.Handler(cors.Options{
-			AllowedOrigins: o.CORSAllowedOrigins,
-			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
-			AllowedHeaders: []string{"Authorization", "Content-Type", "If-Match", idempotency.Header, RequestIDHeader, "traceparent", "tracestate"},
-			ExposedHeaders: []string{"ETag", "Location", RequestIDHeader, "Retry-After", "Idempotent-Replayed"},
-			MaxAge:         600,
+			AllowedOrigins:     o.CORSAllowedOrigins,
+			AllowedMethods:     allowedMethods,
+			AllowedHeaders:     corsAllowedHeaders,
+			ExposedHeaders:     corsExposedHeaders,
+			MaxAge:             corsMaxAge,
+			OptionsPassthrough: true,
 		}))
+	}
+	r.Use(recoverer(o.Log))
+	if perIP != nil {
+		// Before authentication, so that token guesses do not escape it.
+		r.Use(limitByAddress(perIP, addrs, o.Log))
+	}
+	if corsOn {
+		r.Use(endPreflight)
 	}
 	r.Use(timeout(o.RequestTimeout))
 	r.NotFound(a.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return newError(kindNotFound, "no route for %s %s", r.Method, r.URL.Path)
 	}))
 	r.MethodNotAllowed(a.handle(func(w http.ResponseWriter, req *http.Request) error {
-		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+		for _, method := range allowedMethods {
 			if r.Match(chi.NewRouteContext(), method, req.URL.Path) {
 				w.Header().Add("Allow", method)
 			}
@@ -214,9 +310,10 @@ func New(o Options) (http.Handler, error) {
 	r.Get("/health/sync", a.handle(a.healthSync))
 	r.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openAPIDoc)
+		_, _ = w.Write(doc)
 	})
 	r.Post("/v1/users", a.handle(a.signUp))
+	r.Post("/v1/sessions", a.handle(a.signIn))
 	r.Group(func(r chi.Router) {
 		r.Use(authenticate(tokenAuth, o.Log))
 		if perToken != nil {
@@ -227,6 +324,7 @@ func New(o Options) (http.Handler, error) {
 		r.Get("/v1/users/me", a.handle(a.getMe))
 		r.Patch("/v1/users/me", a.handle(a.patchMe))
 		r.Delete("/v1/users/me", a.handle(a.deleteMe))
+		r.Put("/v1/users/me/password", a.handle(a.setPassword))
 		r.Post("/v1/users/me/tokens", a.handle(a.issueToken))
 		r.Get("/v1/users/me/tokens", a.handle(a.listTokens))
 		r.Delete("/v1/users/me/tokens/current", a.handle(a.revokeCurrentToken))

@@ -59,19 +59,20 @@ func TestLostCommitIsResolved(t *testing.T) {
 	writes := []write{
 		{"create todo", func(ctx context.Context, s *postgres.Store, owner users.User, _ todos.Todo) error {
 			td := todos.New{Title: "lost", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())
-			return s.CreateTodo(ctx, td, event.TraceContext{}, nil)
+			_, err := s.CreateTodo(ctx, td, event.TraceContext{}, nil)
+			return err
 		}, func(t *testing.T, direct *pgxpool.Pool, owner users.User, _ todos.Todo) bool {
 			return count(t, direct, `SELECT count(*)::int FROM todos WHERE user_id = $1 AND title = 'lost'`, owner.ID) == 1
 		}},
 		{"update todo", func(ctx context.Context, s *postgres.Store, owner users.User, todo todos.Todo) error {
 			title := "renamed"
-			_, err := s.UpdateTodo(ctx, owner.ID, todo.ID, 1, todos.Patch{Title: &title}, event.TraceContext{})
+			_, _, err := s.UpdateTodo(ctx, owner.ID, todo.ID, 1, todos.Patch{Title: &title}, event.TraceContext{})
 			return err
 		}, func(t *testing.T, direct *pgxpool.Pool, _ users.User, todo todos.Todo) bool {
 			return todoVersion(t, direct, todo.ID) == 2
 		}},
 		{"delete todo", func(ctx context.Context, s *postgres.Store, owner users.User, todo todos.Todo) error {
-			_, err := s.DeleteTodo(ctx, owner.ID, todo.ID, 1, event.TraceContext{})
+			_, _, err := s.DeleteTodo(ctx, owner.ID, todo.ID, 1, event.TraceContext{})
 			return err
 		}, func(t *testing.T, direct *pgxpool.Pool, _ users.User, todo todos.Todo) bool {
 			return todoVersion(t, direct, todo.ID) == 0
@@ -92,7 +93,8 @@ func TestLostCommitIsResolved(t *testing.T) {
 			return count(t, direct, `SELECT count(*)::int FROM api_tokens WHERE user_id = $1`, owner.ID) == 0
 		}},
 		{"delete user", func(ctx context.Context, s *postgres.Store, owner users.User, _ todos.Todo) error {
-			return s.DeleteUser(ctx, owner.ID, event.TraceContext{})
+			_, err := s.DeleteUser(ctx, owner.ID, 0, event.TraceContext{})
+			return err
 		}, func(t *testing.T, direct *pgxpool.Pool, owner users.User, _ todos.Todo) bool {
 			return count(t, direct, `SELECT count(*)::int FROM users WHERE id = $1`, owner.ID) == 0
 		}},
@@ -110,11 +112,11 @@ func TestLostCommitIsResolved(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				owner := users.SignUp{Email: "o@example.com", DisplayName: "O"}.User(uuid.New(), s.Now())
-				if err := s.CreateUser(ctx, owner, newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+				if err := s.CreateUser(ctx, owner, "", newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 					t.Fatal(err)
 				}
 				todo := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())
-				if err := s.CreateTodo(ctx, todo, event.TraceContext{}, nil); err != nil {
+				if _, err := s.CreateTodo(ctx, todo, event.TraceContext{}, nil); err != nil {
 					t.Fatal(err)
 				}
 
@@ -146,13 +148,13 @@ func TestUnresolvableCommitIsUnknown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	owner := users.SignUp{Email: "u@example.com", DisplayName: "U"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, owner, newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, owner, "", newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	proxy.Refuse(true)
 	proxy.FailNextCommit(sharedtest.AnswerLost)
 	td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())
-	err := s.CreateTodo(ctx, td, event.TraceContext{}, nil)
+	_, err := s.CreateTodo(ctx, td, event.TraceContext{}, nil)
 	if !errors.Is(err, sharedpg.ErrCommitUnknown) {
 		t.Fatalf("err = %v, want ErrCommitUnknown", err)
 	}

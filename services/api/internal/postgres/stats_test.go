@@ -46,7 +46,8 @@ func stats(t *testing.T, pool *pgxpool.Pool, owner uuid.UUID) event.Stats {
 
 // TestEveryEventCarriesItsOwnersCounts walks a user through every kind of write: the
 // counts in PostgreSQL follow each change in its transaction, their version moves only
-// when a count does, and each event carries the counts as of its change.
+// when a count does, and each event carries the counts as of its change. Each todo
+// write returns the stats version its events carry: its read-your-writes position.
 func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	t.Parallel()
 	pool, _ := dbtest.NewPool(t)
@@ -54,8 +55,14 @@ func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "c@example.com", DisplayName: "C"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
+	}
+	position := func(step string, got int64, want event.Stats) {
+		t.Helper()
+		if got != want.Version {
+			t.Fatalf("%s: returned stats version %d, want %d", step, got, want.Version)
+		}
 	}
 	check := func(step string, aggregate uuid.UUID, want event.Stats) {
 		t.Helper()
@@ -69,35 +76,41 @@ func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	check("sign-up", u.ID, event.Stats{Version: 1})
 
 	a := todos.New{Title: "a", Priority: todos.Normal}.Todo(uuid.New(), u.ID, s.Now())
-	if err := s.CreateTodo(ctx, a, event.TraceContext{}, nil); err != nil {
+	v, err := s.CreateTodo(ctx, a, event.TraceContext{}, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	check("create open", a.ID, event.Stats{Open: 1, Version: 2})
+	position("create open", v, event.Stats{Version: 2})
 	done := true
 	b := todos.New{Title: "b", Priority: todos.Normal, Completed: true}.Todo(uuid.New(), u.ID, s.Now())
-	if err := s.CreateTodo(ctx, b, event.TraceContext{}, nil); err != nil {
+	if v, err = s.CreateTodo(ctx, b, event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check("create completed", b.ID, event.Stats{Open: 1, Completed: 1, Version: 3})
-	if _, err := s.UpdateTodo(ctx, u.ID, a.ID, 0, todos.Patch{Completed: &done}, event.TraceContext{}); err != nil {
+	position("create completed", v, event.Stats{Version: 3})
+	if _, v, err = s.UpdateTodo(ctx, u.ID, a.ID, 0, todos.Patch{Completed: &done}, event.TraceContext{}); err != nil {
 		t.Fatal(err)
 	}
 	check("complete", a.ID, event.Stats{Completed: 2, Version: 4})
+	position("complete", v, event.Stats{Version: 4})
 	title := "renamed"
-	if _, err := s.UpdateTodo(ctx, u.ID, a.ID, 0, todos.Patch{Title: &title}, event.TraceContext{}); err != nil {
+	if _, v, err = s.UpdateTodo(ctx, u.ID, a.ID, 0, todos.Patch{Title: &title}, event.TraceContext{}); err != nil {
 		t.Fatal(err)
 	}
 	check("rename: counts unchanged, same version", a.ID, event.Stats{Completed: 2, Version: 4})
+	position("rename", v, event.Stats{Version: 4})
 	name := "Renamed"
-	if _, err := s.UpdateUser(ctx, u.ID, users.Patch{DisplayName: &name}, event.TraceContext{}); err != nil {
+	if _, err := s.UpdateUser(ctx, u.ID, 0, users.Patch{DisplayName: &name}, event.TraceContext{}); err != nil {
 		t.Fatal(err)
 	}
 	check("user update", u.ID, event.Stats{Completed: 2, Version: 4})
-	if _, err := s.DeleteTodo(ctx, u.ID, b.ID, 0, event.TraceContext{}); err != nil {
+	if _, v, err = s.DeleteTodo(ctx, u.ID, b.ID, 0, event.TraceContext{}); err != nil {
 		t.Fatal(err)
 	}
 	check("delete completed", b.ID, event.Stats{Completed: 1, Version: 5})
-	if err := s.DeleteUser(ctx, u.ID, event.TraceContext{}); err != nil {
+	position("delete completed", v, event.Stats{Version: 5})
+	if _, err := s.DeleteUser(ctx, u.ID, 0, event.TraceContext{}); err != nil {
 		t.Fatal(err)
 	}
 	final := event.Stats{Version: 6, Deleted: true}
@@ -116,7 +129,7 @@ func TestTodoCapHoldsUnderConcurrentCreates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "cap@example.com", DisplayName: "Cap"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var (
@@ -127,7 +140,7 @@ func TestTodoCapHoldsUnderConcurrentCreates(t *testing.T) {
 	for range 20 {
 		wg.Go(func() {
 			td := todos.New{Title: "t", Priority: todos.Low}.Todo(uuid.New(), u.ID, s.Now())
-			err := s.CreateTodo(ctx, td, event.TraceContext{}, nil)
+			_, err := s.CreateTodo(ctx, td, event.TraceContext{}, nil)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -166,7 +179,7 @@ func TestDeletingAUserAtTheCapFitsTheRequestTimeout(t *testing.T) {
 	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "big@example.com", DisplayName: "Big"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(setup, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(setup, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The todos themselves go in by SQL: only the delete is under test.
@@ -180,7 +193,7 @@ SELECT gen_random_uuid(), $1, 'todo ' || i, 'normal', 1, now(), now() FROM gener
 	}
 	ctx, cancelReq := context.WithTimeout(context.Background(), 10*time.Second) // REQUEST_TIMEOUT's default
 	defer cancelReq()
-	if err := s.DeleteUser(ctx, u.ID, event.TraceContext{}); err != nil {
+	if _, err := s.DeleteUser(ctx, u.ID, 0, event.TraceContext{}); err != nil {
 		t.Fatalf("delete a user with %d todos: %v", todos.DefaultMaxPerUser, err)
 	}
 	var tombstones, withFinal int

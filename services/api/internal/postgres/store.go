@@ -127,19 +127,33 @@ func (c *change) events(events ...event.Envelope) error {
 // a todo write makes: the outbox rows queued after it carry the new counts (see
 // outbox.Insert). The row lock it takes serializes one user's todo writes. A creation
 // (limit > 0) fails with todos.ErrTooMany when the owner would hold more than limit.
-func (c *change) countTodos(owner uuid.UUID, open, completed, limit int64) {
+// *version receives the stats version the change leaves, the read-your-writes position
+// of the write (see package consistency): the update's RETURNING, or a read of the
+// row when the counts are unchanged, in the same round trip either way.
+func (c *change) countTodos(owner uuid.UUID, open, completed, limit int64, version *int64) {
 	if open == 0 && completed == 0 {
-		return // the counts are unchanged: the events carry them as they are
+		// The counts are unchanged: the events carry them as they are.
+		c.b.Queue(`SELECT version FROM user_stats WHERE user_id = $1`, owner).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(version); err != nil {
+				return fmt.Errorf("read stats version of user %s: %w", owner, err)
+			}
+			return nil
+		})
+		return
 	}
 	c.b.Queue(`
 UPDATE user_stats SET open = open + $2, completed = completed + $3, version = version + 1
-WHERE user_id = $1 AND ($4::BIGINT = 0 OR open + completed + $2 + $3 <= $4)`, owner, open, completed, limit).
-		Exec(func(tag pgconn.CommandTag) error {
-			if tag.RowsAffected() == 0 {
-				if limit > 0 {
-					return todos.ErrTooMany
-				}
+WHERE user_id = $1 AND ($4::BIGINT = 0 OR open + completed + $2 + $3 <= $4)
+RETURNING version`, owner, open, completed, limit).
+		QueryRow(func(row pgx.Row) error {
+			err := row.Scan(version)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows) && limit > 0:
+				return todos.ErrTooMany
+			case errors.Is(err, pgx.ErrNoRows):
 				return fmt.Errorf("no stats row for user %s", owner)
+			case err != nil:
+				return fmt.Errorf("count todos of user %s: %w", owner, err)
 			}
 			return nil
 		})
@@ -247,11 +261,12 @@ func scanUser(row pgx.Row) (users.User, error) {
 	return u, nil
 }
 
-// CreateUser stores a new user, its first token, its user.created event (with trace)
-// and idem, the idempotency record of the request, when it has one. It fails with
-// users.ErrEmailTaken when the email is registered already and with
-// idempotency.ErrRace when a concurrent request stored the same key first.
-func (s *Store) CreateUser(ctx context.Context, u users.User, token tokens.Token, trace event.TraceContext, idem *idempotency.Record) error {
+// CreateUser stores a new user, its password hash (none when empty), its first token,
+// its user.created event (with trace) and idem, the idempotency record of the request,
+// when it has one. It fails with users.ErrEmailTaken when the email is registered
+// already and with idempotency.ErrRace when a concurrent request stored the same key
+// first.
+func (s *Store) CreateUser(ctx context.Context, u users.User, passwordHash string, token tokens.Token, trace event.TraceContext, idem *idempotency.Record) error {
 	ev, err := event.New(event.UserCreated, u.ID, u.ID, u.Version, u.CreatedAt, trace, u.Data())
 	if err != nil {
 		return err
@@ -260,6 +275,9 @@ func (s *Store) CreateUser(ctx context.Context, u users.User, token tokens.Token
 		c.b.Queue(`INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 			u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt)
 		c.token(token)
+		if passwordHash != "" {
+			c.b.Queue(`INSERT INTO user_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3)`, u.ID, passwordHash, u.CreatedAt)
+		}
 		c.b.Queue(`INSERT INTO user_stats (user_id, open, completed, version) VALUES ($1, 0, 0, 1)`, u.ID)
 		if err := c.events(ev); err != nil {
 			return err
@@ -325,8 +343,24 @@ ORDER BY created_at, id`, owner, now)
 // idempotency.ErrRace as CreateUser does. Locking the user row serializes concurrent
 // issues, so the bound holds under READ COMMITTED too.
 func (s *Store) CreateToken(ctx context.Context, token tokens.Token, idem *idempotency.Record) error {
+	_, err := s.createToken(ctx, token, idem, false)
+	return err
+}
+
+// CreateSignInToken stores the token of a sign-in as CreateToken does, except that a
+// user at tokens.MaxPerUser loses their oldest live tokens instead of the sign-in
+// failing: a user who signs in from cleared browsers again and again must not be
+// locked out by tokens whose secrets are gone. It returns the hashes of the tokens
+// it revoked, for the caller's cache.
+func (s *Store) CreateSignInToken(ctx context.Context, token tokens.Token) ([][]byte, error) {
+	return s.createToken(ctx, token, nil, true)
+}
+
+func (s *Store) createToken(ctx context.Context, token tokens.Token, idem *idempotency.Record, evict bool) ([][]byte, error) {
 	owner := token.UserID
-	return s.run(ctx, func(tx pgx.Tx, c *change) error {
+	var evicted [][]byte
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
+		evicted = nil
 		var n int
 		err := tx.QueryRow(ctx, `SELECT id FROM users WHERE id = $1 FOR UPDATE`, owner).Scan(new(uuid.UUID))
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -341,8 +375,20 @@ func (s *Store) CreateToken(ctx context.Context, token tokens.Token, idem *idemp
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL`, owner).Scan(&n); err != nil {
 			return fmt.Errorf("count tokens: %w", err)
 		}
-		if n >= tokens.MaxPerUser {
+		if n >= tokens.MaxPerUser && !evict {
 			return tokens.ErrTooMany
+		}
+		if n >= tokens.MaxPerUser {
+			rows, err := tx.Query(ctx, `
+DELETE FROM api_tokens WHERE token_hash IN (
+    SELECT token_hash FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id LIMIT $2)
+RETURNING token_hash`, owner, n-tokens.MaxPerUser+1)
+			if err != nil {
+				return fmt.Errorf("revoke oldest tokens: %w", err)
+			}
+			if evicted, err = pgx.CollectRows(rows, pgx.RowTo[[]byte]); err != nil {
+				return fmt.Errorf("revoke oldest tokens: %w", err)
+			}
 		}
 		c.token(token)
 		if err := c.idempotency(idem, token.CreatedAt); err != nil {
@@ -350,6 +396,63 @@ func (s *Store) CreateToken(ctx context.Context, token tokens.Token, idem *idemp
 		}
 		return c.send(ctx, tx, "create token")
 	})
+	return evicted, err
+}
+
+// Credentials returns the id and password hash of the user with email, or
+// users.ErrNotFound when there is no such user or they have set no password.
+func (s *Store) Credentials(ctx context.Context, email string) (uuid.UUID, string, error) {
+	var (
+		id   uuid.UUID
+		hash string
+	)
+	err := s.pool.QueryRow(ctx, `
+SELECT u.id, p.hash FROM users u JOIN user_passwords p ON p.user_id = u.id WHERE u.email = $1`, email).Scan(&id, &hash)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return uuid.Nil, "", users.ErrNotFound
+	case err != nil:
+		return uuid.Nil, "", fmt.Errorf("look up credentials: %w", err)
+	}
+	return id, hash, nil
+}
+
+// PasswordHash returns the user's password hash, or "" when they have set none.
+func (s *Store) PasswordHash(ctx context.Context, id uuid.UUID) (string, error) {
+	var hash string
+	err := s.pool.QueryRow(ctx, `SELECT hash FROM user_passwords WHERE user_id = $1`, id).Scan(&hash)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("read password hash: %w", err)
+	}
+	return hash, nil
+}
+
+// SetPassword replaces the user's password hash old ("" when they have none) with
+// hash. It fails with users.ErrPasswordChanged when the stored hash is no longer old
+// (a concurrent change won), and with users.ErrNotFound when the user is gone.
+func (s *Store) SetPassword(ctx context.Context, id uuid.UUID, old, hash string) error {
+	now := s.Now()
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
+		if old == "" {
+			c.b.Queue(`INSERT INTO user_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO NOTHING`,
+				id, hash, now).Exec(passwordSet)
+		} else {
+			c.b.Queue(`UPDATE user_passwords SET hash = $2, updated_at = $3 WHERE user_id = $1 AND hash = $4`,
+				id, hash, now, old).Exec(passwordSet)
+		}
+		return c.send(ctx, tx, "set password")
+	})
+	if sharedpg.SQLState(err) == "23503" { // foreign key: the user is gone
+		return users.ErrNotFound
+	}
+	return err
+}
+
+func passwordSet(tag pgconn.CommandTag) error {
+	if tag.RowsAffected() == 0 {
+		return users.ErrPasswordChanged
+	}
+	return nil
 }
 
 // RevokeToken makes the token id of owner unusable from now on and returns its hash,
@@ -387,12 +490,17 @@ func (s *Store) User(ctx context.Context, id uuid.UUID) (users.User, error) {
 }
 
 // UpdateUser applies p to the user and stores the result with its user.updated event.
-func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, trace event.TraceContext) (users.User, error) {
+// When ifMatch is not zero and differs from the current version it fails with
+// users.ErrVersionMismatch and changes nothing.
+func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, ifMatch int64, p users.Patch, trace event.TraceContext) (users.User, error) {
 	var out users.User
 	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		u, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
+		}
+		if ifMatch != 0 && ifMatch != u.Version {
+			return users.ErrVersionMismatch
 		}
 		out = u.Apply(p, s.Now())
 		ev, err := event.New(event.UserUpdated, out.ID, out.ID, out.Version, out.UpdatedAt, trace, out.Data())
@@ -415,13 +523,19 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, p users.Patch, tra
 // DeleteUser deletes the user, every todo of theirs and their tokens and idempotency
 // keys in one transaction, with one todo.deleted event per todo and then user.deleted.
 // Locking the user row first makes a concurrent todo insert for this user either
-// finish before the delete sees the user's todos or fail its foreign key check.
-func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceContext) error {
-	return s.run(ctx, func(tx pgx.Tx, c *change) error {
+// finish before the delete sees the user's todos or fail its foreign key check. It
+// returns the version of the user's tombstone; ifMatch works as in UpdateUser.
+func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error) {
+	var version int64
+	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		u, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}
+		if ifMatch != 0 && ifMatch != u.Version {
+			return users.ErrVersionMismatch
+		}
+		version = u.Version + 1
 		now := s.Now()
 		rows, err := tx.Query(ctx, `DELETE FROM todos WHERE user_id = $1 RETURNING id, version`, id)
 		if err != nil {
@@ -453,6 +567,7 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, trace event.TraceC
 		}
 		return c.send(ctx, tx, "delete user")
 	})
+	return version, err
 }
 
 func tombstone(eventType string, id, owner uuid.UUID, version int64, now time.Time, trace event.TraceContext) (event.Envelope, error) {
@@ -488,14 +603,15 @@ func utc(t *time.Time) *time.Time {
 }
 
 // CreateTodo stores a new todo with its todo.created event and idem, as CreateUser
-// does. It
-// fails with users.ErrNotFound when the owner was deleted meanwhile and with
+// does, and returns the owner's stats version after it. It fails with
+// users.ErrNotFound when the owner was deleted meanwhile and with
 // idempotency.ErrRace when a concurrent request stored the same key first.
-func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceContext, idem *idempotency.Record) error {
+func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceContext, idem *idempotency.Record) (int64, error) {
 	ev, err := event.New(event.TodoCreated, t.ID, t.UserID, t.Version, t.CreatedAt, trace, t.Data())
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var statsVersion int64
 	err = s.run(ctx, func(tx pgx.Tx, c *change) error {
 		// The insert first: its foreign key check waits for a concurrent delete of the
 		// owner, which takes the stats row after the user row, so the two cannot
@@ -503,7 +619,7 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		c.b.Queue(`INSERT INTO todos (`+todoColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 			t.ID, t.UserID, t.Title, t.Notes, t.Completed, t.CompletedAt, t.Due, t.Priority, t.Version, t.CreatedAt, t.UpdatedAt)
 		open, completed := delta(&t)
-		c.countTodos(t.UserID, open, completed, s.maxTodos)
+		c.countTodos(t.UserID, open, completed, s.maxTodos, &statsVersion)
 		if err := c.events(ev); err != nil {
 			return err
 		}
@@ -513,9 +629,9 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		return c.send(ctx, tx, "create todo")
 	})
 	if sharedpg.SQLState(err) == "23503" { // foreign key: the owner is gone
-		return users.ErrNotFound
+		return 0, users.ErrNotFound
 	}
-	return err
+	return statsVersion, err
 }
 
 // Todo returns one todo of owner, or todos.ErrNotFound, also when it belongs to
@@ -538,8 +654,9 @@ WHERE user_id = $1
   AND ($3::TIMESTAMPTZ IS NULL OR due < $3)
   AND ($4::TIMESTAMPTZ IS NULL OR due > $4)
   AND ($5::UUID IS NULL OR id > $5)
+  AND ($7::TIMESTAMPTZ IS NULL OR updated_at >= $7)
 ORDER BY id
-LIMIT $6`, owner, f.Completed, f.DueBefore, f.DueAfter, afterArg, limit)
+LIMIT $6`, owner, f.Completed, f.DueBefore, f.DueAfter, afterArg, limit, f.UpdatedSince)
 	if err != nil {
 		return nil, fmt.Errorf("list todos: %w", err)
 	}
@@ -550,11 +667,15 @@ LIMIT $6`, owner, f.Completed, f.DueBefore, f.DueAfter, afterArg, limit)
 	return out, nil
 }
 
-// UpdateTodo applies p to a todo of owner and stores it with its todo.updated event.
-// When ifMatch is not zero and differs from the current version it fails with
-// todos.ErrVersionMismatch and changes nothing.
-func (s *Store) UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, error) {
-	var out todos.Todo
+// UpdateTodo applies p to a todo of owner and stores it with its todo.updated event,
+// and returns it with the owner's stats version after it. When ifMatch is not zero and
+// differs from the current version it fails with todos.ErrVersionMismatch and changes
+// nothing.
+func (s *Store) UpdateTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, p todos.Patch, trace event.TraceContext) (todos.Todo, int64, error) {
+	var (
+		out          todos.Todo
+		statsVersion int64
+	)
 	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		t, err := scanTodo(tx.QueryRow(ctx, `SELECT `+todoColumns+` FROM todos WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, owner))
 		if err != nil {
@@ -576,19 +697,20 @@ WHERE id = $1 AND user_id = $2`,
 			out.Version, out.UpdatedAt)
 		newOpen, newCompleted := delta(&out)
 		oldOpen, oldCompleted := delta(&t)
-		c.countTodos(owner, newOpen-oldOpen, newCompleted-oldCompleted, 0)
+		c.countTodos(owner, newOpen-oldOpen, newCompleted-oldCompleted, 0, &statsVersion)
 		if err := c.events(ev); err != nil {
 			return err
 		}
 		return c.send(ctx, tx, "update todo")
 	})
-	return out, err
+	return out, statsVersion, err
 }
 
 // DeleteTodo deletes a todo of owner with its todo.deleted event and returns the
-// tombstone's version. ifMatch works as in UpdateTodo.
-func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error) {
-	var version int64
+// tombstone's version and the owner's stats version after it. ifMatch works as in
+// UpdateTodo.
+func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, int64, error) {
+	var version, statsVersion int64
 	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
 		var (
 			current   int64
@@ -612,13 +734,26 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 		}
 		c.b.Queue(`DELETE FROM todos WHERE id = $1 AND user_id = $2`, id, owner)
 		open, done := delta(&todos.Todo{Completed: completed})
-		c.countTodos(owner, -open, -done, 0)
+		c.countTodos(owner, -open, -done, 0, &statsVersion)
 		if err := c.events(ev); err != nil {
 			return err
 		}
 		return c.send(ctx, tx, "delete todo")
 	})
-	return version, err
+	return version, statsVersion, err
+}
+
+// StatsVersion returns the owner's current stats version: the read-your-writes
+// position of a replayed write, which is at least the one the write left.
+func (s *Store) StatsVersion(ctx context.Context, owner uuid.UUID) (int64, error) {
+	var v int64
+	if err := s.pool.QueryRow(ctx, `SELECT version FROM user_stats WHERE user_id = $1`, owner).Scan(&v); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, users.ErrNotFound
+		}
+		return 0, fmt.Errorf("read stats version: %w", err)
+	}
+	return v, nil
 }
 
 // Idempotency returns the live record of a key, or false when there is none.

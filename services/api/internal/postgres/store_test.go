@@ -33,14 +33,14 @@ func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	u := users.SignUp{Email: "a@example.com", DisplayName: "A"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
 		td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), u.ID, s.Now())
 		rec := &idempotency.Record{Scope: "s", Key: fmt.Sprint(i), Fingerprint: []byte{1},
 			Response: idempotency.Response{Status: 201, Headers: http.Header{}, Body: []byte("{}")}}
-		if err := s.CreateTodo(ctx, td, event.TraceContext{}, rec); err != nil {
+		if _, err := s.CreateTodo(ctx, td, event.TraceContext{}, rec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestWritesNotifyThePublisher(t *testing.T) {
 	}
 	s := postgres.New(pool, true)
 	u := users.SignUp{Email: "n@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	n, err := listener.WaitForNotification(ctx)

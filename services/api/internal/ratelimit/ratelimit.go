@@ -76,6 +76,24 @@ func New(c Config) (*Keyed, error) {
 // Allow takes one token from key's bucket. When the bucket is empty it takes nothing
 // and returns false with the time until a token will be available.
 func (k *Keyed) Allow(key string) (bool, time.Duration) {
+	d := k.Take(key)
+	return d.Allowed, d.RetryAfter
+}
+
+// Decision is the outcome of Take, with what a client may be told of its budget.
+type Decision struct {
+	Allowed bool
+	// RetryAfter is the time until a token is available; zero when Allowed.
+	RetryAfter time.Duration
+	// Limit is the bucket's size (the burst); Remaining the whole tokens left in it after
+	// this request; Reset the time until it is full again.
+	Limit     int
+	Remaining int
+	Reset     time.Duration
+}
+
+// Take takes one token from key's bucket, as Allow does, and reports the budget left.
+func (k *Keyed) Take(key string) Decision {
 	now := k.now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -93,12 +111,16 @@ func (k *Keyed) Allow(key string) (bool, time.Duration) {
 		k.entries[key] = k.lru.PushFront(e)
 	}
 	e.seen = now
+	d := Decision{Allowed: true, Limit: k.burst}
 	r := e.lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
+	if wait := r.DelayFrom(now); wait > 0 {
 		r.CancelAt(now)
-		return false, d
+		d.Allowed, d.RetryAfter = false, wait
 	}
-	return true, 0
+	tokens := max(0, e.lim.TokensAt(now))
+	d.Remaining = int(math.Floor(tokens))
+	d.Reset = time.Duration((float64(k.burst) - tokens) / float64(k.limit) * float64(time.Second))
+	return d
 }
 
 // dropIdle removes the buckets that have refilled completely. They sit at the back

@@ -92,5 +92,9 @@ func (f Filter) canonical() string {
 	if f.DueAfter != nil {
 		s += strconv.FormatInt(f.DueAfter.UnixMicro(), 10)
 	}
+	// Only when set, so that the cursors of lists without it stay valid.
+	if f.UpdatedSince != nil {
+		s += ";u=" + strconv.FormatInt(f.UpdatedSince.UnixMicro(), 10)
+	}
 	return s
 }

@@ -232,6 +232,9 @@ type Filter struct {
 	Completed *bool
 	DueBefore *time.Time
 	DueAfter  *time.Time
+	// UpdatedSince keeps the todos updated at or after it, for clients that sync
+	// incrementally (deletions are not listed: a deleted todo is gone).
+	UpdatedSince *time.Time
 }
 
 func parseBool(errs *input.Errors, ptr string, f input.Field[bool]) (bool, bool) {

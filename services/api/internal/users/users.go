@@ -4,6 +4,7 @@ package users
 
 import (
 	"errors"
+	"fmt"
 	"net/mail"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
@@ -24,6 +26,10 @@ const (
 var (
 	ErrNotFound   = errors.New("user not found")
 	ErrEmailTaken = errors.New("email address already registered")
+	// ErrVersionMismatch means the caller's expected version (If-Match) is stale.
+	ErrVersionMismatch = errors.New("user version does not match")
+	// ErrPasswordChanged means the password was changed by another request meanwhile.
+	ErrPasswordChanged = errors.New("password changed concurrently")
 )
 
 // User is the state of one user.
@@ -45,6 +51,8 @@ func (u User) Data() event.UserData {
 type SignUp struct {
 	Email       string
 	DisplayName string
+	// Password is empty when the user signs up without one (they can set one later).
+	Password string
 }
 
 // User returns the new user at version 1. now must already be truncated to the
@@ -56,6 +64,7 @@ func (s SignUp) User(id uuid.UUID, now time.Time) User {
 type signUpBody struct {
 	Email       input.Field[string] `json:"email"`
 	DisplayName input.Field[string] `json:"display_name"`
+	Password    input.Field[string] `json:"password"`
 }
 
 // ParseSignUp parses a sign-up body, reporting every invalid field.
@@ -67,10 +76,99 @@ func ParseSignUp(body []byte) (SignUp, error) {
 	var errs input.Errors
 	email, _ := parseEmail(&errs, b.Email, true)
 	name, _ := parseDisplayName(&errs, b.DisplayName, true)
+	pw, _ := parsePassword(&errs, "/password", b.Password, false)
 	if err := errs.Err(); err != nil {
 		return SignUp{}, err
 	}
-	return SignUp{Email: email, DisplayName: name}, nil
+	return SignUp{Email: email, DisplayName: name, Password: pw}, nil
+}
+
+// SignIn is a validated sign-in request.
+type SignIn struct {
+	Email    string
+	Password string
+}
+
+type signInBody struct {
+	Email    input.Field[string] `json:"email"`
+	Password input.Field[string] `json:"password"`
+}
+
+// ParseSignIn parses a sign-in body. A password of the wrong length is not reported
+// as such: it is simply wrong, like any other, so that the answer does not depend on
+// what the stored one is.
+func ParseSignIn(body []byte) (SignIn, error) {
+	var b signInBody
+	if err := input.Decode(body, &b); err != nil {
+		return SignIn{}, err
+	}
+	var errs input.Errors
+	email, _ := parseEmail(&errs, b.Email, true)
+	switch {
+	case !b.Password.Present, b.Password.Null:
+		errs.Add("/password", "is required")
+	case b.Password.Invalid:
+		errs.Add("/password", "must be a string")
+	case len(b.Password.Value) > 4*password.MaxLen:
+		errs.Add("/password", fmt.Sprintf("must be at most %d characters", password.MaxLen))
+	}
+	if err := errs.Err(); err != nil {
+		return SignIn{}, err
+	}
+	return SignIn{Email: email, Password: b.Password.Value}, nil
+}
+
+// NewPassword is a validated request to set the caller's password.
+type NewPassword struct {
+	Password string
+	// Current is the password being replaced; empty when none was sent.
+	Current string
+}
+
+type newPasswordBody struct {
+	Password        input.Field[string] `json:"password"`
+	CurrentPassword input.Field[string] `json:"current_password"`
+}
+
+// ParseNewPassword parses the body of a password change.
+func ParseNewPassword(body []byte) (NewPassword, error) {
+	var b newPasswordBody
+	if err := input.Decode(body, &b); err != nil {
+		return NewPassword{}, err
+	}
+	var errs input.Errors
+	pw, _ := parsePassword(&errs, "/password", b.Password, true)
+	var current string
+	switch f := b.CurrentPassword; {
+	case !f.Present:
+	case f.Null || f.Invalid:
+		errs.Add("/current_password", "must be a string")
+	default:
+		current = f.Value
+	}
+	if err := errs.Err(); err != nil {
+		return NewPassword{}, err
+	}
+	return NewPassword{Password: pw, Current: current}, nil
+}
+
+// parsePassword checks a new password's length. It is kept exactly as sent: no
+// trimming or normalisation, so that what the user typed is what they sign in with.
+func parsePassword(errs *input.Errors, ptr string, f input.Field[string], required bool) (string, bool) {
+	switch {
+	case !f.Present && !required:
+		return "", false
+	case !f.Present, f.Null:
+		errs.Add(ptr, "is required")
+		return "", false
+	case f.Invalid:
+		errs.Add(ptr, "must be a string")
+		return "", false
+	case !password.CheckLen(f.Value):
+		errs.Add(ptr, fmt.Sprintf("must be %d to %d characters", password.MinLen, password.MaxLen))
+		return "", false
+	}
+	return f.Value, true
 }
 
 // Patch is a validated merge patch of a user: nil members stay unchanged.
