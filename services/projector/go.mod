@@ -86,6 +86,12 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0
 )
 
+require (
+	github.com/ThreeDotsLabs/watermill v1.5.1 // indirect
+	github.com/lithammer/shortuuid/v3 v3.0.7 // indirect
+	github.com/oklog/ulid v1.3.1 // indirect
+)
+
 replace (
 	github.com/outboxtodo/outboxtodo/devstack => ../../devstack
 	github.com/outboxtodo/outboxtodo/migrations => ../../migrations

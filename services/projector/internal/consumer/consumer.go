@@ -1,44 +1,81 @@
-// Package consumer runs the projector's durable JetStream pull consumer: it fetches
-// batches, applies them to the read model through package project and acknowledges
-// only what MongoDB confirmed.
+// Package consumer runs the projector's handling of the stream on Watermill's message
+// router: durable JetStream pull consumers fetch batches and feed them, one message at
+// a time, to one Pipeline per process, whose router runs Watermill's middleware around
+// a handler that hands each event to a process-wide batch; the batch is applied to the
+// read model through package project, and each message is acknowledged only once
+// MongoDB confirmed its own write.
+//
+// The shape, and why:
+//
+//   - Consumer fetches its durable's batches (one fetched ahead) and emits each message
+//     as a Watermill message carrying its JetStream metadata (MetaStream, MetaSubject,
+//     MetaStreamSeq, MetaDeliveries) and the event's request id as its correlation id.
+//     It emits a message once the previous one is queued for its write, and fetches
+//     the next batch's messages only once every message of this one is settled: a
+//     durable's (a partition's) messages are applied in stream order. It maps the
+//     router's verdict to JetStream: ack to Ack, or to Term when the poison path
+//     recorded a dead letter; nack to NakWithDelay along the back-off schedule, or to
+//     Nak once shutdown has given up on the message. Unsettled messages are kept alive
+//     with InProgress, so that AckWait never costs a delivery while they wait.
+//   - Pipeline's handler does not write: it queues the event for the next batch and
+//     waits for its own outcome. The batch takes whatever every consumer of the process
+//     has queued (every partition this replica holds) and applies it at once (grouped by
+//     aggregate, concurrent across aggregates, coalesced), one batch at a time, paying
+//     the per-batch writes (stats, watermark) once for all of them. One batch at a time
+//     also keeps the writes in flight within Concurrency, whatever the number of
+//     partitions held.
+//   - The subscriber is our own (a small message.Subscriber over the consumers), not
+//     watermill-nats/v2's pkg/jetstream subscriber. Measured with BenchmarkSubscribers
+//     (subscriber_bench_test.go), see docs/ARCHITECTURE.md for the figures: that
+//     subscriber runs nats.go's Consume with one callback at a time, and the callback
+//     blocks until the handler settles the message and its ack is confirmed
+//     (DoubleAck), so a partition has one message in flight and a batch can never hold
+//     more than one message per partition; it logs every message at info level; it
+//     gives up waiting for a handler after its AckWaitTimeout without settling the
+//     message; it has no InProgress keep-alive for a message held through an outage;
+//     and it hands the handler none of JetStream's metadata (deliveries, stream
+//     sequence) that the failure policy below needs.
+//
+// Middleware, outermost first: CorrelationID; PoisonQueueWithFilter into the dead
+// letters (a message.Publisher that records the dead letter); Retry with back-off;
+// Timeout; Recoverer.
 //
 // Failure policy, per message:
 //   - Delivered more than MaxDeliver times: dead-lettered and terminated without being
 //     applied. Its earlier deliveries ended unsettled (a crash, a shutdown during an
 //     outage, a dead-letter record that failed), and a message that kills the process
-//     must not do so forever. The limit is counted here, not by JetStream: the durable
-//     consumer has MaxDeliver -1, because at its limit JetStream drops a message that
-//     is still unsettled, silently, with nothing recorded anywhere.
+//     must not do so forever. The limit is counted here, from MetaDeliveries, not by
+//     JetStream: the durable consumer has MaxDeliver -1, because at its limit JetStream
+//     drops a message that is still unsettled, silently, with nothing recorded anywhere.
 //   - Undecodable or invalid event: redelivering the same bytes cannot help, so it is
 //     dead-lettered at once and terminated.
-//   - MongoDB unreachable or timing out (transient): nothing is acked or nacked. The
-//     batch is held and retried with a growing pause, and the messages are kept alive
-//     with InProgress so that their delivery count does not grow during an outage: an
-//     outage never dead-letters anything. If the process stops meanwhile, AckWait
-//     brings the messages back to another replica.
+//   - MongoDB unreachable or timing out (transient), or the handler's Timeout: retried
+//     by Retry with a growing pause (100 ms doubling, up to 5 s or a quarter of
+//     AckWait) for as long as the message's context lives; the message is kept alive
+//     with InProgress meanwhile, so that its delivery count does not grow during an
+//     outage: an outage never dead-letters anything. If the process stops meanwhile,
+//     the message is nacked at the end of ShutdownTimeout (or AckWait brings it back
+//     to another replica).
 //   - MongoDB answered this write with an error (see isRejected) while it still serves
-//     a trivial read (see readModelDown: otherwise it is an outage): NakWithDelay along
+//     a trivial read (see readModelDown: otherwise it is an outage): retried in process
+//     rejectedRetries times with the same back-off, then nacked with NakWithDelay along
 //     the back-off schedule; on its last allowed delivery (MaxDeliver) it is
 //     dead-lettered and terminated instead, so that one bad document cannot stall the
 //     stream.
+//   - A panic while handling a message (in the handler, or in the batch it rode in,
+//     which hands the panic to each of its handlers) is recovered by Recoverer, retried
+//     like a rejected write and then nacked: the message comes back, and past
+//     MaxDeliver it is dead-lettered.
 //   - Dead-lettering records the message first and terminates it only then. When the
 //     record fails, the message is nacked with the back-off delay instead: it comes
 //     back and is tried again, so nothing leaves the stream unrecorded.
 //
-// Shutdown (the end of Run's context) stops the fetching, not the work: the batch in
-// hand, and the next one if it was already fetched (batches are fetched one ahead),
-// finish under a context that shutdown does not cancel, bounded by ShutdownTimeout,
-// and are acknowledged, so that a rolling deploy costs no delivery.
+// Shutdown (the end of Consumer.Run's context) stops the fetching, not the work: the
+// batch in hand, and the next one if it was already fetched (batches are fetched one
+// ahead), go on under a context that shutdown does not cancel, bounded by
+// ShutdownTimeout, and are acknowledged, so that a rolling deploy costs no delivery.
 // What is still held after ShutdownTimeout (an outage) is nacked for the next replica.
-//
-// A direct nats.go jetstream consumer is used, not yet Watermill's router (issue 11,
-// item 2, open). Watermill v1.5.1 and watermill-nats/v2 v2.1.3 are both served by the
-// Go module proxy; what is missing is the fit: the router hands a handler one message at
-// a time, where this consumer applies a fetched batch at once (grouped by aggregate,
-// concurrent across aggregates, coalesced), which is what makes the slow FerretDB
-// stand-in keep up. Moving onto the router needs a subscriber over the partition
-// consumers feeding a batcher behind the handler, with the outage hold and InProgress
-// keep-alives kept.
+// The Pipeline must outlive the consumers that feed it.
 package consumer
 
 import (
@@ -49,13 +86,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -104,13 +141,14 @@ type Config struct {
 	// unpartitioned layout, which package partition drains and deletes, must not come
 	// back once deleted.
 	Existing bool
-	// Gate, when set, is shared by the consumers of one process: a batch is applied
-	// only while it holds a slot, so that the writes in flight stay within its
-	// capacity times Concurrency however many partitions the process consumes.
-	Gate chan struct{}
+	// Pipeline, when set, is shared by the consumers of one process (package
+	// partition's): their messages are applied together, in the batches of one router.
+	// Nil: Run runs a pipeline of its own.
+	Pipeline *Pipeline
 	// Applied, when set, is called with the messages of each batch attempt whose
 	// writes MongoDB confirmed, before they are acknowledged (tests record the order
-	// of applies with it).
+	// of applies with it). It runs on the pipeline's batch: a panic there is the
+	// batch's, and a call that blocks holds the batch.
 	Applied func([]Applied)
 	// ShutdownTimeout bounds the work on the batch in hand once Run's context ends;
 	// zero nacks it at once.
@@ -130,7 +168,7 @@ type Applied struct {
 // defaultNakDelays is the Nak schedule when Config.BackOff is empty.
 var defaultNakDelays = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
 
-// Consumer applies the stream to the read model.
+// Consumer feeds one durable's messages to a Pipeline.
 type Consumer struct {
 	cfg     Config
 	js      jetstream.JetStream
@@ -139,8 +177,6 @@ type Consumer struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	ready   atomic.Bool
-	// server is the read model's server once detected (see projector).
-	server atomic.Pointer[project.Server]
 }
 
 // Ready reports whether the durable consumer exists and Run is fetching from it.
@@ -187,6 +223,20 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 // ShutdownTimeout), and returns nil then. Errors of the broker or of MongoDB are
 // logged and retried, never returned: the process keeps going and resumes by itself.
 func (c *Consumer) Run(ctx context.Context) error {
+	pipe := c.cfg.Pipeline
+	if pipe == nil {
+		// Stopped only once the feed below has returned: the batches in hand need it.
+		pipe = NewPipeline(c.cfg, c.store, c.metrics, c.log)
+		pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan error, 1)
+		go func() { done <- pipe.Run(pctx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				c.log.Error("pipeline stopped", "error", err)
+			}
+		}()
+	}
 	var cons jetstream.Consumer
 	for cons == nil {
 		var err error
@@ -217,38 +267,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	batches := make(chan []jetstream.Msg)
 	go c.prefetch(ctx, cons, batches)
 	for msgs := range batches {
-		c.acquire(msgs)
 		start := time.Now()
-		c.Handle(work, msgs)
+		c.feed(work, pipe, msgs)
 		c.metrics.BatchSeconds.Observe(time.Since(start).Seconds())
-		c.releaseGate()
 	}
 	return nil
-}
-
-// acquire waits for a slot of the Gate, keeping msgs in progress meanwhile: another
-// partition's batch may be held through an outage, and AckWait must not cost these a
-// delivery.
-func (c *Consumer) acquire(msgs []jetstream.Msg) {
-	if c.cfg.Gate == nil {
-		return
-	}
-	t := time.NewTicker(max(c.cfg.AckWait/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case c.cfg.Gate <- struct{}{}:
-			return
-		case <-t.C:
-			inProgress(msgs)
-		}
-	}
-}
-
-func (c *Consumer) releaseGate() {
-	if c.cfg.Gate != nil {
-		<-c.cfg.Gate
-	}
 }
 
 // prefetch fetches batches and hands them to Run through out until ctx ends, then
@@ -276,7 +299,7 @@ func (c *Consumer) prefetch(ctx context.Context, cons jetstream.Consumer, out ch
 // outage meanwhile, so msgs are kept in progress as a held batch is: AckWait must not
 // expire and cost them a delivery.
 func (c *Consumer) handOver(out chan<- []jetstream.Msg, msgs []jetstream.Msg) {
-	t := time.NewTicker(max(c.cfg.AckWait/4, 10*time.Millisecond))
+	t := time.NewTicker(c.keepAlive())
 	defer t.Stop()
 	for {
 		select {
@@ -356,222 +379,107 @@ func (c *Consumer) collect(batch jetstream.MessageBatch, msgs []jetstream.Msg) [
 	return msgs
 }
 
-// item is one message of a batch on its way through Handle.
-type item struct {
-	msg   jetstream.Msg
-	md    *jetstream.MsgMetadata
-	event event.Envelope
-}
+// keepAlive is how often unsettled messages are kept in progress.
+func (c *Consumer) keepAlive() time.Duration { return max(c.cfg.AckWait/4, 10*time.Millisecond) }
 
-// errExhausted is the error of a message dead-lettered for its deliveries alone.
-var errExhausted = errors.New("delivered more often than MaxDeliver allows: earlier deliveries ended unsettled " +
-	"(a crash, a shutdown during an outage, or a dead-letter record that failed)")
-
-// Handle applies one batch and settles every message in it: ack, nak, or dead letter
-// and term. It returns once all are settled, or when ctx ends: the messages still
-// held are then nacked, to come back to this replica or another.
-func (c *Consumer) Handle(ctx context.Context, msgs []jetstream.Msg) {
-	items := make([]item, 0, len(msgs))
-	var dead []poisoned
-	for _, m := range msgs {
-		md, err := m.Metadata()
+// feed hands msgs to pipe, each once the one before it is queued for its write (so
+// that they reach the batches in stream order), and returns once every one of them is
+// settled. They are kept in progress all along.
+func (c *Consumer) feed(work context.Context, pipe *Pipeline, msgs []jetstream.Msg) {
+	keep := time.NewTicker(c.keepAlive())
+	defer keep.Stop()
+	sent := make([]*delivery, 0, len(msgs))
+	for i, m := range msgs {
+		d, err := newDelivery(work, m)
 		if err != nil {
 			// Not a JetStream message: nothing to ack, nothing to apply.
 			c.log.Error("message without metadata", "subject", m.Subject(), "error", err)
 			continue
 		}
-		e, err := project.Decode(m.Data())
-		switch {
-		case err != nil:
-			dead = append(dead, poisoned{msg: m, md: md, err: err})
-		case c.exhausted(md):
-			dead = append(dead, poisoned{msg: m, md: md, requestID: e.Trace.RequestID,
-				err: fmt.Errorf("%w (delivery %d, MaxDeliver %d)", errExhausted, md.NumDelivered, c.cfg.MaxDeliver)})
-		default:
-			items = append(items, item{msg: m, md: md, event: e})
+		if !c.send(pipe, d, keep.C, msgs) {
+			c.log.Warn("pipeline stopped, releasing the batch", "messages", len(msgs)-i)
+			release(msgs[i:])
+			break
 		}
-	}
-	c.deadLetter(ctx, dead)
-
-	pending := items
-	for attempt := 0; len(pending) > 0; attempt++ {
-		if attempt > 0 && !c.pauseMsgs(ctx, attempt, msgsOf(pending)) {
-			release(msgsOf(pending))
-			return
-		}
-		transient, err := c.applyOnce(ctx, pending)
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("read model unavailable, holding the batch", "error", err, "messages", len(transient), "attempt", attempt+1)
-		}
-		pending = transient
-	}
-}
-
-type poisoned struct {
-	msg       jetstream.Msg
-	md        *jetstream.MsgMetadata
-	err       error
-	requestID string // of the write behind the event; empty when it did not decode
-}
-
-// applyOnce applies items once under a WriteTimeout of its own; it settles what it can
-// and returns the items held back by a transient error, with that error.
-func (c *Consumer) applyOnce(ctx context.Context, items []item) (transient []item, _ error) {
-	wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
-	defer cancel()
-	db, err := c.database(wctx)
-	var p *project.Projector
-	if err == nil {
-		p, err = c.projector(wctx, db)
-	}
-	if err != nil {
-		c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Add(float64(len(items)))
-		return items, err
-	}
-	events := make([]event.Envelope, len(items))
-	for i, it := range items {
-		events[i] = it.event
-	}
-	spans := c.startApplySpans(ctx, items)
-	results := p.Apply(wctx, events)
-
-	var (
-		ok        []item
-		rejected  []poisoned
-		lastErr   error
-		maxSeq    uint64
-		occurred  time.Time
-		appliedAt = time.Now()
-	)
-	// Rejections during an outage of the read model's own backend are transient.
-	down := readModelDown(wctx, db, results)
-	for i, r := range results {
-		it := items[i]
-		c.endApplySpan(ctx, spans[i], it, r)
-		switch {
-		case r.Err == nil:
-			ok = append(ok, it)
-			if r.Outcome == project.Applied {
-				c.metrics.Events.WithLabelValues(metrics.OutcomeApplied).Inc()
-				c.metrics.Lag.Observe(appliedAt.Sub(it.event.OccurredAt).Seconds())
-			} else {
-				c.metrics.Events.WithLabelValues(metrics.OutcomeStale).Inc()
+		sent = append(sent, d)
+		for waiting := true; waiting; {
+			select {
+			case <-d.queued:
+				waiting = false
+			case <-d.wm.Acked():
+				waiting = false
+			case <-d.wm.Nacked():
+				waiting = false
+			case <-keep.C:
+				inProgress(msgs)
 			}
-			if it.md.Sequence.Stream > maxSeq {
-				maxSeq, occurred = it.md.Sequence.Stream, it.event.OccurredAt
+		}
+	}
+	for _, d := range sent {
+		for settled := false; !settled; {
+			select {
+			case <-d.wm.Acked():
+				c.ack(d)
+				settled = true
+			case <-d.wm.Nacked():
+				c.nak(work, d)
+				settled = true
+			case <-keep.C:
+				inProgress(msgs)
 			}
-		case isRejected(r.Err) && !down:
-			rejected = append(rejected, poisoned{msg: it.msg, md: it.md, err: r.Err, requestID: it.event.Trace.RequestID})
-		default:
-			c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
-			transient = append(transient, it)
-			lastErr = r.Err
 		}
 	}
-	if c.cfg.Applied != nil && len(ok) > 0 {
-		applied := make([]Applied, len(ok))
-		for i, it := range ok {
-			applied[i] = Applied{StreamSeq: it.md.Sequence.Stream, Delivery: it.md.NumDelivered, Subject: it.msg.Subject(), Event: it.event}
-		}
-		c.cfg.Applied(applied)
-	}
-	if maxSeq > 0 {
-		// The watermark is informational: a failure to move it must not hold back acks.
-		if err := p.AdvanceWatermark(wctx, maxSeq, occurred); err != nil {
-			c.log.Warn("watermark not advanced", "error", err)
-		}
-	}
-	for _, it := range ok {
-		if err := it.msg.Ack(); err != nil {
-			// Applied but not acked: it comes back and is skipped as stale.
-			c.log.Warn("ack failed", "stream_seq", it.md.Sequence.Stream, "error", err)
-		}
-	}
-	// Not wctx: the writes and the watermark may have spent it, and a dead letter that
-	// cannot be recorded costs the message a delivery.
-	c.settleRejected(ctx, rejected)
-	return transient, lastErr
 }
 
-// lastAllowed reports whether md is a message's last allowed delivery, or a later one.
-func (c *Consumer) lastAllowed(md *jetstream.MsgMetadata) bool {
-	return c.cfg.MaxDeliver > 0 && md.NumDelivered >= uint64(c.cfg.MaxDeliver)
-}
-
-// exhausted reports whether md is past a message's last allowed delivery.
-func (c *Consumer) exhausted(md *jetstream.MsgMetadata) bool {
-	return c.cfg.MaxDeliver > 0 && md.NumDelivered > uint64(c.cfg.MaxDeliver)
-}
-
-// settleRejected naks documents MongoDB refused, or dead-letters them on their last
-// allowed delivery.
-func (c *Consumer) settleRejected(ctx context.Context, rejected []poisoned) {
-	var last []poisoned
-	for _, p := range rejected {
-		if c.lastAllowed(p.md) {
-			last = append(last, p)
-			continue
-		}
-		c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
-		delay := nakDelay(c.cfg.BackOff, p.md.NumDelivered)
-		c.log.Warn("write rejected, redelivering later", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID,
-			"delivery", p.md.NumDelivered, "delay", delay, "error", p.err)
-		if err := p.msg.NakWithDelay(delay); err != nil {
-			c.log.Warn("nak failed", "stream_seq", p.md.Sequence.Stream, "error", err)
+// send hands d to pipe; false if pipe has stopped.
+func (c *Consumer) send(pipe *Pipeline, d *delivery, keep <-chan time.Time, msgs []jetstream.Msg) bool {
+	for {
+		select {
+		case pipe.in <- d.wm:
+			return true
+		case <-pipe.done:
+			return false
+		case <-keep:
+			inProgress(msgs)
 		}
 	}
-	c.deadLetter(ctx, last)
 }
 
-// deadLetter records each message, then terminates it. A message whose record fails
-// is nacked with the back-off delay instead: it comes back, past its last allowed
-// delivery, and is dead-lettered then. The records share one WriteTimeout of their
-// own.
-func (c *Consumer) deadLetter(ctx context.Context, ps []poisoned) {
-	if len(ps) == 0 {
+// ack settles a message the router acknowledged: applied, or dead-lettered by the
+// poison path, which marks it.
+func (c *Consumer) ack(d *delivery) {
+	if reason := d.wm.Metadata.Get(middleware.ReasonForPoisonedKey); reason != "" {
+		if err := d.msg.TermWithReason("dead-lettered: " + reason); err != nil {
+			// It comes back and is recorded again, over the same dead letter.
+			c.log.Warn("term failed", "stream_seq", d.md.Sequence.Stream, "error", err)
+		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
-	defer cancel()
-	for _, p := range ps {
-		if err := c.dead.Add(ctx, p.msg, p.err); err != nil {
-			c.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
-			delay := nakDelay(c.cfg.BackOff, p.md.NumDelivered)
-			c.log.Warn("dead letter not recorded, redelivering later", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID,
-				"delivery", p.md.NumDelivered, "delay", delay, "error", err)
-			if err := p.msg.NakWithDelay(delay); err != nil {
-				// Unsettled then: it comes back after AckWait.
-				c.log.Warn("nak failed", "stream_seq", p.md.Sequence.Stream, "error", err)
-			}
-			continue
-		}
-		c.metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered).Inc()
-		c.log.Error("message dead-lettered", "stream_seq", p.md.Sequence.Stream, "request_id", p.requestID, "subject", p.msg.Subject(),
-			"deliveries", p.md.NumDelivered, "error", p.err)
-		if err := p.msg.TermWithReason("dead-lettered: " + p.err.Error()); err != nil {
-			// It comes back and is recorded again, over the same dead letter.
-			c.log.Warn("term failed", "stream_seq", p.md.Sequence.Stream, "error", err)
-		}
+	if err := d.msg.Ack(); err != nil {
+		// Applied but not acked: it comes back and is skipped as stale.
+		c.log.Warn("ack failed", "stream_seq", d.md.Sequence.Stream, "error", err)
 	}
 }
 
-// pauseMsgs waits before retry number attempt (100 ms doubling, up to 5 s or a
-// quarter of AckWait) and tells JetStream, before and after, that the messages are
-// still being worked on, so that AckWait does not expire during an outage and their
-// delivery count stays put.
-func (c *Consumer) pauseMsgs(ctx context.Context, attempt int, msgs []jetstream.Msg) bool {
-	inProgress(msgs)
-	d := min(100*time.Millisecond<<min(attempt-1, 6), 5*time.Second, c.cfg.AckWait/4)
-	if !sleep(ctx, d) {
-		return false
+// nak settles a message the router gave up on: redelivered along the back-off
+// schedule, or at once when shutdown has ended its work (the next holder takes it).
+// The durable has no MaxDeliver, so a nak never drops a message on its last delivery:
+// it comes back past it and is dead-lettered then.
+func (c *Consumer) nak(work context.Context, d *delivery) {
+	if work.Err() != nil {
+		_ = d.msg.Nak() // best effort: without it, it comes back after AckWait
+		return
 	}
-	inProgress(msgs)
-	return true
+	delay := nakDelay(c.cfg.BackOff, d.md.NumDelivered)
+	c.log.Debug("message nacked, redelivering later", "stream_seq", d.md.Sequence.Stream, "request_id", d.requestID,
+		"delivery", d.md.NumDelivered, "delay", delay)
+	if err := d.msg.NakWithDelay(delay); err != nil {
+		// Unsettled then: it comes back after AckWait.
+		c.log.Warn("nak failed", "stream_seq", d.md.Sequence.Stream, "error", err)
+	}
 }
 
-// release hands held messages back on shutdown, so that they come back now rather
-// than after AckWait. The durable has no MaxDeliver, so a nak never drops a message
-// on its last delivery: it comes back past it and is dead-lettered then.
+// release hands messages back at once, to come back now rather than after AckWait.
 func release(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		_ = m.Nak() // best effort: without it they come back after AckWait
@@ -582,41 +490,6 @@ func inProgress(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		_ = m.InProgress() // best effort: a lost one only means an earlier redelivery
 	}
-}
-
-func msgsOf(items []item) []jetstream.Msg {
-	out := make([]jetstream.Msg, 0, len(items))
-	for _, it := range items {
-		out = append(out, it.msg)
-	}
-	return out
-}
-
-func (c *Consumer) database(ctx context.Context) (*mongo.Database, error) {
-	if c.cfg.Database != "" {
-		return c.store.Control().Client().Database(c.cfg.Database), nil
-	}
-	return c.store.Active(ctx)
-}
-
-// projector writes a batch into db on the write path of the read model's server,
-// asked once (project.DetectServer) and then remembered.
-func (c *Consumer) projector(ctx context.Context, db *mongo.Database) (*project.Projector, error) {
-	s := c.server.Load()
-	if s == nil {
-		detected, err := project.DetectServer(ctx, db.Client())
-		if err != nil {
-			return nil, err
-		}
-		c.log.Info("read model server detected", "server", detected)
-		s = &detected
-		c.server.Store(s)
-	}
-	opts := []project.Option{project.OnServer(*s)}
-	if c.cfg.Database != "" {
-		opts = append(opts, project.InsertFirst())
-	}
-	return project.New(db, c.cfg.Concurrency, opts...), nil
 }
 
 // isRejected reports whether MongoDB answered about this very write with an error

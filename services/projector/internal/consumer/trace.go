@@ -22,13 +22,14 @@ const (
 // startApplySpans starts one span per item, a child of the trace context in its
 // message headers (the publisher's span), or of the one in the event itself when the
 // headers lack it (a message published by hand or by an older publisher).
-func (c *Consumer) startApplySpans(ctx context.Context, items []item) []trace.Span {
-	tracer := c.cfg.Tracer
+func (p *Pipeline) startApplySpans(ctx context.Context, jobs []*job) []trace.Span {
+	tracer := p.cfg.Tracer
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	spans := make([]trace.Span, len(items))
-	for i, it := range items {
+	spans := make([]trace.Span, len(jobs))
+	for i, j := range jobs {
+		it := j.d
 		tp, ts := "", ""
 		if h := it.msg.Headers(); h != nil {
 			tp, ts = h.Get(headerTraceParent), h.Get(headerTraceState)
@@ -45,18 +46,19 @@ func (c *Consumer) startApplySpans(ctx context.Context, items []item) []trace.Sp
 				attribute.Int64("messaging.nats.delivery", int64(it.md.NumDelivered)),
 				attribute.String("outbox.aggregate_id", it.event.AggregateID.String()),
 				attribute.Int64("outbox.aggregate_version", it.event.Version),
-				attribute.String("request_id", it.event.Trace.RequestID),
+				attribute.String("request_id", it.requestID),
 			))
 	}
 	return spans
 }
 
-// endApplySpan ends the span of an item with the result of its write, and logs the
-// result with the request id and trace id at debug level. Failures are logged at warn
-// level by the caller: per message when MongoDB rejected the write (with the request
-// id), per batch when it is unreachable, which would otherwise log every message of
-// every retry.
-func (c *Consumer) endApplySpan(ctx context.Context, span trace.Span, it item, r project.Result) {
+// endApplySpan ends the span of a job with the result of its write, and logs the
+// result with the request id (the message's correlation id) and trace id at debug
+// level. Failures are logged at warn level by the caller: per message when MongoDB
+// rejected the write (with the request id), per batch when it is unreachable, which
+// would otherwise log every message of every retry.
+func (p *Pipeline) endApplySpan(ctx context.Context, span trace.Span, j *job, r project.Result) {
+	it := j.d
 	level, msg := slog.LevelDebug, "event applied"
 	if r.Err != nil {
 		span.RecordError(r.Err)
@@ -66,13 +68,13 @@ func (c *Consumer) endApplySpan(ctx context.Context, span trace.Span, it item, r
 		span.SetAttributes(attribute.String("outcome", r.Outcome.String()))
 	}
 	span.End()
-	if !c.log.Enabled(ctx, level) {
+	if !p.log.Enabled(ctx, level) {
 		return
 	}
 	attrs := []slog.Attr{
 		slog.String("event_id", it.event.ID.String()), slog.String("event_type", it.event.Type),
 		slog.String("aggregate_id", it.event.AggregateID.String()), slog.Int64("version", it.event.Version),
-		slog.Uint64("stream_seq", it.md.Sequence.Stream), slog.String("request_id", it.event.Trace.RequestID),
+		slog.Uint64("stream_seq", it.md.Sequence.Stream), slog.String("request_id", it.requestID),
 	}
 	attrs = append(attrs, telemetry.LogAttrs(trace.ContextWithSpan(ctx, span))...)
 	if r.Err != nil {
@@ -80,5 +82,5 @@ func (c *Consumer) endApplySpan(ctx context.Context, span trace.Span, it item, r
 	} else {
 		attrs = append(attrs, slog.String("outcome", r.Outcome.String()))
 	}
-	c.log.LogAttrs(ctx, level, msg, attrs...)
+	p.log.LogAttrs(ctx, level, msg, attrs...)
 }

@@ -7,10 +7,13 @@
 // The stream stores every event under its owner's partition (event.PartitionTransform);
 // the partition count is read from the stream's configuration. Each partition has its
 // own durable pull consumer, <durable>-p<i>, filtered on event.PartitionFilter and run
-// by package consumer (batches applied at once, concurrent across aggregates, the
-// failure policy and shutdown semantics described there), with JetStream's pinned
+// by package consumer, with JetStream's pinned
 // client policy (consumer.PinGroup): the server itself delivers a partition to one
-// client at a time.
+// client at a time. The consumers of a replica feed one consumer.Pipeline: what its
+// partitions fetched is applied in batches that span them all (concurrent across
+// aggregates, each partition's messages in stream order, the failure policy and
+// shutdown semantics described in package consumer), so that a batch holds many
+// events however thinly the load spreads over the partitions.
 //
 // Who consumes what is agreed in a KV bucket (Config.Bucket) whose keys live MemberTTL
 // unless refreshed:
@@ -93,13 +96,6 @@ type Config struct {
 	StatsInterval time.Duration
 }
 
-// applyingBatches is how many batches of a replica's partitions are applied at once:
-// each runs up to Consumer.Concurrency writes, and a replica holding many partitions
-// must not multiply the load it puts on the read model (and on the FerretDB
-// stand-in's PostgreSQL connections) by their number. Two keep one batch's writes
-// going while the next is decoded and the previous acknowledged.
-const applyingBatches = 2
-
 // Group runs this replica's share of the partitions.
 type Group struct {
 	cfg     Config
@@ -109,16 +105,18 @@ type Group struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
-	gate    chan struct{} // shared by the units' consumers: see applyingBatches
-	alive   atomic.Int64  // unix nanoseconds of the last successful heartbeat
-	leaving atomic.Bool   // no more heartbeats: Run's context has ended
+	pipe    *consumer.Pipeline // shared by the units' consumers
+	alive   atomic.Int64       // unix nanoseconds of the last successful heartbeat
+	leaving atomic.Bool        // no more heartbeats: Run's context has ended
 	mu      sync.Mutex
 	held    map[string]*worker // the loop's workers, for Held and keep
 }
 
 // New builds a group; Run starts it.
 func New(cfg Config, js jetstream.JetStream, store *readmodel.Store, m *metrics.Metrics, log *slog.Logger) *Group {
-	return &Group{cfg: cfg, gate: make(chan struct{}, applyingBatches), js: js, store: store, dead: deadletter.New(store.Control()), metrics: m, log: log.With("member", cfg.Member)}
+	log = log.With("member", cfg.Member)
+	return &Group{cfg: cfg, pipe: consumer.NewPipeline(cfg.Consumer, store, m, log), js: js, store: store,
+		dead: deadletter.New(store.Control()), metrics: m, log: log}
 }
 
 // Ready reports whether this replica is a live member: it holds partitions or is a
@@ -163,6 +161,16 @@ type state struct {
 // its heartbeat, lets every unit's consumer finish and acknowledge its batches (within
 // the consumer's ShutdownTimeout), unpins the durables and deletes its claims.
 func (g *Group) Run(ctx context.Context) error {
+	// Stopped last, once leave has let every unit finish its batches through it.
+	pipeCtx, stopPipe := context.WithCancel(context.WithoutCancel(ctx))
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- g.pipe.Run(pipeCtx) }()
+	defer func() {
+		stopPipe()
+		if err := <-pipeDone; err != nil {
+			g.log.Error("pipeline stopped", "error", err)
+		}
+	}()
 	st := &state{members: map[string]time.Time{}, workers: map[string]*worker{}, exited: make(chan *worker)}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -486,7 +494,7 @@ func (g *Group) start(ctx context.Context, st *state, unit string, rev uint64) {
 	cc := g.cfg.Consumer
 	cc.StatsInterval = 0 // summed over the units by refreshGauges
 	cc.PinnedTTL = g.cfg.MemberTTL
-	cc.Gate = g.gate
+	cc.Pipeline = g.pipe
 	if unit == event.LegacyUnit {
 		cc.FilterSubjects = []string{event.StreamSubjects(g.cfg.SubjectPrefix)}
 		// Once the stream is partitioned the legacy durable only drains: never recreate

@@ -1,0 +1,179 @@
+package consumer
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+)
+
+// job is one event queued for a batch, and its outcome once the batch is done.
+type job struct {
+	d    *delivery
+	res  result
+	done chan struct{}
+}
+
+// result is what a batch did with one job's event.
+type result struct {
+	err      error // nil: applied or stale
+	rejected bool  // err is MongoDB refusing this write (see isRejected)
+	panicked any   // the batch panicked: its handlers re-panic with this
+}
+
+// batcher applies queued jobs in batches, one batch at a time: a batch takes every
+// job queued while the one before it ran.
+type batcher struct {
+	apply   func(context.Context, []*job)
+	mu      sync.Mutex
+	pending []*job
+	wake    chan struct{}
+}
+
+func newBatcher(apply func(context.Context, []*job)) *batcher {
+	return &batcher{apply: apply, wake: make(chan struct{}, 1)}
+}
+
+// do queues d's event and waits for its result, or for ctx. A job still queued when
+// ctx ends is withdrawn; one already in a batch is left to it, its result dropped
+// (the write is idempotent: a retry of it is skipped as stale).
+func (b *batcher) do(ctx context.Context, d *delivery) (result, error) {
+	j := &job{d: d, done: make(chan struct{})}
+	b.mu.Lock()
+	b.pending = append(b.pending, j)
+	b.mu.Unlock()
+	d.markQueued()
+	select {
+	case b.wake <- struct{}{}:
+	default: // a wake-up is already due
+	}
+	select {
+	case <-j.done:
+		return j.res, nil
+	case <-ctx.Done():
+		b.mu.Lock()
+		if i := slices.Index(b.pending, j); i >= 0 {
+			b.pending = slices.Delete(b.pending, i, i+1)
+		}
+		b.mu.Unlock()
+		return result{}, ctx.Err()
+	}
+}
+
+// run applies batches until ctx ends. Jobs still queued then belong to handlers
+// whose own contexts end with the same shutdown.
+func (b *batcher) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.wake:
+		}
+		b.mu.Lock()
+		jobs := b.pending
+		b.pending = nil
+		b.mu.Unlock()
+		if len(jobs) > 0 {
+			b.apply(ctx, jobs)
+		}
+	}
+}
+
+// applyBatch applies jobs once under a WriteTimeout of its own and gives each its
+// result: applied or stale, rejected, or transient (an outage, a timeout). A panic is
+// handed to every job not yet given its result, for its handler to re-panic with.
+func (p *Pipeline) applyBatch(ctx context.Context, jobs []*job) {
+	given := 0
+	defer func() {
+		if v := recover(); v != nil {
+			for _, j := range jobs[given:] {
+				j.res = result{panicked: v}
+				close(j.done)
+			}
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	db, err := p.database(wctx)
+	var proj *project.Projector
+	if err == nil {
+		proj, err = p.projector(wctx, db)
+	}
+	if err != nil {
+		p.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Add(float64(len(jobs)))
+		p.log.Warn("read model unavailable, retrying", "error", err, "messages", len(jobs))
+		for _, j := range jobs {
+			j.res = result{err: err}
+			close(j.done)
+			given++
+		}
+		return
+	}
+	events := make([]event.Envelope, len(jobs))
+	for i, j := range jobs {
+		events[i] = j.d.event
+	}
+	spans := p.startApplySpans(ctx, jobs)
+	results := proj.Apply(wctx, events)
+
+	var (
+		ok        []Applied
+		transient int
+		lastErr   error
+		maxSeq    uint64
+		occurred  time.Time
+		appliedAt = time.Now()
+		res       = make([]result, len(jobs))
+	)
+	// Rejections during an outage of the read model's own backend are transient.
+	down := readModelDown(wctx, db, results)
+	for i, r := range results {
+		j := jobs[i]
+		p.endApplySpan(ctx, spans[i], j, r)
+		switch {
+		case r.Err == nil:
+			ok = append(ok, Applied{StreamSeq: j.d.md.Sequence.Stream, Delivery: j.d.md.NumDelivered, Subject: j.d.msg.Subject(), Event: j.d.event})
+			if r.Outcome == project.Applied {
+				p.metrics.Events.WithLabelValues(metrics.OutcomeApplied).Inc()
+				p.metrics.Lag.Observe(appliedAt.Sub(j.d.event.OccurredAt).Seconds())
+			} else {
+				p.metrics.Events.WithLabelValues(metrics.OutcomeStale).Inc()
+			}
+			if j.d.md.Sequence.Stream > maxSeq {
+				maxSeq, occurred = j.d.md.Sequence.Stream, j.d.event.OccurredAt
+			}
+		case isRejected(r.Err) && !down:
+			p.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
+			p.log.Warn("write rejected", "stream_seq", j.d.md.Sequence.Stream, "request_id", j.d.requestID,
+				"delivery", j.d.md.NumDelivered, "error", r.Err)
+			res[i] = result{err: r.Err, rejected: true}
+		default:
+			p.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
+			res[i] = result{err: r.Err}
+			transient++
+			lastErr = r.Err
+		}
+	}
+	if transient > 0 && ctx.Err() == nil {
+		p.log.Warn("read model unavailable, retrying", "error", lastErr, "messages", transient)
+	}
+	if p.cfg.Applied != nil && len(ok) > 0 {
+		p.cfg.Applied(ok)
+	}
+	for i, j := range jobs {
+		j.res = res[i]
+		close(j.done)
+		given++
+	}
+	if maxSeq > 0 {
+		// The watermark is informational: a failure to move it must not hold back acks,
+		// which is why it comes after the results.
+		if err := proj.AdvanceWatermark(wctx, maxSeq, occurred); err != nil {
+			p.log.Warn("watermark not advanced", "error", err)
+		}
+	}
+}
