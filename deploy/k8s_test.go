@@ -4,14 +4,19 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/outboxtodo/outboxtodo/shared/admin"
@@ -42,18 +47,33 @@ var (
 	mongoPort = []string{"TCP/27017"}
 
 	wantEgress = map[string][]string{
-		"Deployment/api":       concat(dns, sql, natsPort, mongoPort),
-		"Deployment/publisher": concat(dns, sql, natsPort),
-		"Deployment/projector": concat(dns, natsPort, mongoPort, sql),
-		"Job/migrate":          concat(dns, sql),
+		"Deployment/api":            concat(dns, sql, natsPort, mongoPort),
+		"Deployment/publisher":      concat(dns, sql, natsPort),
+		"Deployment/projector":      concat(dns, natsPort, mongoPort, sql),
+		"Job/migrate":               concat(dns, sql),
+		"CronJob/projector-verify":  concat(dns, natsPort, mongoPort, sql),
+		"CronJob/projector-resync":  concat(dns, natsPort, mongoPort, sql),
+		"CronJob/projector-rebuild": concat(dns, natsPort, mongoPort, sql),
+		"Pod/nats-box":              concat(dns, natsPort),
 	}
 	wantIngress = map[string][]string{
 		"Deployment/api":       {"TCP/http", "TCP/admin"},
 		"Deployment/publisher": {"TCP/admin"},
 		"Deployment/projector": {"TCP/admin"},
-		"Job/migrate":          nil,
 	}
 )
+
+// operations are the projector's tools as CronJobs (k8s/base/operations.yaml): the
+// subcommand each runs, and whether it runs on its schedule (else it is a suspended
+// template for kubectl create job --from).
+var operations = map[string]struct {
+	args      []string
+	scheduled bool
+}{
+	"projector-verify":  {[]string{"verify"}, true},
+	"projector-resync":  {[]string{"resync", "--all"}, false},
+	"projector-rebuild": {[]string{"rebuild"}, false},
+}
 
 func concat(lists ...[]string) []string {
 	var out []string
@@ -68,7 +88,10 @@ func TestOverlays(t *testing.T) {
 	progs := programs(t)
 	rendered := map[string]*manifest{}
 	for _, o := range overlays {
-		rendered[o] = render(t, o)
+		rendered[o] = render(t, o, "monitoring").withDebugPods(t)
+		if plain := render(t, o); len(plain.serviceMonitors)+len(plain.prometheusRules) > 0 {
+			t.Errorf("%s: renders Prometheus Operator objects without the monitoring component", o)
+		}
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -85,6 +108,8 @@ func TestOverlays(t *testing.T) {
 			t.Run("services", func(t *testing.T) { checkServices(t, m) })
 			t.Run("network policies", func(t *testing.T) { checkPolicies(t, m) })
 			t.Run("namespace", func(t *testing.T) { checkNamespace(t, m) })
+			t.Run("operations", func(t *testing.T) { checkOperations(t, m, progs) })
+			t.Run("monitoring", func(t *testing.T) { checkMonitoring(t, m) })
 		})
 	}
 	t.Run("prod scales beyond dev", func(t *testing.T) {
@@ -119,6 +144,9 @@ func TestOverlays(t *testing.T) {
 		t.Parallel()
 		tags := map[string][]string{}
 		for _, w := range rendered["prod"].workloads() {
+			if strings.HasPrefix(w.id, "Pod/") {
+				continue // a debug pod, applied by hand: not part of the release
+			}
 			for _, c := range containers(w.pod) {
 				tag := imageTag(c.Image)
 				tags[tag] = append(tags[tag], w.id+"/"+c.Name)
@@ -258,6 +286,9 @@ func checkContainers(t *testing.T, m *manifest, progs map[string]program) {
 				if !hasReq || !hasLim || req.Cmp(lim) > 0 {
 					t.Errorf("%s: %s request %v, limit %v: want both, request <= limit", id, r, req.String(), lim.String())
 				}
+			}
+			if strings.HasPrefix(w.id, "Pod/") {
+				continue // a debug pod runs a public image, not one of our programs
 			}
 
 			prog, ok := progs[imageProgram(c.Image)]
@@ -573,5 +604,112 @@ func checkNamespace(t *testing.T, m *manifest) {
 	}
 	if got := m.namespaces[0].Labels["pod-security.kubernetes.io/enforce"]; got != "restricted" {
 		t.Errorf("namespace enforces pod security %q, want restricted", got)
+	}
+}
+
+// checkOperations checks the projector's tools: each CronJob runs one of the
+// projector's commands with the projector's configuration in a pod of its own (the
+// container checks cover its resources and environment); verify runs on a schedule and
+// keeps its failed Job for the alert, the others are suspended templates.
+func checkOperations(t *testing.T, m *manifest, progs map[string]program) {
+	proj := progs["projector"]
+	if got, want := slices.Sorted(maps.Keys(m.cronJobs)), slices.Sorted(maps.Keys(operations)); !slices.Equal(got, want) {
+		t.Errorf("CronJobs %v, want %v", got, want)
+	}
+	for name, op := range operations {
+		cj, ok := m.cronJobs[name]
+		if !ok {
+			continue
+		}
+		id := "CronJob/" + name
+		spec := cj.Spec
+		job := spec.JobTemplate.Spec
+		pod := job.Template.Spec
+		suspended := spec.Suspend != nil && *spec.Suspend
+		switch {
+		case suspended == op.scheduled:
+			t.Errorf("%s: suspend %v, want %v", id, suspended, !op.scheduled)
+		case spec.ConcurrencyPolicy != batchv1.ForbidConcurrent:
+			t.Errorf("%s: concurrencyPolicy %q, want Forbid: two runs at once would compete", id, spec.ConcurrencyPolicy)
+		case job.BackoffLimit == nil || job.ActiveDeadlineSeconds == nil:
+			t.Errorf("%s: want a backoffLimit and an activeDeadlineSeconds", id)
+		case pod.RestartPolicy != corev1.RestartPolicyNever:
+			t.Errorf("%s: restartPolicy %s, want Never (the Job controller retries)", id, pod.RestartPolicy)
+		case len(pod.Containers) != 1:
+			t.Errorf("%s: %d containers, want 1", id, len(pod.Containers))
+		}
+		if op.scheduled && (spec.FailedJobsHistoryLimit == nil || *spec.FailedJobsHistoryLimit < 1) {
+			t.Errorf("%s: keeps no failed Job, so ReadModelVerifyFailed could never fire", id)
+		}
+		if len(pod.Containers) != 1 {
+			continue
+		}
+		c := pod.Containers[0]
+		switch {
+		case imageProgram(c.Image) != "projector":
+			t.Errorf("%s: image %s, want the projector's", id, c.Image)
+		case len(c.Command) > 0 || !slices.Equal(c.Args, op.args):
+			t.Errorf("%s: command %v args %v, want args %v", id, c.Command, c.Args, op.args)
+		case !proj.commands[op.args[0]]:
+			t.Errorf("%s: the projector has no %q command", id, op.args[0])
+		}
+		for _, labels := range []map[string]string{cj.Labels, job.Template.Labels} {
+			if labels["app.kubernetes.io/name"] != "projector-tools" {
+				t.Errorf("%s: labels %v, want app.kubernetes.io/name projector-tools (its network policies)", id, labels)
+			}
+		}
+		// Its own pod, not the live replicas': the projector's Deployment, Service,
+		// PDB and autoscaler must not select it.
+		if d := m.deployments["projector"]; d != nil && d.Spec.Template.Labels["app.kubernetes.io/name"] == job.Template.Labels["app.kubernetes.io/name"] {
+			t.Errorf("%s: its pods carry the projector Deployment's name label", id)
+		}
+	}
+	// The verify alerts read this CronJob's Jobs by name.
+	b, err := os.ReadFile(filepath.Join(observabilityDir, "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`cronjob="projector-verify"`, `job_name=~"projector-verify-.+"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("alerts.yml does not select %s, the scheduled verify", want)
+		}
+	}
+}
+
+// checkMonitoring checks the monitoring component: its ServiceMonitor scrapes the admin
+// port of every service under the job names the rules select, and it holds the
+// PrometheusRule (whose rules TestPrometheusRuleMatchesAlerts compares).
+func checkMonitoring(t *testing.T, m *manifest) {
+	sm, ok := m.serviceMonitors["outboxtodo"]
+	if !ok || len(m.serviceMonitors) != 1 {
+		t.Fatalf("ServiceMonitors %v, want outboxtodo alone", slices.Sorted(maps.Keys(m.serviceMonitors)))
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jobs []string
+	for _, name := range slices.Sorted(maps.Keys(m.services)) {
+		s := m.services[name]
+		if !sel.Matches(labels.Set(s.Labels)) {
+			continue
+		}
+		jobs = append(jobs, s.Labels[sm.Spec.JobLabel])
+		for _, e := range sm.Spec.Endpoints {
+			if !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == e.Port }) {
+				t.Errorf("ServiceMonitor/%s: Service %s has no port %q", sm.Name, name, e.Port)
+			}
+		}
+	}
+	slices.Sort(jobs)
+	if !slices.Equal(jobs, services) {
+		t.Errorf("ServiceMonitor/%s scrapes jobs %v, want %v (the jobs the rules select)", sm.Name, jobs, services)
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "admin" || sm.Spec.Endpoints[0].Path != admin.MetricsPath {
+		t.Errorf("ServiceMonitor/%s: endpoints %+v, want port admin, path %s", sm.Name, sm.Spec.Endpoints, admin.MetricsPath)
+	}
+
+	if _, ok := m.prometheusRules["outboxtodo"]; !ok || len(m.prometheusRules) != 1 {
+		t.Errorf("PrometheusRules %v, want outboxtodo alone", slices.Sorted(maps.Keys(m.prometheusRules)))
 	}
 }

@@ -1,13 +1,17 @@
 package deploy
 
 import (
+	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/outboxtodo/outboxtodo/shared/metricref"
@@ -220,4 +224,73 @@ func TestSelectorsNameJobAndNamespace(t *testing.T) {
 		}
 	}
 	metricref.CheckKubeStateMetrics(t, observabilityDir)
+}
+
+var updateRules = flag.Bool("update-rules", false, "rewrite the monitoring component's PrometheusRule from observability/alerts.yml")
+
+// prometheusRuleFile holds the rules of observability/alerts.yml as a PrometheusRule.
+var prometheusRuleFile = filepath.Join("k8s", "components", "monitoring", "prometheusrule.yaml")
+
+const prometheusRuleHeader = `# Generated from deploy/observability/alerts.yml: edit that file, then regenerate this
+# one (cd deploy && go test -run TestPrometheusRuleMatchesAlerts -update-rules) so
+# that the two stay equal.
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: outboxtodo
+  namespace: outboxtodo
+  labels:
+    app.kubernetes.io/part-of: outboxtodo
+spec:
+`
+
+// TestPrometheusRuleMatchesAlerts checks that the monitoring component's PrometheusRule
+// holds exactly the rules of observability/alerts.yml, the file Prometheus setups
+// without the operator load, so that both page alike.
+func TestPrometheusRuleMatchesAlerts(t *testing.T) {
+	t.Parallel()
+	if *updateRules {
+		b, err := os.ReadFile(filepath.Join(observabilityDir, "alerts.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		for len(lines) > 0 && (lines[0] == "" || strings.HasPrefix(lines[0], "#")) {
+			lines = lines[1:] // the file's own header
+		}
+		var out strings.Builder
+		out.WriteString(prometheusRuleHeader)
+		for _, l := range lines {
+			if l != "" {
+				out.WriteString("  ")
+			}
+			out.WriteString(l + "\n")
+		}
+		if err := os.WriteFile(prometheusRuleFile, []byte(out.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(prometheusRuleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _, err := decoder(t).Decode(b, nil, nil)
+	if err != nil {
+		t.Fatalf("decode %s strictly: %v", prometheusRuleFile, err)
+	}
+	pr, ok := obj.(*monitoringv1.PrometheusRule)
+	if !ok {
+		t.Fatalf("%s holds a %T", prometheusRuleFile, obj)
+	}
+	j, err := json.Marshal(pr.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got ruleGroups
+	if err := json.Unmarshal(j, &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := readAlerts(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s differs from observability/alerts.yml: regenerate it with\n\tcd deploy && go test -run TestPrometheusRuleMatchesAlerts -update-rules", prometheusRuleFile)
+	}
 }

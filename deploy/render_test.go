@@ -2,13 +2,16 @@ package deploy
 
 import (
 	"fmt"
+	"io/fs"
 	"maps"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -29,12 +32,17 @@ type manifest struct {
 	namespaces  []*corev1.Namespace
 	deployments map[string]*appsv1.Deployment
 	jobs        map[string]*batchv1.Job
+	cronJobs    map[string]*batchv1.CronJob
+	pods        map[string]*corev1.Pod // applied by hand (k8s/debug), added by withDebugPods
 	services    map[string]*corev1.Service
 	configMaps  map[string]*corev1.ConfigMap
 	secrets     map[string]*corev1.Secret
 	pdbs        []*policyv1.PodDisruptionBudget
 	hpas        []*autoscalingv2.HorizontalPodAutoscaler
 	policies    []*networkingv1.NetworkPolicy
+
+	serviceMonitors map[string]*monitoringv1.ServiceMonitor
+	prometheusRules map[string]*monitoringv1.PrometheusRule
 }
 
 // decoder decodes YAML into the API types of every kind the manifests may use, and
@@ -44,7 +52,7 @@ func decoder(t *testing.T) runtime.Decoder {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, policyv1.AddToScheme,
-		autoscalingv2.AddToScheme, networkingv1.AddToScheme,
+		autoscalingv2.AddToScheme, networkingv1.AddToScheme, monitoringv1.AddToScheme,
 	} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
@@ -53,21 +61,40 @@ func decoder(t *testing.T) runtime.Decoder {
 	return serializer.NewCodecFactory(scheme, serializer.EnableStrict).UniversalDeserializer()
 }
 
-// render builds k8s/overlays/<overlay> with kustomize and decodes every object strictly.
-func render(t *testing.T, overlay string) *manifest {
+// render builds k8s/overlays/<overlay> with kustomize, with the optional components of
+// k8s/components named, as `kubectl kustomize` would, and decodes every object
+// strictly.
+func render(t *testing.T, overlay string, components ...string) *manifest {
 	t.Helper()
+	fsys, dir := filesys.MakeFsOnDisk(), filepath.Join("k8s", "overlays", overlay)
+	if len(components) > 0 {
+		// An overlay of the overlay that adds the components, as an operator writes it,
+		// in a copy of the tree in memory.
+		fsys, dir = memCopy(t, "k8s"), "/k8s/overlays/"+overlay+"-with-components"
+		kust := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../" + overlay + "]\ncomponents:\n"
+		for _, c := range components {
+			kust += "  - ../../components/" + c + "\n"
+		}
+		if err := fsys.WriteFile(dir+"/kustomization.yaml", []byte(kust)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join("k8s", "overlays", overlay))
+	rm, err := k.Run(fsys, dir)
 	if err != nil {
-		t.Fatalf("render %s: %v", overlay, err)
+		t.Fatalf("render %s %v: %v", overlay, components, err)
 	}
 	m := &manifest{
-		overlay:     overlay,
-		deployments: map[string]*appsv1.Deployment{},
-		jobs:        map[string]*batchv1.Job{},
-		services:    map[string]*corev1.Service{},
-		configMaps:  map[string]*corev1.ConfigMap{},
-		secrets:     map[string]*corev1.Secret{},
+		overlay:         overlay,
+		deployments:     map[string]*appsv1.Deployment{},
+		jobs:            map[string]*batchv1.Job{},
+		cronJobs:        map[string]*batchv1.CronJob{},
+		pods:            map[string]*corev1.Pod{},
+		services:        map[string]*corev1.Service{},
+		configMaps:      map[string]*corev1.ConfigMap{},
+		secrets:         map[string]*corev1.Secret{},
+		serviceMonitors: map[string]*monitoringv1.ServiceMonitor{},
+		prometheusRules: map[string]*monitoringv1.PrometheusRule{},
 	}
 	dec := decoder(t)
 	for _, r := range rm.Resources() {
@@ -90,6 +117,8 @@ func render(t *testing.T, overlay string) *manifest {
 			m.deployments[o.Name] = o
 		case *batchv1.Job:
 			m.jobs[o.Name] = o
+		case *batchv1.CronJob:
+			m.cronJobs[o.Name] = o
 		case *corev1.Service:
 			m.services[o.Name] = o
 		case *corev1.ConfigMap:
@@ -102,9 +131,60 @@ func render(t *testing.T, overlay string) *manifest {
 			m.hpas = append(m.hpas, o)
 		case *networkingv1.NetworkPolicy:
 			m.policies = append(m.policies, o)
+		case *monitoringv1.ServiceMonitor:
+			m.serviceMonitors[o.Name] = o
+		case *monitoringv1.PrometheusRule:
+			m.prometheusRules[o.Name] = o
 		default:
 			t.Errorf("%s: %s: no check covers kind %T", overlay, r.CurId(), obj)
 		}
+	}
+	return m
+}
+
+// memCopy copies the directory tree root into a file system in memory, under /root.
+func memCopy(t *testing.T, root string) filesys.FileSystem {
+	t.Helper()
+	mem := filesys.MakeFsInMemory()
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return mem.WriteFile("/"+filepath.ToSlash(p), b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mem
+}
+
+// withDebugPods adds the pods of k8s/debug, which operators apply by hand next to an
+// overlay, decoded strictly.
+func (m *manifest) withDebugPods(t *testing.T) *manifest {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("k8s", "debug", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no debug pods in k8s/debug: %v", err)
+	}
+	dec := decoder(t)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, _, err := dec.Decode(b, nil, nil)
+		if err != nil {
+			t.Fatalf("decode %s strictly: %v", f, err)
+		}
+		pod, ok := obj.(*corev1.Pod)
+		if !ok || pod.Namespace != "outboxtodo" {
+			t.Fatalf("%s: want one Pod in namespace outboxtodo, got %T", f, obj)
+		}
+		m.pods[pod.Name] = pod
 	}
 	return m
 }
@@ -122,6 +202,13 @@ func (m *manifest) workloads() []workload {
 	}
 	for _, name := range slices.Sorted(maps.Keys(m.jobs)) {
 		ws = append(ws, workload{"Job/" + name, &m.jobs[name].Spec.Template})
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.cronJobs)) {
+		ws = append(ws, workload{"CronJob/" + name, &m.cronJobs[name].Spec.JobTemplate.Spec.Template})
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.pods)) {
+		p := m.pods[name]
+		ws = append(ws, workload{"Pod/" + name, &corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec}})
 	}
 	return ws
 }
