@@ -58,7 +58,7 @@
 //     to another replica).
 //   - MongoDB answered this write with an error (see isRejected) while it still serves
 //     a trivial read (see readModelDown: otherwise it is an outage): retried in process
-//     rejectedRetries times with the same back-off, then nacked with NakWithDelay along
+//     RejectedRetries times with the same back-off, then nacked with NakWithDelay along
 //     the back-off schedule; on its last allowed delivery (MaxDeliver) it is
 //     dead-lettered and terminated instead, so that one bad document cannot stall the
 //     stream.

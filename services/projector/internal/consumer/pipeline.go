@@ -40,10 +40,10 @@ const (
 	topicDeadLetters = "dead_letters"
 )
 
-// rejectedRetries is how many times a write MongoDB rejected is retried in process,
+// RejectedRetries is how many times a write MongoDB rejected is retried in process,
 // with back-off, before the message is nacked (or dead-lettered on its last delivery):
 // a rejection caused by a passing condition on the server need not cost a delivery.
-const rejectedRetries = 2
+const RejectedRetries = 2
 
 // Pipeline is a process's handling of the stream: a Watermill router over the
 // messages its consumers emit, and the batches its handler queues events in.
@@ -152,7 +152,7 @@ func shouldRetry(params middleware.RetryParams) bool {
 	case errors.As(params.Err, &transient):
 		return true
 	}
-	return params.RetryNum < rejectedRetries // a rejected write, or a recovered panic
+	return params.RetryNum < RejectedRetries // a rejected write, or a recovered panic
 }
 
 func isPoison(err error) bool {

@@ -1,0 +1,214 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
+)
+
+// The tests here show what the router's middleware adds: a panic recovered and
+// retried, a rejected write retried before it is nacked, a handler that times out
+// retried, and the request id as the message's correlation id in logs and spans.
+
+// redelivered is how many of the durable's messages are being redelivered.
+func redelivered(t *testing.T, env *projtest.Env, durable string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := env.JS.Consumer(ctx, env.Stream, durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumRedelivered
+}
+
+// A batch panics once (here in the Applied hook, which runs inside it): Recoverer
+// turns the panic into an error in each of its messages' handlers, Retry handles them
+// again, and every message is applied and acknowledged on its first delivery.
+func TestPanicRecoveredAndRetried(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	w := ownerWithTodos(t, 5)
+	env.Publish(t, w.Events...)
+
+	var (
+		mu        sync.Mutex
+		panicked  []uint64 // the stream sequences of the batch that panicked
+		afterward []uint64 // those applied by later batches
+	)
+	cfg := env.ConsumerConfig("projector")
+	cfg.Applied = func(as []consumer.Applied) {
+		mu.Lock()
+		defer mu.Unlock()
+		if panicked == nil {
+			for _, a := range as {
+				panicked = append(panicked, a.StreamSeq)
+			}
+			panic("test: the batch panics")
+		}
+		for _, a := range as {
+			afterward = append(afterward, a.StreamSeq)
+		}
+	}
+	env.Start(t, cfg)
+	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, seq := range panicked {
+			if !slices.Contains(afterward, seq) {
+				return false, fmt.Sprintf("stream sequence %d of the batch that panicked not applied again", seq)
+			}
+		}
+		return len(panicked) > 0, "no batch panicked"
+	})
+	if n := redelivered(t, env, "projector"); n != 0 {
+		t.Errorf("%d messages redelivered, want none: the panic is retried in process", n)
+	}
+	if n := len(deadLetters(t, env)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+}
+
+// A write MongoDB refuses is retried in process with back-off, RejectedRetries times
+// per delivery, then nacked; on its last delivery it is dead-lettered after the same
+// retries.
+func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	w := ownerWithTodos(t, 2)
+	env.Publish(t, w.Events...)
+	env.Publish(t, refusedTodo(t, w).Events...) // stream sequence len(w.Events)+1
+
+	cfg := env.ConsumerConfig("projector")
+	cfg.MaxDeliver = 2
+	r := env.Start(t, cfg)
+	seq := uint64(len(w.Events) + 1)
+	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
+	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	dl := deadLetters(t, env)[0]
+	if dl.Deliveries != 2 {
+		t.Errorf("dead-lettered on delivery %d, want its last, 2", dl.Deliveries)
+	}
+	want := float64(cfg.MaxDeliver * (1 + consumer.RejectedRetries))
+	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed)); n < want {
+		t.Errorf("%v failed attempts, want at least %v: %d deliveries of %d attempts each", n, want, cfg.MaxDeliver, 1+consumer.RejectedRetries)
+	}
+	projtest.Eventually(t, 30*time.Second, converged(env, w))
+}
+
+// A batch stalls past the handler's Timeout (twice WriteTimeout; here the Applied hook
+// inside it waits): the handlers waiting on it give up, count a failed attempt, and
+// Retry queues their events again; once the stall ends everything is applied and
+// acknowledged on its first delivery, nothing dead-lettered.
+func TestHandlerTimeoutRetried(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	w := ownerWithTodos(t, 5)
+	env.Publish(t, w.Events...)
+
+	cfg := env.ConsumerConfig("projector")
+	cfg.WriteTimeout = time.Second
+	stalled, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	cfg.Applied = func([]consumer.Applied) {
+		once.Do(func() { close(stalled); <-resume })
+	}
+	r := env.Start(t, cfg)
+	select {
+	case <-stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no batch applied")
+	}
+	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
+		return n > 0, "no handler has timed out yet"
+	})
+	close(resume)
+	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	if n := redelivered(t, env, "projector"); n != 0 {
+		t.Errorf("%d messages redelivered, want none: a timeout is retried in process", n)
+	}
+	if n := len(deadLetters(t, env)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+}
+
+// The event's request id is its message's correlation id: the log lines of its
+// rejected writes and of its dead letter carry it, and so does its apply span.
+func TestCorrelationIDInLogsAndSpans(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	w := ownerWithTodos(t, 1)
+	env.Publish(t, w.Events...)
+	bad := refusedTodo(t, w).Events[0]
+	bad.Trace.RequestID = "req-corr-1"
+	env.Publish(t, bad)
+
+	logs := &sharedtest.LogBuffer{}
+	spans := tracetest.NewInMemoryExporter()
+	cfg := env.ConsumerConfig("correlated")
+	cfg.MaxDeliver = 1
+	cfg.Tracer = telemetry.WithExporter("projector", spans).Tracer("test")
+	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()),
+		slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	}()
+
+	seq := uint64(len(w.Events) + 1)
+	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
+	lines, err := logs.Lines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, l := range lines {
+		if l["stream_seq"] == float64(seq) && (l["msg"] == "write rejected" || l["msg"] == "message dead-lettered") {
+			if l["request_id"] != "req-corr-1" {
+				t.Errorf("log line %v: want request_id req-corr-1", l)
+			}
+			found[l["msg"].(string)] = true
+		}
+	}
+	if !found["write rejected"] || !found["message dead-lettered"] {
+		t.Errorf("log lines of stream sequence %d found: %v, want its rejected write and its dead letter", seq, found)
+	}
+	n := 0
+	for _, sp := range spans.GetSpans() {
+		for _, a := range sp.Attributes {
+			if a.Key == "request_id" && a.Value.AsString() == "req-corr-1" {
+				n++
+			}
+		}
+	}
+	if n != 1+consumer.RejectedRetries {
+		t.Errorf("%d apply spans carry request_id req-corr-1, want one per attempt, %d", n, 1+consumer.RejectedRetries)
+	}
+}
