@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every package of every workspace module.
-PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./chaos/... ./loadgen/...
+PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./chaos/... ./loadgen/... ./examples/web/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -55,8 +55,22 @@ deadletters: ## List the dead letters waiting for an operator (redrive: projecto
 	$(PROJECTOR) deadletters list
 
 .PHONY: test
-test: ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB
+test: npm ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB, and the TypeScript client
 	go test $(GO_TEST_FLAGS) $(PKGS)
+
+# --- TypeScript: the generated client (clients/ts) and the example web app (examples/web)
+# One npm workspace at the root; npm ci installs package-lock.json's exact versions and
+# writes node_modules/.package-lock.json last, so that file stands for an install that
+# is up to date.
+.PHONY: npm
+npm: node_modules/.package-lock.json ## Install the npm packages of package-lock.json (npm ci), when it changed
+
+node_modules/.package-lock.json: package.json package-lock.json clients/ts/package.json examples/web/package.json
+	npm ci
+
+.PHONY: client
+client: npm ## Regenerate the TypeScript client's types (clients/ts/src/schema.d.ts) from the API's OpenAPI document
+	npm run --workspace clients/ts generate -- ../../services/api/internal/httpapi/openapi.json --output src/schema.d.ts
 
 .PHONY: bench-publisher
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, the mark's WAL and the outbox's size, and outbox-to-stream latency

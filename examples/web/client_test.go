@@ -1,0 +1,104 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// committedSchema is the generated half of the client, as committed.
+const committedSchema = "clients/ts/src/schema.d.ts"
+
+// TestTypeScriptTypeChecks runs tsc over the client.
+func TestTypeScriptTypeChecks(t *testing.T) {
+	t.Parallel()
+	for _, workspace := range []string{"clients/ts"} {
+		t.Run(workspace, func(t *testing.T) {
+			t.Parallel()
+			npm(t, "run", "--silent", "--workspace", workspace, "typecheck")
+		})
+	}
+}
+
+// TestGeneratedClientMatchesServedDocument starts what `make run` starts and checks
+// the committed client types against the document its API serves.
+func TestGeneratedClientMatchesServedDocument(t *testing.T) {
+	t.Parallel()
+	requireNode(t)
+	checkGeneratedClient(t, startSystem(t, nil))
+}
+
+// checkGeneratedClient regenerates the client's types from the OpenAPI document the
+// running API serves and fails on any difference from the committed ones.
+func checkGeneratedClient(t *testing.T, apiURL string) {
+	t.Helper()
+	dir := t.TempDir()
+	doc := filepath.Join(dir, "openapi.json")
+	if err := os.WriteFile(doc, fetch(t, apiURL+"/openapi.json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	generated := filepath.Join(dir, "schema.d.ts")
+	// The generator's flags live in clients/ts/package.json, shared with `make client`.
+	npm(t, "run", "--silent", "--workspace", "clients/ts", "generate", "--", doc, "--output", generated)
+	got, err := os.ReadFile(generated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(repoRoot(t), committedSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is not what the served OpenAPI document generates: run `make client` and commit it.\n%s", committedSchema, firstDifference(want, got))
+	}
+	t.Logf("%s: %d bytes, generated from the served document", committedSchema, len(got))
+}
+
+// firstDifference shows the first line where committed and generated differ.
+func firstDifference(committed, generated []byte) string {
+	c, g := strings.Split(string(committed), "\n"), strings.Split(string(generated), "\n")
+	for i := 0; i < max(len(c), len(g)); i++ {
+		var cl, gl string
+		if i < len(c) {
+			cl = c[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if cl != gl || i >= len(c) || i >= len(g) {
+			return fmt.Sprintf("first difference at line %d:\n  committed: %q\n  generated: %q", i+1, cl, gl)
+		}
+	}
+	return "the files differ"
+}
+
+// fetch GETs u and returns the body of its 200 answer.
+func fetch(t *testing.T, u string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d: %s", u, resp.StatusCode, b)
+	}
+	return b
+}

@@ -1,0 +1,181 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+)
+
+// repoRoot is the repository's root: this package is examples/web.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "Makefile")); err != nil {
+		t.Fatalf("repository root: %v", err)
+	}
+	return root
+}
+
+// startSystem runs what `make run` runs (bin/devstack: the three services, embedded
+// NATS and FerretDB) on ports and databases of the test's own, so that it runs beside a
+// developer's stack and other tests; env is added to the services' environment. It
+// returns the API's base URL once devstack has printed its ready banner, and stops the
+// stack and drops its databases when the test ends.
+func startSystem(t *testing.T, env map[string]string) string {
+	t.Helper()
+	root := repoRoot(t)
+	// Not under the stack's deadline: on a cold build cache, beside the rest of the
+	// suite compiling, the build alone can take minutes.
+	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancelBuild()
+	if b, err := exec.CommandContext(buildCtx, "make", "-C", root, "build").CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, b)
+	}
+
+	dbURL := dbtest.NewEmpty(t)
+	dropFerretDatabase(t, dbURL)
+	ports := freePorts(t, 6)
+	apiAddr := "127.0.0.1:" + ports[0]
+	overrides := map[string]string{
+		"DATA_DIR":             t.TempDir(),
+		"BIN_DIR":              filepath.Join(root, "bin"),
+		"DATABASE_URL":         dbURL,
+		"API_ADDR":             apiAddr,
+		"API_ADMIN_ADDR":       "127.0.0.1:" + ports[1],
+		"PUBLISHER_ADMIN_ADDR": "127.0.0.1:" + ports[2],
+		"PROJECTOR_ADMIN_ADDR": "127.0.0.1:" + ports[3],
+		"DEVSTACK_NATS_PORT":   ports[4],
+		"FERRETDB_ADDR":        "127.0.0.1:" + ports[5],
+		"LOG_LEVEL":            "warn",
+	}
+	for k, v := range env {
+		overrides[k] = v
+	}
+
+	out := &sharedtest.LogBuffer{}
+	cmd := exec.Command(filepath.Join(root, "bin", "devstack"))
+	cmd.Env = stackEnv(overrides)
+	cmd.Stdout, cmd.Stderr = out, out
+	// devstack stops its services when it gets SIGINT, and they die with it if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start bin/devstack: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("devstack still running 60s after SIGINT; killed")
+		}
+		if t.Failed() {
+			t.Logf("devstack output:\n%s", out.String())
+		}
+	})
+
+	deadline := time.NewTimer(3 * time.Minute)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(out.String(), "\nready in ") {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("devstack exited before it was ready: %v\n%s", err, out.String())
+		case <-deadline.C:
+			t.Fatalf("devstack printed no ready banner within 3 minutes")
+		case <-tick.C:
+		}
+	}
+	return "http://" + apiAddr
+}
+
+// dropFerretDatabase drops, when the test ends, the database devstack creates beside
+// dbURL's for its embedded FerretDB (<name>_ferretdb).
+func dropFerretDatabase(t *testing.T, dbURL string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Trim(u.Path, "/") + "_ferretdb"
+	u.Path = "/postgres"
+	admin := u.String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("connect to drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+}
+
+// stackEnv is this process's environment with overrides, minus what would make
+// devstack use outside servers (NATS_URL, MONGODB_URI) or put the three services on
+// one admin port (ADMIN_ADDR).
+func stackEnv(overrides map[string]string) []string {
+	drop := map[string]bool{"NATS_URL": true, "MONGODB_URI": true, "ADMIN_ADDR": true}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, over := overrides[k]; !drop[k] && !over {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range overrides {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// freePorts reserves n distinct loopback ports by listening on each, then frees them
+// for the stack to take.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var (
+		ports []string
+		ls    []net.Listener
+	)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	for _, l := range ls {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Fatal(err)
+		}
+	}
+	return ports
+}
