@@ -57,6 +57,23 @@ var (
 	kindInternal           = kind{"internal", http.StatusInternalServerError, "Internal server error"}
 )
 
+// kinds are every problem kind the API answers.
+var kinds = []kind{kindMalformedJSON, kindInvalidUTF8, kindUnknownField, kindInvalidParameter, kindInvalidHeader, kindInvalidCursor,
+	kindUnauthorized, kindInvalidCredentials, kindNotFound, kindUserDeleted, kindMethodNotAllowed, kindEmailTaken, kindTooManyTokens,
+	kindTooManyTodos, kindRateLimited, kindBodyUnreadable, kindRequestTimeout, kindPreconditionFailed, kindBodyTooLarge,
+	kindUnsupportedMedia, kindValidation, kindIdempotencyReused, kindTimeout, kindReadModel, kindDatabase, kindOutcomeUnknown,
+	kindInternal}
+
+// ProblemTypes returns the type URI of every problem the API answers, for the test
+// that keeps the OpenAPI document's enum of them complete.
+func ProblemTypes() []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = problem.TypeURI(k.slug)
+	}
+	return out
+}
+
 // apiError is an error that already knows its problem kind and a detail safe to show.
 type apiError struct {
 	kind   kind

@@ -193,29 +193,30 @@ func (a *api) awaitConsistency(w http.ResponseWriter, r *http.Request) (time.Tim
 		e.fields = []problem.FieldError{{Pointer: where, Detail: "must be the Consistency-Token of one of your writes"}}
 		return time.Time{}, e
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.rywWait)
-	defer cancel()
+	ctx := r.Context()
+	deadline := time.Now().Add(a.rywWait)
 	wait := consistencyPollMin
 	for {
 		user, stats, err := a.readModel.Versions(ctx, tok.Owner.String())
 		switch {
-		case err == nil && tok.ReachedBy(user, stats):
+		case ctx.Err() != nil:
+			return time.Time{}, ctx.Err()
+		case err != nil:
+			return time.Time{}, fmt.Errorf("%w: consistency: %w", errReadModel, err)
+		case tok.ReachedBy(user, stats):
 			w.Header().Set(consistency.StateHeader, consistency.Fresh)
 			return time.Now(), nil
-		case r.Context().Err() != nil:
-			return time.Time{}, r.Context().Err()
-		case err != nil && ctx.Err() == nil:
-			return time.Time{}, fmt.Errorf("%w: consistency: %w", errReadModel, err)
 		}
-		t := time.NewTimer(wait)
+		left := time.Until(deadline)
+		if left <= 0 {
+			w.Header().Set(consistency.StateHeader, consistency.Stale)
+			return time.Time{}, nil
+		}
+		t := time.NewTimer(min(wait, left))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			if r.Context().Err() != nil {
-				return time.Time{}, r.Context().Err()
-			}
-			w.Header().Set(consistency.StateHeader, consistency.Stale)
-			return time.Time{}, nil
+			return time.Time{}, ctx.Err()
 		case <-t.C:
 		}
 		wait = min(wait*2, consistencyPollMax)

@@ -133,3 +133,27 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeReportsTheBudget: what Take says of the bucket is what a client is told in
+// the RateLimit headers: the bucket's size, what is left after this request, and when
+// it is full again.
+func TestTakeReportsTheBudget(t *testing.T) {
+	t.Parallel()
+	k, c := newKeyed(t, 2, 4, 10) // 2/s, burst 4
+	want := []ratelimit.Decision{
+		{Allowed: true, Limit: 4, Remaining: 3, Reset: 500 * time.Millisecond},
+		{Allowed: true, Limit: 4, Remaining: 2, Reset: time.Second},
+		{Allowed: true, Limit: 4, Remaining: 1, Reset: 1500 * time.Millisecond},
+		{Allowed: true, Limit: 4, Remaining: 0, Reset: 2 * time.Second},
+		{Allowed: false, RetryAfter: 500 * time.Millisecond, Limit: 4, Remaining: 0, Reset: 2 * time.Second},
+	}
+	for i, w := range want {
+		if got := k.Take("a"); got != w {
+			t.Fatalf("take %d: %+v, want %+v", i+1, got, w)
+		}
+	}
+	c.advance(time.Second) // two tokens back
+	if got := k.Take("a"); !got.Allowed || got.Remaining != 1 || got.Reset != 1500*time.Millisecond {
+		t.Fatalf("after 1 s: %+v", got)
+	}
+}
