@@ -18,8 +18,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -152,4 +154,35 @@ func (s *Store) Redrive(ctx context.Context, apply ApplyFunc, ids []string) ([]O
 		out = append(out, Outcome{ID: dl.ID})
 	}
 	return out, nil
+}
+
+// DeleteOwner deletes every dead letter of owner's events, pending or redriven, and
+// returns how many: they hold whole messages, personal data included (package erasure).
+func (s *Store) DeleteOwner(ctx context.Context, owner uuid.UUID) (int, error) {
+	all, err := s.List(ctx, true)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, dl := range all {
+		// <partition>.<prefix>.<type>.<owner>.<id>, or the same without the partition.
+		tokens := strings.Split(dl.Subject, ".")
+		if len(tokens) < 2 || tokens[len(tokens)-2] != owner.String() {
+			continue
+		}
+		if _, err := s.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: dl.ID}}); err != nil {
+			return n, fmt.Errorf("delete dead letter %s: %w", dl.ID, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Clear deletes every dead letter and returns how many.
+func (s *Store) Clear(ctx context.Context) (int64, error) {
+	res, err := s.coll.DeleteMany(ctx, bson.D{})
+	if err != nil {
+		return 0, fmt.Errorf("clear dead letters: %w", err)
+	}
+	return res.DeletedCount, nil
 }

@@ -176,7 +176,10 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 // catchUp waits until the consumer has acknowledged every message up to the stream's
 // last sequence at the time of the call, and returns that sequence and how many
 // messages the consumer has been delivered. The stream's last message is the newest
-// of its subject, so even a consumer that skips older messages acknowledges it.
+// of its subject, so even a consumer that skips older messages acknowledges it; when
+// that message was deleted (package erasure removes old messages of a deleted user
+// that arrived after their tombstone), the consumer is caught up once nothing is
+// pending or unacknowledged.
 func catchUp(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, stream string) (last, delivered uint64, _ error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -191,7 +194,7 @@ func catchUp(ctx context.Context, js jetstream.JetStream, cons jetstream.Consume
 	defer t.Stop()
 	for {
 		ci, err := cons.Info(ctx)
-		if err == nil && ci.AckFloor.Stream >= last {
+		if err == nil && (ci.AckFloor.Stream >= last || (ci.NumPending == 0 && ci.NumAckPending == 0)) {
 			return last, ci.Delivered.Consumer, nil
 		}
 		select {
