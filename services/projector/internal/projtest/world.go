@@ -3,6 +3,8 @@ package projtest
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -35,6 +37,14 @@ type World struct {
 func NewWorld(t testing.TB) *World {
 	return &World{t: t, now: time.Now().UTC().Truncate(time.Microsecond), Users: map[uuid.UUID]event.UserData{},
 		Todos: map[uuid.UUID]event.TodoData{}, Stats: map[uuid.UUID]event.Stats{}}
+}
+
+// Clone is a copy of the world that changes apart from w: the state a backup keeps.
+func (w *World) Clone() *World {
+	c := *w
+	c.Users, c.Todos, c.Stats = maps.Clone(w.Users), maps.Clone(w.Todos), maps.Clone(w.Stats)
+	c.Events = slices.Clone(w.Events)
+	return &c
 }
 
 func (w *World) tick() time.Time {
