@@ -31,8 +31,8 @@ build: ## Build every command into ./bin
 	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./devstack/cmd/...
 
 .PHONY: run
-run: build ## Run the whole system locally (API on http://localhost:8080); Ctrl-C stops it
-	./bin/devstack
+run: build ## Run the whole system locally (API on http://localhost:8080, open to the app of `make web`); Ctrl-C stops it
+	CORS_ALLOWED_ORIGINS="$${CORS_ALLOWED_ORIGINS-http://localhost:5173}" ./bin/devstack
 
 .PHONY: migrate
 migrate: ## Apply the schema to DATABASE_URL
@@ -55,7 +55,7 @@ deadletters: ## List the dead letters waiting for an operator (redrive: projecto
 	$(PROJECTOR) deadletters list
 
 .PHONY: test
-test: npm ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB, and the TypeScript client
+test: npm ## Run every test (race detector on) against real PostgreSQL, JetStream and FerretDB, and the web app in headless Chromium
 	go test $(GO_TEST_FLAGS) $(PKGS)
 
 # --- TypeScript: the generated client (clients/ts) and the example web app (examples/web)
@@ -71,6 +71,10 @@ node_modules/.package-lock.json: package.json package-lock.json clients/ts/packa
 .PHONY: client
 client: npm ## Regenerate the TypeScript client's types (clients/ts/src/schema.d.ts) from the API's OpenAPI document
 	npm run --workspace clients/ts generate -- ../../services/api/internal/httpapi/openapi.json --output src/schema.d.ts
+
+.PHONY: web
+web: npm ## Serve the example web app on http://localhost:5173, calling the API of `make run` (run both)
+	npm run --workspace examples/web build -- --outfile=www/app.js --servedir=www --serve=localhost:5173
 
 .PHONY: bench-publisher
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, the mark's WAL and the outbox's size, and outbox-to-stream latency
