@@ -26,10 +26,12 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/erasure"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/partition"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/restore"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/resync"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
@@ -51,6 +53,9 @@ commands:
                                         re-emit outbox events so the read model is repaired
   rebuild [--database NAME] [--settle D] [--timeout D] [--batch-size N]
                                         fill a fresh read model from the stream, then switch readers
+  restore-cutover [--yes]               after a restore of the database: replace the stream and the
+                                        read model, re-emit every aggregate (publishers and projectors
+                                        stopped; without --yes, only show what runs)
 
 configuration comes from the environment (NATS_URL, MONGODB_URI, DATABASE_URL, ...).
 `
@@ -84,6 +89,8 @@ func Run(ctx context.Context, log *slog.Logger, args []string, out io.Writer) er
 		return runResync(ctx, cfg, args, out)
 	case "rebuild":
 		return runRebuild(ctx, cfg, log, args, out)
+	case "restore-cutover":
+		return runRestoreCutover(ctx, cfg, log, args, out)
 	}
 	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 }
@@ -241,6 +248,14 @@ func runConsumer(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 		partitionGauges(runCtx, js, cfg.Stream, cfg.Durable, c.Held, m, cfg.StatsInterval, log)
 	}()
 	defer func() { stop(); <-gaugesDone }()
+
+	eraser := erasure.New(erasure.Config{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Durable: cfg.Durable + "-erasure"}, js, store, log)
+	erasureDone := make(chan struct{})
+	go func() {
+		defer close(erasureDone)
+		eraser.Run(runCtx)
+	}()
+	defer func() { stop(); <-erasureDone }()
 
 	consErr := make(chan error, 1)
 	go func() { consErr <- c.Run(runCtx) }()
@@ -474,6 +489,59 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 	}
 	fmt.Fprintf(out, "rebuilt %s from the newest message of each aggregate (%d messages, stream sequence %d) in %s (%.0f messages/s); readers switched from %s (drop it when no longer needed)\n",
 		res.Database, res.Messages, res.Events, res.CatchUp.Round(time.Millisecond), res.MessagesPerSecond, res.Previous)
+	return nil
+}
+
+func runRestoreCutover(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("restore-cutover", flag.ContinueOnError)
+	yes := fs.Bool("yes", false, "delete the stream, drop the read model and re-emit every aggregate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	pool, err := connectPostgres(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	client, err := connectMongo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer disconnect(ctx, client)
+	nc, js, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	rc := restore.Config{Stream: cfg.Stream, MembersBucket: cfg.MembersBucket}
+	store := readmodel.NewStore(client, cfg.MongoDatabase)
+	if !*yes {
+		live, err := restore.Live(ctx, rc, pool, js)
+		if err != nil {
+			return err
+		}
+		for _, l := range live {
+			fmt.Fprintf(out, "running: %s\n", l)
+		}
+		return fmt.Errorf("restore-cutover: nothing done; with --yes it deletes and recreates stream %s, drops the active read model of %s and its dead letters, and re-emits every aggregate through the outbox",
+			cfg.Stream, cfg.MongoDatabase)
+	}
+	rep, err := restore.Run(ctx, rc, pool, pool, js, store)
+	if rep.StreamAbsent {
+		fmt.Fprintf(out, "stream %s was absent: the publisher creates it at start\n", cfg.Stream)
+	} else if rep.Database != "" {
+		fmt.Fprintf(out, "stream %s recreated empty (%d messages dropped)\n", cfg.Stream, rep.StreamMessages)
+	}
+	if rep.Database != "" {
+		fmt.Fprintf(out, "read model %s dropped, %d dead letters deleted\n", rep.Database, rep.DeadLetters)
+	}
+	fmt.Fprintf(out, "re-emitted %d, skipped %d still unpublished, %d tombstones of deleted users\n", rep.Resync.Emitted, rep.Resync.Pending, rep.DeletedUsers)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "now start the publishers and the projectors")
 	return nil
 }
 
