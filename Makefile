@@ -50,6 +50,10 @@ resync: ## Re-emit outbox events so the read model is repaired (ARGS="--user ID"
 rebuild: ## Fill a fresh read model from the stream, then switch readers to it (ARGS="--database NAME ...")
 	$(PROJECTOR) rebuild $(ARGS)
 
+.PHONY: restore-cutover
+restore-cutover: ## After restoring the database from a backup, with publishers and projectors stopped: fresh stream and read model, every aggregate re-emitted (ARGS=--yes to act; docs/DEPLOYMENT.md)
+	$(PROJECTOR) restore-cutover $(ARGS)
+
 .PHONY: deadletters
 deadletters: ## List the dead letters waiting for an operator (redrive: projector deadletters redrive)
 	$(PROJECTOR) deadletters list
