@@ -49,9 +49,9 @@ func checkGeneratedClient(t *testing.T, apiURL string) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s is not what the served OpenAPI document generates: run `make client` and commit it.\n%s", committedSchema, firstDifference(want, got))
+		t.Fatalf("%s is not what the served OpenAPI document generates: run `make client` and commit it.\n%s", committedSchema, firstDifference(want, got))
 	}
-	t.Logf("%s: %d bytes, generated from the served document", committedSchema, len(got))
+	t.Logf("%s: %d bytes, what the served document generates", committedSchema, len(got))
 }
 
 // firstDifference shows the first line where committed and generated differ.
