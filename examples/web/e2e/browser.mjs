@@ -105,8 +105,20 @@ try {
   await page.locator("#sign-out").click();
   await until("signed out, the token forgotten", signedOut);
 
+  // A refusal reaches the page as the API's problem, not as a CORS error.
   const signIn = page.locator("#sign-in");
   await signIn.locator("[name=email]").fill(EMAIL);
+  await signIn.locator("[name=password]").fill(`not ${password}`);
+  const reported = problems.length;
+  await signIn.locator("button[type=submit]").click();
+  await page.locator("#message").waitFor({ state: "visible" });
+  const refusal = await text("#message");
+  if (!refusal.includes("password") || refusal.includes("could not be reached")) {
+    throw new Error(`a wrong password: the app said ${JSON.stringify(refusal)}, want the API's invalid-credentials problem`);
+  }
+  console.log(`ok: a wrong password refused: ${refusal}`);
+  // The browser logs the 401 itself; only that is expected.
+  problems.splice(reported, problems.length, ...problems.slice(reported).filter((p) => !p.includes("status of 401")));
   await signIn.locator("[name=password]").fill(password);
   await signIn.locator("button[type=submit]").click();
   await until("signed in again", signedIn);

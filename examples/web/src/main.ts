@@ -24,7 +24,7 @@ const apiBase = new URLSearchParams(location.search).get("api") ?? "http://local
 let session = loadSession();
 const api = createTodoClient({ baseUrl: apiBase, token: () => session?.token });
 
-/** An answer the API refused, or a request that never got one (CORS, network). */
+/** An answer the API refused; its message is shown to the user as is. */
 class Failure extends Error {}
 
 function loadSession(): Session | undefined {
@@ -44,11 +44,20 @@ function saveSession(s: Session | undefined): void {
   else localStorage.setItem(sessionKey, JSON.stringify(s));
 }
 
-/** The data of a call, or a Failure naming the problem the API answered. */
-function ok<T>(result: { data?: T; error?: Problem | unknown; response: Response }): T {
+/**
+ * The data of a call, or a Failure naming the problem the API answered (with each
+ * invalid field). A 401 means the stored token no longer works (revoked, expired):
+ * the user is signed out.
+ */
+function ok<T>(result: { data?: T; error?: unknown; response: Response }): T {
   if (result.data !== undefined) return result.data;
+  if (result.response.status === 401 && session !== undefined) {
+    endSession();
+    throw new Failure("Your session has ended; sign in again.");
+  }
   const p = result.error as Partial<Problem> | undefined;
-  throw new Failure(p?.detail ?? p?.title ?? `HTTP ${result.response.status}`);
+  const fields = p?.errors?.map((e) => e.detail) ?? [];
+  throw new Failure([p?.detail ?? p?.title ?? `HTTP ${result.response.status}`, ...fields].join(": "));
 }
 
 function say(message: string): void {
@@ -95,6 +104,10 @@ async function signOut(): Promise<void> {
   // Revoked, not only forgotten: a copy of the token left elsewhere stops working too.
   const { response } = await api.DELETE("/v1/users/me/tokens/current");
   if (!response.ok && response.status !== 401) throw new Failure(`sign-out answered HTTP ${response.status}`);
+  endSession();
+}
+
+function endSession(): void {
   saveSession(undefined);
   api.resetConsistency();
   clearView();
