@@ -110,3 +110,18 @@ func TestCheckLenCountsCharacters(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHashDefault measures one hash at the default parameters: the CPU a sign-in,
+// a sign-up with a password or a password change costs, and so how many of them the
+// hashing bound lets run each second.
+func BenchmarkHashDefault(b *testing.B) {
+	h, err := New(Default, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := h.Hash(context.Background(), "correct horse battery"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
