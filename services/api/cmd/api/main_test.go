@@ -157,11 +157,17 @@ func TestSecretsNeverLogged(t *testing.T) {
 // listeningAddr waits for run to log the API's address.
 func listeningAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error) string {
 	t.Helper()
+	return loggedAddr(t, logs, done, "api server listening")
+}
+
+// loggedAddr waits for run to log the address of a listener with message msg.
+func loggedAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error, msg string) string {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for line := range strings.Lines(logs.String()) {
 			var l struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "api server listening" {
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == msg {
 				return l.Addr
 			}
 		}
@@ -171,7 +177,7 @@ func listeningAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error) 
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the API did not start listening:\n%s", logs.String())
+			t.Fatalf("no %q in the logs:\n%s", msg, logs.String())
 		}
 	}
 }

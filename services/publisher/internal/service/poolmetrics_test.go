@@ -1,0 +1,81 @@
+package service_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/service"
+	"github.com/outboxtodo/outboxtodo/shared/admin"
+	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
+)
+
+// TestMetricsExportThePool runs a publisher replica and reads its admin /metrics: its
+// PostgreSQL pool is there under pool="publisher", at its size.
+func TestMetricsExportThePool(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds a hang
+	defer cancel()
+	srv := natsserver.NewTest(t, nil)
+	cfg, err := config.FromMap(map[string]string{
+		"DATABASE_URL": dbtest.New(t), "NATS_URL": srv.ClientURL(), "ADMIN_ADDR": "127.0.0.1:0", "DB_MAX_CONNS": "3",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &sharedtest.LogBuffer{}
+	log, err := process.NewLogger(logs, "publisher", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- service.Run(runCtx, cfg, log, telemetry.Noop().Provider) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+
+	var addr string
+	for addr == "" {
+		lines, _ := logs.Lines()
+		for _, l := range lines {
+			if l["msg"] == "admin server listening" {
+				addr, _ = l["addr"].(string)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the admin server did not start:\n%s", logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	r, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+admin.MetricsPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`pgxpool_max_conns{pool="publisher"} 3`, `pgxpool_acquired_conns{pool="publisher"} `} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+}
