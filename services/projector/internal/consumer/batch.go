@@ -13,7 +13,10 @@ import (
 
 // job is one event queued for a batch, and its outcome once the batch is done.
 type job struct {
-	d    *delivery
+	d *delivery
+	// key is the durable the event came from: no two batches in flight hold events of
+	// one durable (see batcher).
+	key  string
 	res  result
 	done chan struct{}
 }
@@ -25,32 +28,48 @@ type result struct {
 	panicked any   // the batch panicked: its handlers re-panic with this
 }
 
-// batcher applies queued jobs in batches, one batch at a time: a batch takes every
-// job queued while the one before it ran.
+// applyingBatches is how many batches are applied at once. Each runs up to
+// Concurrency writes; two keep one batch's writes going while the other's slowest
+// writes finish. Jobs queued meanwhile wait for a slot, so that under load a batch
+// takes everything that accumulated: its fixed writes (stats, watermark) are paid once
+// for many events.
+const applyingBatches = 2
+
+// batcher applies queued jobs in batches, applyingBatches at a time. A batch takes
+// every queued job whose durable has no batch in flight: a durable's events (one
+// partition's, so one owner's and one aggregate's) are never written by two batches
+// at once, which the FerretDB stand-in needs (see PinGroup), and they are applied in
+// the order they were queued.
 type batcher struct {
 	apply   func(context.Context, []*job)
 	mu      sync.Mutex
 	pending []*job
+	busy    map[string]bool // the durables of the batches in flight
+	running int
 	wake    chan struct{}
 }
 
 func newBatcher(apply func(context.Context, []*job)) *batcher {
-	return &batcher{apply: apply, wake: make(chan struct{}, 1)}
+	return &batcher{apply: apply, busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+}
+
+func (b *batcher) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default: // a wake-up is already due
+	}
 }
 
 // do queues d's event and waits for its result, or for ctx. A job still queued when
 // ctx ends is withdrawn; one already in a batch is left to it, its result dropped
 // (the write is idempotent: a retry of it is skipped as stale).
 func (b *batcher) do(ctx context.Context, d *delivery) (result, error) {
-	j := &job{d: d, done: make(chan struct{})}
+	j := &job{d: d, key: d.md.Consumer, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, j)
 	b.mu.Unlock()
 	d.markQueued()
-	select {
-	case b.wake <- struct{}{}:
-	default: // a wake-up is already due
-	}
+	b.signal()
 	select {
 	case <-j.done:
 		return j.res, nil
@@ -64,23 +83,61 @@ func (b *batcher) do(ctx context.Context, d *delivery) (result, error) {
 	}
 }
 
-// run applies batches until ctx ends. Jobs still queued then belong to handlers
-// whose own contexts end with the same shutdown.
+// run applies batches until ctx ends, and returns once those in flight are done.
+// Jobs still queued then belong to handlers whose own contexts end with the same
+// shutdown.
 func (b *batcher) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.wake:
 		}
-		b.mu.Lock()
-		jobs := b.pending
-		b.pending = nil
-		b.mu.Unlock()
-		if len(jobs) > 0 {
-			b.apply(ctx, jobs)
+		for jobs := b.take(); jobs != nil; jobs = b.take() {
+			wg.Go(func() {
+				b.apply(ctx, jobs)
+				b.finish(jobs)
+			})
 		}
 	}
+}
+
+// take starts a batch if a slot is free and some queued job's durable is idle.
+func (b *batcher) take() []*job {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running >= applyingBatches {
+		return nil
+	}
+	var jobs, rest []*job
+	for _, j := range b.pending {
+		if b.busy[j.key] {
+			rest = append(rest, j)
+		} else {
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	for _, j := range jobs {
+		b.busy[j.key] = true
+	}
+	b.pending = rest
+	b.running++
+	return jobs
+}
+
+func (b *batcher) finish(jobs []*job) {
+	b.mu.Lock()
+	for _, j := range jobs {
+		delete(b.busy, j.key)
+	}
+	b.running--
+	b.mu.Unlock()
+	b.signal()
 }
 
 // applyBatch applies jobs once under a WriteTimeout of its own and gives each its

@@ -1,11 +1,17 @@
 package partition_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // BenchmarkDrain times a backlog of 6,000 events (1,000 users, each created with five
@@ -48,5 +54,71 @@ func BenchmarkDrain(b *testing.B) {
 				b.StopTimer()
 			}
 		})
+	}
+}
+
+// BenchmarkSteady offers todo writes (a create, then a completion) of 200 users at a
+// steady rate for 10 s to one replica on the partitioned stream (16 partitions,
+// projector defaults), and reports the rate they were applied at, from the first
+// publish until the read model converged: at or near the offered rate while the
+// replica keeps up. At such rates each partition fetches one or two events at a time,
+// so what the benchmark measures is how the replica batches across its partitions.
+// Run it alone on a quiet machine:
+//
+//	go test -run '^$' -bench Steady -benchtime 1x ./internal/partition/
+func BenchmarkSteady(b *testing.B) {
+	const (
+		users   = 200
+		seconds = 10
+	)
+	for _, rate := range []int{200, 400, 800, 1600} {
+		b.Run(fmt.Sprintf("offered-%d-per-s", rate), func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				env := projtest.New(b)
+				env.Partition(b, 16)
+				w := projtest.NewWorld(b)
+				owners := make([]uuid.UUID, users)
+				for i := range owners {
+					owners[i] = w.CreateUser()
+				}
+				env.Publish(b, w.Events...)
+				cfg := env.GroupConfig(durable, "r0")
+				cfg.Consumer.BatchSize, cfg.Consumer.MaxAckPending, cfg.Consumer.Concurrency = 100, 1000, 16
+				env.StartMember(b, cfg)
+				projtest.Eventually(b, time.Minute, env.Converged(w))
+				seeded := len(w.Events)
+				for i := 0; len(w.Events)-seeded < rate*seconds; i++ {
+					w.SetCompleted(w.CreateTodo(owners[i%users], fmt.Sprintf("todo %d", i)), true)
+				}
+				b.StartTimer()
+				start := time.Now()
+				publishAt(b, env, w.Events[seeded:], rate)
+				projtest.Eventually(b, 10*time.Minute, env.Converged(w))
+				b.ReportMetric(float64(len(w.Events)-seeded)/time.Since(start).Seconds(), "events/s")
+				b.StopTimer()
+			}
+		})
+	}
+}
+
+// publishAt publishes events in order at rate per second.
+func publishAt(b *testing.B, env *projtest.Env, events []event.Envelope, rate int) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	for i, e := range events {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
+		body, err := e.Encode()
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg := nats.NewMsg(event.Subject(projtest.Prefix, e))
+		msg.Data = body
+		msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
+		if _, err := env.JS.PublishMsg(ctx, msg); err != nil {
+			b.Fatalf("publish %s: %v", e.ID, err)
+		}
 	}
 }
