@@ -577,22 +577,10 @@ export interface components {
             /** @description The user's live (unexpired) tokens, oldest first; at most 20. */
             items: components["schemas"]["TokenInfo"][];
         };
-        /**
-         * @example {
-         *       "email": "ada@example.com",
-         *       "password": "correct horse battery"
-         *     }
-         */
         SignIn: {
             email: string;
             password: string;
         };
-        /**
-         * @example {
-         *       "password": "a new long passphrase",
-         *       "current_password": "correct horse battery"
-         *     }
-         */
         PasswordChange: {
             /** @description The new password: 8 to 128 characters, kept exactly as sent. */
             password: string;
@@ -1169,6 +1157,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "down",
+                     *       "checks": [
+                     *         {
+                     *           "name": "postgres",
+                     *           "status": "up",
+                     *           "latency_ms": 0.8
+                     *         },
+                     *         {
+                     *           "name": "mongodb",
+                     *           "status": "down",
+                     *           "latency_ms": 2000.4
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["HealthReport"];
                 };
             };
@@ -1912,6 +1917,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "type": "urn:outboxtodo:problem:too-many-tokens",
+                     *       "title": "Too many tokens",
+                     *       "status": 409,
+                     *       "detail": "a user may hold at most 20 live tokens; list them with GET /v1/users/me/tokens and revoke one with DELETE /v1/users/me/tokens/{id}",
+                     *       "instance": "/v1/users/me/tokens",
+                     *       "request_id": "5b0e2f8e-2f0a-4a57-9d1c-0c6f5a3e9b21"
+                     *     }
+                     */
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
@@ -1999,6 +2014,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "type": "urn:outboxtodo:problem:not-found",
+                     *       "title": "Not found",
+                     *       "status": 404,
+                     *       "detail": "no such resource",
+                     *       "instance": "/v1/users/me/tokens/0190a8a4-3c70-7d11-b2c3-d4e5f6a7b8c9",
+                     *       "request_id": "5b0e2f8e-2f0a-4a57-9d1c-0c6f5a3e9b21"
+                     *     }
+                     */
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
@@ -2034,6 +2059,54 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ok",
+                     *       "checked_at": "2026-11-30T12:05:01Z",
+                     *       "outbox": {
+                     *         "backlog": 3,
+                     *         "oldest_age_seconds": 0.02,
+                     *         "retrying": 0,
+                     *         "parked": 0
+                     *       },
+                     *       "stream": {
+                     *         "name": "TODO_EVENTS",
+                     *         "messages": 1042,
+                     *         "bytes": 912345,
+                     *         "first_seq": 1,
+                     *         "last_seq": 1042,
+                     *         "consumers": 16
+                     *       },
+                     *       "consumer": {
+                     *         "name": "projector",
+                     *         "pending": 2,
+                     *         "ack_pending": 1,
+                     *         "redelivered": 0,
+                     *         "delivered_seq": 1041,
+                     *         "ack_floor_seq": 1040,
+                     *         "waiting_pullers": 16,
+                     *         "partitions": [
+                     *           {
+                     *             "partition": "p0",
+                     *             "consumer": "projector-p0",
+                     *             "pending": 0,
+                     *             "ack_pending": 0,
+                     *             "redelivered": 0,
+                     *             "ack_floor_seq": 61,
+                     *             "lag_seconds": 0,
+                     *             "holder": "projector-7d9f-x2k1"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "projection": {
+                     *         "watermark_seq": 1040,
+                     *         "watermark_time": "2026-11-30T12:05:00.123456Z",
+                     *         "lag_seconds": 0.05
+                     *       },
+                     *       "dead_letters": 0,
+                     *       "alerts": []
+                     *     }
+                     */
                     "application/json": components["schemas"]["SyncReport"];
                 };
             };
@@ -2049,7 +2122,73 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "critical",
+                     *       "checked_at": "2026-11-30T12:05:01Z",
+                     *       "outbox": {
+                     *         "backlog": 5012,
+                     *         "oldest_age_seconds": 360,
+                     *         "retrying": 12,
+                     *         "parked": 0
+                     *       },
+                     *       "stream": {
+                     *         "name": "TODO_EVENTS",
+                     *         "messages": 1042,
+                     *         "bytes": 912345,
+                     *         "first_seq": 1,
+                     *         "last_seq": 1042,
+                     *         "consumers": 16
+                     *       },
+                     *       "consumer": {
+                     *         "name": "projector",
+                     *         "pending": 2,
+                     *         "ack_pending": 1,
+                     *         "redelivered": 0,
+                     *         "delivered_seq": 1041,
+                     *         "ack_floor_seq": 1040,
+                     *         "waiting_pullers": 16,
+                     *         "partitions": [
+                     *           {
+                     *             "partition": "p0",
+                     *             "consumer": "projector-p0",
+                     *             "pending": 0,
+                     *             "ack_pending": 0,
+                     *             "redelivered": 0,
+                     *             "ack_floor_seq": 61,
+                     *             "lag_seconds": 0,
+                     *             "holder": "projector-7d9f-x2k1"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "projection": {
+                     *         "watermark_seq": 1040,
+                     *         "watermark_time": "2026-11-30T12:05:00.123456Z",
+                     *         "lag_seconds": 0.05
+                     *       },
+                     *       "dead_letters": 0,
+                     *       "alerts": [
+                     *         {
+                     *           "severity": "critical",
+                     *           "check": "outbox_oldest_age",
+                     *           "message": "the oldest unpublished outbox row is 6m0s old",
+                     *           "value": 360,
+                     *           "threshold": 300
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["SyncReport"];
+                    /**
+                     * @example {
+                     *       "type": "urn:outboxtodo:problem:read-model-unavailable",
+                     *       "title": "Read model unavailable",
+                     *       "status": 503,
+                     *       "detail": "the leaderboard and stats are unavailable for a moment; writes are not affected; retry shortly",
+                     *       "instance": "/health/sync",
+                     *       "request_id": "5b0e2f8e-2f0a-4a57-9d1c-0c6f5a3e9b21"
+                     *     }
+                     */
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
@@ -2200,6 +2339,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "ada@example.com",
+                 *       "password": "correct horse battery"
+                 *     }
+                 */
                 "application/json": components["schemas"]["SignIn"];
             };
         };
@@ -2260,6 +2405,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "password": "a new long passphrase",
+                 *       "current_password": "correct horse battery"
+                 *     }
+                 */
                 "application/json": components["schemas"]["PasswordChange"];
             };
         };
