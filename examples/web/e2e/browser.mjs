@@ -84,6 +84,9 @@ try {
       statsConsistency: await page.locator("#stats-freshness").getAttribute("data-consistency"),
       me: await text("#leaders li.me"),
       leaderboardConsistency: await page.locator("#leaderboard-freshness").getAttribute("data-consistency"),
+      // Shown only when the browser may read X-Projection-Watermark (CORS exposes it).
+      watermarks: (await text("#stats-freshness")).includes("Read model as of")
+        && (await text("#leaderboard-freshness")).includes("Read model as of"),
     };
     const wrong = Object.keys(want).filter((k) => got[k] !== want[k]);
     if (wrong.length > 0) {
@@ -131,13 +134,13 @@ try {
   });
   await until("the todo listed", (title) => [...document.querySelectorAll("#todos li")].some((li) => li.textContent.includes(title)), title);
   await expectReadModel("after adding", {
-    open: "1", completed: "0", total: "1", statsConsistency: "fresh", me: `${name}: 0 of 1 done`, leaderboardConsistency: "fresh",
+    open: "1", completed: "0", total: "1", statsConsistency: "fresh", me: `${name}: 0 of 1 done`, leaderboardConsistency: "fresh", watermarks: true,
   });
 
   await write("complete it", () => page.getByRole("checkbox", { name: `completed: ${title}` }).click());
   await until("the todo shown done", () => document.querySelector("#todos li.done") !== null);
   await expectReadModel("after completing", {
-    open: "0", completed: "1", total: "1", statsConsistency: "fresh", me: `${name}: 1 of 1 done`, leaderboardConsistency: "fresh",
+    open: "0", completed: "1", total: "1", statsConsistency: "fresh", me: `${name}: 1 of 1 done`, leaderboardConsistency: "fresh", watermarks: true,
   });
 
   if (problems.length > 0) throw new Error(`the page reported:\n${problems.join("\n")}`);
