@@ -3,6 +3,7 @@ package deploy
 import (
 	"encoding/json"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +13,9 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 
 	"github.com/outboxtodo/outboxtodo/shared/metricref"
@@ -136,6 +140,32 @@ func TestAnchor(t *testing.T) {
 	} {
 		if got := anchor(title); got != want {
 			t.Errorf("anchor(%q) = %q, want %q", title, got, want)
+		}
+	}
+}
+
+// TestRulesLoad loads alerts.yml as Prometheus does (rulefmt: the file's fields, every
+// expression's PromQL, the annotations' templates), and parses every dashboard query.
+func TestRulesLoad(t *testing.T) {
+	t.Parallel()
+	p := parser.NewParser(parser.Options{})
+	_, errs := rulefmt.ParseFile(filepath.Join(observabilityDir, "alerts.yml"), false, model.UTF8Validation, p, slog.New(slog.DiscardHandler))
+	for _, err := range errs {
+		t.Error(err)
+	}
+	refs, err := metricref.Refs(observabilityDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Grafana replaces its variables before Prometheus sees the query.
+	grafana := strings.NewReplacer("$__rate_interval", "5m", "$namespace", "outboxtodo")
+	for _, where := range refs {
+		for _, w := range where {
+			if x, ok := strings.CutPrefix(w, "dashboard.json: "); ok {
+				if _, err := p.ParseExpr(grafana.Replace(x)); err != nil {
+					t.Errorf("dashboard query %s: %v", x, err)
+				}
+			}
 		}
 	}
 }
