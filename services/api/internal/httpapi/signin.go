@@ -21,8 +21,9 @@ import (
 // signInLimits bound password guesses: per email address (and per user, for the
 // current password of a password change), so that one account cannot be guessed at
 // from many addresses, and per client address, so that one client cannot try many
-// accounts. Both are per replica. Every attempt counts, right or wrong: a bucket that
-// only failures drained would tell an attacker which guess was right by what follows.
+// accounts. Both are per replica. Every attempt counts, right or wrong: counting only
+// failures would mean hashing before the limit is checked, and the limit is there to
+// bound the hashing too.
 type signInLimits struct {
 	perEmail, perAddress *ratelimit.Keyed
 }
