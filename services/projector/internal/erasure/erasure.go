@@ -129,14 +129,17 @@ func (e *Eraser) consume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", e.cfg.Durable, err)
 	}
-	stopped := make(chan struct{})
-	defer func() { <-stopped }()
-	defer it.Stop()
+	// Next blocks until a message comes: ctx's end stops the iterator, which ends it.
+	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
 		it.Stop()
 	}()
+	defer func() { close(done); <-stopped }()
 	for {
 		msg, err := it.Next()
 		if err != nil {

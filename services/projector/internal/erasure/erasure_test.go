@@ -228,3 +228,35 @@ func find(t *testing.T, env *projtest.Env, needles ...[]byte) string {
 	}
 	return ""
 }
+
+// An operator deleting the eraser's consumer (or the stream being recreated) stops its
+// iterator: the eraser creates the consumer again and erases what comes next.
+func TestErasureSurvivesItsConsumerDeleted(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := projtest.NewWorld(t)
+	u := w.CreateUser()
+	w.RenameUser(u, "Secret Name")
+	env.Publish(t, w.Events...)
+	env.StartMember(t, env.GroupConfig("projector", "a"))
+	startEraser(t, env)
+	projtest.Eventually(t, time.Minute, env.Converged(w))
+	projtest.Eventually(t, time.Minute, func() (bool, string) {
+		_, err := env.JS.Consumer(ctx, env.Stream, "projector-erasure")
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := env.JS.DeleteConsumer(ctx, env.Stream, "projector-erasure"); err != nil {
+		t.Fatal(err)
+	}
+	n := len(w.Events)
+	w.DeleteUser(u)
+	env.Publish(t, w.Events[n:]...)
+	projtest.Eventually(t, time.Minute, func() (bool, string) {
+		if where := find(t, env, []byte("Secret Name")); where != "" {
+			return false, "personal data still in " + where
+		}
+		return true, ""
+	})
+}
