@@ -10,10 +10,12 @@
  * - the bearer token, read from `token()` before each request, so signing in or out
  *   needs no new client;
  * - read-your-writes: the API's reads of the read model (stats, leaderboard) may lag
- *   the writes. Each write answers a `Consistency-Token`; the client keeps the newest
- *   and sends it with those reads, which then wait (bounded) for the read model to
- *   include that write and answer `Consistency: fresh`, or `stale` when it did not in
- *   time. `freshness(response)` reads those headers.
+ *   the writes. Each write answers a `Consistency-Token`; the client keeps the one of
+ *   the last write answered and sends it with those reads, which then wait (bounded)
+ *   for the read model to include that write and answer `Consistency: fresh`, or
+ *   `stale` when it did not in time. Tokens are opaque, so with several writes in
+ *   flight, the one answered last is the one waited for. `freshness(response)` reads
+ *   those headers.
  */
 import createClient, { type Client, type ClientOptions, type Middleware } from "openapi-fetch";
 
@@ -59,7 +61,7 @@ export interface TodoClientOptions extends Omit<ClientOptions, "baseUrl"> {
 }
 
 export interface TodoClient extends Client<paths> {
-  /** The newest consistency token a write answered, sent with the read-model reads. */
+  /** The consistency token of the last write answered, sent with the read-model reads. */
   consistencyToken(): string | undefined;
   /** Forgets the consistency token (on sign-out: it names another user's writes). */
   resetConsistency(): void;

@@ -137,7 +137,7 @@ async function setCompleted(todo: Todo, completed: boolean): Promise<void> {
   await refresh();
 }
 
-/** Reloads everything shown; the read-model reads carry the newest write's consistency token. */
+/** Reloads everything shown; the read-model reads carry the last write's consistency token. */
 async function refresh(): Promise<void> {
   await Promise.all([loadTodos(), loadStats(), loadLeaderboard()]);
 }
