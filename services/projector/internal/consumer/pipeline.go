@@ -104,7 +104,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		middleware.Timeout(p.handlerTimeout()),
 		middleware.Recoverer,
 	)
-	router.AddNoPublisherHandler("project", topicEvents, &subscriber{in: p.in, closing: make(chan struct{})}, p.handle)
+	router.AddConsumerHandler("project", topicEvents, &subscriber{in: p.in, closing: make(chan struct{})}, p.handle)
 
 	batchCtx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
 	batchDone := make(chan struct{})

@@ -170,7 +170,7 @@ func theirs(b *testing.B, env *projtest.Env, durables []string, n int, apply boo
 		if err != nil {
 			b.Fatal(err)
 		}
-		router.AddNoPublisherHandler(d, env.Stream, sub, handler)
+		router.AddConsumerHandler(d, env.Stream, sub, handler)
 	}
 	routerDone := make(chan error, 1)
 	go func() { routerDone <- router.Run(ctx) }()
