@@ -8,7 +8,7 @@
 // evicted: its key starts again with a full burst, which is the price of a bounded
 // map; the eviction counter makes it visible.
 //
-// The bookkeeping happens inside Allow, in O(1) per call: no background goroutine.
+// The bookkeeping happens inside Take, in O(1) per call: no background goroutine.
 package ratelimit
 
 import (
@@ -73,13 +73,6 @@ func New(c Config) (*Keyed, error) {
 	}, nil
 }
 
-// Allow takes one token from key's bucket. When the bucket is empty it takes nothing
-// and returns false with the time until a token will be available.
-func (k *Keyed) Allow(key string) (bool, time.Duration) {
-	d := k.Take(key)
-	return d.Allowed, d.RetryAfter
-}
-
 // Decision is the outcome of Take, with what a client may be told of its budget.
 type Decision struct {
 	Allowed bool
@@ -92,7 +85,9 @@ type Decision struct {
 	Reset     time.Duration
 }
 
-// Take takes one token from key's bucket, as Allow does, and reports the budget left.
+// Take takes one token from key's bucket and reports the budget left. When the bucket
+// is empty it takes nothing, and the decision is a refusal with the time until a
+// token will be available.
 func (k *Keyed) Take(key string) Decision {
 	now := k.now()
 	k.mu.Lock()

@@ -41,26 +41,27 @@ func TestBurstThenRetryAfter(t *testing.T) {
 	t.Parallel()
 	k, c := newKeyed(t, 2, 3, 10)
 	for i := range 3 {
-		if ok, _ := k.Allow("a"); !ok {
+		if !k.Take("a").Allowed {
 			t.Fatalf("request %d of the burst refused", i)
 		}
 	}
-	ok, wait := k.Allow("a")
+	d := k.Take("a")
+	ok, wait := d.Allowed, d.RetryAfter
 	if ok || wait != 500*time.Millisecond {
 		t.Fatalf("after the burst: %v, wait %v; want refused for 500ms", ok, wait)
 	}
 	// A refusal takes no token: the wait does not grow with refused requests.
-	if _, again := k.Allow("a"); again != wait {
+	if again := k.Take("a").RetryAfter; again != wait {
 		t.Fatalf("wait grew to %v", again)
 	}
-	if ok, _ := k.Allow("b"); !ok {
+	if !k.Take("b").Allowed {
 		t.Fatal("another key shares a's bucket")
 	}
 	c.advance(500 * time.Millisecond)
-	if ok, _ := k.Allow("a"); !ok {
+	if !k.Take("a").Allowed {
 		t.Fatal("refused after waiting the advertised time")
 	}
-	if ok, _ := k.Allow("a"); ok {
+	if k.Take("a").Allowed {
 		t.Fatal("more than the rate allowed")
 	}
 }
@@ -69,13 +70,13 @@ func TestIdleBucketsAreDropped(t *testing.T) {
 	t.Parallel()
 	k, c := newKeyed(t, 10, 5, 1000)
 	for i := range 100 {
-		k.Allow(fmt.Sprint(i))
+		k.Take(fmt.Sprint(i))
 	}
 	if n, _ := k.Stats(); n != 100 {
 		t.Fatalf("%d keys, want 100", n)
 	}
 	c.advance(500 * time.Millisecond) // burst/rate: every bucket is full again
-	k.Allow("new")
+	k.Take("new")
 	if n, ev := k.Stats(); n != 1 || ev != 0 {
 		t.Fatalf("%d keys and %d evictions after the idle time, want 1 and 0", n, ev)
 	}
@@ -85,7 +86,7 @@ func TestMapIsBounded(t *testing.T) {
 	t.Parallel()
 	k, _ := newKeyed(t, 1, 1, 50)
 	for i := range 1000 {
-		if ok, _ := k.Allow(fmt.Sprint(i)); !ok {
+		if !k.Take(fmt.Sprint(i)).Allowed {
 			t.Fatalf("new key %d refused", i)
 		}
 	}
@@ -93,7 +94,7 @@ func TestMapIsBounded(t *testing.T) {
 		t.Fatalf("%d keys, %d evictions; want 50 and 950", n, ev)
 	}
 	// The most recent keys are the ones kept.
-	if ok, _ := k.Allow("999"); ok {
+	if k.Take("999").Allowed {
 		t.Fatal("the most recent key lost its bucket")
 	}
 }
@@ -107,7 +108,7 @@ func TestConcurrentUse(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 50 {
-				if ok, _ := k.Allow("shared"); ok {
+				if k.Take("shared").Allowed {
 					mu.Lock()
 					allowed++
 					mu.Unlock()
