@@ -19,8 +19,9 @@ import (
 
 // TestSecretsNeverLogged runs the API's whole run path with a password in
 // DATABASE_URL and a CURSOR_SECRET, sends requests carrying bearer tokens (valid,
-// revoked, unknown and malformed), then fails to start twice with the password in
-// the URL, and checks that no log line holds the password, the secret or a token.
+// revoked, unknown and malformed) and users' passwords (sign-up, sign-in, change),
+// then fails to start twice with the password in the URL, and checks that no log line
+// holds the password, the secret, a user's password or a token.
 func TestSecretsNeverLogged(t *testing.T) {
 	t.Parallel()
 	password := "pw-" + rand.Text()
@@ -38,6 +39,8 @@ func TestSecretsNeverLogged(t *testing.T) {
 	environ := map[string]string{
 		"DATABASE_URL": u.String(), "CURSOR_SECRET": cursorSecret,
 		"API_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "localhost:0",
+		// Cheap password hashes, by configuration as anywhere else.
+		"PASSWORD_HASH_MEMORY": "1024", "PASSWORD_HASH_TIME": "1",
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -101,6 +104,26 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	if status, _ := call("DELETE", "/v1/users/me/tokens/current", first, ""); status != http.StatusNoContent {
 		t.Fatalf("revoke: %d", status)
+	}
+	// Passwords: set at sign-up, tried wrong and right, changed.
+	pw, wrong, changed := "pw1-"+rand.Text(), "pw2-"+rand.Text(), "pw3-"+rand.Text()
+	secrets = append(secrets, pw, wrong, changed)
+	status, b = call("POST", "/v1/users", "", `{"email":"p@example.com","display_name":"P","password":"`+pw+`"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("sign-up with a password: %d %s", status, b)
+	}
+	withPassword := tokenOf(b)
+	if status, b := call("POST", "/v1/sessions", "", `{"email":"p@example.com","password":"`+wrong+`"}`); status != http.StatusUnauthorized {
+		t.Fatalf("sign-in with a wrong password: %d %s", status, b)
+	}
+	status, b = call("POST", "/v1/sessions", "", `{"email":"p@example.com","password":"`+pw+`"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("sign-in: %d %s", status, b)
+	}
+	tokenOf(b)
+	body := `{"password":"` + changed + `","current_password":"` + pw + `"}`
+	if status, b := call("PUT", "/v1/users/me/password", withPassword, body); status != http.StatusNoContent {
+		t.Fatalf("password change: %d %s", status, b)
 	}
 	unknown := "tdo_" + strings.Repeat("Q", 43)
 	secrets = append(secrets, unknown)
