@@ -98,3 +98,28 @@ func TestLogValueMasksCursorSecret(t *testing.T) {
 		t.Fatalf("logged %s", b.String())
 	}
 }
+
+func TestSignInAndReadYourWritesSettings(t *testing.T) {
+	t.Parallel()
+	c, err := config.FromMap(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PasswordHashMemory != 19456 || c.PasswordHashTime != 2 || c.PasswordHashThreads != 1 || c.PasswordHashConcurrency != 2 ||
+		c.SignInPerEmail != 10 || c.SignInPerAddress != 30 || c.SignInWindow != 15*time.Minute || c.ReadYourWritesWait != 2*time.Second ||
+		c.PublicURL != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	_, err = config.FromMap(map[string]string{
+		"PASSWORD_HASH_MEMORY": "512", "PASSWORD_HASH_CONCURRENCY": "0", "SIGN_IN_WINDOW": "0s",
+		"READ_YOUR_WRITES_WAIT": "-1s", "PUBLIC_URL": "todo.example.com",
+	})
+	if err == nil {
+		t.Fatal("invalid settings accepted")
+	}
+	for _, want := range []string{"PASSWORD_HASH_MEMORY", "PASSWORD_HASH_CONCURRENCY", "SIGN_IN_WINDOW", "READ_YOUR_WRITES_WAIT", "PUBLIC_URL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not name %s: %v", want, err)
+		}
+	}
+}
