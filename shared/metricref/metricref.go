@@ -35,6 +35,7 @@ const KubeStateMetrics = "kube-state-metrics"
 // documentation lists them (docs/metrics/workload/job-metrics.md and
 // cronjob-metrics.md, all STABLE since v2.0 but the last successful time, since v2.7).
 var kubeStateMetrics = map[string]bool{
+	"kube_job_failed":                          true,
 	"kube_job_status_failed":                   true,
 	"kube_job_owner":                           true,
 	"kube_cronjob_created":                     true,

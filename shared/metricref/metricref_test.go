@@ -35,7 +35,7 @@ func TestSelectors(t *testing.T) {
 	t.Parallel()
 	for expr, want := range map[string][]metricref.Selector{
 		`max(publisher_outbox_backlog{job="publisher", namespace="outboxtodo"}) > 10000`: {{Name: "publisher_outbox_backlog", Matchers: `job="", namespace=""`}},
-		`sum by (le) (rate(projector_lag_seconds_bucket {job="projector"}[5m])) / up`:     {{Name: "projector_lag_seconds_bucket", Matchers: `job=""`}, {Name: "up"}},
+		`sum by (le) (rate(projector_lag_seconds_bucket {job="projector"}[5m])) / up`:    {{Name: "projector_lag_seconds_bucket", Matchers: `job=""`}, {Name: "up"}},
 		`label_replace(absent(x{a="}", b=~"{"}), "metric", "x", "", "") unless on () absent(up{job="p"} == 1)`: {
 			{Name: "x", Matchers: `a="", b=~""`}, {Name: "up", Matchers: `job=""`}},
 		`time() - max(kube_cronjob_created{cronjob="v"}) > 26 * 3600`: {{Name: "kube_cronjob_created", Matchers: `cronjob=""`}},
