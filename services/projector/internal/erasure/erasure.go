@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,8 +66,11 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultRetry   = 5 * time.Second
-	DefaultTimeout = 2 * time.Minute
+	DefaultRetry = 5 * time.Second
+	// A secure delete rewrites the message in its block: the 2,001 messages of a user
+	// with 1,000 todos took 11.7-15.4 s on this machine (0.5 s with plain deletes), so
+	// a user with 10,000 todos takes about two minutes.
+	DefaultTimeout = 10 * time.Minute
 )
 
 // ErrNotApplied is returned by Erase while the read model does not show the user's
@@ -220,13 +224,11 @@ func (e *Eraser) Erase(ctx context.Context, user uuid.UUID, version int64) (Repo
 		if err != nil {
 			return rep, fmt.Errorf("subjects of %s: %w", filter, err)
 		}
-		for subject, n := range info.State.Subjects {
-			erased, err := eraseSubject(ctx, st, subject, n)
-			if err != nil {
-				return rep, err
-			}
-			rep.Subjects++
-			rep.Messages += erased
+		subjects, erased, err := eraseSubjects(ctx, st, info.State.Subjects)
+		rep.Subjects += subjects
+		rep.Messages += erased
+		if err != nil {
+			return rep, err
 		}
 	}
 	n, err := e.dead.DeleteOwner(ctx, user)
@@ -280,6 +282,45 @@ func (e *Eraser) tombstoneVersion(ctx context.Context, user uuid.UUID) (int64, e
 		return 0, fmt.Errorf("read user %s: %w", user, err)
 	}
 	return doc.Version, nil
+}
+
+// subjectConcurrency bounds the subjects erased at once: two overlap one's round trips
+// with the other's. More would not help: the server runs a stream's secure deletes one
+// at a time (about 6 ms each here), and they would queue the stream's publishes.
+const subjectConcurrency = 2
+
+// eraseSubjects runs eraseSubject on each subject (with its message count), a few at a
+// time, and returns how many subjects it finished and messages it erased.
+func eraseSubjects(ctx context.Context, st jetstream.Stream, counts map[string]uint64) (subjects, erased int, _ error) {
+	var (
+		mu     sync.Mutex
+		first  error
+		failed int
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, subjectConcurrency)
+	)
+	for subject, n := range counts {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			m, err := eraseSubject(ctx, st, subject, n)
+			mu.Lock()
+			defer mu.Unlock()
+			erased += m
+			if err != nil {
+				if failed++; first == nil {
+					first = err
+				}
+				return
+			}
+			subjects++
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return subjects, erased, fmt.Errorf("%d of %d subjects not erased, one: %w", failed, len(counts), first)
+	}
+	return subjects, erased, nil
 }
 
 // eraseSubject securely deletes every message of subject (n messages) but its newest
