@@ -12,8 +12,10 @@
 //     MetaStreamSeq, MetaDeliveries) and the event's request id as its correlation id.
 //     It emits a message once the previous one is queued for its write, and fetches
 //     the next batch's messages only once every message of this one is settled: a
-//     durable's (a partition's) messages are applied in stream order. It maps the
-//     router's verdict to JetStream: ack to Ack, or to Term when the poison path
+//     durable's (a partition's) messages are applied in stream order. (A message
+//     retried after an outage or a timeout is queued again on its own and may land
+//     after later ones of its batch: the version guard makes that harmless.) It maps
+//     the router's verdict to JetStream: ack to Ack, or to Term when the poison path
 //     recorded a dead letter; nack to NakWithDelay along the back-off schedule, or to
 //     Nak once shutdown has given up on the message. Unsettled messages are kept alive
 //     with InProgress, so that AckWait never costs a delivery while they wait.
