@@ -61,12 +61,12 @@
 //   - Undecodable or invalid event: redelivering the same bytes cannot help, so it is
 //     dead-lettered at once and terminated.
 //   - MongoDB unreachable or timing out (transient), or the handler's Timeout: retried
-//     by Retry with a growing pause (100 ms doubling, up to 5 s or a quarter of
-//     AckWait) for as long as the message's context lives; the message is kept alive
-//     with InProgress meanwhile, so that its delivery count does not grow during an
-//     outage: an outage never dead-letters anything. If the process stops meanwhile,
-//     the message is nacked at the end of ShutdownTimeout (or AckWait brings it back
-//     to another replica).
+//     by Retry with a growing pause (200 ms, then four times longer at each retry, up
+//     to 5 s or a quarter of AckWait) for as long as the message's context lives; the
+//     message is kept alive with InProgress meanwhile, so that its delivery count
+//     does not grow during an outage: an outage never dead-letters anything. If the
+//     process stops meanwhile, the message is nacked at the end of ShutdownTimeout
+//     (or AckWait brings it back to another replica).
 //   - MongoDB answered this write with an error (see isRejected) while it still serves
 //     a trivial read (see readModelDown: otherwise it is an outage): retried in process
 //     RejectedRetries times with the same back-off, then nacked with NakWithDelay along

@@ -94,7 +94,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		middleware.Retry{
 			// Bounded by shouldRetry: only an outage is retried for as long as the
 			// message's context lives.
-			MaxRetries:          math.MaxInt32,
+			MaxRetries: math.MaxInt32,
+			// Waits of 200 ms, 800 ms, 3.2 s, then MaxInterval: with ShouldRetry set,
+			// watermill v1.5.1 draws the back-off once more per retry (for
+			// RetryParams.Delay) than the wait it makes.
 			InitialInterval:     100 * time.Millisecond,
 			Multiplier:          2,
 			MaxInterval:         min(5*time.Second, max(p.cfg.AckWait/4, 10*time.Millisecond)),
