@@ -134,9 +134,11 @@ type Config struct {
 	MaxAckPending int
 	BatchSize     int
 	FetchWait     time.Duration
-	// WriteTimeout bounds the MongoDB work of one batch attempt.
+	// WriteTimeout bounds the MongoDB work of one batch attempt; twice it bounds one
+	// attempt at handling a message (the router's Timeout).
 	WriteTimeout time.Duration
-	// Concurrency bounds the MongoDB writes in flight.
+	// Concurrency bounds the MongoDB writes in flight per batch (applyingBatches of
+	// them at once per Pipeline).
 	Concurrency int
 	// Database, when set, is written instead of the active read model: a rebuild's
 	// fresh database, so every document is tried as an insert first
