@@ -47,14 +47,15 @@ var (
 	mongoPort = []string{"TCP/27017"}
 
 	wantEgress = map[string][]string{
-		"Deployment/api":            concat(dns, sql, natsPort, mongoPort),
-		"Deployment/publisher":      concat(dns, sql, natsPort),
-		"Deployment/projector":      concat(dns, natsPort, mongoPort, sql),
-		"Job/migrate":               concat(dns, sql),
-		"CronJob/projector-verify":  concat(dns, natsPort, mongoPort, sql),
-		"CronJob/projector-resync":  concat(dns, natsPort, mongoPort, sql),
-		"CronJob/projector-rebuild": concat(dns, natsPort, mongoPort, sql),
-		"Pod/nats-box":              concat(dns, natsPort),
+		"Deployment/api":                    concat(dns, sql, natsPort, mongoPort),
+		"Deployment/publisher":              concat(dns, sql, natsPort),
+		"Deployment/projector":              concat(dns, natsPort, mongoPort, sql),
+		"Job/migrate":                       concat(dns, sql),
+		"CronJob/projector-verify":          concat(dns, natsPort, mongoPort, sql),
+		"CronJob/projector-resync":          concat(dns, natsPort, mongoPort, sql),
+		"CronJob/projector-rebuild":         concat(dns, natsPort, mongoPort, sql),
+		"CronJob/projector-restore-cutover": concat(dns, natsPort, mongoPort, sql),
+		"Pod/nats-box":                      concat(dns, natsPort),
 	}
 	wantIngress = map[string][]string{
 		"Deployment/api":       {"TCP/http", "TCP/admin"},
@@ -70,9 +71,10 @@ var operations = map[string]struct {
 	args      []string
 	scheduled bool
 }{
-	"projector-verify":  {[]string{"verify"}, true},
-	"projector-resync":  {[]string{"resync", "--all"}, false},
-	"projector-rebuild": {[]string{"rebuild"}, false},
+	"projector-verify":          {[]string{"verify"}, true},
+	"projector-resync":          {[]string{"resync", "--all"}, false},
+	"projector-rebuild":         {[]string{"rebuild"}, false},
+	"projector-restore-cutover": {[]string{"restore-cutover", "--yes"}, false},
 }
 
 func concat(lists ...[]string) []string {
