@@ -80,7 +80,7 @@ func (p *Pipeline) handlerTimeout() time.Duration { return 2 * p.cfg.WriteTimeou
 func (p *Pipeline) Run(ctx context.Context) error {
 	defer close(p.done)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: p.handlerTimeout()},
-		watermill.NewSlogLogger(p.log.With("component", "router")))
+		quietHandlerErrors{watermill.NewSlogLogger(p.log.With("component", "router"))})
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
@@ -118,6 +118,24 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return fmt.Errorf("router: %w", err)
 	}
 	return nil
+}
+
+// quietHandlerErrors logs the router's "Handler returned error" at debug level: every
+// nack passes through it (a rejected write before its last delivery, a shutdown's
+// nack), and the consumer already logs each outcome once, with the event's context,
+// at the level it deserves. The router's other errors keep their level.
+type quietHandlerErrors struct{ watermill.LoggerAdapter }
+
+func (l quietHandlerErrors) Error(msg string, err error, fields watermill.LogFields) {
+	if msg == "Handler returned error" {
+		l.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l quietHandlerErrors) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietHandlerErrors{l.LoggerAdapter.With(fields)}
 }
 
 // The handler's errors, for the middleware to tell apart.
