@@ -108,3 +108,28 @@ func TestRedact(t *testing.T) {
 		t.Fatalf("Redact = %q", got)
 	}
 }
+
+func TestNoJIT(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := dbtest.NewPool(t)
+	for _, noJIT := range []bool{false, true} {
+		pool, err := postgres.Connect(ctx, url, postgres.PoolConfig{MaxConns: 2, NoJIT: noJIT})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var jit, server string
+		err = pool.QueryRow(ctx, `SELECT current_setting('jit'), (SELECT reset_val FROM pg_settings WHERE name = 'jit')`).Scan(&jit, &server)
+		pool.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := server
+		if noJIT {
+			want = "off"
+		}
+		if jit != want {
+			t.Errorf("NoJIT %v: jit = %s, want %s", noJIT, jit, want)
+		}
+	}
+}

@@ -24,7 +24,12 @@ import (
 //
 // The rows come in the order of outbox_drain_idx (created_at, migration 00003), so the
 // scan stops at the LIMIT instead of sorting the whole backlog; the lower-version check
-// is one probe of outbox_aggregate_version_key per row read. The payload is selected
+// is one probe of outbox_aggregate_version_key per row read. OFFSET 0 keeps that check
+// a per-row probe: without it PostgreSQL turns NOT EXISTS into an anti join and, with
+// statistics of a backlog of some thousands of rows, hashes the whole backlog twice per
+// claim (15 ms at 15,000 rows against 1.8 ms, measured), so that a claim slows as the
+// backlog grows and the backlog grows faster. The probe's estimated cost is what makes
+// the publisher's sessions run without JIT (postgres.PoolConfig.NoJIT). The payload is selected
 // as is, not cast: PostgreSQL renders it as JSON text on output, for the rows returned
 // only (a cast would be evaluated below a sort, for every row of the backlog, if the
 // planner sorted: it does on a table without statistics).
@@ -40,7 +45,8 @@ WHERE o.partition = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL
       SELECT 1 FROM outbox AS p
       WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id
         AND p.aggregate_version < o.aggregate_version AND p.published_at IS NULL
-        AND p.event_id NOT IN (SELECT unnest($4::uuid[])))
+        AND p.event_id NOT IN (SELECT unnest($4::uuid[]))
+      OFFSET 0)
 ORDER BY o.created_at
 LIMIT $2`
 

@@ -37,7 +37,7 @@ import (
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) error {
 	log.Info("starting publisher", "config", cfg)
 
-	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{MaxConns: cfg.DBMaxConns, AppName: "publisher"})
+	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{MaxConns: cfg.DBMaxConns, AppName: "publisher", NoJIT: true})
 	if err != nil {
 		return fmt.Errorf("connect to database: %w", err)
 	}
