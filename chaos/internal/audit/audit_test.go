@@ -141,4 +141,70 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 	if len(res.Problems) != 7 {
 		t.Errorf("%d problems, want 7:\n%s", len(res.Problems), all)
 	}
+
+	// A deleted user's erasure removes every message of their aggregates but each
+	// one's newest: those may be missing, the tombstones may not.
+	gina, ginaTodo := uuid.New(), uuid.New()
+	mkFor := func(typ string, agg uuid.UUID, v int64, data any) event.Envelope {
+		t.Helper()
+		e, err := event.New(typ, agg, gina, v, now, event.TraceContext{}, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	ginaEvents := []event.Envelope{
+		mkFor(event.UserCreated, gina, 1, event.UserData{ID: gina, Email: "gina@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now}),
+		mkFor(event.TodoCreated, ginaTodo, 1, event.TodoData{ID: ginaTodo, UserID: gina, Title: "gina's", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now}),
+		mkFor(event.TodoDeleted, ginaTodo, 2, event.TodoData{ID: ginaTodo, UserID: gina, Version: 2}),
+		mkFor(event.UserDeleted, gina, 2, event.UserData{ID: gina, Version: 2}),
+	}
+	if err := outbox.Insert(ctx, pool, ginaEvents...); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[uuid.UUID]uint64{}
+	for _, e := range ginaEvents {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.Publish(ctx, event.Subject("t", e), b, jetstream.WithMsgID(e.ID.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[e.ID] = ack.Sequence
+		published(e)
+	}
+	for _, e := range ginaEvents[:2] { // the user's and the todo's creation
+		if err := s.SecureDeleteMsg(ctx, seqs[e.ID]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err = Check(ctx, pool, js, "S", writes); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) != 7 {
+		t.Errorf("an erased user's older events were counted missing: %d problems, want 7:\n%s", len(res.Problems), strings.Join(res.Problems, "\n"))
+	}
+	if err := s.SecureDeleteMsg(ctx, seqs[ginaEvents[2].ID]); err != nil { // a tombstone
+		t.Fatal(err)
+	}
+	if res, err = Check(ctx, pool, js, "S", writes); err != nil {
+		t.Fatal(err)
+	}
+	// Reported, and with it the todo's erased creation: nothing left in the stream
+	// names that todo's owner.
+	all = strings.Join(res.Problems, "\n")
+	for _, e := range ginaEvents[1:3] {
+		if want := "event " + e.ID.String() + " is in the stream 0 times"; !strings.Contains(all, want) {
+			t.Errorf("a missing tombstone: problems lack %q:\n%s", want, all)
+		}
+	}
+	if len(res.Problems) != 9 {
+		t.Errorf("a missing tombstone: %d problems, want 9:\n%s", len(res.Problems), all)
+	}
 }
