@@ -19,10 +19,10 @@
 //     ids, so the server would drop them as duplicates. Consumers go with the stream;
 //     the projector creates its durables at start. The membership bucket is another
 //     stream and stays.
-//   - the active read-model database is dropped (documents and the projection
-//     watermark); the projector creates its indexes, FerretDB's too, at start.
 //   - every dead letter is deleted: what they failed to apply is superseded by the
 //     current state emitted below, and redriving one could bring back lost content.
+//   - the active read-model database is dropped (documents and the projection
+//     watermark); the projector creates its indexes, FerretDB's too, at start.
 //   - every live aggregate is re-emitted through the outbox at its current version
 //     (package resync), and every user deleted before the backup gets a tombstone
 //     carrying their last stats snapshot, which verify compares. Unpublished outbox rows
@@ -142,6 +142,11 @@ func Run(ctx context.Context, cfg Config, db postgres.Beginner, q postgres.DBTX,
 	if rep.StreamMessages, rep.StreamAbsent, err = recreateStream(ctx, js, cfg.Stream); err != nil {
 		return rep, err
 	}
+	// Before the drop: without a pointer the active database is the control database,
+	// and dropping it would take the dead letters uncounted.
+	if rep.DeadLetters, err = deadletter.New(store.Control()).Clear(ctx); err != nil {
+		return rep, err
+	}
 	active, err := store.Active(ctx)
 	if err != nil {
 		return rep, err
@@ -149,9 +154,6 @@ func Run(ctx context.Context, cfg Config, db postgres.Beginner, q postgres.DBTX,
 	rep.Database = active.Name()
 	if err := active.Drop(ctx); err != nil {
 		return rep, fmt.Errorf("drop read model %s: %w", active.Name(), err)
-	}
-	if rep.DeadLetters, err = deadletter.New(store.Control()).Clear(ctx); err != nil {
-		return rep, err
 	}
 	// The read model is empty: nothing to tombstone, every current version is new to it.
 	if rep.Resync, err = resync.Run(ctx, db, q, nil, resync.Selection{All: true}); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // The restore as it happens: the database is dumped, more is written, published and
@@ -81,12 +82,18 @@ func TestRestoreCutover(t *testing.T) {
 	if _, err := restored.Exec(ctx, `DELETE FROM publisher_replicas`); err != nil {
 		t.Fatal(err)
 	}
+	// The active database is the control database, which holds the dead letters: they
+	// are counted, not dropped with it unseen.
+	if _, err := env.Store.Control().Collection(readmodel.CollDeadLetters).InsertOne(ctx,
+		readmodel.DeadLetter{ID: env.Stream + ":999999", Stream: env.Stream, StreamSeq: 999999, Error: "lost timeline"}); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := restore.Run(ctx, cfg, restored, restored, env.JS, env.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// u1, u2 (its rename is pending in the outbox), a and b; u3 deleted.
-	if rep.StreamAbsent || rep.StreamMessages == 0 || rep.Database != env.Control || rep.Resync.Emitted != 3 || rep.Resync.Pending != 1 ||
+	if rep.StreamAbsent || rep.StreamMessages == 0 || rep.Database != env.Control || rep.DeadLetters != 1 || rep.Resync.Emitted != 3 || rep.Resync.Pending != 1 ||
 		rep.Resync.Tombstones != 0 || rep.DeletedUsers != 1 {
 		t.Fatalf("report = %+v", rep)
 	}
