@@ -525,8 +525,14 @@ func runRestoreCutover(ctx context.Context, cfg config.Config, log *slog.Logger,
 		for _, l := range live {
 			fmt.Fprintf(out, "running: %s\n", l)
 		}
-		return fmt.Errorf("restore-cutover: nothing done; with --yes it deletes and recreates stream %s, drops the active read model of %s and its dead letters, and re-emits every aggregate through the outbox",
-			cfg.Stream, cfg.MongoDatabase)
+		// The active database, not the control one: after a rebuild they differ, and the
+		// operator must know which one goes.
+		active, err := store.ActiveName(ctx)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("restore-cutover: nothing done; with --yes it deletes and recreates stream %s, deletes the dead letters, drops read model %s (the active one), and re-emits every aggregate through the outbox",
+			cfg.Stream, active)
 	}
 	rep, err := restore.Run(ctx, rc, pool, pool, js, store)
 	if rep.StreamAbsent {

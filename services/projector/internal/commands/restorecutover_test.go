@@ -56,7 +56,7 @@ func TestRestoreCutoverCommand(t *testing.T) {
 	})
 	out.Reset()
 	err := commands.Run(ctx, env.Log, []string{"restore-cutover"}, &out)
-	if err == nil || !strings.Contains(out.String(), "running: projector replicas") {
+	if err == nil || !strings.Contains(out.String(), "running: projector replicas") || !strings.Contains(err.Error(), "drops read model "+env.Control+" ") {
 		t.Fatalf("restore-cutover without --yes, projector running = %v:\n%s", err, out.String())
 	}
 	stop()
