@@ -482,13 +482,20 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 	if *batch < 1 {
 		return fmt.Errorf("rebuild: --batch-size %d: want at least 1", *batch)
 	}
+	store := readmodel.NewStore(client, cfg.MongoDatabase)
 	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: consumerConfig(cfg), BatchSize: *batch, Database: *name, Settle: *settle, Timeout: *timeout,
-		FerretDBPostgreSQLURL: cfg.FerretDBPostgreSQLURL}, js, readmodel.NewStore(client, cfg.MongoDatabase), log)
+		FerretDBPostgreSQLURL: cfg.FerretDBPostgreSQLURL}, js, store, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "rebuilt %s from the newest message of each aggregate (%d messages, stream sequence %d) in %s (%.0f messages/s); readers switched from %s (drop it when no longer needed)\n",
-		res.Database, res.Messages, res.Events, res.CatchUp.Round(time.Millisecond), res.MessagesPerSecond, res.Previous)
+	previous := res.Previous + " (drop it when no longer needed)"
+	if res.Previous == store.Control().Name() {
+		// Dropping it would take the pointer just written, and the readers back to it.
+		previous = fmt.Sprintf("%s, the control database (keep it: it holds the pointer and the dead letters; drop only its %s, %s, %s and %s collections when no longer needed)",
+			res.Previous, readmodel.CollUsers, readmodel.CollTodos, readmodel.CollStats, readmodel.CollProjection)
+	}
+	fmt.Fprintf(out, "rebuilt %s from the newest message of each aggregate (%d messages, stream sequence %d) in %s (%.0f messages/s); readers switched from %s\n",
+		res.Database, res.Messages, res.Events, res.CatchUp.Round(time.Millisecond), res.MessagesPerSecond, previous)
 	return nil
 }
 

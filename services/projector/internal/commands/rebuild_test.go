@@ -1,0 +1,54 @@
+package commands_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+)
+
+// The first rebuild switches the readers away from the control database, which keeps
+// the pointer and the dead letters: the summary must not tell the operator to drop it
+// as it does an old rebuilt database.
+func TestRebuildCommandKeepsTheControlDatabase(t *testing.T) {
+	env := projtest.New(t)
+	pool, dbURL := dbtest.NewPool(t)
+	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	t.Setenv("MONGODB_URI", env.Ferret.URI())
+	t.Setenv("MONGODB_DATABASE", env.Control)
+	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
+	t.Setenv("DATABASE_URL", dbURL)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := projtest.NewWorld(t)
+	w.CreateTodo(w.CreateUser(), "a")
+	if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, w.Events...) }); err != nil {
+		t.Fatal(err)
+	}
+	env.RelayOutbox(t, pool)
+
+	var out bytes.Buffer
+	if err := commands.Run(ctx, env.Log, []string{"rebuild", "--database", "rebuilt_1", "--settle", "0s"}, &out); err != nil {
+		t.Fatalf("first rebuild: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "readers switched from "+env.Control+", the control database") || strings.Contains(out.String(), "drop it") {
+		t.Fatalf("first rebuild's summary:\n%s", out.String())
+	}
+	out.Reset()
+	if err := commands.Run(ctx, env.Log, []string{"rebuild", "--database", "rebuilt_2", "--settle", "0s"}, &out); err != nil {
+		t.Fatalf("second rebuild: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "readers switched from rebuilt_1 (drop it when no longer needed)") {
+		t.Fatalf("second rebuild's summary:\n%s", out.String())
+	}
+}
