@@ -76,9 +76,11 @@ node_modules/.package-lock.json: package.json package-lock.json clients/ts/packa
 client: npm ## Regenerate the TypeScript client's types (clients/ts/src/schema.d.ts) from the API's OpenAPI document
 	npm run --workspace clients/ts generate -- ../../services/api/internal/httpapi/openapi.json --output src/schema.d.ts
 
+# --watch=forever: rebuilds on changes, and keeps serving when stdin is not a terminal (esbuild's
+# server alone stops when its stdin closes, so `make web &` stopped at once).
 .PHONY: web
 web: npm ## Serve the example web app on http://localhost:5173, calling the API of `make run` (run both)
-	npm run --workspace examples/web build -- --outfile=www/app.js --servedir=www --serve=localhost:5173
+	npm run --workspace examples/web build -- --outfile=www/app.js --servedir=www --serve=localhost:5173 --watch=forever
 
 .PHONY: bench-publisher
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, the mark's WAL and the outbox's size, and outbox-to-stream latency
