@@ -2,6 +2,7 @@ package cleanup_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,13 +73,53 @@ WHERE event_id = ANY($1)`, legacy.EventIDs(), legacy.EventIDs()[3]); err != nil 
 	}
 }
 
-func TestVacuumsOutboxOnceDeadRowsPileUp(t *testing.T) {
+func TestVacuumsAndAnalyzesOutboxOnceChangesPileUp(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pool, _ := dbtest.NewPool(t)
+	type counts struct{ dead, changed, vacuums, analyzes int64 }
+	read := func(table string) counts {
+		var c counts
+		if err := pool.QueryRow(ctx, `
+SELECT n_dead_tup, n_mod_since_analyze, vacuum_count, analyze_count FROM pg_stat_user_tables
+WHERE relname = $1 AND schemaname = current_schema()`, table).Scan(&c.dead, &c.changed, &c.vacuums, &c.analyzes); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// The cumulative statistics reach pg_stat_user_tables once the backend that wrote
+	// reports them; each call outside a transaction reads a fresh snapshot.
+	await := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("never: %s", what)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	m := metrics.New(prometheus.NewRegistry())
+	log := pubtest.Logger(t)
+
 	aggs := pubtest.NewAggregates(50)
-	aggs.WriteVersions(ctx, t, pool, 1, 1, 1, false) // 50 rows
+	aggs.WriteVersions(ctx, t, pool, 1, 1, 1, false) // 50 rows: a backlog never analyzed
+	await("50 rows changed in outbox", func() bool { return read("outbox").changed >= 50 })
+	done, err := cleanup.NewVacuumer(pool, 51, m, log).Vacuum(ctx)
+	if err != nil || len(done) != 0 {
+		t.Fatalf("below the threshold: ran %v, %v", done, err)
+	}
+	if done, err = cleanup.NewVacuumer(pool, 50, m, log).Vacuum(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 1 || done[0] != "analyze outbox" {
+		t.Fatalf("ran %v, want [analyze outbox]", done)
+	}
+	if c := read("outbox"); c.analyzes < 1 || c.vacuums != 0 {
+		t.Fatalf("outbox after the analyze: %+v", c)
+	}
+
 	// Publishing moves the rows out: 50 dead tuples in the outbox.
 	if _, err := pool.Exec(ctx, `
 WITH moved AS (DELETE FROM outbox RETURNING event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at)
@@ -86,47 +127,16 @@ INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id,
 SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now() FROM moved`); err != nil {
 		t.Fatal(err)
 	}
-	dead := func() int64 {
-		var n int64
-		if err := pool.QueryRow(ctx, `SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname = current_schema()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	// The cumulative statistics reach pg_stat_user_tables once the backend that
-	// deleted reports them; a fresh snapshot is read on each call outside a transaction.
-	for dead() < 50 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("dead tuples never reached the statistics: %d", dead())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	m := metrics.New(prometheus.NewRegistry())
-	log := pubtest.Logger(t)
-
-	done, err := cleanup.NewVacuumer(pool, 51, m, log).Vacuum(ctx)
-	if err != nil {
+	await("50 dead tuples in outbox", func() bool { return read("outbox").dead >= 50 })
+	await("50 rows changed in outbox_published", func() bool { return read("outbox_published").changed >= 50 })
+	if done, err = cleanup.NewVacuumer(pool, 50, m, log).Vacuum(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(done) != 0 {
-		t.Fatalf("vacuumed %v below the threshold", done)
+	slices.Sort(done)
+	if !slices.Equal(done, []string{"analyze outbox_published", "vacuum outbox"}) {
+		t.Fatalf("ran %v, want [analyze outbox_published vacuum outbox]", done)
 	}
-	done, err = cleanup.NewVacuumer(pool, 50, m, log).Vacuum(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(done) != 1 || done[0] != "outbox" {
-		t.Fatalf("vacuumed %v, want [outbox] (outbox_published has no dead tuples)", done)
-	}
-	var vacuums int64
-	if err := pool.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname = current_schema()`).Scan(&vacuums); err != nil {
-		t.Fatal(err)
-	}
-	if vacuums < 1 {
-		t.Fatalf("outbox vacuum_count %d after the vacuum", vacuums)
-	}
-	if n := dead(); n != 0 {
-		t.Fatalf("%d dead tuples left after the vacuum", n)
+	if c := read("outbox"); c.vacuums < 1 || c.dead != 0 || c.changed != 0 {
+		t.Fatalf("outbox after VACUUM (ANALYZE): %+v", c)
 	}
 }

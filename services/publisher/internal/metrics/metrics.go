@@ -89,8 +89,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		Vacuums: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "publisher_outbox_vacuums_total",
-			Help: "VACUUMs the publisher ran on an outbox table whose dead tuples reached VACUUM_DEAD_ROWS.",
-		}, []string{"table"}),
+			Help: "Maintenance the publisher ran on an outbox table: action=vacuum (VACUUM (ANALYZE), dead tuples reached VACUUM_DEAD_ROWS) or action=analyze (as many rows changed since its last ANALYZE).",
+		}, []string{"table", "action"}),
 	}
 	reg.MustRegister(m.Published, m.Failed, m.Parked, m.Fenced, m.BatchSize, m.PublishTime, m.EventLag,
 		m.Backlog, m.OldestAge, m.Retrying, m.ParkedRows, m.LeasesHeld, m.WakeMode, m.CleanedUp, m.Vacuums)
