@@ -4,9 +4,14 @@ package sharedtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
+	"testing"
+	"time"
 )
 
 // LogBuffer collects log output written from many goroutines (a server's, a child
@@ -52,4 +57,46 @@ func (l *LogBuffer) Lines() ([]map[string]any, error) {
 		out = append(out, m)
 	}
 	return out, firstErr
+}
+
+// Await waits, until ctx ends, for a log line whose msg is msg, and returns its field
+// (a string; empty when the line has none).
+func (l *LogBuffer) Await(t testing.TB, ctx context.Context, msg, field string) string {
+	t.Helper()
+	for {
+		lines, _ := l.Lines()
+		for _, line := range lines {
+			if line["msg"] == msg {
+				v, _ := line[field].(string)
+				return v
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no %q in the logs: %v\n%s", msg, ctx.Err(), l.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Fetch GETs url and returns the body of its 200 answer.
+func Fetch(t testing.TB, ctx context.Context, url string) string {
+	t.Helper()
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s\n%s", url, res.Status, body)
+	}
+	return string(body)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -49,25 +47,13 @@ func TestMetricsExportThePools(t *testing.T) {
 
 	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer rcancel()
-	r, err := http.NewRequestWithContext(rctx, "GET", "http://"+addr+admin.MetricsPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := sharedtest.Fetch(t, rctx, "http://"+addr+admin.MetricsPath)
 	for _, want := range []string{`pgxpool_max_conns{pool="api"} 7`, `pgxpool_max_conns{pool="api-sync"} 2`, `pgxpool_acquired_conns{pool="api"} `} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 	if t.Failed() {
-		t.Log(string(body))
+		t.Log(body)
 	}
 }

@@ -2,8 +2,6 @@ package service_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -46,35 +44,10 @@ func TestMetricsExportThePool(t *testing.T) {
 		}
 	}()
 
-	var addr string
-	for addr == "" {
-		lines, _ := logs.Lines()
-		for _, l := range lines {
-			if l["msg"] == "admin server listening" {
-				addr, _ = l["addr"].(string)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the admin server did not start:\n%s", logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	r, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+admin.MetricsPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := logs.Await(t, ctx, "admin server listening", "addr")
+	body := sharedtest.Fetch(t, ctx, "http://"+addr+admin.MetricsPath)
 	for _, want := range []string{`pgxpool_max_conns{pool="publisher"} 3`, `pgxpool_acquired_conns{pool="publisher"} `} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, body)
 		}
 	}
