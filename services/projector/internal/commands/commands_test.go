@@ -13,11 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 )
@@ -150,4 +155,27 @@ func TestRunCreatesFerretIndexes(t *testing.T) {
 			t.Errorf("no GIN index on %s.%s.%s; GIN indexes: %v", fresh, f.Collection, f.Field, gin)
 		}
 	}
+}
+
+// toolsEnv points the commands at env and at a new PostgreSQL database, as an operator's
+// environment would, and returns that database's pool.
+func toolsEnv(t *testing.T, env *projtest.Env) *pgxpool.Pool {
+	t.Helper()
+	pool, dbURL := dbtest.NewPool(t)
+	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	t.Setenv("MONGODB_URI", env.Ferret.URI())
+	t.Setenv("MONGODB_DATABASE", env.Control)
+	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
+	t.Setenv("DATABASE_URL", dbURL)
+	return pool
+}
+
+// publishOutbox writes events to the outbox and relays them into env's stream, as the
+// API and the publisher would.
+func publishOutbox(t *testing.T, ctx context.Context, env *projtest.Env, pool *pgxpool.Pool, events []event.Envelope) {
+	t.Helper()
+	if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, events...) }); err != nil {
+		t.Fatal(err)
+	}
+	env.RelayOutbox(t, pool)
 }

@@ -7,13 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // The first rebuild switches the readers away from the control database, which keeps
@@ -21,21 +16,13 @@ import (
 // as it does an old rebuilt database.
 func TestRebuildCommandKeepsTheControlDatabase(t *testing.T) {
 	env := projtest.New(t)
-	pool, dbURL := dbtest.NewPool(t)
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
-	t.Setenv("MONGODB_DATABASE", env.Control)
-	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
-	t.Setenv("DATABASE_URL", dbURL)
+	pool := toolsEnv(t, env)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w := projtest.NewWorld(t)
 	w.CreateTodo(w.CreateUser(), "a")
-	if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, w.Events...) }); err != nil {
-		t.Fatal(err)
-	}
-	env.RelayOutbox(t, pool)
+	publishOutbox(t, ctx, env, pool, w.Events)
 
 	var out bytes.Buffer
 	if err := commands.Run(ctx, env.Log, []string{"rebuild", "--database", "rebuilt_1", "--settle", "0s"}, &out); err != nil {

@@ -10,13 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // The cut-over as an operator runs it: without --yes it changes nothing and names the
@@ -25,12 +20,7 @@ import (
 // indexes created at start) applies the re-emitted aggregates, and verify passes.
 func TestRestoreCutoverCommand(t *testing.T) {
 	env := projtest.New(t)
-	pool, dbURL := dbtest.NewPool(t)
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
-	t.Setenv("MONGODB_DATABASE", env.Control)
-	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
-	t.Setenv("DATABASE_URL", dbURL)
+	pool := toolsEnv(t, env)
 	t.Setenv("ADMIN_ADDR", freeAddr(t))
 	t.Setenv("FETCH_WAIT", "200ms")
 
@@ -42,10 +32,7 @@ func TestRestoreCutoverCommand(t *testing.T) {
 	if err := w.WriteSource(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, w.Events...) }); err != nil {
-		t.Fatal(err)
-	}
-	env.RelayOutbox(t, pool)
+	publishOutbox(t, ctx, env, pool, w.Events)
 
 	stop := runUntilStopped(t, ctx, env)
 	var out bytes.Buffer
