@@ -142,6 +142,54 @@ func runTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err erro
 	return nil
 }
 
+// WithBatch runs the statements of the batch build returns as one transaction in one
+// round trip: sent as one pipeline ending in a single Sync and without BEGIN, they run
+// as one implicit transaction, which the server commits at the Sync when every
+// statement succeeded and rolls back when one failed (PostgreSQL; CockroachDB since
+// v22.1). A write held open over three round trips (BEGIN, the statements, COMMIT)
+// holds its connection while the client waits for a core between them; on 2 loaded
+// cores that wait, not the server, set the pace of the API's pool (BENCHMARKS.md).
+//
+// The price: the transaction has committed before the client reads a result, so only
+// a statement that fails on the server can refuse the write, never the batch's result
+// callbacks. A serialization failure or a deadlock runs build and the batch again, as
+// WithTx does. An error without a SQLSTATE after the batch was sent wraps
+// ErrCommitUnknown: the Sync may have landed.
+func WithBatch(ctx context.Context, pool *pgxpool.Pool, build func() (*pgx.Batch, error)) error {
+	var err error
+	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
+		err = sendBatch(ctx, pool, build)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func sendBatch(ctx context.Context, pool *pgxpool.Pool, build func() (*pgx.Batch, error)) error {
+	b, err := build()
+	if err != nil {
+		return err
+	}
+	// Acquired apart from the send, so that a database that cannot be reached is a
+	// known failure, not an unknown outcome.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire a connection: %w", err)
+	}
+	defer conn.Release()
+	err = conn.SendBatch(ctx, b).Close()
+	if err != nil && SQLState(err) == "" && !pgconn.SafeToRetry(err) {
+		return fmt.Errorf("batch: %w: %w", ErrCommitUnknown, err)
+	}
+	return err
+}
+
 // ErrCommitUnknown marks a transaction whose COMMIT got no answer from the server (the
 // connection broke or timed out around it): it may have committed or not. Callers must
 // not report it as a failure; they can find out with ProbeInsert.

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
-// CommitFault is what a PGProxy does to the next COMMIT it sees.
+// CommitFault is what a PGProxy does to the next commit it sees: a COMMIT, or the Sync
+// that ends a pipeline of statements run as one implicit transaction.
 type CommitFault int
 
 // Faults a PGProxy can inject at COMMIT.
@@ -28,9 +30,11 @@ const (
 )
 
 // PGProxy is a TCP proxy in front of a PostgreSQL server that can break a connection
-// exactly at COMMIT, so tests can produce a commit whose outcome the client cannot
+// exactly at a commit, so tests can produce a commit whose outcome the client cannot
 // know. It reads the frontend protocol (simple and extended query messages) to spot a
-// COMMIT; everything else passes through untouched.
+// COMMIT, or a Sync that commits an implicit transaction: one after two or more
+// Execute messages, sent outside a transaction block (the server's last ReadyForQuery
+// said idle). Everything else passes through untouched.
 type PGProxy struct {
 	t        testing.TB
 	target   string
@@ -72,12 +76,20 @@ func ProxyDatabase(t testing.TB, dbURL string) (string, *PGProxy) {
 // Addr is the proxy's host:port.
 func (p *PGProxy) Addr() string { return p.ln.Addr().String() }
 
-// FailNextCommit makes the next COMMIT through the proxy (on any connection) fail as f
+// FailNextCommit makes the next commit through the proxy (on any connection) fail as f
 // says; later ones pass.
 func (p *PGProxy) FailNextCommit(f CommitFault) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fault = f
+}
+
+// FaultPending reports whether the fault FailNextCommit set still waits for a commit:
+// a test whose write should have committed through the proxy checks it went off.
+func (p *PGProxy) FaultPending() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fault != CommitPasses
 }
 
 // Refuse makes the proxy close new connections at once (the server looks down) while
@@ -133,20 +145,21 @@ func (p *PGProxy) serve(client net.Conn) {
 	// the client's side tells the writer to the client's side to swallow the answer
 	// to a COMMIT and hang up.
 	swallow := make(chan struct{}, 1)
+	var inBlock atomic.Bool // the server's last ReadyForQuery said in a transaction block
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer server.Close()
 		defer client.Close()
-		p.relayServer(server, client, swallow)
+		p.relayServer(server, client, swallow, &inBlock)
 	})
-	p.relayClient(client, server, swallow)
+	p.relayClient(client, server, swallow, &inBlock)
 	_ = client.Close()
 	_ = server.Close()
 	wg.Wait()
 }
 
-// relayClient copies frontend messages to the server, acting on a COMMIT.
-func (p *PGProxy) relayClient(client, server net.Conn, swallow chan<- struct{}) {
+// relayClient copies frontend messages to the server, acting on a commit.
+func (p *PGProxy) relayClient(client, server net.Conn, swallow chan<- struct{}, inBlock *atomic.Bool) {
 	// Startup (and an SSLRequest before it) have no type byte.
 	for {
 		msg, err := readUntyped(client)
@@ -162,12 +175,21 @@ func (p *PGProxy) relayClient(client, server net.Conn, swallow chan<- struct{}) 
 			break
 		}
 	}
+	executes := 0 // since the last Sync
 	for {
 		msg, err := readTyped(client)
 		if err != nil {
 			return
 		}
-		if isCommit(msg) {
+		implicitCommit := false
+		switch msg[0] {
+		case 'E':
+			executes++
+		case 'S':
+			implicitCommit = executes >= 2 && !inBlock.Load()
+			executes = 0
+		}
+		if isCommit(msg) || implicitCommit {
 			switch p.takeFault() {
 			case CommitLost:
 				return
@@ -182,9 +204,9 @@ func (p *PGProxy) relayClient(client, server net.Conn, swallow chan<- struct{}) 
 }
 
 // relayServer copies backend messages to the client until told to swallow the answer
-// to a COMMIT: then it reads that answer up to ReadyForQuery and returns, so the
+// to a commit: then it reads that answer up to ReadyForQuery and returns, so the
 // connection closes with the commit landed but unanswered.
-func (p *PGProxy) relayServer(server, client net.Conn, swallow <-chan struct{}) {
+func (p *PGProxy) relayServer(server, client net.Conn, swallow <-chan struct{}, inBlock *atomic.Bool) {
 	swallowing := false
 	for {
 		msg, err := readTyped(server)
@@ -197,10 +219,13 @@ func (p *PGProxy) relayServer(server, client net.Conn, swallow <-chan struct{}) 
 		default:
 		}
 		if swallowing {
-			if msg[0] == 'Z' { // ReadyForQuery: the COMMIT is done
+			if msg[0] == 'Z' { // ReadyForQuery: the commit is done
 				return
 			}
 			continue
+		}
+		if msg[0] == 'Z' && len(msg) > 5 { // its status: 'I' idle, 'T' or 'E' in a block
+			inBlock.Store(msg[5] != 'I')
 		}
 		if _, err := client.Write(msg); err != nil {
 			return

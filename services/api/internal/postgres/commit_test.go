@@ -122,6 +122,9 @@ func TestLostCommitIsResolved(t *testing.T) {
 
 				proxy.FailNextCommit(fault)
 				err := w.do(ctx, s, owner, todo)
+				if proxy.FaultPending() {
+					t.Fatalf("the write (err %v) sent no commit through the proxy", err)
+				}
 				switch {
 				case landed && err != nil:
 					t.Fatalf("the commit landed, yet the store answered %v", err)

@@ -74,16 +74,43 @@ const resolveTimeout = 3 * time.Second
 
 // run runs one write: fn queues its statements on c, a fresh change per attempt of the
 // transaction, and sends them. When the commit's answer is lost (the connection broke
-// or timed out at COMMIT), run finds out whether it committed, retrying the probe while
-// the database is unreachable: it returns nil when it did, an error wrapping
-// sharedpg.ErrNotCommitted when it did not, and an error wrapping
-// sharedpg.ErrCommitUnknown only when it cannot tell within resolveTimeout.
+// or timed out at COMMIT), run finds out whether it committed (see resolve).
 func (s *Store) run(ctx context.Context, fn func(tx pgx.Tx, c *change) error) error {
 	var c *change
 	err := sharedpg.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		c = &change{notify: s.notify, pool: s.pool}
 		return fn(tx, c)
 	})
+	return s.resolve(ctx, c, err)
+}
+
+// runAtomic runs one write whose statements fn queues all at once, without reading
+// anything first, as one implicit transaction in one round trip
+// (sharedpg.WithBatch): the statements must refuse the write on the server (see
+// countTodos and idempotency), never in a result callback. A lost answer is resolved
+// as run resolves it.
+func (s *Store) runAtomic(ctx context.Context, fn func(c *change) error) error {
+	var c *change
+	err := sharedpg.WithBatch(ctx, s.pool, func() (*pgx.Batch, error) {
+		c = &change{notify: s.notify, pool: s.pool}
+		if err := fn(c); err != nil {
+			return nil, err
+		}
+		return &c.b, nil
+	})
+	return s.resolve(ctx, c, err)
+}
+
+// resolve returns err, the outcome of sending change c, unless it says the commit's
+// answer was lost: then it finds out whether c committed, retrying the probe while the
+// database is unreachable. It returns nil when it did, an error wrapping
+// sharedpg.ErrNotCommitted when it did not, and an error wrapping
+// sharedpg.ErrCommitUnknown only when it cannot tell within resolveTimeout. A refusal
+// the server raised for an idempotency key is idempotency.ErrRace.
+func (s *Store) resolve(ctx context.Context, c *change, err error) error {
+	if sharedpg.IsUniqueViolation(err, idempotencyKeyConstraint) {
+		return idempotency.ErrRace
+	}
 	if !errors.Is(err, sharedpg.ErrCommitUnknown) || c == nil || c.committed == nil {
 		return err
 	}
@@ -126,37 +153,57 @@ func (c *change) events(events ...event.Envelope) error {
 // countTodos queues the change of the owner's todo counts, and of their version, that
 // a todo write makes: the outbox rows queued after it carry the new counts (see
 // outbox.Insert). The row lock it takes serializes one user's todo writes. A creation
-// (limit > 0) fails with todos.ErrTooMany when the owner would hold more than limit.
+// (limit > 0) is refused by the server, with todos.ErrTooMany (see refusal), when the
+// owner would hold more than limit: the update then changes no row, and the statement
+// inserts a row write_refusals never accepts (migration 00010), so that the refusal
+// rolls back a transaction that commits without a word from the API (runAtomic).
 // *version receives the stats version the change leaves, the read-your-writes position
 // of the write (see package consistency): the update's RETURNING, or a read of the
 // row when the counts are unchanged, in the same round trip either way.
 func (c *change) countTodos(owner uuid.UUID, open, completed, limit int64, version *int64) {
-	if open == 0 && completed == 0 {
-		// The counts are unchanged: the events carry them as they are.
-		c.b.Queue(`SELECT version FROM user_stats WHERE user_id = $1`, owner).QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(version); err != nil {
-				return fmt.Errorf("read stats version of user %s: %w", owner, err)
-			}
-			return nil
-		})
-		return
+	scan := func(row pgx.Row) error {
+		if err := row.Scan(version); err != nil {
+			return fmt.Errorf("read stats version of user %s: %w", owner, err)
+		}
+		return nil
 	}
-	c.b.Queue(`
+	switch {
+	case open == 0 && completed == 0:
+		// The counts are unchanged: the events carry them as they are.
+		c.b.Queue(`SELECT version FROM user_stats WHERE user_id = $1`, owner).QueryRow(scan)
+	case limit > 0:
+		c.b.Queue(`
+WITH counted AS (
+    UPDATE user_stats SET open = open + $2, completed = completed + $3, version = version + 1
+    WHERE user_id = $1 AND open + completed + $2 + $3 <= $4
+    RETURNING version),
+refused AS (
+    INSERT INTO write_refusals (reason)
+    SELECT 'todo cap reached' WHERE NOT EXISTS (SELECT 1 FROM counted))
+SELECT version FROM counted`, owner, open, completed, limit).QueryRow(scan)
+	default:
+		c.b.Queue(`
 UPDATE user_stats SET open = open + $2, completed = completed + $3, version = version + 1
-WHERE user_id = $1 AND ($4::BIGINT = 0 OR open + completed + $2 + $3 <= $4)
-RETURNING version`, owner, open, completed, limit).
-		QueryRow(func(row pgx.Row) error {
-			err := row.Scan(version)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows) && limit > 0:
-				return todos.ErrTooMany
-			case errors.Is(err, pgx.ErrNoRows):
+WHERE user_id = $1
+RETURNING version`, owner, open, completed).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(version); errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("no stats row for user %s", owner)
-			case err != nil:
+			} else if err != nil {
 				return fmt.Errorf("count todos of user %s: %w", owner, err)
 			}
 			return nil
 		})
+	}
+}
+
+// refusal is the error a write's statements raised on the server to refuse it
+// (migration 00010), or err itself.
+func refusal(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "todo_cap_reached" {
+		return todos.ErrTooMany
+	}
+	return err
 }
 
 // delta is how a todo's state counts in its owner's stats: (open, completed).
@@ -197,10 +244,14 @@ func (c *change) tokenGone(id uuid.UUID) {
 	}
 }
 
-// idempotency queues rec (if any). An expired row with the same key is replaced; a
-// live one means a concurrent request won: the send fails with idempotency.ErrRace.
-// Under READ COMMITTED the insert waits for that request's transaction and then sees
-// its row.
+// idempotencyKeyConstraint is the key of idempotency_keys: a write that stores a key
+// a concurrent request stored first fails on it (see idempotency).
+const idempotencyKeyConstraint = "idempotency_keys_pkey"
+
+// idempotency queues rec (if any). An expired row with the same key is deleted first;
+// a live one means a concurrent request won: the insert fails on the key, on the
+// server, which resolve reports as idempotency.ErrRace. Under READ COMMITTED the
+// insert waits for that request's transaction and then sees its row.
 func (c *change) idempotency(rec *idempotency.Record, now time.Time) error {
 	if rec == nil {
 		return nil
@@ -209,21 +260,12 @@ func (c *change) idempotency(rec *idempotency.Record, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode headers: %w", err)
 	}
+	c.b.Queue(`DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND created_at <= $3`,
+		rec.Scope, rec.Key, now.Add(-idempotency.TTL))
 	c.b.Queue(`
 INSERT INTO idempotency_keys (scope, idem_key, request_hash, status_code, response_headers, response_body, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (scope, idem_key) DO UPDATE
-SET request_hash = excluded.request_hash, status_code = excluded.status_code,
-    response_headers = excluded.response_headers, response_body = excluded.response_body,
-    created_at = excluded.created_at
-WHERE idempotency_keys.created_at <= $8`,
-		rec.Scope, rec.Key, rec.Fingerprint, rec.Response.Status, headers, rec.Response.Body, now, now.Add(-idempotency.TTL)).
-		Exec(func(tag pgconn.CommandTag) error {
-			if tag.RowsAffected() == 0 {
-				return idempotency.ErrRace
-			}
-			return nil
-		})
+VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		rec.Scope, rec.Key, rec.Fingerprint, rec.Response.Status, headers, rec.Response.Body, now)
 	return nil
 }
 
@@ -612,7 +654,9 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		return 0, err
 	}
 	var statsVersion int64
-	err = s.run(ctx, func(tx pgx.Tx, c *change) error {
+	// One round trip: every statement is known before the first is sent, and each
+	// refusal (the owner gone, the cap, a concurrent key) is raised by the server.
+	err = s.runAtomic(ctx, func(c *change) error {
 		// The insert first: its foreign key check waits for a concurrent delete of the
 		// owner, which takes the stats row after the user row, so the two cannot
 		// deadlock.
@@ -623,15 +667,15 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		if err := c.events(ev); err != nil {
 			return err
 		}
-		if err := c.idempotency(idem, t.CreatedAt); err != nil {
-			return err
-		}
-		return c.send(ctx, tx, "create todo")
+		return c.idempotency(idem, t.CreatedAt)
 	})
 	if sharedpg.SQLState(err) == "23503" { // foreign key: the owner is gone
 		return 0, users.ErrNotFound
 	}
-	return statsVersion, err
+	if err != nil {
+		return 0, fmt.Errorf("create todo: %w", refusal(err))
+	}
+	return statsVersion, nil
 }
 
 // Todo returns one todo of owner, or todos.ErrNotFound, also when it belongs to
