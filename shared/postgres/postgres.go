@@ -98,9 +98,15 @@ const maxTxAttempts = 5
 // deadlock (40P01) reruns fn in a new transaction, up to five attempts in all, so fn
 // must not have effects outside the transaction.
 func WithTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) error {
+	return retried(ctx, func() error { return runTx(ctx, db, fn) })
+}
+
+// retried runs attempt until it succeeds, fails with an error that is not a
+// serialization failure or a deadlock, or has run maxTxAttempts times.
+func retried(ctx context.Context, attempt func() error) error {
 	var err error
-	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
-		err = runTx(ctx, db, fn)
+	for n := 1; n <= maxTxAttempts; n++ {
+		err = attempt()
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
@@ -108,7 +114,7 @@ func WithTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
+		case <-time.After(time.Duration(n*n) * time.Millisecond):
 		}
 	}
 	return err
@@ -156,19 +162,7 @@ func runTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err erro
 // WithTx does. An error without a SQLSTATE after the batch was sent wraps
 // ErrCommitUnknown: the Sync may have landed.
 func WithBatch(ctx context.Context, pool *pgxpool.Pool, build func() (*pgx.Batch, error)) error {
-	var err error
-	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
-		err = sendBatch(ctx, pool, build)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
-		}
-	}
-	return err
+	return retried(ctx, func() error { return sendBatch(ctx, pool, build) })
 }
 
 func sendBatch(ctx context.Context, pool *pgxpool.Pool, build func() (*pgx.Batch, error)) error {

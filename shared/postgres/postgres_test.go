@@ -133,3 +133,52 @@ func TestNoJIT(t *testing.T) {
 		}
 	}
 }
+
+// WithBatch's statements are one implicit transaction: all of them or none.
+func TestWithBatch(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE things (n INT PRIMARY KEY CHECK (n < 100))`); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM things`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	batch := func(ns ...int) func() (*pgx.Batch, error) {
+		return func() (*pgx.Batch, error) {
+			b := &pgx.Batch{}
+			for _, n := range ns {
+				b.Queue(`INSERT INTO things VALUES ($1)`, n)
+			}
+			return b, nil
+		}
+	}
+
+	if err := postgres.WithBatch(ctx, pool, batch(1, 2, 3)); err != nil || count() != 3 {
+		t.Fatalf("err = %v, rows = %d, want nil and 3", err, count())
+	}
+	// The last statement fails on the server: the two before it are rolled back with
+	// it, and the outcome is known.
+	err := postgres.WithBatch(ctx, pool, batch(4, 5, 100))
+	if postgres.SQLState(err) != "23514" || errors.Is(err, postgres.ErrCommitUnknown) || count() != 3 {
+		t.Fatalf("err = %v, rows = %d, want a check violation and 3", err, count())
+	}
+	// A build that fails sends nothing.
+	builds := 0
+	boom := errors.New("boom")
+	err = postgres.WithBatch(ctx, pool, func() (*pgx.Batch, error) { builds++; return nil, boom })
+	if !errors.Is(err, boom) || builds != 1 || count() != 3 {
+		t.Fatalf("err = %v, builds = %d, rows = %d", err, builds, count())
+	}
+	// A database that cannot be reached is a failure, not an unknown outcome.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := postgres.WithBatch(cctx, pool, batch(6)); err == nil || errors.Is(err, postgres.ErrCommitUnknown) {
+		t.Fatalf("with a cancelled context: err = %v, want a known failure", err)
+	}
+}
