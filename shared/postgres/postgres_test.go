@@ -6,25 +6,33 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
-func TestWithTx(t *testing.T) {
-	t.Parallel()
+// things makes a table of numbers below 100 in a database of its own, and returns
+// its pool and a count of its rows.
+func things(t *testing.T) (*pgxpool.Pool, func() int) {
+	t.Helper()
 	pool, _ := dbtest.NewPool(t)
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `CREATE TABLE things (n INT PRIMARY KEY)`); err != nil {
+	if _, err := pool.Exec(context.Background(), `CREATE TABLE things (n INT PRIMARY KEY CHECK (n < 100))`); err != nil {
 		t.Fatal(err)
 	}
-	count := func() int {
+	return pool, func() int {
 		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM things`).Scan(&n); err != nil {
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM things`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
+}
+
+func TestWithTx(t *testing.T) {
+	t.Parallel()
+	pool, count := things(t)
+	ctx := context.Background()
 
 	t.Run("commits", func(t *testing.T) {
 		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
@@ -137,18 +145,8 @@ func TestNoJIT(t *testing.T) {
 // WithBatch's statements are one implicit transaction: all of them or none.
 func TestWithBatch(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
+	pool, count := things(t)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `CREATE TABLE things (n INT PRIMARY KEY CHECK (n < 100))`); err != nil {
-		t.Fatal(err)
-	}
-	count := func() int {
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM things`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	batch := func(ns ...int) func() (*pgx.Batch, error) {
 		return func() (*pgx.Batch, error) {
 			b := &pgx.Batch{}
