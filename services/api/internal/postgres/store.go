@@ -156,7 +156,8 @@ func (c *change) events(events ...event.Envelope) error {
 // (limit > 0) is refused by the server, with todos.ErrTooMany (see refusal), when the
 // owner would hold more than limit: the update then changes no row, and the statement
 // inserts a row write_refusals never accepts (migration 00010), so that the refusal
-// rolls back a transaction that commits without a word from the API (runAtomic).
+// rolls back a transaction that commits without a word from the API (runAtomic). The
+// main query reads the insert's output, so that no server may skip it as unused.
 // *version receives the stats version the change leaves, the read-your-writes position
 // of the write (see package consistency): the update's RETURNING, or a read of the
 // row when the counts are unchanged, in the same round trip either way.
@@ -179,8 +180,9 @@ WITH counted AS (
     RETURNING version),
 refused AS (
     INSERT INTO write_refusals (reason)
-    SELECT 'todo cap reached' WHERE NOT EXISTS (SELECT 1 FROM counted))
-SELECT version FROM counted`, owner, open, completed, limit).QueryRow(scan)
+    SELECT 'todo cap reached' WHERE NOT EXISTS (SELECT 1 FROM counted)
+    RETURNING reason)
+SELECT version FROM counted WHERE NOT EXISTS (SELECT 1 FROM refused)`, owner, open, completed, limit).QueryRow(scan)
 	default:
 		c.b.Queue(`
 UPDATE user_stats SET open = open + $2, completed = completed + $3, version = version + 1
