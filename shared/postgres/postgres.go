@@ -260,9 +260,15 @@ func SQLState(err error) string {
 
 // IsUniqueViolation reports whether err is a unique violation (23505), optionally of
 // the named constraint.
-func IsUniqueViolation(err error, constraint string) bool {
+func IsUniqueViolation(err error, constraint string) bool { return violates(err, "23505", constraint) }
+
+// IsCheckViolation reports whether err is a check constraint violation (23514),
+// optionally of the named constraint.
+func IsCheckViolation(err error, constraint string) bool { return violates(err, "23514", constraint) }
+
+func violates(err error, code, constraint string) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+	if !errors.As(err, &pgErr) || pgErr.Code != code {
 		return false
 	}
 	return constraint == "" || pgErr.ConstraintName == constraint

@@ -153,7 +153,7 @@ func (c *change) events(events ...event.Envelope) error {
 // countTodos queues the change of the owner's todo counts, and of their version, that
 // a todo write makes: the outbox rows queued after it carry the new counts (see
 // outbox.Insert). The row lock it takes serializes one user's todo writes. A creation
-// (limit > 0) is refused by the server, with todos.ErrTooMany (see refusal), when the
+// (limit > 0) is refused by the server, on the constraint todo_cap_reached, when the
 // owner would hold more than limit: the update then changes no row, and the statement
 // inserts a row write_refusals never accepts (migration 00010), so that the refusal
 // rolls back a transaction that commits without a word from the API (runAtomic). The
@@ -196,16 +196,6 @@ RETURNING version`, owner, open, completed).QueryRow(func(row pgx.Row) error {
 			return nil
 		})
 	}
-}
-
-// refusal is the error a write's statements raised on the server to refuse it
-// (migration 00010), or err itself.
-func refusal(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "todo_cap_reached" {
-		return todos.ErrTooMany
-	}
-	return err
 }
 
 // delta is how a todo's state counts in its owner's stats: (open, completed).
@@ -253,7 +243,7 @@ const idempotencyKeyConstraint = "idempotency_keys_pkey"
 // idempotency queues rec (if any). An expired row with the same key is deleted first;
 // a live one means a concurrent request won: the insert fails on the key, on the
 // server, which resolve reports as idempotency.ErrRace. Under READ COMMITTED the
-// insert waits for that request's transaction and then sees its row.
+// insert waits for that request's transaction, then fails if it committed.
 func (c *change) idempotency(rec *idempotency.Record, now time.Time) error {
 	if rec == nil {
 		return nil
@@ -671,11 +661,13 @@ func (s *Store) CreateTodo(ctx context.Context, t todos.Todo, trace event.TraceC
 		}
 		return c.idempotency(idem, t.CreatedAt)
 	})
-	if sharedpg.SQLState(err) == "23503" { // foreign key: the owner is gone
+	switch {
+	case sharedpg.SQLState(err) == "23503": // foreign key: the owner is gone
 		return 0, users.ErrNotFound
-	}
-	if err != nil {
-		return 0, fmt.Errorf("create todo: %w", refusal(err))
+	case sharedpg.IsCheckViolation(err, "todo_cap_reached"):
+		return 0, todos.ErrTooMany
+	case err != nil:
+		return 0, fmt.Errorf("create todo: %w", err)
 	}
 	return statsVersion, nil
 }
