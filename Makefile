@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every package of every workspace module.
-PKGS := ./shared/... ./migrations/... ./devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./chaos/... ./loadgen/... ./examples/web/...
+PKGS := ./shared/... ./migrations/... ./tools/devstack/... ./deploy/... ./services/api/... ./services/publisher/... ./services/projector/... ./tools/chaos/... ./tools/loadgen/... ./examples/web/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -28,7 +28,7 @@ help: ## Show this help
 .PHONY: build
 build: ## Build every command into ./bin
 	@mkdir -p bin
-	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./devstack/cmd/...
+	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./tools/devstack/cmd/...
 
 .PHONY: run
 run: build ## Run the whole system locally (API on http://localhost:8080, open to the app of `make web`); Ctrl-C stops it
@@ -89,7 +89,7 @@ bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream
 # --- bench: the whole-pipeline benchmark of issues 7 and 10 (loadgen module) --------
 # It starts bin/devstack on databases of its own (dropped at the end), on the API port
 # 18080, NATS 14322, FerretDB 27117 and admin ports 19090-19092, so `make run` may keep
-# running. LOADGEN_* variables tune it (loadgen/internal/bench/config.go).
+# running. LOADGEN_* variables tune it (tools/loadgen/internal/bench/config.go).
 BENCH_RESULTS ?= bench/results
 
 .PHONY: bench
@@ -99,7 +99,7 @@ bench: build bench-loadgen ## Benchmark API, pipeline at 10k and 100k todos, pro
 .PHONY: bench-loadgen
 bench-loadgen: ## Build the load generator into ./bin
 	@mkdir -p bin
-	go build -o bin/ ./loadgen/cmd/loadgen
+	go build -o bin/ ./tools/loadgen/cmd/loadgen
 
 .PHONY: bench-smoke
 bench-smoke: build bench-loadgen ## A short run of `make bench` with tiny phases and read models, to check the harness
@@ -113,7 +113,7 @@ bench-smoke: build bench-loadgen ## A short run of `make bench` with tiny phases
 
 .PHONY: chaos
 chaos: ## Fault run (~5 min): kill services, restart servers under load, then check nothing was lost (CHAOS_* tune it)
-	go run ./chaos/cmd/chaos
+	go run ./tools/chaos/cmd/chaos
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)

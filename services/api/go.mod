@@ -85,7 +85,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/outboxtodo/outboxtodo/devstack v0.0.0
+	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	github.com/pressly/goose/v3 v3.30.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
@@ -109,4 +109,4 @@ replace (
 	github.com/outboxtodo/outboxtodo/shared => ../../shared
 )
 
-replace github.com/outboxtodo/outboxtodo/devstack => ../../devstack
+replace github.com/outboxtodo/outboxtodo/tools/devstack => ../../tools/devstack

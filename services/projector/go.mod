@@ -78,7 +78,7 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16
-	github.com/outboxtodo/outboxtodo/devstack v0.0.0
+	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	github.com/outboxtodo/outboxtodo/migrations v0.0.0
 	github.com/outboxtodo/outboxtodo/shared v0.0.0
 	github.com/prometheus/client_golang v1.25.0
@@ -95,7 +95,7 @@ require (
 )
 
 replace (
-	github.com/outboxtodo/outboxtodo/devstack => ../../devstack
+	github.com/outboxtodo/outboxtodo/tools/devstack => ../../tools/devstack
 	github.com/outboxtodo/outboxtodo/migrations => ../../migrations
 	github.com/outboxtodo/outboxtodo/shared => ../../shared
 )

@@ -57,7 +57,7 @@ require (
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/nats-io/nkeys v0.4.16
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/outboxtodo/outboxtodo/devstack v0.0.0
+	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
@@ -68,4 +68,4 @@ replace github.com/outboxtodo/outboxtodo/shared => ../../shared
 
 replace github.com/outboxtodo/outboxtodo/migrations => ../../migrations
 
-replace github.com/outboxtodo/outboxtodo/devstack => ../../devstack
+replace github.com/outboxtodo/outboxtodo/tools/devstack => ../../tools/devstack

@@ -17,7 +17,7 @@ const outageProbeID = "outage-probe: no such document"
 // readModelDown reports whether results hold a rejected write while the read model
 // also fails a trivial read. An error the server answered rejects that very write only
 // while the server can serve reads: FerretDB answers InternalError to every command
-// while its PostgreSQL backend is down (seen by the fault runner, chaos/), which is an
+// while its PostgreSQL backend is down (seen by the fault runner, tools/chaos/), which is an
 // outage to hold the batch through, not documents to nak towards the dead letters.
 func readModelDown(ctx context.Context, db *mongo.Database, results []project.Result) bool {
 	rejected := false

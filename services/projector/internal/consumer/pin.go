@@ -16,7 +16,7 @@ import (
 // applying a filtered single-document update atomically. MongoDB does; FerretDB, the
 // stand-in, reads the matching document and then writes it back by _id alone, so two
 // replicas writing one aggregate at once could let an older version overwrite a newer
-// one (found by the fault runner, chaos/, when a redelivery sent two versions of a
+// one (found by the fault runner, tools/chaos/, when a redelivery sent two versions of a
 // todo to two replicas at the same moment). With one writer per durable that cannot
 // happen on any server, and one replica applies each batch concurrently
 // across aggregates. Every aggregate belongs to one owner, so to one partition: one

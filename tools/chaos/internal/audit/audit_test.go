@@ -1,0 +1,210 @@
+package audit
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+)
+
+// Check passes a consistent run, then reports each kind of broken expectation.
+func TestCheckFindsEachViolation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, _ := dbtest.NewPool(t)
+	nc, err := nats.Connect(natsserver.NewTest(t, nil).ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{event.StreamSubjects("t")}}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(e event.Envelope, id string) {
+		t.Helper()
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, event.Subject("t", e), b, jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	user, todo := uuid.New(), uuid.New()
+	mk := func(typ string, agg uuid.UUID, v int64, data any) event.Envelope {
+		t.Helper()
+		e, err := event.New(typ, agg, user, v, now, event.TraceContext{}, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	signUp := mk(event.UserCreated, user, 1, event.UserData{ID: user, Email: "u@example.com", DisplayName: "u", Version: 1, CreatedAt: now, UpdatedAt: now})
+	create := mk(event.TodoCreated, todo, 1, event.TodoData{ID: todo, UserID: user, Title: "first", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now})
+	if err := outbox.Insert(ctx, pool, signUp, create); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO users (id, email, display_name, version, created_at, updated_at) VALUES ($1, 'u@example.com', 'u', 1, $2, $2)`, user, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO todos (id, user_id, title, priority, version, created_at, updated_at) VALUES ($1, $2, 'first', 'low', 1, $3, $3)`, todo, user, now); err != nil {
+		t.Fatal(err)
+	}
+	publish(signUp, signUp.ID.String())
+	publish(create, create.ID.String())
+	// The publisher moves published rows out of the outbox into outbox_published.
+	published := func(e event.Envelope) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `
+WITH moved AS (
+    DELETE FROM outbox WHERE event_id = $1
+    RETURNING event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at)
+INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, published_at)
+SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now() FROM moved`, e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	published(signUp)
+	writes := []workload.Write{
+		{Kind: workload.SignUp, Outcome: workload.Acked, Aggregate: user, User: user, Version: 1, Marker: "u@example.com"},
+		{Kind: workload.CreateTodo, Outcome: workload.Acked, Aggregate: todo, User: user, Version: 1, Marker: "first"},
+		{Kind: workload.CreateTodo, Outcome: workload.Failed, User: user, Marker: "never written"},
+	}
+	res, err := Check(ctx, pool, js, "S", writes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) != 0 || res.Events != 2 || res.StreamMsgs != 2 {
+		t.Fatalf("consistent run: %+v, want no problems, 2 events, 2 messages", res)
+	}
+
+	// Broken: an acked update that never committed; a failed update that did; its
+	// event never published; a stray message; a failed delete that deleted.
+	leaked := mk(event.TodoUpdated, todo, 2, event.TodoData{ID: todo, UserID: user, Title: "leaked", Priority: "low", Version: 2, CreatedAt: now, UpdatedAt: now})
+	if err := outbox.Insert(ctx, pool, leaked); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE todos SET version = 2, title = 'leaked' WHERE id = $1`, todo); err != nil {
+		t.Fatal(err)
+	}
+	// A failed sign-up that did commit, whose event was published since.
+	ghost := uuid.New()
+	ghostUp := mk(event.UserCreated, ghost, 1, event.UserData{ID: ghost, Email: "ghost@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now})
+	if err := outbox.Insert(ctx, pool, ghostUp); err != nil {
+		t.Fatal(err)
+	}
+	publish(ghostUp, ghostUp.ID.String())
+	published(ghostUp)
+	stray := uuid.NewString()
+	publish(create, stray)
+	gone := uuid.New()
+	writes = append(writes,
+		workload.Write{Kind: workload.PatchTodo, Outcome: workload.Acked, Aggregate: todo, User: user, Version: 3, Marker: "acked"},
+		workload.Write{Kind: workload.PatchTodo, Outcome: workload.Failed, Aggregate: todo, User: user, Marker: "leaked"},
+		workload.Write{Kind: workload.DeleteTodo, Outcome: workload.Failed, Aggregate: gone, User: user},
+		workload.Write{Kind: workload.SignUp, Outcome: workload.Failed, Marker: "ghost@example.com"},
+	)
+	res, err = Check(ctx, pool, js, "S", writes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(res.Problems, "\n")
+	for _, want := range []string{
+		"acked patch_todo of " + todo.String() + " v3 has no outbox event",
+		todo.String() + ": acked v3, PostgreSQL has older v2",
+		`failed write "leaked" left an outbox event`,
+		`failed write "ghost@example.com" left an outbox event`,
+		"event " + leaked.ID.String() + " is in the stream 0 times",
+		"stream message " + stray + " (1 times) has no outbox row",
+		gone.String() + ": a failed delete deleted it",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems lack %q; got:\n%s", want, all)
+		}
+	}
+	if len(res.Problems) != 7 {
+		t.Errorf("%d problems, want 7:\n%s", len(res.Problems), all)
+	}
+
+	// A deleted user's erasure removes every message of their aggregates but each
+	// one's newest: those may be missing, the tombstones may not.
+	gina, ginaTodo := uuid.New(), uuid.New()
+	mkFor := func(typ string, agg uuid.UUID, v int64, data any) event.Envelope {
+		t.Helper()
+		e, err := event.New(typ, agg, gina, v, now, event.TraceContext{}, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	ginaEvents := []event.Envelope{
+		mkFor(event.UserCreated, gina, 1, event.UserData{ID: gina, Email: "gina@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now}),
+		mkFor(event.TodoCreated, ginaTodo, 1, event.TodoData{ID: ginaTodo, UserID: gina, Title: "gina's", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now}),
+		mkFor(event.TodoDeleted, ginaTodo, 2, event.TodoData{ID: ginaTodo, UserID: gina, Version: 2}),
+		mkFor(event.UserDeleted, gina, 2, event.UserData{ID: gina, Version: 2}),
+	}
+	if err := outbox.Insert(ctx, pool, ginaEvents...); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[uuid.UUID]uint64{}
+	for _, e := range ginaEvents {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.Publish(ctx, event.Subject("t", e), b, jetstream.WithMsgID(e.ID.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[e.ID] = ack.Sequence
+		published(e)
+	}
+	for _, e := range ginaEvents[:2] { // the user's and the todo's creation
+		if err := s.SecureDeleteMsg(ctx, seqs[e.ID]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err = Check(ctx, pool, js, "S", writes); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) != 7 {
+		t.Errorf("an erased user's older events were counted missing: %d problems, want 7:\n%s", len(res.Problems), strings.Join(res.Problems, "\n"))
+	}
+	if err := s.SecureDeleteMsg(ctx, seqs[ginaEvents[2].ID]); err != nil { // a tombstone
+		t.Fatal(err)
+	}
+	if res, err = Check(ctx, pool, js, "S", writes); err != nil {
+		t.Fatal(err)
+	}
+	// Reported, and with it the todo's erased creation: nothing left in the stream
+	// names that todo's owner.
+	all = strings.Join(res.Problems, "\n")
+	for _, e := range ginaEvents[1:3] {
+		if want := "event " + e.ID.String() + " is in the stream 0 times"; !strings.Contains(all, want) {
+			t.Errorf("a missing tombstone: problems lack %q:\n%s", want, all)
+		}
+	}
+	if len(res.Problems) != 9 {
+		t.Errorf("a missing tombstone: %d problems, want 9:\n%s", len(res.Problems), all)
+	}
+}

@@ -1,0 +1,257 @@
+// Command devstack runs the whole system on one machine (`make run`): it starts what is
+// missing (an embedded NATS JetStream server and an embedded FerretDB, with their data
+// under DATA_DIR), creates and migrates the PostgreSQL database, then runs the api,
+// publisher and projector binaries from BIN_DIR, prints where they listen, and stops
+// everything on Ctrl-C (SIGINT) or SIGTERM.
+//
+// External servers replace the embedded ones: set NATS_URL and/or MONGODB_URI.
+// DATABASE_URL names the PostgreSQL database (created when missing). The embedded
+// FerretDB stores its data in the sibling database <name>_ferretdb, with
+// synchronous_commit off (fast, and fine for data a rebuild recreates), and the
+// projector gets FERRETDB_POSTGRESQL_URL so that it indexes it (see
+// shared/readmodel/ferretindex).
+//
+// Every child gets this process's environment, so a setting such as LOG_LEVEL reaches
+// all three. ADMIN_ADDR would put them on one port, so each service's admin listener
+// has its own variable instead: API_ADMIN_ADDR (default :9090), PUBLISHER_ADMIN_ADDR
+// (:9091) and PROJECTOR_ADMIN_ADDR (:9092). With API_ADDR and FERRETDB_ADDR and
+// DEVSTACK_NATS_PORT they let a second stack (a test's) run beside a developer's.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
+	"github.com/outboxtodo/outboxtodo/migrations"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
+)
+
+func main() { process.Main("devstack", run) }
+
+type config struct {
+	dataDir     string
+	binDir      string
+	databaseURL string
+	natsURL     string // empty: embedded
+	natsPort    int
+	mongoURI    string // empty: embedded
+	ferretAddr  string
+	apiAddr     string
+	// adminAddrs maps each service to its admin listener (probes, /metrics).
+	adminAddrs map[string]string
+}
+
+func loadConfig() config {
+	return config{
+		dataDir:     envOr("DATA_DIR", ".data"),
+		binDir:      envOr("BIN_DIR", "bin"),
+		databaseURL: envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"),
+		natsURL:     os.Getenv("NATS_URL"),
+		// Not 4222 by default: a system NATS server may already hold it.
+		natsPort:   envInt("DEVSTACK_NATS_PORT", 14222),
+		mongoURI:   os.Getenv("MONGODB_URI"),
+		ferretAddr: envOr("FERRETDB_ADDR", "127.0.0.1:27017"),
+		apiAddr:    envOr("API_ADDR", ":8080"),
+		adminAddrs: map[string]string{
+			"api":       envOr("API_ADMIN_ADDR", ":9090"),
+			"publisher": envOr("PUBLISHER_ADMIN_ADDR", ":9091"),
+			"projector": envOr("PROJECTOR_ADMIN_ADDR", ":9092"),
+		},
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	cfg := loadConfig()
+	start := time.Now()
+	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+
+	if err := pgadmin.EnsureDatabase(ctx, cfg.databaseURL); err != nil {
+		return err
+	}
+	applied, err := migrations.Up(ctx, cfg.databaseURL)
+	if err != nil {
+		return err
+	}
+	log.Info("schema migrated", "database", postgres.Redact(cfg.databaseURL), "applied", len(applied))
+
+	natsURL := cfg.natsURL
+	if natsURL == "" {
+		srv, err := natsserver.Start(natsserver.Config{
+			StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: slog.New(component("nats", slog.LevelWarn)),
+		})
+		if err != nil {
+			return fmt.Errorf("start embedded NATS: %w", err)
+		}
+		defer srv.Shutdown()
+		natsURL = srv.ClientURL()
+		log.Info("embedded NATS JetStream started", "url", natsURL)
+	}
+
+	mongoURI, ferretPostgreSQLURL := cfg.mongoURI, ""
+	if mongoURI == "" {
+		ferretURL, err := siblingDatabase(cfg.databaseURL, "_ferretdb")
+		if err != nil {
+			return err
+		}
+		if err := pgadmin.EnsureDatabase(ctx, ferretURL); err != nil {
+			return err
+		}
+		// Not ctx: FerretDB must outlive the services while they drain. Commits without
+		// waiting for the disk: a development stack's read model can be rebuilt.
+		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL,
+			Logger: slog.New(ferret.LogHandler(component("ferretdb", slog.LevelError))), SynchronousCommitOff: true})
+		if err != nil {
+			return fmt.Errorf("start embedded FerretDB: %w", err)
+		}
+		defer func() {
+			if err := srv.Stop(); err != nil {
+				log.Warn("stop FerretDB", "error", err)
+			}
+		}()
+		mongoURI = srv.URI()
+		// The projector creates the GIN indexes FerretDB's lookups need in it.
+		ferretPostgreSQLURL = ferretURL
+		log.Info("embedded FerretDB started", "uri", mongoURI)
+	}
+
+	env := append(os.Environ(),
+		"DATABASE_URL="+cfg.databaseURL, "NATS_URL="+natsURL, "MONGODB_URI="+mongoURI, "API_ADDR="+cfg.apiAddr)
+	if ferretPostgreSQLURL != "" {
+		env = append(env, "FERRETDB_POSTGRESQL_URL="+ferretPostgreSQLURL)
+	}
+
+	// The services run until ctx ends or one of them exits; then all are stopped.
+	svcCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, name := range []string{"publisher", "projector", "api"} {
+		// The last ADMIN_ADDR wins in exec's environment, so this overrides an inherited one.
+		cmd := service(svcCtx, filepath.Join(cfg.binDir, name), append(env[:len(env):len(env)], "ADMIN_ADDR="+cfg.adminAddrs[name]))
+		if err := cmd.Start(); err != nil {
+			stop()
+			wg.Wait()
+			return fmt.Errorf("start %s: %w (run `make build` first)", name, err)
+		}
+		log.Info("service started", "service", name, "pid", cmd.Process.Pid)
+		wg.Go(func() {
+			err := cmd.Wait()
+			if svcCtx.Err() == nil {
+				// An exit we did not ask for takes the whole stack down.
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s exited: %v", name, err))
+				mu.Unlock()
+				stop()
+			}
+		})
+	}
+
+	apiURL := "http://localhost:" + port(cfg.apiAddr)
+	if err := waitHealthy(svcCtx, apiURL+"/health/databases"); err != nil {
+		log.Warn("api not healthy yet", "error", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "\nready in %s\n  API        %s   (OpenAPI: %s/openapi.json)\n  health     %s/health/sync\n  metrics    api :%s, publisher :%s, projector :%s (/metrics)\n  NATS       %s\n  MongoDB    %s\nCtrl-C stops everything.\n\n",
+			time.Since(start).Round(time.Millisecond), apiURL, apiURL, apiURL,
+			port(cfg.adminAddrs["api"]), port(cfg.adminAddrs["publisher"]), port(cfg.adminAddrs["projector"]), natsURL, mongoURI)
+	}
+
+	<-svcCtx.Done()
+	log.Info("stopping services")
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// component is the log handler of an embedded server, from level on.
+func component(name string, level slog.Level) slog.Handler {
+	return slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}).
+		WithAttrs([]slog.Attr{slog.String("service", "devstack"), slog.String("component", name)})
+}
+
+// service prepares a child process that gets SIGTERM when ctx ends (and up to 25s to
+// drain) and SIGKILL if this process dies first, so nothing outlives the stack.
+func service(ctx context.Context, path string, env []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 25 * time.Second
+	return cmd
+}
+
+func waitHealthy(ctx context.Context, u string) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", u, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// siblingDatabase is databaseURL with suffix appended to the database name.
+func siblingDatabase(databaseURL, suffix string) (string, error) {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return "", fmt.Errorf("parse %s: %w", postgres.Redact(databaseURL), err)
+	}
+	u.Path = "/" + strings.Trim(u.Path, "/") + suffix
+	return u.String(), nil
+}
+
+func port(addr string) string {
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

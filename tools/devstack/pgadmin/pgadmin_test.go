@@ -1,0 +1,43 @@
+package pgadmin_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+)
+
+func TestEnsureDatabaseCreatesOnceAndKeeps(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := "pgadmin_" + strings.ToLower(rand.Text()[:10])
+	url := fmt.Sprintf("postgres://postgres@127.0.0.1:5432/%s?sslmode=disable", name)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), dbtest.DefaultAdminURL)
+		if err == nil {
+			_, _ = conn.Exec(context.Background(), `DROP DATABASE IF EXISTS "`+name+`" WITH (FORCE)`)
+			conn.Close(context.Background())
+		}
+	})
+	for range 2 { // the second call finds it and does nothing
+		if err := pgadmin.EnsureDatabase(ctx, url); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect to the ensured database: %v", err)
+	}
+	conn.Close(ctx)
+	if err := pgadmin.EnsureDatabase(ctx, "postgres://postgres@127.0.0.1:5432/?sslmode=disable"); err == nil {
+		t.Fatal("a url without a database was accepted")
+	}
+}
