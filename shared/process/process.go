@@ -1,6 +1,7 @@
 // Package process runs a service's main: a JSON logger with a service attribute, a
-// context cancelled by SIGINT and SIGTERM, an exit code from the returned error, and
-// HTTP servers that drain in-flight requests on shutdown.
+// context cancelled by SIGINT and SIGTERM, an exit code from the returned error, HTTP
+// servers that drain in-flight requests on shutdown, and the group of long-running
+// tasks (RunTasks) that a service's composition root starts and stops together.
 package process
 
 import (

@@ -1,0 +1,96 @@
+package process_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/process"
+)
+
+// untilDone is a task that works until its context ends, then returns err.
+func untilDone(stopped *atomic.Int32, err error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		<-ctx.Done()
+		stopped.Add(1)
+		return err
+	}
+}
+
+func TestRunTasksStopsAllOnCancel(t *testing.T) {
+	t.Parallel()
+	var stopped atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- process.RunTasks(ctx,
+			process.Task{Name: "a", Run: untilDone(&stopped, nil)},
+			process.Task{Name: "b", Run: untilDone(&stopped, nil)},
+		)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("returned before ctx ended: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("clean stop returned %v", err)
+	}
+	if n := stopped.Load(); n != 2 {
+		t.Fatalf("%d of 2 tasks stopped", n)
+	}
+}
+
+func TestRunTasksFirstFailureStopsTheOthersAndErrorsJoin(t *testing.T) {
+	t.Parallel()
+	var stopped atomic.Int32
+	boom, late := errors.New("boom"), errors.New("failed while stopping")
+	err := process.RunTasks(context.Background(),
+		process.Task{Name: "server", Run: untilDone(&stopped, nil)},
+		process.Task{Name: "loop", Run: untilDone(&stopped, late)},
+		process.Task{Name: "broken", Run: func(context.Context) error { return boom }},
+	)
+	if n := stopped.Load(); n != 2 {
+		t.Fatalf("%d of 2 running tasks stopped after the failure", n)
+	}
+	if !errors.Is(err, boom) || !errors.Is(err, late) {
+		t.Fatalf("error %v does not join both failures", err)
+	}
+	for _, want := range []string{"broken: boom", "loop: failed while stopping"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name its task: want %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "server") {
+		t.Errorf("error %q names a task that did not fail", err)
+	}
+}
+
+func TestRunTasksNilReturnStopsNothing(t *testing.T) {
+	t.Parallel()
+	var stopped atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- process.RunTasks(ctx,
+			process.Task{Name: "off", Run: func(context.Context) error { return nil }},
+			process.Task{Name: "on", Run: untilDone(&stopped, nil)},
+		)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a task ending with nil stopped the group: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if stopped.Load() != 0 {
+		t.Fatal("a task ending with nil cancelled the others")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
