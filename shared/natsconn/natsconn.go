@@ -1,6 +1,6 @@
-// Package natsconn turns the NATS credential and TLS settings every service shares into
-// nats.go connection options, so that the API, the publisher and the projector
-// authenticate and verify the server the same way.
+// Package natsconn connects every service to NATS the same way: the credential and TLS
+// settings they share (Config), and one Connect with the timeouts and reconnection
+// policy of a long-running service.
 //
 // Authentication, one of:
 //   - user and password (or a token) inside NATS_URL: nats://user:password@host:4222;
@@ -19,9 +19,39 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/outboxtodo/outboxtodo/shared/envconfig"
 )
+
+// Connect connects to the servers of url (comma-separated) with c's credentials and TLS,
+// naming the client name on the server. A dial gives up after five seconds; once
+// connected, the client reconnects forever, logging each disconnection and
+// reconnection to log: while it is away, publishes and fetches fail and the service's
+// readiness says so. opts come after these and win: the API adds
+// nats.RetryOnFailedConnect so that it starts while NATS is down.
+func Connect(url string, c Config, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	auth, err := c.Options()
+	if err != nil {
+		return nil, err
+	}
+	all := append(auth, nats.Name(name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own Close
+				log.Warn("disconnected from NATS", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}))
+	nc, err := nats.Connect(url, append(all, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	return nc, nil
+}
 
 // Config is the credential and TLS part of a service's NATS settings. Services embed
 // it in their own config struct.
@@ -80,13 +110,6 @@ func (c Config) Options() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// LogValue shows which files are configured; paths are not secrets.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("creds", c.CredsFile),
-		slog.String("nkey_seed", c.NkeySeed),
-		slog.String("tls_ca", c.TLSCA),
-		slog.String("tls_cert", c.TLSCert),
-		slog.String("tls_key", c.TLSKey),
-	)
-}
+// LogValue shows which files are configured (paths are not secrets), as
+// envconfig.LogValue does inside a service's config.
+func (c Config) LogValue() slog.Value { return envconfig.LogValue(c) }
