@@ -9,6 +9,9 @@
 // default) sends everything, password included, in clear: use verify-full in
 // production. The password, too, belongs in DATABASE_URL (or in PGPASSWORD or a
 // passfile, which pgx also reads); it is masked wherever the URL is logged.
+//
+// Config logs itself (LogValue) through envconfig: every variable by its name, secrets
+// masked by their secret tag.
 package config
 
 import (
@@ -17,13 +20,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
 	"github.com/outboxtodo/outboxtodo/services/api/internal/clientaddr"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/shared/envconfig"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/redact"
@@ -33,7 +36,7 @@ import (
 type Config struct {
 	APIAddr     string `env:"API_ADDR" envDefault:":8080"`
 	AdminAddr   string `env:"ADMIN_ADDR" envDefault:":9090"`
-	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable" secret:"url"`
 	DBMaxConns  int32  `env:"DB_MAX_CONNS" envDefault:"16"`
 	// RequestTimeout bounds the work of one request, database calls included.
 	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT" envDefault:"10s"`
@@ -92,7 +95,7 @@ type Config struct {
 	// 32 bytes, the same on every replica (generate one with openssl rand -base64 48).
 	// Unset, each process draws a random key at start, so a cursor fails with
 	// invalid-cursor after a restart or on another replica; a warning says so.
-	CursorSecret string `env:"CURSOR_SECRET"`
+	CursorSecret string `env:"CURSOR_SECRET" secret:"true"`
 
 	// Rate limits, as token buckets: a sustained rate in requests per second and a
 	// burst. A rate of 0 disables the limit. Per IP applies to every route and keys
@@ -119,10 +122,10 @@ type Config struct {
 	// The read side: the MongoDB read model the projector writes (leaderboard, stats,
 	// /health/sync) and the stream and consumer /health/sync reports on. The API only
 	// reads both; writes never depend on them.
-	MongoURI      string        `env:"MONGODB_URI" envDefault:"mongodb://127.0.0.1:27017/?directConnection=true"`
+	MongoURI      string        `env:"MONGODB_URI" envDefault:"mongodb://127.0.0.1:27017/?directConnection=true" secret:"url"`
 	MongoDatabase string        `env:"MONGODB_DATABASE" envDefault:"todo_read"`
 	MongoTimeout  time.Duration `env:"MONGODB_TIMEOUT" envDefault:"5s"`
-	NATSURL       string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSURL       string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222" secret:"natsurls"`
 	// NATS holds the credential files and TLS settings (NATS_CREDS, NATS_NKEY_SEED,
 	// NATS_TLS_*); a user and password go in NATS_URL.
 	NATS     natsconn.Config
@@ -156,13 +159,9 @@ func Load() (Config, error) {
 // FromMap reads the configuration from environ (the process environment when nil) and
 // validates it.
 func FromMap(environ map[string]string) (Config, error) {
-	opts := env.Options{}
-	if environ != nil {
-		opts.Environment = environ
-	}
-	c, err := env.ParseAsWithOptions[Config](opts)
+	c, err := envconfig.Parse[Config](environ)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -173,6 +172,11 @@ func FromMap(environ map[string]string) (Config, error) {
 
 // Validate reports every invalid setting at once.
 func (c Config) Validate() error {
+	return errors.Join(slices.Concat(c.validateServer(), c.validateLimits(), c.validateSignIn(), c.validateReadSide())...)
+}
+
+// validateServer checks the listeners, the database and the HTTP server's bounds.
+func (c Config) validateServer() []error {
 	var errs []error
 	for _, a := range [][2]string{{"API_ADDR", c.APIAddr}, {"ADMIN_ADDR", c.AdminAddr}} {
 		if _, _, err := net.SplitHostPort(a[1]); err != nil {
@@ -202,73 +206,30 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("CORS_ALLOWED_ORIGINS entry %q: want * or an http(s):// origin", o))
 		}
 	}
-	if c.LeaderboardCacheTTL < 0 || c.LeaderboardCacheTTL > time.Minute {
-		errs = append(errs, fmt.Errorf("LEADERBOARD_CACHE_TTL %s: want 0 to 1m", c.LeaderboardCacheTTL))
-	}
-	if c.TokenTTL < 0 || (c.TokenTTL > 0 && c.TokenTTL < time.Minute) {
-		errs = append(errs, fmt.Errorf("TOKEN_TTL %s: want 0 (no expiry) or at least 1m", c.TokenTTL))
-	}
-	if c.AuthCacheTTL < 0 || c.AuthCacheTTL > time.Minute {
-		errs = append(errs, fmt.Errorf("AUTH_CACHE_TTL %s: want 0 to 1m", c.AuthCacheTTL))
-	}
-	if c.AuthCacheSize < 1000 || c.AuthCacheSize > 10_000_000 {
-		errs = append(errs, fmt.Errorf("AUTH_CACHE_SIZE %d: want 1000..10000000", c.AuthCacheSize))
-	}
-	if c.MaxTodosPerUser < 1 || c.MaxTodosPerUser > 1000000 {
-		errs = append(errs, fmt.Errorf("MAX_TODOS_PER_USER %d: want 1 to 1000000", c.MaxTodosPerUser))
-	}
-	if c.PasswordHashMemory < 1024 || c.PasswordHashMemory > 4<<20 || c.PasswordHashTime < 1 || c.PasswordHashTime > 100 ||
-		c.PasswordHashThreads < 1 || c.PasswordHashThreads > 64 {
-		errs = append(errs, fmt.Errorf("PASSWORD_HASH_MEMORY %d, PASSWORD_HASH_TIME %d, PASSWORD_HASH_THREADS %d: want 1024..4194304 KiB, 1..100 and 1..64",
-			c.PasswordHashMemory, c.PasswordHashTime, c.PasswordHashThreads))
-	}
-	if c.PasswordHashConcurrency < 1 || c.PasswordHashConcurrency > 1024 {
-		errs = append(errs, fmt.Errorf("PASSWORD_HASH_CONCURRENCY %d: want 1..1024", c.PasswordHashConcurrency))
-	}
-	if c.SignInPerEmail < 1 || c.SignInPerAddress < 1 || c.SignInWindow < time.Second {
-		errs = append(errs, fmt.Errorf("SIGN_IN_ATTEMPTS_PER_EMAIL %d, SIGN_IN_ATTEMPTS_PER_ADDRESS %d, SIGN_IN_WINDOW %s: want at least 1, 1 and 1s",
-			c.SignInPerEmail, c.SignInPerAddress, c.SignInWindow))
-	}
-	if c.ReadYourWritesWait < 0 || c.ReadYourWritesWait > time.Minute {
-		errs = append(errs, fmt.Errorf("READ_YOUR_WRITES_WAIT %s: want 0 to 1m", c.ReadYourWritesWait))
-	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("PUBLIC_URL %q: want an http(s):// URL", c.PublicURL))
 	}
 	if c.IdempotencySweepInterval < time.Second {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_SWEEP_INTERVAL %s: want at least 1s", c.IdempotencySweepInterval))
 	}
-	if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
-		errs = append(errs, fmt.Errorf("MONGODB_URI %s: want a mongodb:// or mongodb+srv:// URI", redact.URL(c.MongoURI)))
-	}
-	if c.MongoDatabase == "" {
-		errs = append(errs, errors.New("MONGODB_DATABASE: must not be empty"))
-	}
-	if c.MongoTimeout < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("MONGODB_TIMEOUT %s: want at least 100ms", c.MongoTimeout))
-	}
-	if c.NATSURL == "" || c.Stream == "" || c.Consumer == "" {
-		errs = append(errs, errors.New("NATS_URL, STREAM_NAME and CONSUMER_NAME must not be empty"))
-	}
-	for name, d := range map[string]time.Duration{"SYNC_OUTBOX_AGE_WARN": c.SyncOutboxAgeWarn, "SYNC_OUTBOX_AGE_CRIT": c.SyncOutboxAgeCrit,
-		"SYNC_LAG_WARN": c.SyncLagWarn, "SYNC_LAG_CRIT": c.SyncLagCrit} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %s: must not be negative", name, d))
-		}
-	}
-	for name, n := range map[string]int64{"SYNC_BACKLOG_WARN": c.SyncBacklogWarn, "SYNC_BACKLOG_CRIT": c.SyncBacklogCrit,
-		"SYNC_PENDING_WARN": c.SyncPendingWarn, "SYNC_PENDING_CRIT": c.SyncPendingCrit} {
-		if n < 0 {
-			errs = append(errs, fmt.Errorf("%s %d: must not be negative", name, n))
-		}
-	}
 	switch c.OutboxNotify {
 	case "auto", "on", "off":
 	default:
 		errs = append(errs, fmt.Errorf("OUTBOX_NOTIFY %q: want auto, on or off", c.OutboxNotify))
 	}
-	if c.CursorSecret != "" && len(c.CursorSecret) < todos.MinCursorKeyLen {
-		errs = append(errs, fmt.Errorf("CURSOR_SECRET of %d bytes: want at least %d", len(c.CursorSecret), todos.MinCursorKeyLen))
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errs
+}
+
+// validateLimits checks the bounds on what one client may ask: request sizes and
+// rates, todos per user, and the proxies believed for the client address.
+func (c Config) validateLimits() []error {
+	var errs []error
+	if c.MaxTodosPerUser < 1 || c.MaxTodosPerUser > 1000000 {
+		errs = append(errs, fmt.Errorf("MAX_TODOS_PER_USER %d: want 1 to 1000000", c.MaxTodosPerUser))
 	}
 	for _, rl := range []struct {
 		name  string
@@ -297,60 +258,80 @@ func (c Config) Validate() error {
 	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20 {
 		errs = append(errs, fmt.Errorf("MAX_HEADER_BYTES %d: want 1024..1048576", c.MaxHeaderBytes))
 	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
+	return errs
+}
+
+// validateSignIn checks tokens, their cache, password hashing, sign-in attempts and
+// the cursor secret.
+func (c Config) validateSignIn() []error {
+	var errs []error
+	if c.TokenTTL < 0 || (c.TokenTTL > 0 && c.TokenTTL < time.Minute) {
+		errs = append(errs, fmt.Errorf("TOKEN_TTL %s: want 0 (no expiry) or at least 1m", c.TokenTTL))
+	}
+	if c.AuthCacheTTL < 0 || c.AuthCacheTTL > time.Minute {
+		errs = append(errs, fmt.Errorf("AUTH_CACHE_TTL %s: want 0 to 1m", c.AuthCacheTTL))
+	}
+	if c.AuthCacheSize < 1000 || c.AuthCacheSize > 10_000_000 {
+		errs = append(errs, fmt.Errorf("AUTH_CACHE_SIZE %d: want 1000..10000000", c.AuthCacheSize))
+	}
+	if c.PasswordHashMemory < 1024 || c.PasswordHashMemory > 4<<20 || c.PasswordHashTime < 1 || c.PasswordHashTime > 100 ||
+		c.PasswordHashThreads < 1 || c.PasswordHashThreads > 64 {
+		errs = append(errs, fmt.Errorf("PASSWORD_HASH_MEMORY %d, PASSWORD_HASH_TIME %d, PASSWORD_HASH_THREADS %d: want 1024..4194304 KiB, 1..100 and 1..64",
+			c.PasswordHashMemory, c.PasswordHashTime, c.PasswordHashThreads))
+	}
+	if c.PasswordHashConcurrency < 1 || c.PasswordHashConcurrency > 1024 {
+		errs = append(errs, fmt.Errorf("PASSWORD_HASH_CONCURRENCY %d: want 1..1024", c.PasswordHashConcurrency))
+	}
+	if c.SignInPerEmail < 1 || c.SignInPerAddress < 1 || c.SignInWindow < time.Second {
+		errs = append(errs, fmt.Errorf("SIGN_IN_ATTEMPTS_PER_EMAIL %d, SIGN_IN_ATTEMPTS_PER_ADDRESS %d, SIGN_IN_WINDOW %s: want at least 1, 1 and 1s",
+			c.SignInPerEmail, c.SignInPerAddress, c.SignInWindow))
+	}
+	if c.CursorSecret != "" && len(c.CursorSecret) < todos.MinCursorKeyLen {
+		errs = append(errs, fmt.Errorf("CURSOR_SECRET of %d bytes: want at least %d", len(c.CursorSecret), todos.MinCursorKeyLen))
+	}
+	return errs
+}
+
+// validateReadSide checks the read model, the stream /health/sync reports on, its
+// alert thresholds, and the caches and waits of the read routes.
+func (c Config) validateReadSide() []error {
+	var errs []error
+	if c.LeaderboardCacheTTL < 0 || c.LeaderboardCacheTTL > time.Minute {
+		errs = append(errs, fmt.Errorf("LEADERBOARD_CACHE_TTL %s: want 0 to 1m", c.LeaderboardCacheTTL))
+	}
+	if c.ReadYourWritesWait < 0 || c.ReadYourWritesWait > time.Minute {
+		errs = append(errs, fmt.Errorf("READ_YOUR_WRITES_WAIT %s: want 0 to 1m", c.ReadYourWritesWait))
+	}
+	if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
+		errs = append(errs, fmt.Errorf("MONGODB_URI %s: want a mongodb:// or mongodb+srv:// URI", redact.URL(c.MongoURI)))
+	}
+	if c.MongoDatabase == "" {
+		errs = append(errs, errors.New("MONGODB_DATABASE: must not be empty"))
+	}
+	if c.MongoTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("MONGODB_TIMEOUT %s: want at least 100ms", c.MongoTimeout))
+	}
+	if c.NATSURL == "" || c.Stream == "" || c.Consumer == "" {
+		errs = append(errs, errors.New("NATS_URL, STREAM_NAME and CONSUMER_NAME must not be empty"))
+	}
+	for name, d := range map[string]time.Duration{"SYNC_OUTBOX_AGE_WARN": c.SyncOutboxAgeWarn, "SYNC_OUTBOX_AGE_CRIT": c.SyncOutboxAgeCrit,
+		"SYNC_LAG_WARN": c.SyncLagWarn, "SYNC_LAG_CRIT": c.SyncLagCrit} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must not be negative", name, d))
+		}
+	}
+	for name, n := range map[string]int64{"SYNC_BACKLOG_WARN": c.SyncBacklogWarn, "SYNC_BACKLOG_CRIT": c.SyncBacklogCrit,
+		"SYNC_PENDING_WARN": c.SyncPendingWarn, "SYNC_PENDING_CRIT": c.SyncPendingCrit} {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must not be negative", name, n))
+		}
 	}
 	if err := c.NATS.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-// LogValue is the loggable form of c: the database password masked, and of the
+// LogValue is the loggable form of c: the passwords of the URLs masked, and of the
 // cursor secret only whether it is set.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("api_addr", c.APIAddr),
-		slog.String("admin_addr", c.AdminAddr),
-		slog.String("database_url", sharedpg.Redact(c.DatabaseURL)),
-		slog.Int("db_max_conns", int(c.DBMaxConns)),
-		slog.String("request_timeout", c.RequestTimeout.String()),
-		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
-		slog.Int64("max_body_bytes", c.MaxBodyBytes),
-		slog.Any("cors_allowed_origins", c.CORSAllowedOrigins),
-		slog.String("idempotency_sweep_interval", c.IdempotencySweepInterval.String()),
-		slog.Int64("max_todos_per_user", c.MaxTodosPerUser),
-		slog.String("leaderboard_cache_ttl", c.LeaderboardCacheTTL.String()),
-		slog.String("token_ttl", c.TokenTTL.String()),
-		slog.String("auth_cache_ttl", c.AuthCacheTTL.String()),
-		slog.Int("auth_cache_size", c.AuthCacheSize),
-		slog.String("log_level", c.LogLevel),
-		slog.String("outbox_notify", c.OutboxNotify),
-		slog.Bool("cursor_secret_set", c.CursorSecret != ""),
-		slog.String("password_hash", fmt.Sprintf("m=%d,t=%d,p=%d", c.PasswordHashMemory, c.PasswordHashTime, c.PasswordHashThreads)),
-		slog.Int("password_hash_concurrency", c.PasswordHashConcurrency),
-		slog.Int("sign_in_attempts_per_email", c.SignInPerEmail),
-		slog.Int("sign_in_attempts_per_address", c.SignInPerAddress),
-		slog.String("sign_in_window", c.SignInWindow.String()),
-		slog.String("read_your_writes_wait", c.ReadYourWritesWait.String()),
-		slog.String("public_url", c.PublicURL),
-		slog.Float64("rate_limit_per_ip", c.RateLimitPerIP),
-		slog.Int("rate_limit_per_ip_burst", c.RateLimitPerIPBurst),
-		slog.Float64("rate_limit_per_token", c.RateLimitPerToken),
-		slog.Int("rate_limit_per_token_burst", c.RateLimitPerTokenBurst),
-		slog.Int("rate_limit_keys", c.RateLimitKeys),
-		slog.Any("trusted_proxies", c.TrustedProxies),
-		slog.String("read_header_timeout", c.ReadHeaderTimeout.String()),
-		slog.String("idle_timeout", c.IdleTimeout.String()),
-		slog.Int("max_header_bytes", c.MaxHeaderBytes),
-		slog.String("mongodb_uri", redact.URL(c.MongoURI)),
-		slog.String("mongodb_database", c.MongoDatabase),
-		slog.String("mongodb_timeout", c.MongoTimeout.String()),
-		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
-		slog.Any("nats", c.NATS),
-		slog.String("stream", c.Stream),
-		slog.String("consumer", c.Consumer),
-		slog.String("members_bucket", c.MembersBucket),
-	)
-}
+func (c Config) LogValue() slog.Value { return envconfig.LogValue(c) }

@@ -41,13 +41,15 @@ func TestValidationListsEveryProblem(t *testing.T) {
 
 func TestLogValueMasksPassword(t *testing.T) {
 	t.Parallel()
-	c, err := config.FromMap(map[string]string{"DATABASE_URL": "postgres://app:s3cret@db:5432/todo", "CORS_ALLOWED_ORIGINS": "https://a.example"})
+	c, err := config.FromMap(map[string]string{"DATABASE_URL": "postgres://app:s3cret@db:5432/todo", "CORS_ALLOWED_ORIGINS": "https://a.example",
+		"MONGODB_URI": "mongodb://reader:s3cret@mongo:27017/", "NATS_URL": "nats://api:s3cret@nats:4222"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", c)
-	if strings.Contains(b.String(), "s3cret") || !strings.Contains(b.String(), "https://a.example") {
+	if strings.Contains(b.String(), "s3cret") || !strings.Contains(b.String(), "https://a.example") ||
+		!strings.Contains(b.String(), "reader:xxxxx@mongo:27017") {
 		t.Fatalf("logged %s", b.String())
 	}
 }
@@ -94,7 +96,7 @@ func TestLogValueMasksCursorSecret(t *testing.T) {
 	}
 	var b strings.Builder
 	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", c)
-	if strings.Contains(b.String(), "s3cr3t") || !strings.Contains(b.String(), `"cursor_secret_set":true`) {
+	if strings.Contains(b.String(), "s3cr3t") || !strings.Contains(b.String(), `"CURSOR_SECRET":"xxxxx"`) {
 		t.Fatalf("logged %s", b.String())
 	}
 }

@@ -1,5 +1,6 @@
 // Package config is the publisher's configuration, read from environment variables with
-// defaults and validated before anything starts.
+// defaults and validated before anything starts. Config logs itself (LogValue) through
+// envconfig: every variable by its name, passwords masked by their secret tag.
 package config
 
 import (
@@ -13,8 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
+	"github.com/outboxtodo/outboxtodo/shared/envconfig"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
@@ -31,9 +31,9 @@ const (
 // Config of the publisher process.
 type Config struct {
 	AdminAddr   string `env:"ADMIN_ADDR" envDefault:":9091"`
-	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable" secret:"url"`
 	DBMaxConns  int32  `env:"DB_MAX_CONNS" envDefault:"8"`
-	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222" secret:"natsurls"`
 	// NATS holds the credential files and TLS settings (NATS_CREDS, NATS_NKEY_SEED,
 	// NATS_TLS_*); a user and password go in NATS_URL.
 	NATS natsconn.Config
@@ -98,13 +98,9 @@ func Load() (Config, error) { return FromMap(nil) }
 // FromMap reads the configuration from environ (the process environment when nil),
 // fills in derived defaults and validates it.
 func FromMap(environ map[string]string) (Config, error) {
-	opts := env.Options{}
-	if environ != nil {
-		opts.Environment = environ
-	}
-	c, err := env.ParseAsWithOptions[Config](opts)
+	c, err := envconfig.Parse[Config](environ)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+		return Config{}, err
 	}
 	if c.ReplicaID == "" {
 		c.ReplicaID = defaultReplicaID()
@@ -128,6 +124,21 @@ func (c Config) MaxRepublishDelay() time.Duration {
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	c.validateConnections(add)
+	c.validateStream(add)
+	c.validateRelay(add)
+	c.validateHousekeeping(add)
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// problem records one invalid setting, as fmt.Errorf words it.
+type problem func(format string, args ...any)
+
+// validateConnections checks the admin listener, the database and NATS.
+func (c Config) validateConnections(add problem) {
 	if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 		add("ADMIN_ADDR %q: want host:port", c.AdminAddr)
 	}
@@ -143,6 +154,10 @@ func (c Config) Validate() error {
 			break
 		}
 	}
+}
+
+// validateStream checks the stream the publisher creates or updates.
+func (c Config) validateStream(add problem) {
 	if c.StreamName == "" || strings.ContainsAny(c.StreamName, ".*> \t\r\n/\\") {
 		add("STREAM_NAME %q: want a name without whitespace, '.', '*', '>' or slashes", c.StreamName)
 	}
@@ -164,6 +179,15 @@ func (c Config) Validate() error {
 	if c.StreamMaxMsgsPerSubject < 1 && c.StreamMaxMsgsPerSubject != -1 {
 		add("STREAM_MAX_MSGS_PER_SUBJECT %d: want at least 1, or -1 for no limit", c.StreamMaxMsgsPerSubject)
 	}
+	if c.DuplicateWindow < time.Second {
+		add("STREAM_DUPLICATE_WINDOW %s: want at least 1s", c.DuplicateWindow)
+	} else if d := c.MaxRepublishDelay(); c.DuplicateWindow < d {
+		add("STREAM_DUPLICATE_WINDOW %s: want at least LEASE_TTL + RETRY_BACKOFF_MAX + PUBLISH_TIMEOUT = %s", c.DuplicateWindow, d)
+	}
+}
+
+// validateRelay checks batches, polling, wake-ups, leases and retries.
+func (c Config) validateRelay(add problem) {
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
 		add("BATCH_SIZE %d: want 1..10000", c.BatchSize)
 	}
@@ -190,11 +214,10 @@ func (c Config) Validate() error {
 	if c.BackoffMin < time.Millisecond || c.BackoffMax < c.BackoffMin {
 		add("RETRY_BACKOFF_MIN %s, RETRY_BACKOFF_MAX %s: want 1ms <= MIN <= MAX", c.BackoffMin, c.BackoffMax)
 	}
-	if c.DuplicateWindow < time.Second {
-		add("STREAM_DUPLICATE_WINDOW %s: want at least 1s", c.DuplicateWindow)
-	} else if d := c.MaxRepublishDelay(); c.DuplicateWindow < d {
-		add("STREAM_DUPLICATE_WINDOW %s: want at least LEASE_TTL + RETRY_BACKOFF_MAX + PUBLISH_TIMEOUT = %s", c.DuplicateWindow, d)
-	}
+}
+
+// validateHousekeeping checks cleanup, vacuum, gauges, shutdown and logging.
+func (c Config) validateHousekeeping(add problem) {
 	if c.Retention < time.Minute {
 		add("RETENTION %s: want at least 1m", c.Retention)
 	}
@@ -220,47 +243,10 @@ func (c Config) Validate() error {
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
-	if err := c.NATS.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }
 
 // LogValue is the loggable form of c, with passwords masked.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("admin_addr", c.AdminAddr),
-		slog.String("database_url", sharedpg.Redact(c.DatabaseURL)),
-		slog.Int("db_max_conns", int(c.DBMaxConns)),
-		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
-		slog.Any("nats", c.NATS),
-		slog.String("stream_name", c.StreamName),
-		slog.String("subject_prefix", c.SubjectPrefix),
-		slog.Int("stream_replicas", c.StreamReplicas),
-		slog.Duration("stream_duplicate_window", c.DuplicateWindow),
-		slog.Duration("stream_max_age", c.StreamMaxAge),
-		slog.Int64("stream_max_msgs_per_subject", c.StreamMaxMsgsPerSubject),
-		slog.Int("stream_partitions", c.StreamPartitions),
-		slog.Int("batch_size", c.BatchSize),
-		slog.Duration("publish_timeout", c.PublishTimeout),
-		slog.Duration("poll_min", c.PollMin),
-		slog.Duration("poll_max", c.PollMax),
-		slog.String("wake_mode", c.WakeMode),
-		slog.String("replica_id", c.ReplicaID),
-		slog.Duration("lease_ttl", c.LeaseTTL),
-		slog.Int("max_attempts", c.MaxAttempts),
-		slog.Duration("retry_backoff_min", c.BackoffMin),
-		slog.Duration("retry_backoff_max", c.BackoffMax),
-		slog.Duration("retention", c.Retention),
-		slog.Duration("cleanup_interval", c.CleanupInterval),
-		slog.Int("cleanup_batch", c.CleanupBatch),
-		slog.Int64("vacuum_dead_rows", c.VacuumDeadRows),
-		slog.Duration("vacuum_interval", c.VacuumInterval),
-		slog.Duration("stats_interval", c.StatsInterval),
-		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
-		slog.String("log_level", c.LogLevel),
-	)
-}
+func (c Config) LogValue() slog.Value { return envconfig.LogValue(c) }
 
 func defaultReplicaID() string {
 	host, err := os.Hostname()
