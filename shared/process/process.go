@@ -71,3 +71,28 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Du
 	}
 	return nil
 }
+
+// App is a service as its composition root builds it.
+type App interface {
+	// Run runs the service's tasks until ctx ends or one fails.
+	Run(ctx context.Context) error
+	// Close releases what building the service opened.
+	Close() error
+}
+
+// RunApp builds a service with build from the configuration load returns, runs it
+// until ctx ends, and closes it. It returns every error on the way, for Main to log
+// once. A service's main passes its config.Load; end-to-end tests pass a config of
+// their own and run the service exactly as main does.
+func RunApp[C any, A App](ctx context.Context, log *slog.Logger, load func() (C, error),
+	build func(context.Context, C, *slog.Logger) (A, error)) error {
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	a, err := build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return errors.Join(a.Run(ctx), a.Close())
+}

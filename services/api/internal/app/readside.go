@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -9,11 +9,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
+	"github.com/outboxtodo/outboxtodo/shared/mongoconn"
+	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
@@ -30,29 +31,21 @@ type readSide struct {
 	checks    []httpapi.Check
 }
 
-func openReadSide(cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readSide, error) {
-	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
-		SetAppName("api").SetTimeout(cfg.MongoTimeout).SetServerSelectionTimeout(cfg.MongoTimeout))
+func openReadSide(ctx context.Context, cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readSide, error) {
+	client, err := mongoconn.Connect(ctx, cfg.MongoURI,
+		mongoconn.Options{AppName: "api", Timeout: cfg.MongoTimeout, OperationTimeout: cfg.MongoTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("mongodb client: %w", err)
-	}
-	auth, err := cfg.NATS.Options()
-	if err != nil {
-		_ = client.Disconnect(context.Background())
 		return nil, err
 	}
-	nc, err := nats.Connect(cfg.NATSURL, append(auth, nats.Name("api"), nats.Timeout(5*time.Second),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("disconnected from NATS", "error", err) }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to NATS") }))...)
+	nc, err := natsconn.Connect(cfg.NATSURL, cfg.NATS, "api", log, nats.RetryOnFailedConnect(true))
 	if err != nil {
-		_ = client.Disconnect(context.Background())
-		return nil, fmt.Errorf("nats: %w", err)
+		_ = mongoconn.Disconnect(ctx, client)
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		_ = client.Disconnect(context.Background())
+		_ = mongoconn.Disconnect(ctx, client)
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	rm := readmodel.NewStore(client, cfg.MongoDatabase)
@@ -90,10 +83,7 @@ func openReadSide(cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readS
 	}, nil
 }
 
-func (rs *readSide) Close(ctx context.Context) error {
+func (rs *readSide) Close() error {
 	rs.nats.Close()
-	if err := rs.mongo.Disconnect(ctx); err != nil {
-		return fmt.Errorf("disconnect mongodb: %w", err)
-	}
-	return nil
+	return mongoconn.Disconnect(context.Background(), rs.mongo)
 }

@@ -1,10 +1,11 @@
-package main
+package app_test
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,9 +14,17 @@ import (
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/app"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
+
+// run runs the API as main does, configured from environ instead of the process
+// environment.
+func run(ctx context.Context, log *slog.Logger, environ map[string]string) error {
+	return process.RunApp(ctx, log, func() (config.Config, error) { return config.FromMap(environ) }, app.New)
+}
 
 // TestSecretsNeverLogged runs the API's whole run path with a password in
 // DATABASE_URL and a CURSOR_SECRET, sends requests carrying bearer tokens (valid,

@@ -1,0 +1,45 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+)
+
+// sweepBatch bounds one delete of expired idempotency keys, so that each statement
+// stays short however many keys expired at once.
+const sweepBatch = 1000
+
+// sweepIdempotencyKeys deletes expired idempotency keys every interval until ctx ends.
+// Failures are logged and retried at the next tick: expired keys are already ignored by
+// lookups, so a late sweep costs only disk.
+func sweepIdempotencyKeys(ctx context.Context, store *postgres.Store, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var total int64
+		for ctx.Err() == nil {
+			callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err := store.DeleteExpiredIdempotencyKeys(callCtx, sweepBatch)
+			cancel()
+			if err != nil {
+				log.Warn("sweep idempotency keys", "error", err)
+				break
+			}
+			total += n
+			if n < sweepBatch {
+				break
+			}
+		}
+		if total > 0 {
+			log.Info("swept expired idempotency keys", "deleted", total)
+		}
+	}
+}
