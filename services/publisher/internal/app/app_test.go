@@ -1,8 +1,9 @@
-package service_test
+package app_test
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -12,13 +13,18 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/app"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/service"
-	"github.com/outboxtodo/outboxtodo/shared/telemetry"
+	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
+
+// run runs a replica configured by cfg as main does.
+func run(ctx context.Context, log *slog.Logger, cfg config.Config) error {
+	return process.RunApp(ctx, log, func() (config.Config, error) { return cfg, nil }, app.New)
+}
 
 const streamName = "TODO_EVENTS"
 
@@ -76,7 +82,7 @@ func (s *stack) start(t testing.TB, name string, env map[string]string) (stop fu
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := service.Run(ctx, cfg, pubtest.Logger(t).With("replica", name), telemetry.Noop().Provider); err != nil {
+		if err := run(ctx, pubtest.Logger(t).With("replica", name), cfg); err != nil {
 			t.Errorf("replica %s: %v", name, err)
 		}
 	}()

@@ -1,4 +1,4 @@
-package service_test
+package app_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // BenchmarkLatency measures outbox-to-stream latency at low load (one event every 20ms)

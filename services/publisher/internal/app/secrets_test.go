@@ -1,8 +1,9 @@
-package main
+package app_test
 
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -15,12 +16,20 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nkeys"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/app"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
+
+// runEnviron runs a replica as main does, configured from environ instead of the
+// process environment.
+func runEnviron(ctx context.Context, log *slog.Logger, environ map[string]string) error {
+	return process.RunApp(ctx, log, func() (config.Config, error) { return config.FromMap(environ) }, app.New)
+}
 
 // TestSecretsNeverLogged runs the publisher at debug level against a NATS server that
 // requires a password and a database URL that carries one, publishes a row, then
@@ -74,7 +83,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- runWith(runCtx, log, environ) }()
+	go func() { done <- runEnviron(runCtx, log, environ) }()
 	waitPublished(ctx, t, pool, ev.ID, done)
 	stop()
 	if err := <-done; err != nil {
@@ -101,7 +110,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 			env[k] = v
 		}
 		fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
-		err := runWith(fctx, log, env)
+		err := runEnviron(fctx, log, env)
 		fcancel()
 		if err == nil {
 			t.Fatalf("run started with %v", change)

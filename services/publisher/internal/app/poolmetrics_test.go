@@ -1,4 +1,4 @@
-package service_test
+package app_test
 
 import (
 	"context"
@@ -6,14 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/service"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
-	"github.com/outboxtodo/outboxtodo/shared/telemetry"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // TestMetricsExportThePool runs a publisher replica and reads its admin /metrics: its
@@ -36,7 +34,7 @@ func TestMetricsExportThePool(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- service.Run(runCtx, cfg, log, telemetry.Noop().Provider) }()
+	go func() { done <- run(runCtx, log, cfg) }()
 	defer func() {
 		stop()
 		if err := <-done; err != nil {
