@@ -2,7 +2,6 @@ package mongoconn_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,21 +10,13 @@ import (
 )
 
 // closedAddr is an address where nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
+// down is an address where nothing listens: port 1 is privileged and unused.
+const down = "127.0.0.1:1"
 
 func TestConnectWithoutPingIsLazy(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	client, err := mongoconn.Connect(ctx, "mongodb://"+closedAddr(t)+"/?directConnection=true",
+	client, err := mongoconn.Connect(ctx, "mongodb://"+down+"/?directConnection=true",
 		mongoconn.Options{AppName: "test", Timeout: 200 * time.Millisecond, OperationTimeout: time.Second})
 	if err != nil {
 		t.Fatalf("a lazy client failed to start while the server is down: %v", err)
@@ -45,7 +36,7 @@ func TestConnectWithoutPingIsLazy(t *testing.T) {
 func TestConnectWithPingFailsWithinTimeout(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	_, err := mongoconn.Connect(context.Background(), "mongodb://"+closedAddr(t)+"/?directConnection=true",
+	_, err := mongoconn.Connect(context.Background(), "mongodb://"+down+"/?directConnection=true",
 		mongoconn.Options{AppName: "test", Timeout: 200 * time.Millisecond, Ping: true})
 	if err == nil || !strings.Contains(err.Error(), "ping mongodb") {
 		t.Fatalf("err = %v, want a failed ping", err)

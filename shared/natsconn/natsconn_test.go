@@ -3,7 +3,6 @@ package natsconn_test
 import (
 	"bytes"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
@@ -12,20 +11,12 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 )
 
-func closedURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return "nats://" + addr
-}
+// down is an address where nothing listens: port 1 is privileged and unused.
+const down = "127.0.0.1:1"
 
 func TestConnectFailsWhenNoServerAnswers(t *testing.T) {
 	t.Parallel()
-	_, err := natsconn.Connect(closedURL(t), natsconn.Config{}, "test", slog.New(slog.DiscardHandler))
+	_, err := natsconn.Connect("nats://"+down, natsconn.Config{}, "test", slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "connect to NATS") {
 		t.Fatalf("err = %v", err)
 	}
@@ -36,7 +27,7 @@ func TestConnectFailsWhenNoServerAnswers(t *testing.T) {
 func TestConnectOptionsComeLast(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
-	nc, err := natsconn.Connect(closedURL(t), natsconn.Config{}, "test", slog.New(slog.NewTextHandler(&logs, nil)),
+	nc, err := natsconn.Connect("nats://"+down, natsconn.Config{}, "test", slog.New(slog.NewTextHandler(&logs, nil)),
 		nats.RetryOnFailedConnect(true))
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +43,7 @@ func TestConnectOptionsComeLast(t *testing.T) {
 
 func TestConnectReportsAnUnreadableSeed(t *testing.T) {
 	t.Parallel()
-	_, err := natsconn.Connect(closedURL(t), natsconn.Config{NkeySeed: "/nonexistent/seed.nk"}, "test", slog.New(slog.DiscardHandler))
+	_, err := natsconn.Connect("nats://"+down, natsconn.Config{NkeySeed: "/nonexistent/seed.nk"}, "test", slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "NATS_NKEY_SEED") {
 		t.Fatalf("err = %v", err)
 	}

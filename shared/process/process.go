@@ -96,3 +96,38 @@ func RunApp[C any, A App](ctx context.Context, log *slog.Logger, load func() (C,
 	}
 	return errors.Join(a.Run(ctx), a.Close())
 }
+
+// closeTimeout bounds each release of a Closer, so that a server that does not answer
+// cannot hold up the end of the process.
+const closeTimeout = 5 * time.Second
+
+// Closer collects what a composition root opens, to release it in reverse order. The
+// zero value is ready to use.
+type Closer struct {
+	fns []func(ctx context.Context) error
+}
+
+// Add registers fn, to be called by Close with a context of its own that ends after
+// a few seconds.
+func (c *Closer) Add(fn func(ctx context.Context) error) { c.fns = append(c.fns, fn) }
+
+// CloseOnError closes c when *err holds an error, joining Close's errors to it: a
+// constructor defers it so that a failure halfway releases what was opened before.
+func (c *Closer) CloseOnError(err *error) {
+	if *err != nil {
+		*err = errors.Join(*err, c.Close())
+	}
+}
+
+// Close calls the registered functions, the last added first, and returns their
+// errors joined. Each runs once: a second Close does nothing.
+func (c *Closer) Close() error {
+	var errs []error
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		errs = append(errs, c.fns[i](ctx))
+		cancel()
+	}
+	c.fns = nil
+	return errors.Join(errs...)
+}

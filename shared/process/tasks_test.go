@@ -20,24 +20,30 @@ func untilDone(stopped *atomic.Int32, err error) func(context.Context) error {
 	}
 }
 
-func TestRunTasksStopsAllOnCancel(t *testing.T) {
-	t.Parallel()
-	var stopped atomic.Int32
+// runUntilCancelled runs tasks, checks that they keep running until ctx is cancelled,
+// and returns RunTasks' result.
+func runUntilCancelled(t *testing.T, tasks ...process.Task) error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- process.RunTasks(ctx,
-			process.Task{Name: "a", Run: untilDone(&stopped, nil)},
-			process.Task{Name: "b", Run: untilDone(&stopped, nil)},
-		)
-	}()
+	go func() { done <- process.RunTasks(ctx, tasks...) }()
 	select {
 	case err := <-done:
 		t.Fatalf("returned before ctx ended: %v", err)
 	case <-time.After(50 * time.Millisecond):
 	}
 	cancel()
-	if err := <-done; err != nil {
+	return <-done
+}
+
+func TestRunTasksStopsAllOnCancel(t *testing.T) {
+	t.Parallel()
+	var stopped atomic.Int32
+	err := runUntilCancelled(t,
+		process.Task{Name: "a", Run: untilDone(&stopped, nil)},
+		process.Task{Name: "b", Run: untilDone(&stopped, nil)},
+	)
+	if err != nil {
 		t.Fatalf("clean stop returned %v", err)
 	}
 	if n := stopped.Load(); n != 2 {
@@ -73,24 +79,14 @@ func TestRunTasksFirstFailureStopsTheOthersAndErrorsJoin(t *testing.T) {
 func TestRunTasksNilReturnStopsNothing(t *testing.T) {
 	t.Parallel()
 	var stopped atomic.Int32
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- process.RunTasks(ctx,
-			process.Task{Name: "off", Run: func(context.Context) error { return nil }},
-			process.Task{Name: "on", Run: untilDone(&stopped, nil)},
-		)
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("a task ending with nil stopped the group: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	if stopped.Load() != 0 {
-		t.Fatal("a task ending with nil cancelled the others")
-	}
-	cancel()
-	if err := <-done; err != nil {
+	err := runUntilCancelled(t,
+		process.Task{Name: "off", Run: func(context.Context) error { return nil }},
+		process.Task{Name: "on", Run: untilDone(&stopped, nil)},
+	)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if n := stopped.Load(); n != 1 {
+		t.Fatalf("%d of 1 running task stopped", n)
 	}
 }

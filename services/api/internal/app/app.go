@@ -8,7 +8,6 @@ package app
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,6 +39,7 @@ type App struct {
 	read     *readSide
 	metrics  *prometheus.Registry
 	handler  http.Handler
+	closer   process.Closer
 }
 
 // New builds the API from cfg. It connects to PostgreSQL, which must answer; MongoDB
@@ -47,20 +47,24 @@ type App struct {
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	log.Info("starting", "config", cfg)
 	a := &App{cfg: cfg, log: log}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, a.Close())
-		}
-	}()
+	defer a.closer.CloseOnError(&err)
 	if a.tracing, err = telemetry.FromEnv(ctx, "api", log); err != nil {
 		return nil, err
 	}
+	a.closer.Add(a.tracing.Shutdown) // flushes the spans still buffered
 	if err := a.openPostgres(ctx); err != nil {
 		return nil, err
 	}
 	if a.read, err = openReadSide(ctx, cfg, a.syncPool, log); err != nil {
 		return nil, err
 	}
+	a.closer.Add(func(ctx context.Context) error {
+		// Nothing of the API's is lost with a read side that does not close cleanly.
+		if err := a.read.Close(ctx); err != nil {
+			log.Warn("close read side", "error", err)
+		}
+		return nil
+	})
 	a.metrics = admin.NewRegistry()
 	a.metrics.MustRegister(sharedpg.PoolCollector(a.pool, "api"), sharedpg.PoolCollector(a.syncPool, "api-sync"))
 	if a.handler, err = httpapi.New(a.handlerOptions()); err != nil {
@@ -82,6 +86,7 @@ func (a *App) openPostgres(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	a.closer.Add(closePool(a.pool))
 	notify, err := outboxNotify(ctx, a.cfg.OutboxNotify, a.pool)
 	if err != nil {
 		return err
@@ -93,7 +98,15 @@ func (a *App) openPostgres(ctx context.Context) (err error) {
 		AppName:          "api-sync",
 		StatementTimeout: syncTimeout,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	a.closer.Add(closePool(a.syncPool))
+	return nil
+}
+
+func closePool(pool *pgxpool.Pool) func(context.Context) error {
+	return func(context.Context) error { pool.Close(); return nil }
 }
 
 // The sync report's budget: one report serves a replica's /health/sync callers for
@@ -201,25 +214,5 @@ func (a *App) Run(ctx context.Context) error {
 	)
 }
 
-// Close releases what New opened, the read side first, and flushes the spans still
-// buffered. A read side that does not close cleanly is only logged: nothing of the
-// API's is lost with it.
-func (a *App) Close() error {
-	if a.read != nil {
-		if err := a.read.Close(); err != nil {
-			a.log.Warn("close read side", "error", err)
-		}
-	}
-	if a.syncPool != nil {
-		a.syncPool.Close()
-	}
-	if a.pool != nil {
-		a.pool.Close()
-	}
-	if a.tracing == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return a.tracing.Shutdown(ctx)
-}
+// Close releases what New opened, the last opened first.
+func (a *App) Close() error { return a.closer.Close() }

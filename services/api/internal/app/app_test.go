@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -152,14 +152,8 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 
 	// Start-up failures are logged once by process.Main; do the same here.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := ln.Addr().String()
-	_ = ln.Close()
 	for _, dbURL := range []string{
-		"postgres://app:" + password + "@" + closedPort + "/todo?sslmode=disable",
+		"postgres://app:" + password + "@" + down + "/todo?sslmode=disable",
 		"postgres://app:" + password + "@127.0.0.1:5432/todo?sslmode=bogus",
 	} {
 		environ["DATABASE_URL"] = dbURL
@@ -185,6 +179,38 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Log(out)
 	}
 }
+
+// startWithReadSideDown runs the API as main does until the test ends, with the
+// settings of environ and a read side that is down: MongoDB and NATS at an address
+// where nothing listens. It returns the logs, and the channel run's result comes on.
+func startWithReadSideDown(t *testing.T, environ map[string]string) (*sharedtest.LogBuffer, <-chan error) {
+	t.Helper()
+	logs := &sharedtest.LogBuffer{}
+	log, err := process.NewLogger(logs, "api", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"API_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "localhost:0",
+		"NATS_URL": "nats://" + down, "MONGODB_URI": "mongodb://" + down + "/?directConnection=true", "MONGODB_TIMEOUT": "200ms",
+	}
+	maps.Copy(env, environ)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, log, env) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("run did not stop")
+		}
+	})
+	return logs, done
+}
+
+// down is an address where nothing listens: port 1 is privileged and unused.
+const down = "127.0.0.1:1"
 
 // listeningAddr waits for run to log the API's address.
 func listeningAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error) string {

@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -11,8 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
-	"github.com/outboxtodo/outboxtodo/shared/process"
-	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestHealthSyncRunsOnItsOwnPool runs the API as main does and asks /health/sync: its
@@ -22,32 +19,7 @@ import (
 func TestHealthSyncRunsOnItsOwnPool(t *testing.T) {
 	t.Parallel()
 	dbURL := dbtest.New(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	_ = ln.Close()
-	logs := &sharedtest.LogBuffer{}
-	log, err := process.NewLogger(logs, "api", "info")
-	if err != nil {
-		t.Fatal(err)
-	}
-	environ := map[string]string{
-		"DATABASE_URL": dbURL, "API_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "localhost:0",
-		"NATS_URL": "nats://" + closed, "MONGODB_URI": "mongodb://" + closed + "/?directConnection=true", "MONGODB_TIMEOUT": "200ms",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, log, environ) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("run did not stop")
-		}
-	})
+	logs, done := startWithReadSideDown(t, map[string]string{"DATABASE_URL": dbURL})
 	base := "http://" + listeningAddr(t, logs, done)
 
 	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -83,7 +83,7 @@ func openReadSide(ctx context.Context, cfg config.Config, db postgres.DBTX, log 
 	}, nil
 }
 
-func (rs *readSide) Close() error {
+func (rs *readSide) Close(ctx context.Context) error {
 	rs.nats.Close()
-	return mongoconn.Disconnect(context.Background(), rs.mongo)
+	return mongoconn.Disconnect(ctx, rs.mongo)
 }

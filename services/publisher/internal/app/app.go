@@ -48,6 +48,7 @@ type App struct {
 	relay    *relay.Relay
 	cleaner  *cleanup.Cleaner
 	vacuumer *cleanup.Vacuumer // nil when VACUUM_DEAD_ROWS is 0
+	closer   process.Closer
 }
 
 // New builds a replica from cfg: it connects to the database and NATS, both of which
@@ -56,18 +57,16 @@ type App struct {
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	log.Info("starting publisher", "config", cfg)
 	a := &App{cfg: cfg, log: log}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, a.Close())
-		}
-	}()
+	defer a.closer.CloseOnError(&err)
 	if a.tracing, err = telemetry.FromEnv(ctx, "publisher", log); err != nil {
 		return nil, err
 	}
+	a.closer.Add(a.tracing.Shutdown) // flushes the spans still buffered
 	a.pool, err = postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{MaxConns: cfg.DBMaxConns, AppName: "publisher", NoJIT: true})
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
+	a.closer.Add(func(context.Context) error { a.pool.Close(); return nil })
 	js, err := a.openStream(ctx)
 	if err != nil {
 		return nil, err
@@ -114,6 +113,7 @@ func (a *App) openStream(ctx context.Context) (jetstream.JetStream, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.closer.Add(func(context.Context) error { a.nc.Close(); return nil })
 	js, err := jetstream.New(a.nc,
 		jetstream.WithPublishAsyncMaxPending(max(a.cfg.BatchSize, 256)),
 		jetstream.WithPublishAsyncTimeout(a.cfg.PublishTimeout))
@@ -220,21 +220,8 @@ func (a *App) clearIdleMark(ctx context.Context) {
 	a.flag.Clear(cctx)
 }
 
-// Close releases what New opened and flushes the spans still buffered.
-func (a *App) Close() error {
-	if a.nc != nil {
-		a.nc.Close()
-	}
-	if a.pool != nil {
-		a.pool.Close()
-	}
-	if a.tracing == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return a.tracing.Shutdown(ctx)
-}
+// Close releases what New opened, the last opened first.
+func (a *App) Close() error { return a.closer.Close() }
 
 func ready(pool *pgxpool.Pool, nc *nats.Conn) admin.ReadyFunc {
 	return func(ctx context.Context) error {
