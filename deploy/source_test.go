@@ -42,7 +42,9 @@ func programs(t *testing.T) map[string]program {
 		progs[svc] = readProgram(t, svc,
 			filepath.Join(repoRoot, "services", svc, "internal", "config"),
 			filepath.Join(repoRoot, "services", svc, "cmd", svc),
-			// The projector's main hands over to its command line, which sets up tracing.
+			// A main hands over to its composition root (app) or, in the projector's
+			// case, its command line; either sets up tracing.
+			filepath.Join(repoRoot, "services", svc, "internal", "app"),
 			filepath.Join(repoRoot, "services", svc, "internal", "commands"))
 	}
 	progs["migrate"] = readProgram(t, "migrate", filepath.Join(repoRoot, "migrations", "cmd", "migrate"))
