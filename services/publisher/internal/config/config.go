@@ -134,11 +134,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// problem records one invalid setting, as fmt.Errorf words it.
-type problem func(format string, args ...any)
+// report records one invalid setting, worded as by fmt.Errorf.
+type report func(format string, args ...any)
 
 // validateConnections checks the admin listener, the database and NATS.
-func (c Config) validateConnections(add problem) {
+func (c Config) validateConnections(add report) {
 	if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 		add("ADMIN_ADDR %q: want host:port", c.AdminAddr)
 	}
@@ -157,7 +157,7 @@ func (c Config) validateConnections(add problem) {
 }
 
 // validateStream checks the stream the publisher creates or updates.
-func (c Config) validateStream(add problem) {
+func (c Config) validateStream(add report) {
 	if c.StreamName == "" || strings.ContainsAny(c.StreamName, ".*> \t\r\n/\\") {
 		add("STREAM_NAME %q: want a name without whitespace, '.', '*', '>' or slashes", c.StreamName)
 	}
@@ -187,7 +187,7 @@ func (c Config) validateStream(add problem) {
 }
 
 // validateRelay checks batches, polling, wake-ups, leases and retries.
-func (c Config) validateRelay(add problem) {
+func (c Config) validateRelay(add report) {
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
 		add("BATCH_SIZE %d: want 1..10000", c.BatchSize)
 	}
@@ -217,7 +217,7 @@ func (c Config) validateRelay(add problem) {
 }
 
 // validateHousekeeping checks cleanup, vacuum, gauges, shutdown and logging.
-func (c Config) validateHousekeeping(add problem) {
+func (c Config) validateHousekeeping(add report) {
 	if c.Retention < time.Minute {
 		add("RETENTION %s: want at least 1m", c.Retention)
 	}
