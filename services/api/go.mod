@@ -3,7 +3,7 @@ module github.com/outboxtodo/outboxtodo/services/api
 go 1.26.8
 
 require (
-	github.com/caarlos0/env/v11 v11.4.2
+	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/go-chi/cors v1.2.2
 	github.com/google/uuid v1.6.0
@@ -29,6 +29,7 @@ require (
 	github.com/AlekSi/pointer v1.2.0 // indirect
 	github.com/FerretDB/FerretDB v1.24.2 // indirect
 	github.com/FerretDB/wire v0.0.8 // indirect
+	github.com/IBM/pgxpoolprometheus v1.1.3 // indirect
 	github.com/SAP/go-hdb v1.13.6 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
