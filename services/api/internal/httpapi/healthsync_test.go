@@ -18,12 +18,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // closedPort is a local address nothing listens on.

@@ -15,12 +15,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // TestSecretsNeverLogged runs the projector at debug level against a NATS server that
