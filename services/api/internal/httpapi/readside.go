@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
