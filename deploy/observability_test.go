@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"log/slog"
@@ -12,13 +13,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 
-	"github.com/outboxtodo/outboxtodo/shared/metricref"
+	"github.com/outboxtodo/outboxtodo/deploy/observability"
+	"github.com/outboxtodo/outboxtodo/shared/admin"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 const (
@@ -153,7 +157,7 @@ func TestRulesLoad(t *testing.T) {
 	for _, err := range errs {
 		t.Error(err)
 	}
-	refs, err := metricref.Refs(observabilityDir)
+	refs, err := observability.Refs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +211,7 @@ func TestAlertsHaveRunbooks(t *testing.T) {
 
 // The jobs the rules and the dashboard may select: the services, as the
 // ServiceMonitor names them, and kube-state-metrics.
-var scrapeJobs = append(slices.Clone(services), metricref.KubeStateMetrics)
+var scrapeJobs = append(slices.Clone(services), observability.KubeStateMetrics)
 
 var jobMatcher = regexp.MustCompile(`\bjob\s*(=~?)\s*"([^"]*)"`)
 
@@ -220,7 +224,7 @@ func TestSelectorsNameJobAndNamespace(t *testing.T) {
 	for _, r := range readAlerts(t).alerts() {
 		exprs = append(exprs, r.Expr)
 	}
-	refs, err := metricref.Refs(observabilityDir)
+	refs, err := observability.Refs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +238,7 @@ func TestSelectorsNameJobAndNamespace(t *testing.T) {
 	slices.Sort(exprs)
 	exprs = slices.Compact(exprs)
 	for _, x := range exprs {
-		for _, sel := range metricref.Selectors(x) {
+		for _, sel := range observability.Selectors(x) {
 			labels := sel.Labels()
 			if !slices.Contains(labels, "job") || !slices.Contains(labels, "namespace") {
 				t.Errorf("%s selected without job and namespace in %s", sel.Name, x)
@@ -253,7 +257,29 @@ func TestSelectorsNameJobAndNamespace(t *testing.T) {
 			}
 		}
 	}
-	metricref.CheckKubeStateMetrics(t, observabilityDir)
+	observability.CheckKubeStateMetrics(t)
+}
+
+// TestPoolSeriesExist checks that every pgxpool_ series the rules and the dashboard
+// reference is exported by shared/postgres's pool collector, which the API and the
+// publisher register on their admin registries.
+func TestPoolSeriesExist(t *testing.T) {
+	t.Parallel()
+	// The collector describes and reads the pool's counters without a connection, and
+	// a pool connects only when asked for one.
+	pool, err := pgxpool.New(context.Background(), "postgres://127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	reg := admin.NewRegistry()
+	rec := observability.NewRecorder(reg)
+	rec.MustRegister(postgres.PoolCollector(pool, "test"))
+	names, err := rec.Names(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	observability.Check(t, "postgres", names)
 }
 
 var updateRules = flag.Bool("update-rules", false, "rewrite the monitoring component's PrometheusRule from observability/alerts.yml")

@@ -33,7 +33,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/pressly/goose/v3 v3.30.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
-	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/common v0.72.1 // indirect
 	github.com/prometheus/procfs v0.23.0 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
@@ -58,6 +58,7 @@ require (
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/nats-io/nkeys v0.4.16
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/outboxtodo/outboxtodo/deploy v0.0.0
 	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
@@ -70,3 +71,5 @@ replace github.com/outboxtodo/outboxtodo/shared => ../../shared
 replace github.com/outboxtodo/outboxtodo/migrations => ../../migrations
 
 replace github.com/outboxtodo/outboxtodo/tools/devstack => ../../tools/devstack
+
+replace github.com/outboxtodo/outboxtodo/deploy => ../../deploy

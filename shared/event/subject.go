@@ -30,11 +30,6 @@ func OwnerFilter(prefix string, owner uuid.UUID) string {
 	return fmt.Sprintf("%s.*.%s.*", prefix, owner)
 }
 
-// AggregateFilter selects every event of one aggregate.
-func AggregateFilter(prefix, aggregateType string, id uuid.UUID) string {
-	return fmt.Sprintf("%s.%s.*.%s", prefix, aggregateType, id)
-}
-
 // ValidSubjectPrefix reports whether p can prefix subjects: dot-separated tokens
 // without wildcards or whitespace.
 func ValidSubjectPrefix(p string) bool {

@@ -5,25 +5,17 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
-	"github.com/outboxtodo/outboxtodo/shared/metricref"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
-// TestPoolCollectorExportsWhatObservabilityReferences checks that every pgxpool_ series
-// the dashboards and alert rules in deploy/observability reference is exported by the
-// pool collector, on a real pool.
-func TestPoolCollectorExportsWhatObservabilityReferences(t *testing.T) {
+// TestPoolCollector checks, on a real pool, that the pool collector's series carry the
+// pool's name and its statistics. That the dashboards and alert rules reference only
+// series it exports is checked by the deploy module's tests.
+func TestPoolCollector(t *testing.T) {
 	t.Parallel()
 	pool, _ := dbtest.NewPool(t)
 	reg := admin.NewRegistry()
-	rec := metricref.NewRecorder(reg)
-	rec.MustRegister(postgres.PoolCollector(pool, "test"))
-	names, err := rec.Names(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricref.Check(t, "../../deploy/observability", "postgres", names)
-
+	reg.MustRegister(postgres.PoolCollector(pool, "test"))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package readmodel is the contract of the MongoDB read model between the projector,
 // which writes it, and the API, which reads it: database and collection names, the
-// documents with their bson fields, the indexes, and the queries the API runs
-// (leaderboard, per-user stats, projection freshness, dead-letter count).
+// documents with their bson fields, the filters and the sort both sides rely on, the
+// indexes that serve them, and the lookup of the active database. Each service keeps
+// its own queries: the API its reads, the projector its writes and operations.
 //
 // Layout. A control database (the configured name, DefaultDatabase unless set) holds
 // the pointer document naming the active read-model database and the dead letters. The
@@ -10,14 +11,11 @@
 // database and flips the pointer (see Pointer).
 //
 // Deletes are tombstones (Deleted true, with the version of the delete) so that a late
-// redelivery of an older event cannot bring a document back; every query here filters
-// them out, and readers must too.
+// redelivery of an older event cannot bring a document back; readers filter them out
+// (NotDeleted, LiveStats).
 //
 // Ids are UUID strings; times are BSON dates, so they carry milliseconds (PostgreSQL
 // keeps microseconds: compare truncated to the millisecond).
-//
-// The package only uses what both MongoDB and the FerretDB stand-in run: finds with
-// filters, sorts and limits, counts, and single-document updates.
 package readmodel
 
 import (

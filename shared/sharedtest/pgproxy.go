@@ -46,9 +46,9 @@ type PGProxy struct {
 	wg       sync.WaitGroup
 }
 
-// NewPGProxy listens on a free loopback port and relays to target (host:port). It is
+// newPGProxy listens on a free loopback port and relays to target (host:port). It is
 // closed when the test ends.
-func NewPGProxy(t testing.TB, target string) *PGProxy {
+func newPGProxy(t testing.TB, target string) *PGProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,13 +68,10 @@ func ProxyDatabase(t testing.TB, dbURL string) (string, *PGProxy) {
 	if err != nil {
 		t.Fatalf("proxy: parse database url: %v", err)
 	}
-	p := NewPGProxy(t, u.Host)
-	u.Host = p.Addr()
+	p := newPGProxy(t, u.Host)
+	u.Host = p.ln.Addr().String()
 	return u.String(), p
 }
-
-// Addr is the proxy's host:port.
-func (p *PGProxy) Addr() string { return p.ln.Addr().String() }
 
 // FailNextCommit makes the next commit through the proxy (on any connection) fail as f
 // says; later ones pass.

@@ -12,12 +12,12 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/mongoconn"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // readSide is the API's read-only view of MongoDB and JetStream. Neither has to be up
@@ -26,7 +26,7 @@ import (
 type readSide struct {
 	mongo     *mongo.Client
 	nats      *nats.Conn
-	readModel *readmodel.Store
+	readModel *readside.Store
 	reporter  *syncstatus.Reporter
 	checks    []httpapi.Check
 }
@@ -48,7 +48,7 @@ func openReadSide(ctx context.Context, cfg config.Config, db postgres.DBTX, log 
 		_ = mongoconn.Disconnect(ctx, client)
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	rm := readmodel.NewStore(client, cfg.MongoDatabase)
+	rm := readside.New(client, cfg.MongoDatabase)
 	return &readSide{
 		mongo:     client,
 		nats:      nc,

@@ -8,7 +8,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 )
 
 const appOrigin = "http://localhost:5173"

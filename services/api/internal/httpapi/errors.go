@@ -12,11 +12,11 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
 
 // kind is one stable problem type: its slug (the end of its type URI), status and

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 

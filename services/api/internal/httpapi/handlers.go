@@ -13,10 +13,10 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
 
 // signUp creates a user. Its Idempotency-Key is scoped by the request's fingerprint:

@@ -27,7 +27,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 )
 
 // Every response recorded by a harness is validated against the OpenAPI document, so

@@ -19,9 +19,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
@@ -76,7 +76,7 @@ func TestHealthSyncHidesFailures(t *testing.T) {
 	reporter := &syncstatus.Reporter{
 		Outbox:    func(ctx context.Context) (outbox.Stats, error) { return outbox.ReadStats(ctx, pool) },
 		JetStream: js, Stream: "EVENTS", Consumer: "projector",
-		ReadModel: readmodel.NewStore(mc, "read"),
+		ReadModel: readside.New(mc, "read"),
 		Timeout:   3 * time.Second,
 		Now:       time.Now,
 	}

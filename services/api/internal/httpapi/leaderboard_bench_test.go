@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
@@ -55,8 +56,8 @@ func BenchmarkLeaderboard(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	store := readmodel.NewStore(client, name)
-	check := func(lb readmodel.Leaderboard, err error) {
+	store := readside.New(client, name)
+	check := func(lb readside.Leaderboard, err error) {
 		if err != nil || len(lb.Top) != 10 || lb.Me == nil || lb.Top[0].DisplayName == "" {
 			b.Fatalf("leaderboard: %+v, %v", lb, err)
 		}
@@ -66,7 +67,7 @@ func BenchmarkLeaderboard(b *testing.B) {
 			check(store.Leaderboard(ctx, 10, ids[i%users]))
 		}
 	})
-	var r *readmodel.Ranking
+	var r *readside.Ranking
 	b.Run("refresh", func(b *testing.B) {
 		for b.Loop() {
 			if r, err = store.Ranking(ctx, 100000); err != nil || r.Len() != users {

@@ -3,9 +3,9 @@ package httpapi_test
 import (
 	"testing"
 
+	"github.com/outboxtodo/outboxtodo/deploy/observability"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
-	"github.com/outboxtodo/outboxtodo/shared/metricref"
 )
 
 // TestObservabilityReferencesExist checks that every API metric the dashboards and
@@ -14,7 +14,7 @@ import (
 func TestObservabilityReferencesExist(t *testing.T) {
 	t.Parallel()
 	reg := admin.NewRegistry()
-	rec := metricref.NewRecorder(reg)
+	rec := observability.NewRecorder(reg)
 	newHarness(t, func(o *httpapi.Options) {
 		o.Metrics = rec
 		o.RateLimitPerIP = httpapi.RateLimit{PerSecond: 100, Burst: 100}
@@ -24,5 +24,5 @@ func TestObservabilityReferencesExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricref.Check(t, "../../../../deploy/observability", "api", names)
+	observability.Check(t, "api", names)
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
@@ -37,7 +38,7 @@ type rankings struct {
 
 type rankingSnapshot struct {
 	watermark *readmodel.Watermark // nil before the first applied event
-	ranking   *readmodel.Ranking
+	ranking   *readside.Ranking
 	readAt    time.Time // when its read began
 }
 
@@ -87,7 +88,7 @@ func readRanking(ctx context.Context, rm ReadModel, limit int) (*rankingSnapshot
 	snap := &rankingSnapshot{}
 	wm, err := rm.Watermark(ctx)
 	switch {
-	case errors.Is(err, readmodel.ErrNotFound):
+	case errors.Is(err, readside.ErrNotFound):
 	case err != nil:
 		return nil, fmt.Errorf("%w: watermark: %w", errReadModel, err)
 	default:

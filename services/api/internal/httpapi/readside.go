@@ -9,14 +9,15 @@ import (
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/consistency"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // ReadModel is what the handlers read from MongoDB. The API never writes there: the
 // projector owns the read model.
 type ReadModel interface {
-	Ranking(ctx context.Context, limit int) (*readmodel.Ranking, error)
+	Ranking(ctx context.Context, limit int) (*readside.Ranking, error)
 	Stats(ctx context.Context, userID string) (readmodel.Stats, error)
 	Watermark(ctx context.Context) (readmodel.Watermark, error)
 	Versions(ctx context.Context, userID string) (user, stats int64, err error)
@@ -33,7 +34,7 @@ const (
 
 const (
 	defaultLeaderboard = 10
-	maxLeaderboard     = readmodel.MaxTop
+	maxLeaderboard     = readside.MaxTop
 )
 
 // errReadModel marks a failure to read MongoDB: the write path is unaffected, so the
@@ -125,7 +126,7 @@ func (a *api) stats(w http.ResponseWriter, r *http.Request) error {
 	s, err := a.readModel.Stats(r.Context(), id)
 	resp := statsResponse{UserID: id}
 	switch {
-	case errors.Is(err, readmodel.ErrNotFound):
+	case errors.Is(err, readside.ErrNotFound):
 		// Not projected yet (a new user): zero counts, updated_at null.
 	case err != nil:
 		return fmt.Errorf("%w: stats: %w", errReadModel, err)
@@ -140,7 +141,7 @@ func (a *api) stats(w http.ResponseWriter, r *http.Request) error {
 func (a *api) freshness(w http.ResponseWriter, r *http.Request) error {
 	wm, err := a.readModel.Watermark(r.Context())
 	switch {
-	case errors.Is(err, readmodel.ErrNotFound):
+	case errors.Is(err, readside.ErrNotFound):
 		return nil
 	case err != nil:
 		return fmt.Errorf("%w: watermark: %w", errReadModel, err)

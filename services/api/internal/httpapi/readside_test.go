@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
@@ -27,7 +28,7 @@ import (
 type readModelEnv struct {
 	ferret *ferret.Server
 	client *mongo.Client
-	store  *readmodel.Store
+	store  *readside.Store
 	db     *mongo.Database
 }
 
@@ -40,7 +41,7 @@ func newReadModel(t *testing.T) *readModelEnv {
 	}
 	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
 	name := "read_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	return &readModelEnv{ferret: srv, client: client, store: readmodel.NewStore(client, name), db: client.Database(name)}
+	return &readModelEnv{ferret: srv, client: client, store: readside.New(client, name), db: client.Database(name)}
 }
 
 func (e *readModelEnv) put(t *testing.T, coll string, docs ...any) {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
 
 type session struct {

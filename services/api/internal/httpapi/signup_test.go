@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/outboxtodo/outboxtodo/shared/problem"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 )
 
 // TestSignUpIdempotencyScope: sign-up keys are scoped by the request body, so two

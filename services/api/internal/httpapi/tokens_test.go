@@ -10,8 +10,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
-	"github.com/outboxtodo/outboxtodo/shared/problem"
 )
 
 type tokenInfo struct {

@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
@@ -280,7 +281,7 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		rep.DeadLetters = &n
 		w, err := r.ReadModel.Watermark(ctx)
 		switch {
-		case errors.Is(err, readmodel.ErrNotFound):
+		case errors.Is(err, readside.ErrNotFound):
 		case err != nil:
 			return fmt.Errorf("read the watermark: %w", err)
 		default:

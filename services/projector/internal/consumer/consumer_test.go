@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -108,24 +109,25 @@ func TestTwoReplicasShuffledDuplicatedConverge(t *testing.T) {
 
 	ctx := context.Background()
 	want := w.Snapshot()
-	lb, err := env.Store.Leaderboard(ctx, 100, "")
+	active, err := env.Store.Active(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lb.Top) != len(w.Users) {
-		t.Fatalf("leaderboard has %d users, want %d", len(lb.Top), len(w.Users))
+	lb := projtest.Leaderboard(t, active)
+	if len(lb) != len(w.Users) {
+		t.Fatalf("leaderboard has %d users, want %d", len(lb), len(w.Users))
 	}
-	for i, e := range lb.Top {
+	for i, e := range lb {
 		ws := want.Stats[e.UserID]
 		if e.Completed != ws.Completed || e.Total != ws.Total || e.DisplayName != want.Users[e.UserID].DisplayName {
 			t.Errorf("leaderboard line %+v, want completed %d total %d name %q", e, ws.Completed, ws.Total, want.Users[e.UserID].DisplayName)
 		}
-		if i > 0 && (lb.Top[i-1].Completed < e.Completed || (lb.Top[i-1].Completed == e.Completed && lb.Top[i-1].UserID > e.UserID)) {
-			t.Errorf("line %d out of order: %+v after %+v", i, e, lb.Top[i-1])
+		if i > 0 && (lb[i-1].Completed < e.Completed || (lb[i-1].Completed == e.Completed && lb[i-1].UserID > e.UserID)) {
+			t.Errorf("line %d out of order: %+v after %+v", i, e, lb[i-1])
 		}
 	}
-	wm, err := env.Store.Watermark(ctx)
-	if err != nil {
+	var wm readmodel.Watermark
+	if err := active.Collection(readmodel.CollProjection).FindOne(ctx, bson.D{{Key: "_id", Value: readmodel.WatermarkID}}).Decode(&wm); err != nil {
 		t.Fatalf("watermark: %v", err)
 	}
 	if wm.StreamSeq != uint64(2*len(w.Events)) {
@@ -244,13 +246,13 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 		n := testutil.ToFloat64(r.Metrics.DeadLetters)
 		return n == 1, fmt.Sprintf("dead letters gauge %v", n)
 	})
-	if n, err := env.Store.DeadLetterCount(ctx); err != nil || n != 1 {
-		t.Fatalf("DeadLetterCount = %d, %v; want 1", n, err)
+	store := deadletter.New(env.Store.Control())
+	if n, err := store.Count(ctx); err != nil || n != 1 {
+		t.Fatalf("pending dead letters = %d, %v; want 1", n, err)
 	}
 
 	// The same bytes cannot succeed: the redrive reports the error and the dead letter
 	// stays pending.
-	store := deadletter.New(env.Store.Control())
 	active, err := env.Store.Active(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -294,8 +296,8 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	if ok, why := converged(env, w)(); !ok {
 		t.Fatalf("after redrive: %s", why)
 	}
-	if n, err := env.Store.DeadLetterCount(ctx); err != nil || n != 1 {
-		t.Fatalf("DeadLetterCount after redrive = %d, %v; want the poison only", n, err)
+	if n, err := store.Count(ctx); err != nil || n != 1 {
+		t.Fatalf("pending dead letters after redrive = %d, %v; want the poison only", n, err)
 	}
 }
 

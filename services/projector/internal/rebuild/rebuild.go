@@ -35,6 +35,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -158,7 +160,7 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 	}
 	log.Info("rebuild caught up", "database", cfg.Database, "stream_seq", seq, "messages", delivered, "seconds", res.CatchUp.Seconds())
 
-	if err := store.Switch(ctx, readmodel.Pointer{Database: cfg.Database, SwitchedAt: time.Now().UTC()}); err != nil {
+	if err := switchTo(ctx, store.Control(), cfg.Database); err != nil {
 		return res, err
 	}
 	log.Info("read model switched", "from", previous, "to", cfg.Database)
@@ -171,6 +173,18 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 		return res, err
 	}
 	return res, nil
+}
+
+// switchTo makes database the active read model: it writes the pointer document that
+// readers resolve (readmodel.Store.Active), creating it on the first rebuild.
+func switchTo(ctx context.Context, control *mongo.Database, database string) error {
+	p := readmodel.Pointer{ID: readmodel.PointerID, Database: database, SwitchedAt: time.Now().UTC()}
+	_, err := control.Collection(readmodel.CollPointer).ReplaceOne(ctx, bson.D{{Key: "_id", Value: readmodel.PointerID}}, p,
+		options.Replace().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("switch the read model to %s: %w", database, err)
+	}
+	return nil
 }
 
 // catchUp waits until the consumer has acknowledged every message up to the stream's

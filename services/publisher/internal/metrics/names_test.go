@@ -3,9 +3,9 @@ package metrics_test
 import (
 	"testing"
 
+	"github.com/outboxtodo/outboxtodo/deploy/observability"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
-	"github.com/outboxtodo/outboxtodo/shared/metricref"
 )
 
 // TestObservabilityReferencesExist checks that every publisher metric the dashboards
@@ -14,11 +14,11 @@ import (
 func TestObservabilityReferencesExist(t *testing.T) {
 	t.Parallel()
 	reg := admin.NewRegistry()
-	rec := metricref.NewRecorder(reg)
+	rec := observability.NewRecorder(reg)
 	metrics.New(rec)
 	names, err := rec.Names(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricref.Check(t, "../../../../deploy/observability", "publisher", names)
+	observability.Check(t, "publisher", names)
 }

@@ -1,14 +1,16 @@
-// Package metricref checks that the dashboards and alert rules in deploy/observability
+// Package observability holds the Grafana dashboard (dashboard.json) and the
+// Prometheus alert rules (alerts.yml) of outboxtodo, embedded, and checks that they
 // reference only metrics the services export. Each service's tests build its real
-// registry, collect the names it exports and call Check; this package finds the names
-// the PromQL expressions reference and which service owns each. Tests only.
-package metricref
+// registry through a Recorder and call Check with the names it recorded; this package
+// finds the names the PromQL expressions reference and which service owns each. Tests
+// only: no service binary imports it.
+package observability
 
 import (
+	"embed"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,10 +21,16 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// files are the dashboards (*.json) and the Prometheus rule files (*.yml) whose
+// expressions Refs reads.
+//
+//go:embed *.json *.yml
+var files embed.FS
+
 // owners maps a metric name prefix to the service that exports it. A referenced
 // metric that matches none is an error in every service's check. The pgxpool_ series
 // come from shared/postgres's pool collector, which the API and the publisher register
-// (checked by shared/postgres's tests); the kube_ series from kube-state-metrics
+// (checked by the deploy module's tests); the kube_ series from kube-state-metrics
 // (checked by CheckKubeStateMetrics).
 var owners = map[string]string{"http_": "api", "publisher_": "publisher", "projector_": "projector",
 	"pgxpool_": "postgres", "kube_": KubeStateMetrics}
@@ -56,44 +64,36 @@ func Owner(name string) string {
 	return ""
 }
 
-// Refs returns every metric name referenced by the Grafana dashboards (*.json) and
-// Prometheus rule files (*.yml, *.yaml) in dir, each with where it is referenced.
-func Refs(dir string) (map[string][]string, error) {
-	entries, err := os.ReadDir(dir)
+// Refs returns every metric name referenced by the dashboards and the rule files,
+// each with where it is referenced ("<file>: <expression>").
+func Refs() (map[string][]string, error) {
+	entries, err := files.ReadDir(".")
 	if err != nil {
 		return nil, err
 	}
 	refs := map[string][]string{}
 	for _, e := range entries {
-		path := filepath.Join(dir, e.Name())
-		b, err := os.ReadFile(path)
+		b, err := files.ReadFile(e.Name())
 		if err != nil {
 			return nil, err
 		}
-		var exprs []string
-		switch filepath.Ext(e.Name()) {
-		case ".json":
-			var v any
-			if err := json.Unmarshal(b, &v); err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			exprs = collect(v, "expr")
-		case ".yml", ".yaml":
-			var v any
-			if err := yaml.Unmarshal(b, &v); err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			exprs = collect(v, "expr")
-		default:
-			continue
+		var v any
+		if path.Ext(e.Name()) == ".json" {
+			err = json.Unmarshal(b, &v)
+		} else {
+			err = yaml.Unmarshal(b, &v)
 		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		exprs := collect(v, "expr")
 		if len(exprs) == 0 {
-			return nil, fmt.Errorf("%s: no expr fields found", path)
+			return nil, fmt.Errorf("%s: no expr fields found", e.Name())
 		}
 		for _, x := range exprs {
 			names := Names(x)
 			if len(names) == 0 {
-				return nil, fmt.Errorf("%s: no metric in %q", path, x)
+				return nil, fmt.Errorf("%s: no metric in %q", e.Name(), x)
 			}
 			for _, n := range names {
 				refs[n] = append(refs[n], e.Name()+": "+x)
@@ -277,11 +277,11 @@ func exported(name string, names map[string]bool) bool {
 	return false
 }
 
-// CheckKubeStateMetrics fails t for every kube_ series referenced in dir that
+// CheckKubeStateMetrics fails t for every kube_ series referenced that
 // kube-state-metrics does not export (a typo would leave its rule silent forever).
-func CheckKubeStateMetrics(t testing.TB, dir string) {
+func CheckKubeStateMetrics(t testing.TB) {
 	t.Helper()
-	refs, err := Refs(dir)
+	refs, err := Refs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,11 +292,11 @@ func CheckKubeStateMetrics(t testing.TB, dir string) {
 	}
 }
 
-// Check fails t for every metric referenced in dir that service owns but does not
-// export (names), and for every referenced metric no service owns.
-func Check(t testing.TB, dir, service string, names map[string]bool) {
+// Check fails t for every metric referenced that service owns but does not export
+// (names), and for every referenced metric no service owns.
+func Check(t testing.TB, service string, names map[string]bool) {
 	t.Helper()
-	refs, err := Refs(dir)
+	refs, err := Refs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func Check(t testing.TB, dir, service string, names map[string]bool) {
 		}
 	}
 	if owned == 0 {
-		errs = append(errs, fmt.Errorf("no metric of the %s is referenced in %s", service, dir))
+		errs = append(errs, fmt.Errorf("no metric of the %s is referenced", service))
 	}
 	for _, err := range errs {
 		t.Error(err)
