@@ -101,8 +101,8 @@ type secretsCase struct {
 	failures []map[string]string
 }
 
-// apiCase runs the API with passwords in DATABASE_URL, NATS_URL and MONGODB_URI (its
-// read side, where nothing listens: the API starts without it) and a CURSOR_SECRET,
+// apiCase runs the API with passwords in DATABASE_URL, NATS_URL and MONGODB_URI (a
+// MongoDB where nothing listens: the API starts without its read side) and a CURSOR_SECRET,
 // sends requests carrying bearer tokens (valid, revoked, unknown and malformed) and
 // users' passwords (sign-up, sign-in, change), then fails to start twice with the
 // password in the database URL.
