@@ -77,7 +77,6 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.55.0
-	github.com/nats-io/nkeys v0.4.16
 	github.com/outboxtodo/outboxtodo/migrations v0.0.0
 	github.com/outboxtodo/outboxtodo/shared v0.0.0
 	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
@@ -90,6 +89,7 @@ require (
 
 require (
 	github.com/IBM/pgxpoolprometheus v1.1.3 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/sony/gobreaker v1.0.0 // indirect
 )
 

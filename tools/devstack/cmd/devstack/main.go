@@ -23,20 +23,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/child"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
@@ -148,7 +146,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	)
 	for _, name := range []string{"publisher", "projector", "api"} {
 		// The last ADMIN_ADDR wins in exec's environment, so this overrides an inherited one.
-		cmd := service(svcCtx, filepath.Join(cfg.binDir, name), append(env[:len(env):len(env)], "ADMIN_ADDR="+cfg.adminAddrs[name]))
+		cmd := child.Command(svcCtx, filepath.Join(cfg.binDir, name), append(env[:len(env):len(env)], "ADMIN_ADDR="+cfg.adminAddrs[name]), os.Stdout, os.Stderr)
 		if err := cmd.Start(); err != nil {
 			stop()
 			wg.Wait()
@@ -168,7 +166,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	apiURL := "http://localhost:" + port(cfg.apiAddr)
-	if err := waitHealthy(svcCtx, apiURL+"/health/databases"); err != nil {
+	if err := child.WaitHealthy(svcCtx, apiURL+"/health/databases"); err != nil {
 		log.Warn("api not healthy yet", "error", err)
 	} else {
 		fmt.Fprintf(os.Stderr, "\nready in %s\n  API        %s   (OpenAPI: %s/openapi.json)\n  health     %s/health/sync\n  metrics    api :%s, publisher :%s, projector :%s (/metrics)\n  NATS       %s\n  MongoDB    %s\nCtrl-C stops everything.\n\n",
@@ -186,43 +184,6 @@ func run(ctx context.Context, log *slog.Logger) error {
 func component(name string, level slog.Level) slog.Handler {
 	return slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}).
 		WithAttrs([]slog.Attr{slog.String("service", "devstack"), slog.String("component", name)})
-}
-
-// service prepares a child process that gets SIGTERM when ctx ends (and up to 25s to
-// drain) and SIGKILL if this process dies first, so nothing outlives the stack.
-func service(ctx context.Context, path string, env []string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, path)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 25 * time.Second
-	return cmd
-}
-
-func waitHealthy(ctx context.Context, u string) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", u, ctx.Err())
-		case <-t.C:
-		}
-	}
 }
 
 // siblingDatabase is databaseURL with suffix appended to the database name.
