@@ -174,43 +174,17 @@ func (g *Group) Run(ctx context.Context) error {
 	st := &state{members: map[string]time.Time{}, workers: map[string]*worker{}, exited: make(chan *worker)}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	var updates <-chan jetstream.KeyValueEntry
-	for updates == nil {
-		var err error
-		if st.kv == nil {
-			st.kv, err = g.bucket(ctx)
-		}
-		if err == nil {
-			updates, err = watch(watchCtx, st.kv)
-		}
-		if err != nil {
-			g.log.Warn("membership bucket not ready, retrying", "bucket", g.cfg.Bucket, "error", err)
-			if !sleep(ctx, time.Second) {
-				return nil
-			}
-		}
+	updates := g.join(ctx, watchCtx, st)
+	if updates == nil {
+		return nil
 	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); g.refreshGauges(statsCtx) }()
 	defer func() { stopStats(); <-statsDone }()
 
-	// The members already there count before the first claim, so that a replica
-	// joining a running group does not claim what belongs to others.
-	for initial := true; initial; {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-updates:
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("watch %s: ended before its initial values", g.cfg.Bucket)
-			}
-			g.observe(st, e)
-			initial = e != nil
-		}
+	if joined, err := g.awaitMembers(ctx, st, updates); !joined {
+		return err
 	}
 	// The claims are kept through leave, while the batches in hand finish: only then
 	// may another replica take them.
@@ -218,6 +192,58 @@ func (g *Group) Run(ctx context.Context) error {
 	keepDone := make(chan struct{})
 	go func() { defer close(keepDone); g.keep(keepCtx, st.kv) }()
 	defer func() { stopKeep(); <-keepDone }()
+	g.serve(ctx, watchCtx, st, updates)
+	return nil
+}
+
+// join binds the membership bucket into st and watches it under watchCtx, retrying
+// every second until both work; nil once ctx has ended.
+func (g *Group) join(ctx, watchCtx context.Context, st *state) <-chan jetstream.KeyValueEntry {
+	for {
+		var err error
+		if st.kv == nil {
+			st.kv, err = g.bucket(ctx)
+		}
+		if err == nil {
+			var updates <-chan jetstream.KeyValueEntry
+			if updates, err = watch(watchCtx, st.kv); err == nil {
+				return updates
+			}
+		}
+		g.log.Warn("membership bucket not ready, retrying", "bucket", g.cfg.Bucket, "error", err)
+		if !sleep(ctx, time.Second) {
+			return nil
+		}
+	}
+}
+
+// awaitMembers records the members already in the bucket, so that a replica joining
+// a running group does not claim what belongs to others. It reports false when ctx
+// ended first, or the watch did (the error, unless ctx has ended).
+func (g *Group) awaitMembers(ctx context.Context, st *state, updates <-chan jetstream.KeyValueEntry) (bool, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case e, ok := <-updates:
+			if !ok {
+				if ctx.Err() != nil {
+					return false, nil
+				}
+				return false, fmt.Errorf("watch %s: ended before its initial values", g.cfg.Bucket)
+			}
+			g.observe(st, e)
+			if e == nil {
+				return true, nil
+			}
+		}
+	}
+}
+
+// serve claims and releases units as members come and go, and surveys the layout
+// every MemberTTL/3, until ctx ends; then it leaves. A watch that ends is watched
+// again, under watchCtx, at the next survey.
+func (g *Group) serve(ctx, watchCtx context.Context, st *state, updates <-chan jetstream.KeyValueEntry) {
 	tick := time.NewTicker(g.cfg.MemberTTL / 3)
 	defer tick.Stop()
 	g.survey(ctx, st)
@@ -225,7 +251,7 @@ func (g *Group) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			g.leave(st)
-			return nil
+			return
 		case w := <-st.exited:
 			delete(st.workers, w.unit)
 			g.publishHeld(st)
