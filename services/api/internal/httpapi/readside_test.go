@@ -13,13 +13,13 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // readModelEnv is a real FerretDB with a read-model database of the test's own, filled
@@ -50,6 +50,21 @@ func (e *readModelEnv) put(t *testing.T, coll string, docs ...any) {
 	if _, err := e.db.Collection(coll).InsertMany(ctx, docs); err != nil {
 		t.Fatalf("seed %s: %v", coll, err)
 	}
+}
+
+// connectJetStream connects to the NATS server at url for the test's duration.
+func connectJetStream(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 func withReadModel(rm httpapi.ReadModel) harnessOpt {
@@ -159,15 +174,7 @@ func TestHealthSync(t *testing.T) {
 	t.Parallel()
 	rm := newReadModel(t)
 	ns := natsserver.NewTest(t, nil)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJetStream(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The projector's durables are one per partition (projector-p<i>); their state is
