@@ -211,8 +211,10 @@ func (g *Group) join(ctx, watchCtx context.Context, st *state) <-chan jetstream.
 			}
 		}
 		g.log.Warn("membership bucket not ready, retrying", "bucket", g.cfg.Bucket, "error", err)
-		if !sleep(ctx, time.Second) {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -621,25 +623,9 @@ func (g *Group) leave(st *state) {
 // refreshGauges sums the state of the group's durables (every partition's and the
 // legacy one) into the consumer gauges, and counts the dead letters, until ctx ends.
 func (g *Group) refreshGauges(ctx context.Context) {
-	t := time.NewTicker(g.cfg.StatsInterval)
-	defer t.Stop()
-	for {
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if pending, ackPending, redelivered, err := Totals(qctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable); err == nil {
-			g.metrics.Pending.Set(float64(pending))
-			g.metrics.AckPending.Set(float64(ackPending))
-			g.metrics.Redelivered.Set(float64(redelivered))
-		}
-		if n, err := g.dead.Count(qctx); err == nil {
-			g.metrics.DeadLetters.Set(float64(n))
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	consumer.MirrorGauges(ctx, g.cfg.StatsInterval, g.metrics, g.dead, func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
+		return Totals(ctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable)
+	})
 }
 
 // Totals sums pending, ack-pending and redelivered messages over durable and its
@@ -659,15 +645,4 @@ func Totals(ctx context.Context, js jetstream.JetStream, stream, durable string)
 		redelivered += uint64(ci.NumRedelivered)
 	}
 	return pending, ackPending, redelivered, infos.Err()
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
