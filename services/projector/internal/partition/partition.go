@@ -101,7 +101,6 @@ type Group struct {
 	cfg     Config
 	js      jetstream.JetStream
 	store   *readmodel.Store
-	dead    *deadletter.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
@@ -115,8 +114,7 @@ type Group struct {
 // New builds a group; Run starts it.
 func New(cfg Config, js jetstream.JetStream, store *readmodel.Store, m *metrics.Metrics, log *slog.Logger) *Group {
 	log = log.With("member", cfg.Member)
-	return &Group{cfg: cfg, pipe: consumer.NewPipeline(cfg.Consumer, store, m, log), js: js, store: store,
-		dead: deadletter.New(store.Control()), metrics: m, log: log}
+	return &Group{cfg: cfg, pipe: consumer.NewPipeline(cfg.Consumer, store, m, log), js: js, store: store, metrics: m, log: log}
 }
 
 // Ready reports whether this replica is a live member: it holds partitions or is a
@@ -623,7 +621,7 @@ func (g *Group) leave(st *state) {
 // refreshGauges sums the state of the group's durables (every partition's and the
 // legacy one) into the consumer gauges, and counts the dead letters, until ctx ends.
 func (g *Group) refreshGauges(ctx context.Context) {
-	consumer.MirrorGauges(ctx, g.cfg.StatsInterval, g.metrics, g.dead, func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
+	consumer.MirrorGauges(ctx, g.cfg.StatsInterval, g.metrics, deadletter.New(g.store.Control()), func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
 		return Totals(ctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable)
 	})
 }
