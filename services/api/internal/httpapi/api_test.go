@@ -239,20 +239,15 @@ func TestConcurrentPatchesWithoutIfMatch(t *testing.T) {
 	td := h.createTodo(token, map[string]string{"title": "t"})
 	const n = 100
 	versions := make([]int64, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			res := h.do(req{method: "PATCH", path: "/v1/todos/" + td.ID, token: token, body: map[string]string{"title": fmt.Sprintf("t%d", i)}})
-			if res.Status != http.StatusOK {
-				t.Errorf("patch %d: %d %s", i, res.Status, res.Body)
-				return
-			}
-			var got todo
-			res.json(t, &got)
-			versions[i] = got.Version
-		})
+	for i, res := range h.patchAtOnce(token, td.ID, n, nil) {
+		if res.Status != http.StatusOK {
+			t.Errorf("patch %d: %d %s", i, res.Status, res.Body)
+			continue
+		}
+		var got todo
+		res.json(t, &got)
+		versions[i] = got.Version
 	}
-	wg.Wait()
 	slices.Sort(versions)
 	for i, v := range versions {
 		if v != int64(i+2) {
@@ -275,33 +270,36 @@ func TestConcurrentPatchesWithSameIfMatch(t *testing.T) {
 	h := newHarness(t)
 	token, _ := h.signUp()
 	td := h.createTodo(token, map[string]string{"title": "t"})
-	const n = 20
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			res := h.do(req{method: "PATCH", path: "/v1/todos/" + td.ID, token: token, body: map[string]string{"title": fmt.Sprintf("t%d", i)},
-				header: map[string]string{"If-Match": `"1"`}})
-			statuses[i] = res.Status
-			if res.Status == http.StatusPreconditionFailed && res.problem(t).Type != problem.TypeURI("precondition-failed") {
-				t.Errorf("412 with type %s", res.problem(t).Type)
-			}
-		})
-	}
-	wg.Wait()
 	ok := 0
-	for _, s := range statuses {
-		switch s {
+	for _, res := range h.patchAtOnce(token, td.ID, 20, map[string]string{"If-Match": `"1"`}) {
+		if res.Status == http.StatusPreconditionFailed && res.problem(t).Type != problem.TypeURI("precondition-failed") {
+			t.Errorf("412 with type %s", res.problem(t).Type)
+		}
+		switch res.Status {
 		case http.StatusOK:
 			ok++
 		case http.StatusPreconditionFailed:
 		default:
-			t.Fatalf("status %d", s)
+			t.Fatalf("status %d", res.Status)
 		}
 	}
 	if ok != 1 || len(h.outbox(td.ID)) != 2 {
 		t.Fatalf("%d winners and %d outbox rows, want 1 and 2", ok, len(h.outbox(td.ID)))
 	}
+}
+
+// patchAtOnce sends n PATCHes of todo id at once, the i-th retitling it t<i> with
+// header, and returns their answers in that order.
+func (h *harness) patchAtOnce(token, id string, n int, header map[string]string) []response {
+	out := make([]response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			out[i] = h.do(req{method: "PATCH", path: "/v1/todos/" + id, token: token, body: map[string]string{"title": fmt.Sprintf("t%d", i)}, header: header})
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 func TestAuthIsolation(t *testing.T) {

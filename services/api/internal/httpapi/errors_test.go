@@ -180,14 +180,20 @@ func (s *slowStore) User(ctx context.Context, id uuid.UUID) (users.User, error) 
 	return s.Store.User(ctx, id)
 }
 
-func TestTimeoutAndPanicAnswerProblems(t *testing.T) {
-	t.Parallel()
+// newSlowHarness is a harness whose store is a slowStore, returned with it.
+func newSlowHarness(t *testing.T, opts ...harnessOpt) (*harness, *slowStore) {
+	t.Helper()
 	var slow *slowStore
-	h := newHarness(t, func(o *httpapi.Options) {
+	h := newHarness(t, append([]harnessOpt{func(o *httpapi.Options) {
 		slow = &slowStore{Store: o.Store, entered: make(chan struct{}, 1), release: make(chan struct{})}
 		o.Store = slow
-		o.RequestTimeout = 200 * time.Millisecond
-	})
+	}}, opts...)...)
+	return h, slow
+}
+
+func TestTimeoutAndPanicAnswerProblems(t *testing.T) {
+	t.Parallel()
+	h, slow := newSlowHarness(t, func(o *httpapi.Options) { o.RequestTimeout = 200 * time.Millisecond })
 	token, _ := h.signUp()
 	res := h.do(req{method: "GET", path: "/v1/users/me", token: token})
 	if p := res.problem(t); res.Status != http.StatusServiceUnavailable || p.Type != problem.TypeURI("timeout") || res.Header.Get("Retry-After") == "" {
@@ -204,11 +210,7 @@ func TestTimeoutAndPanicAnswerProblems(t *testing.T) {
 // in flight and checks that the request still completes and Serve returns cleanly.
 func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 	t.Parallel()
-	var slow *slowStore
-	h := newHarness(t, func(o *httpapi.Options) {
-		slow = &slowStore{Store: o.Store, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		o.Store = slow
-	})
+	h, slow := newSlowHarness(t)
 	token, _ := h.signUp()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -101,20 +101,9 @@ func (a *api) getMe(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
-	want, weak, err := ifMatch(r)
+	want, p, err := readPatch(r, a.maxBody, users.ParsePatch, users.ErrVersionMismatch)
 	if err != nil {
 		return err
-	}
-	body, err := readBody(r, a.maxBody, mediaJSON, mediaMergePatch)
-	if err != nil {
-		return err
-	}
-	p, err := users.ParsePatch(body)
-	if err != nil {
-		return err
-	}
-	if weak {
-		return users.ErrVersionMismatch
 	}
 	u, err := a.store.UpdateUser(r.Context(), userID(r.Context()), want, p, traceContext(r.Context()))
 	if err != nil {
@@ -303,20 +292,9 @@ func (a *api) patchTodo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	want, weak, err := ifMatch(r)
+	want, p, err := readPatch(r, a.maxBody, todos.ParsePatch, todos.ErrVersionMismatch)
 	if err != nil {
 		return err
-	}
-	body, err := readBody(r, a.maxBody, mediaJSON, mediaMergePatch)
-	if err != nil {
-		return err
-	}
-	p, err := todos.ParsePatch(body)
-	if err != nil {
-		return err
-	}
-	if weak {
-		return todos.ErrVersionMismatch
 	}
 	owner := userID(r.Context())
 	t, statsVersion, err := a.store.UpdateTodo(r.Context(), owner, id, want, p, traceContext(r.Context()))

@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -62,15 +61,7 @@ func TestHealthSyncHidesFailures(t *testing.T) {
 	ns := natsserver.NewTest(t, nil)
 	natsAddr := strings.TrimPrefix(ns.ClientURL(), "nats://")
 	secrets = append(secrets, natsAddr)
-	nc, err := nats.Connect("nats://natssecretuser@"+natsAddr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJetStream(t, "nats://natssecretuser@"+natsAddr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	ns.Stop()
 
 	reporter := &syncstatus.Reporter{

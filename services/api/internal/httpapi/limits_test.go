@@ -2,9 +2,8 @@ package httpapi_test
 
 import (
 	"net/http"
+	"sync/atomic"
 	"testing"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
@@ -14,9 +13,8 @@ import (
 
 func TestTodoCapAnswersConflict(t *testing.T) {
 	t.Parallel()
-	var pool *pgxpool.Pool
-	h := newHarness(t, func(o *httpapi.Options) {
-		pool, _ = dbtest.NewPool(t)
+	pool, dbURL := dbtest.NewPool(t)
+	h := newHarnessOn(t, pool, dbURL, &atomic.Int64{}, func(o *httpapi.Options) {
 		o.Store = postgres.New(pool, true, postgres.MaxTodosPerUser(2))
 	})
 	token, _ := h.signUp()

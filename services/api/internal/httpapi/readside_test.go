@@ -53,6 +53,21 @@ func (e *readModelEnv) put(t *testing.T, coll string, docs ...any) {
 	}
 }
 
+// connectJetStream connects to the NATS server at url for the test's duration.
+func connectJetStream(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func withReadModel(rm httpapi.ReadModel) harnessOpt {
 	return func(o *httpapi.Options) { o.ReadModel = rm }
 }
@@ -160,15 +175,7 @@ func TestHealthSync(t *testing.T) {
 	t.Parallel()
 	rm := newReadModel(t)
 	ns := natsserver.NewTest(t, nil)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJetStream(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The projector's durables are one per partition (projector-p<i>); their state is

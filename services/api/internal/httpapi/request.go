@@ -83,6 +83,29 @@ func ifMatch(r *http.Request) (version int64, weak bool, err error) {
 	return n, weak, nil
 }
 
+// readPatch reads a conditional merge patch: the version If-Match names and the body
+// parsed by parse. A weak If-Match fails the precondition with mismatch only once the
+// body has been read and parsed, so that a bad body is reported first.
+func readPatch[P any](r *http.Request, limit int64, parse func([]byte) (P, error), mismatch error) (int64, P, error) {
+	var none P
+	version, weak, err := ifMatch(r)
+	if err != nil {
+		return 0, none, err
+	}
+	body, err := readBody(r, limit, mediaJSON, mediaMergePatch)
+	if err != nil {
+		return 0, none, err
+	}
+	p, err := parse(body)
+	if err != nil {
+		return 0, none, err
+	}
+	if weak {
+		return 0, none, mismatch
+	}
+	return version, p, nil
+}
+
 // notModified answers 304 when If-None-Match names version's entity tag (or is *),
 // and otherwise sets the ETag for the full answer. If-None-Match uses the weak
 // comparison (RFC 9110 13.1.2): W/"3" matches "3". It reports whether it answered.

@@ -209,22 +209,49 @@ func New(o Options) (http.Handler, error) {
 	if o.RateLimitKeys == 0 {
 		o.RateLimitKeys = 100_000
 	}
-	perIP, err := newLimiter(o.RateLimitPerIP, o.RateLimitKeys)
+	perIP, perToken, err := newRateLimits(o)
 	if err != nil {
-		return nil, fmt.Errorf("RateLimitPerIP: %w", err)
+		return nil, err
 	}
-	perToken, err := newLimiter(o.RateLimitPerToken, o.RateLimitKeys)
+	a, err := newAPI(o, cursors)
 	if err != nil {
-		return nil, fmt.Errorf("RateLimitPerToken: %w", err)
+		return nil, err
+	}
+	doc, err := openAPIFor(o.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	r := chi.NewRouter()
+	a.useMiddleware(r, o, m, perIP)
+	a.route(r, doc, perToken)
+	return r, nil
+}
+
+// newRateLimits builds the limits per client address and per token, each nil when
+// off, and registers their metrics.
+func newRateLimits(o Options) (perIP, perToken *ratelimit.Keyed, err error) {
+	perIP, err = newLimiter(o.RateLimitPerIP, o.RateLimitKeys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("RateLimitPerIP: %w", err)
+	}
+	perToken, err = newLimiter(o.RateLimitPerToken, o.RateLimitKeys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("RateLimitPerToken: %w", err)
 	}
 	for name, l := range map[string]*ratelimit.Keyed{"ip": perIP, "token": perToken} {
 		if l == nil {
 			continue
 		}
 		if err := registerLimiterMetrics(o.Metrics, name, l); err != nil {
-			return nil, fmt.Errorf("register metrics: %w", err)
+			return nil, nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
+	return perIP, perToken, nil
+}
+
+// newAPI validates the options the handlers use, fills in their defaults, and builds
+// what the handlers share.
+func newAPI(o Options, cursors *todos.Cursors) (*api, error) {
 	tokenAuth, err := auth.New(o.Store, auth.Config{TTL: o.AuthCacheTTL, Size: o.AuthCacheSize, Log: o.Log})
 	if err != nil {
 		return nil, err
@@ -249,10 +276,6 @@ func New(o Options) (http.Handler, error) {
 	if o.ReadYourWritesWait < 0 {
 		return nil, fmt.Errorf("ReadYourWritesWait %s: must not be negative", o.ReadYourWritesWait)
 	}
-	doc, err := openAPIFor(o.PublicURL)
-	if err != nil {
-		return nil, err
-	}
 	addrs := clientaddr.Resolver{Trusted: o.TrustedProxies}
 	a := &api{store: o.Store, tokens: tokenAuth, tokenTTL: o.TokenTTL, readModel: o.ReadModel, checks: o.Checks, log: o.Log,
 		maxBody: o.MaxBodyBytes, cursors: cursors, passwords: passwords, signIns: signIns, addrs: addrs,
@@ -261,11 +284,15 @@ func New(o Options) (http.Handler, error) {
 	if o.SyncReport != nil {
 		a.syncReports = &syncReports{report: o.SyncReport, ttl: o.SyncReportTTL, now: time.Now, log: o.Log}
 	}
+	return a, nil
+}
 
+// useMiddleware puts the middleware every route goes through on r, in order; perIP
+// is the limit per client address, nil when off.
+func (a *api) useMiddleware(r chi.Router, o Options, m *metrics, perIP *ratelimit.Keyed) {
 	if o.TracerProvider == nil {
 		o.TracerProvider = noop.NewTracerProvider()
 	}
-	r := chi.NewRouter()
 	r.Use(withTracing(o.TracerProvider), withRequestID, observe(o.Log, m))
 	corsOn := len(o.CORSAllowedOrigins) > 0
 	if corsOn {
@@ -285,12 +312,17 @@ func New(o Options) (http.Handler, error) {
 	r.Use(recoverer(o.Log))
 	if perIP != nil {
 		// Before authentication, so that token guesses do not escape it.
-		r.Use(limitByAddress(perIP, addrs, o.Log))
+		r.Use(limitByAddress(perIP, a.addrs, o.Log))
 	}
 	if corsOn {
 		r.Use(endPreflight)
 	}
 	r.Use(timeout(o.RequestTimeout))
+}
+
+// route puts the handlers on r: doc is the OpenAPI document served, perToken the
+// limit per token of the authenticated routes, nil when off.
+func (a *api) route(r chi.Router, doc []byte, perToken *ratelimit.Keyed) {
 	r.NotFound(a.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return newError(kindNotFound, "no route for %s %s", r.Method, r.URL.Path)
 	}))
@@ -315,11 +347,11 @@ func New(o Options) (http.Handler, error) {
 	r.Post("/v1/users", a.handle(a.signUp))
 	r.Post("/v1/sessions", a.handle(a.signIn))
 	r.Group(func(r chi.Router) {
-		r.Use(authenticate(tokenAuth, o.Log))
+		r.Use(authenticate(a.tokens, a.log))
 		if perToken != nil {
 			// After authentication: only real tokens take a bucket, so garbage
 			// tokens cannot crowd the map (the address limit covers those).
-			r.Use(limitByToken(perToken, o.Log))
+			r.Use(limitByToken(perToken, a.log))
 		}
 		r.Get("/v1/users/me", a.handle(a.getMe))
 		r.Patch("/v1/users/me", a.handle(a.patchMe))
@@ -337,7 +369,6 @@ func New(o Options) (http.Handler, error) {
 		r.Patch("/v1/todos/{id}", a.handle(a.patchTodo))
 		r.Delete("/v1/todos/{id}", a.handle(a.deleteTodo))
 	})
-	return r, nil
 }
 
 // writeJSON encodes v before writing anything, so an encoding failure can still be

@@ -201,103 +201,35 @@ var sources = map[string]string{
 // Report reads every source and evaluates the thresholds.
 func (r *Reporter) Report(ctx context.Context) Report {
 	now := r.Now()
-	rep := Report{Status: OK, CheckedAt: now.UTC()}
-	var (
-		mu        sync.Mutex
-		wg        sync.WaitGroup
-		stream    jetstream.Stream
-		units     []*jetstream.ConsumerInfo
-		holders   map[string]string
-		watermark *readmodel.Watermark
-	)
-	fail := func(check string, err error) {
-		class := Classify(err)
-		// Who holds which partition is for the operator's eyes: not knowing it stops nothing.
-		severity := Critical
-		if check == "members" {
-			severity = Warning
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		rep.Alerts = append(rep.Alerts, Alert{Severity: severity, Check: check, Error: class,
-			Message: fmt.Sprintf("%s could not be read (%s); the cause is in the API's log", sources[check], class)})
-		rep.Failures = append(rep.Failures, Failure{Check: check, Err: err})
-	}
-	run := func(check string, fn func(ctx context.Context) error) {
+	g := &gathering{Reporter: r, now: now, rep: Report{Status: OK, CheckedAt: now.UTC()}}
+	var wg sync.WaitGroup
+	for _, s := range []struct {
+		check string
+		read  func(ctx context.Context) error
+	}{
+		{"outbox", g.readOutbox},
+		{"stream", g.readStream},
+		{"members", g.readMembers},
+		{"read_model", g.readReadModel},
+	} {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 			defer cancel()
-			if err := fn(ctx); err != nil {
-				fail(check, err)
+			if err := s.read(ctx); err != nil {
+				g.fail(s.check, err)
 			}
 		})
 	}
-	run("outbox", func(ctx context.Context) error {
-		s, err := r.Outbox(ctx)
-		if err != nil {
-			return fmt.Errorf("read the outbox: %w", err)
-		}
-		rep.Outbox = &OutboxReport{Backlog: s.Backlog, OldestAgeSeconds: s.OldestAge(now).Seconds(), Retrying: s.Retrying, Parked: s.Parked}
-		return nil
-	})
-	run("stream", func(ctx context.Context) error {
-		st, err := r.JetStream.Stream(ctx, r.Stream)
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", r.Stream, err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", r.Stream, err)
-		}
-		s := info.State
-		rep.Stream = &StreamReport{Name: r.Stream, Messages: s.Msgs, Bytes: s.Bytes, FirstSeq: s.FirstSeq, LastSeq: s.LastSeq, Consumers: s.Consumers}
-		ci, each, err := projectorConsumers(ctx, st, r.Consumer)
-		if err != nil {
-			return fmt.Errorf("consumer %s: %w", r.Consumer, err)
-		}
-		stream, units = st, each
-		rep.Consumer = &ConsumerReport{
-			Name: r.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
-			DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream, WaitingPullers: ci.NumWaiting,
-		}
-		return nil
-	})
-	run("members", func(ctx context.Context) error {
-		if r.Members == "" {
-			return nil
-		}
-		h, err := readHolders(ctx, r.JetStream, r.Members)
-		if err != nil {
-			return fmt.Errorf("membership bucket %s: %w", r.Members, err)
-		}
-		holders = h
-		return nil
-	})
-	run("read_model", func(ctx context.Context) error {
-		n, err := r.ReadModel.DeadLetterCount(ctx)
-		if err != nil {
-			return fmt.Errorf("count dead letters: %w", err)
-		}
-		rep.DeadLetters = &n
-		w, err := r.ReadModel.Watermark(ctx)
-		switch {
-		case errors.Is(err, readside.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("read the watermark: %w", err)
-		default:
-			watermark = &w
-		}
-		return nil
-	})
 	wg.Wait()
 
+	rep := g.rep
 	if rep.Consumer != nil {
 		rep.Projection = &ProjectionReport{}
-		if watermark != nil {
-			t := watermark.OccurredAt.UTC()
-			rep.Projection.WatermarkSeq, rep.Projection.WatermarkTime = watermark.StreamSeq, &t
+		if g.watermark != nil {
+			t := g.watermark.OccurredAt.UTC()
+			rep.Projection.WatermarkSeq, rep.Projection.WatermarkTime = g.watermark.StreamSeq, &t
 		}
-		rep.Consumer.Partitions = r.partitions(ctx, stream, units, holders, watermark, now)
+		rep.Consumer.Partitions = r.partitions(ctx, g.stream, g.units, g.holders, g.watermark, now)
 		// The oldest unapplied event of all is the oldest of the partitions'.
 		for _, p := range rep.Consumer.Partitions {
 			rep.Projection.LagSeconds = max(rep.Projection.LagSeconds, p.LagSeconds)
@@ -311,6 +243,98 @@ func (r *Reporter) Report(ctx context.Context) Report {
 		rep.Alerts = []Alert{}
 	}
 	return rep
+}
+
+// gathering is one Report while its sources are read at once: each reader sets its
+// own fields of rep and of the answers kept for the partitions, so that only the
+// alerts and failures, which every reader may add to, need the lock.
+type gathering struct {
+	*Reporter
+	now time.Time
+
+	mu  sync.Mutex // guards rep.Alerts and rep.Failures
+	rep Report
+
+	stream    jetstream.Stream
+	units     []*jetstream.ConsumerInfo
+	holders   map[string]string
+	watermark *readmodel.Watermark
+}
+
+// fail raises the alert of a source that could not be read.
+func (g *gathering) fail(check string, err error) {
+	class := Classify(err)
+	// Who holds which partition is for the operator's eyes: not knowing it stops nothing.
+	severity := Critical
+	if check == "members" {
+		severity = Warning
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rep.Alerts = append(g.rep.Alerts, Alert{Severity: severity, Check: check, Error: class,
+		Message: fmt.Sprintf("%s could not be read (%s); the cause is in the API's log", sources[check], class)})
+	g.rep.Failures = append(g.rep.Failures, Failure{Check: check, Err: err})
+}
+
+func (g *gathering) readOutbox(ctx context.Context) error {
+	s, err := g.Outbox(ctx)
+	if err != nil {
+		return fmt.Errorf("read the outbox: %w", err)
+	}
+	g.rep.Outbox = &OutboxReport{Backlog: s.Backlog, OldestAgeSeconds: s.OldestAge(g.now).Seconds(), Retrying: s.Retrying, Parked: s.Parked}
+	return nil
+}
+
+func (g *gathering) readStream(ctx context.Context) error {
+	st, err := g.JetStream.Stream(ctx, g.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", g.Stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", g.Stream, err)
+	}
+	s := info.State
+	g.rep.Stream = &StreamReport{Name: g.Stream, Messages: s.Msgs, Bytes: s.Bytes, FirstSeq: s.FirstSeq, LastSeq: s.LastSeq, Consumers: s.Consumers}
+	ci, each, err := projectorConsumers(ctx, st, g.Consumer)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", g.Consumer, err)
+	}
+	g.stream, g.units = st, each
+	g.rep.Consumer = &ConsumerReport{
+		Name: g.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
+		DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream, WaitingPullers: ci.NumWaiting,
+	}
+	return nil
+}
+
+func (g *gathering) readMembers(ctx context.Context) error {
+	if g.Members == "" {
+		return nil
+	}
+	h, err := readHolders(ctx, g.JetStream, g.Members)
+	if err != nil {
+		return fmt.Errorf("membership bucket %s: %w", g.Members, err)
+	}
+	g.holders = h
+	return nil
+}
+
+func (g *gathering) readReadModel(ctx context.Context) error {
+	n, err := g.ReadModel.DeadLetterCount(ctx)
+	if err != nil {
+		return fmt.Errorf("count dead letters: %w", err)
+	}
+	g.rep.DeadLetters = &n
+	w, err := g.ReadModel.Watermark(ctx)
+	switch {
+	case errors.Is(err, readside.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read the watermark: %w", err)
+	default:
+		g.watermark = &w
+	}
+	return nil
 }
 
 // projectorConsumers is the state of the projector's durables summed into one: one

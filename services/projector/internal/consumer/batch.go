@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -176,41 +178,68 @@ func (p *Pipeline) applyBatch(ctx context.Context, jobs []*job) {
 	}
 	spans := p.startApplySpans(ctx, jobs)
 	results := proj.Apply(wctx, events)
+	appliedAt := time.Now() // before the outage probe, which would add to the lag
+	// Rejections during an outage of the read model's own backend are transient.
+	out := p.judge(ctx, jobs, spans, results, appliedAt, readModelDown(wctx, db, results))
+	if p.cfg.Applied != nil && len(out.ok) > 0 {
+		p.cfg.Applied(out.ok)
+	}
+	for i, j := range jobs {
+		j.res = out.res[i]
+		close(j.done)
+		given++
+	}
+	if out.maxSeq > 0 {
+		// The watermark is informational: a failure to move it must not hold back acks,
+		// which is why it comes after the results.
+		if err := proj.AdvanceWatermark(wctx, out.maxSeq, out.occurred); err != nil {
+			p.log.Warn("watermark not advanced", "error", err)
+		}
+	}
+}
 
+// judged is what a batch's writes came to.
+type judged struct {
+	res []result  // each job's, in the batch's order
+	ok  []Applied // the events applied or stale
+	// maxSeq is the newest of those, and occurred its event's time: where the
+	// watermark moves to.
+	maxSeq   uint64
+	occurred time.Time
+}
+
+// judge gives each job its result from its write's, counts it in the metrics (the
+// lag as of appliedAt) and ends its span. down makes every failed write transient, a
+// rejection included.
+func (p *Pipeline) judge(ctx context.Context, jobs []*job, spans []trace.Span, results []project.Result, appliedAt time.Time, down bool) judged {
 	var (
-		ok        []Applied
+		out       = judged{res: make([]result, len(jobs))}
 		transient int
 		lastErr   error
-		maxSeq    uint64
-		occurred  time.Time
-		appliedAt = time.Now()
-		res       = make([]result, len(jobs))
 	)
-	// Rejections during an outage of the read model's own backend are transient.
-	down := readModelDown(wctx, db, results)
 	for i, r := range results {
 		j := jobs[i]
 		p.endApplySpan(ctx, spans[i], j, r)
 		switch {
 		case r.Err == nil:
-			ok = append(ok, Applied{StreamSeq: j.d.md.Sequence.Stream, Delivery: j.d.md.NumDelivered, Subject: j.d.msg.Subject(), Event: j.d.event})
+			out.ok = append(out.ok, Applied{StreamSeq: j.d.md.Sequence.Stream, Delivery: j.d.md.NumDelivered, Subject: j.d.msg.Subject(), Event: j.d.event})
 			if r.Outcome == project.Applied {
 				p.metrics.Events.WithLabelValues(metrics.OutcomeApplied).Inc()
 				p.metrics.Lag.Observe(appliedAt.Sub(j.d.event.OccurredAt).Seconds())
 			} else {
 				p.metrics.Events.WithLabelValues(metrics.OutcomeStale).Inc()
 			}
-			if j.d.md.Sequence.Stream > maxSeq {
-				maxSeq, occurred = j.d.md.Sequence.Stream, j.d.event.OccurredAt
+			if j.d.md.Sequence.Stream > out.maxSeq {
+				out.maxSeq, out.occurred = j.d.md.Sequence.Stream, j.d.event.OccurredAt
 			}
 		case isRejected(r.Err) && !down:
 			p.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
 			p.log.Warn("write rejected", "stream_seq", j.d.md.Sequence.Stream, "request_id", j.d.requestID,
 				"delivery", j.d.md.NumDelivered, "error", r.Err)
-			res[i] = result{err: r.Err, rejected: true}
+			out.res[i] = result{err: r.Err, rejected: true}
 		default:
 			p.metrics.Events.WithLabelValues(metrics.OutcomeFailed).Inc()
-			res[i] = result{err: r.Err}
+			out.res[i] = result{err: r.Err}
 			transient++
 			lastErr = r.Err
 		}
@@ -218,19 +247,5 @@ func (p *Pipeline) applyBatch(ctx context.Context, jobs []*job) {
 	if transient > 0 && ctx.Err() == nil {
 		p.log.Warn("read model unavailable, retrying", "error", lastErr, "messages", transient)
 	}
-	if p.cfg.Applied != nil && len(ok) > 0 {
-		p.cfg.Applied(ok)
-	}
-	for i, j := range jobs {
-		j.res = res[i]
-		close(j.done)
-		given++
-	}
-	if maxSeq > 0 {
-		// The watermark is informational: a failure to move it must not hold back acks,
-		// which is why it comes after the results.
-		if err := proj.AdvanceWatermark(wctx, maxSeq, occurred); err != nil {
-			p.log.Warn("watermark not advanced", "error", err)
-		}
-	}
+	return out
 }

@@ -557,17 +557,31 @@ func nakDelay(schedule []time.Duration, delivered uint64) time.Duration {
 // refreshGauges mirrors the consumer's pending counts and the dead-letter count into
 // the gauges until ctx ends.
 func (c *Consumer) refreshGauges(ctx context.Context, cons jetstream.Consumer) {
-	t := time.NewTicker(c.cfg.StatsInterval)
+	MirrorGauges(ctx, c.cfg.StatsInterval, c.metrics, c.dead, func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		return info.NumPending, uint64(info.NumAckPending), uint64(info.NumRedelivered), nil
+	})
+}
+
+// MirrorGauges sets m's consumer gauges to what counts reads, and its dead-letter
+// gauge to dead's count, at once and then every interval until ctx ends. Each read
+// has 5 seconds; a gauge whose read fails keeps its value.
+func MirrorGauges(ctx context.Context, interval time.Duration, m *metrics.Metrics, dead *deadletter.Store,
+	counts func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if info, err := cons.Info(qctx); err == nil {
-			c.metrics.Pending.Set(float64(info.NumPending))
-			c.metrics.AckPending.Set(float64(info.NumAckPending))
-			c.metrics.Redelivered.Set(float64(info.NumRedelivered))
+		if pending, ackPending, redelivered, err := counts(qctx); err == nil {
+			m.Pending.Set(float64(pending))
+			m.AckPending.Set(float64(ackPending))
+			m.Redelivered.Set(float64(redelivered))
 		}
-		if n, err := c.dead.Count(qctx); err == nil {
-			c.metrics.DeadLetters.Set(float64(n))
+		if n, err := dead.Count(qctx); err == nil {
+			m.DeadLetters.Set(float64(n))
 		}
 		cancel()
 		select {

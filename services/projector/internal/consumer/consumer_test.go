@@ -173,10 +173,29 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 func TestMongoOutageConvergesWithoutDeadLetters(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
+	outageConverges(t, env, "an outage", func() {
+		if err := env.Ferret.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}, func() {
+		if err := env.Ferret.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// outageConverges applies half of a world, begins an outage with down, publishes the
+// other half, and ends the outage with up only once the projector has failed on it
+// several times and the held messages have outlived AckWait (kept alive by
+// InProgress). The read model must then converge with nothing dead-lettered, though
+// a message's second delivery is its last (MaxDeliver 2): an outage must neither use
+// up deliveries nor count as the rejection of a write.
+func outageConverges(t *testing.T, env *projtest.Env, outage string, down, up func()) {
+	t.Helper()
 	w := simpleWorld(t, 4, 3)
 	half := len(w.Events) / 2
 	cfg := env.ConsumerConfig("projector")
-	cfg.MaxDeliver = 2 // an outage must not use up deliveries
+	cfg.MaxDeliver = 2
 	cfg.AckWait = 3 * time.Second
 	cfg.WriteTimeout = time.Second
 	r := env.Start(t, cfg)
@@ -186,23 +205,18 @@ func TestMongoOutageConvergesWithoutDeadLetters(t *testing.T) {
 		return n == float64(half), fmt.Sprintf("%v of %d applied", n, half)
 	})
 
-	if err := env.Ferret.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := time.Now()
+	down()
+	downAt := time.Now()
 	env.Publish(t, w.Events[half:]...)
-	// Bring the server back only once the projector has failed on the outage several
-	// times and the held messages have outlived AckWait (kept alive by InProgress).
 	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
-		return n >= 3 && time.Since(stopped) > cfg.AckWait+time.Second, fmt.Sprintf("%v failed attempts", n)
+		return n >= 3 && time.Since(downAt) > cfg.AckWait+time.Second, fmt.Sprintf("%v failed attempts", n)
 	})
-	if err := env.Ferret.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	up()
+
 	projtest.Eventually(t, 90*time.Second, converged(env, w))
 	if dls := deadLetters(t, env); len(dls) != 0 {
-		t.Fatalf("dead letters after an outage: %+v", dls)
+		t.Fatalf("dead letters after %s: %+v", outage, dls)
 	}
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered)); n != 0 {
 		t.Fatalf("dead-lettered counter = %v, want 0", n)

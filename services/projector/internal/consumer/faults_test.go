@@ -173,36 +173,12 @@ func failWrites(t *testing.T, env *projtest.Env, db, coll string) (attempts func
 func TestReadModelBackendOutageNotDeadLettered(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := simpleWorld(t, 4, 3)
-	half := len(w.Events) / 2
-	cfg := env.ConsumerConfig("projector")
-	cfg.MaxDeliver = 2 // a rejection's second delivery would be its last
-	cfg.AckWait = 3 * time.Second
-	cfg.WriteTimeout = time.Second
-	r := env.Start(t, cfg)
-	env.Publish(t, w.Events[:half]...)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
-		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
-		return n == float64(half), fmt.Sprintf("%v of %d applied", n, half)
+	outageConverges(t, env, "a backend outage", func() {
+		setBackendConnections(t, env, false)
+		t.Cleanup(func() { setBackendConnections(t, env, true) })
+	}, func() {
+		setBackendConnections(t, env, true)
 	})
-
-	setBackendConnections(t, env, false)
-	t.Cleanup(func() { setBackendConnections(t, env, true) })
-	down := time.Now()
-	env.Publish(t, w.Events[half:]...)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
-		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
-		return n >= 3 && time.Since(down) > cfg.AckWait+time.Second, fmt.Sprintf("%v failed attempts", n)
-	})
-	setBackendConnections(t, env, true)
-
-	projtest.Eventually(t, 90*time.Second, converged(env, w))
-	if dls := deadLetters(t, env); len(dls) != 0 {
-		t.Fatalf("dead letters after a backend outage: %+v", dls)
-	}
-	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered)); n != 0 {
-		t.Fatalf("dead-lettered counter = %v, want 0", n)
-	}
 }
 
 // Two replicas: one applies everything while the other stands by; when the active one

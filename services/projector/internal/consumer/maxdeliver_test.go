@@ -43,6 +43,13 @@ func ownerWithTodos(t *testing.T, n int) *projtest.World {
 	return w
 }
 
+// publishedOwner is ownerWithTodos with its events published.
+func publishedOwner(t *testing.T, env *projtest.Env, n int) *projtest.World {
+	w := ownerWithTodos(t, n)
+	env.Publish(t, w.Events...)
+	return w
+}
+
 // appliedOrDeadLettered reports whether each of events, published in order from stream
 // sequence first on, is either in the read model (its aggregate at its version or a
 // later one) or dead-lettered.
@@ -142,8 +149,7 @@ func TestUndecodableDeadLetterRecordFailsThenShutdown(t *testing.T) {
 func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 3)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 3)
 	cfg := lastDeliveryConfig(env)
 	setBackendConnections(t, env, false)
 	t.Cleanup(func() { setBackendConnections(t, env, true) })
@@ -223,8 +229,7 @@ func TestDeadlineSpentOnLastDeliveryStillDeadLetters(t *testing.T) {
 func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 2)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := env.ConsumerConfig("projector")

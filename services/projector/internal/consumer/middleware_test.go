@@ -40,14 +40,25 @@ func redelivered(t *testing.T, env *projtest.Env, durable string) int {
 	return info.NumRedelivered
 }
 
+// retriedInProcess checks that a failure was retried in process: none of the
+// durable's messages is being redelivered, and none was dead-lettered.
+func retriedInProcess(t *testing.T, env *projtest.Env, failure string) {
+	t.Helper()
+	if n := redelivered(t, env, "projector"); n != 0 {
+		t.Errorf("%d messages redelivered, want none: %s is retried in process", n, failure)
+	}
+	if n := len(deadLetters(t, env)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+}
+
 // A batch panics once (here in the Applied hook, which runs inside it): Recoverer
 // turns the panic into an error in each of its messages' handlers, Retry handles them
 // again, and every message is applied and acknowledged on its first delivery.
 func TestPanicRecoveredAndRetried(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 5)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 5)
 
 	var (
 		mu        sync.Mutex
@@ -81,12 +92,7 @@ func TestPanicRecoveredAndRetried(t *testing.T) {
 		}
 		return len(panicked) > 0, "no batch panicked"
 	})
-	if n := redelivered(t, env, "projector"); n != 0 {
-		t.Errorf("%d messages redelivered, want none: the panic is retried in process", n)
-	}
-	if n := len(deadLetters(t, env)); n != 0 {
-		t.Errorf("%d dead letters, want none", n)
-	}
+	retriedInProcess(t, env, "the panic")
 }
 
 // A write MongoDB refuses is retried in process with back-off, RejectedRetries times
@@ -95,8 +101,7 @@ func TestPanicRecoveredAndRetried(t *testing.T) {
 func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 2)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 2)
 	env.Publish(t, refusedTodo(t, w).Events...) // stream sequence len(w.Events)+1
 
 	cfg := env.ConsumerConfig("projector")
@@ -123,8 +128,7 @@ func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 func TestHandlerTimeoutRetried(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 5)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 5)
 
 	cfg := env.ConsumerConfig("projector")
 	cfg.WriteTimeout = time.Second
@@ -146,12 +150,7 @@ func TestHandlerTimeoutRetried(t *testing.T) {
 	close(resume)
 	projtest.Eventually(t, 60*time.Second, converged(env, w))
 	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
-	if n := redelivered(t, env, "projector"); n != 0 {
-		t.Errorf("%d messages redelivered, want none: a timeout is retried in process", n)
-	}
-	if n := len(deadLetters(t, env)); n != 0 {
-		t.Errorf("%d dead letters, want none", n)
-	}
+	retriedInProcess(t, env, "a timeout")
 }
 
 // The event's request id is its message's correlation id: the log lines of its
@@ -159,28 +158,14 @@ func TestHandlerTimeoutRetried(t *testing.T) {
 func TestCorrelationIDInLogsAndSpans(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 1)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 1)
 	bad := refusedTodo(t, w).Events[0]
 	bad.Trace.RequestID = "req-corr-1"
 	env.Publish(t, bad)
 
-	logs := &sharedtest.LogBuffer{}
-	spans := tracetest.NewInMemoryExporter()
 	cfg := env.ConsumerConfig("correlated")
 	cfg.MaxDeliver = 1
-	cfg.Tracer = telemetry.WithExporter("projector", spans).Tracer("test")
-	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()),
-		slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("consumer: %v", err)
-		}
-	}()
+	spans, logs := startTraced(t, env, cfg)
 
 	seq := uint64(len(w.Events) + 1)
 	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
@@ -211,4 +196,25 @@ func TestCorrelationIDInLogsAndSpans(t *testing.T) {
 	if n != 1+consumer.RejectedRetries {
 		t.Errorf("%d apply spans carry request_id req-corr-1, want one per attempt, %d", n, 1+consumer.RejectedRetries)
 	}
+}
+
+// startTraced runs a consumer of cfg until the test ends, its spans recorded in
+// memory and its log lines, debug ones included, in a buffer.
+func startTraced(t *testing.T, env *projtest.Env, cfg consumer.Config) (*tracetest.InMemoryExporter, *sharedtest.LogBuffer) {
+	t.Helper()
+	spans := tracetest.NewInMemoryExporter()
+	logs := &sharedtest.LogBuffer{}
+	cfg.Tracer = telemetry.WithExporter("projector", spans).Tracer("test")
+	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()),
+		slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	})
+	return spans, logs
 }

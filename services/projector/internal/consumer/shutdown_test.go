@@ -43,8 +43,7 @@ func runUntilSigterm(t *testing.T, c *consumer.Consumer, afterSignal func()) (si
 func TestShutdownFinishesBatchInHand(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 4)
-	env.Publish(t, w.Events...)
+	w := publishedOwner(t, env, 4)
 	waiting, unlock := lockCollection(t, env, env.Control, readmodel.CollTodos)
 
 	cfg := env.ConsumerConfig("projector")
@@ -92,8 +91,7 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 			t.Parallel()
 			env := projtest.New(t)
 			cfg := env.ConsumerConfig("projector")
-			w := ownerWithTodos(t, 3*cfg.BatchSize)
-			env.Publish(t, w.Events...)
+			w := publishedOwner(t, env, 3*cfg.BatchSize)
 			waiting, unlock := lockCollection(t, env, env.Control, readmodel.CollTodos)
 
 			cfg.AckWait = 3 * time.Second

@@ -2,23 +2,17 @@ package consumer_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
-	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // TestApplySpanAndLogCarryTrace publishes an event the way the publisher does (its
@@ -56,21 +50,7 @@ func TestApplySpanAndLogCarryTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	spans := tracetest.NewInMemoryExporter()
-	logs := &sharedtest.LogBuffer{}
-	cfg := env.ConsumerConfig("traced")
-	cfg.Tracer = telemetry.WithExporter("projector", spans).Tracer("test")
-	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()),
-		slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("consumer: %v", err)
-		}
-	}()
+	spans, logs := startTraced(t, env, env.ConsumerConfig("traced"))
 
 	var line map[string]any
 	projtest.Eventually(t, 20*time.Second, func() (bool, string) {

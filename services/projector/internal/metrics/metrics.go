@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Outcome labels of Events.
@@ -43,55 +44,22 @@ type Metrics struct {
 
 // New creates the metrics and registers them on reg.
 func New(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
 	m := &Metrics{
-		Lag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "projector_lag_seconds",
-			Help: "Time from the commit of an event (occurred_at) to its write in the read model.",
-			// 5 ms to about 5 min: FerretDB sits in the tens of milliseconds, a backlog in minutes.
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 17),
-		}),
-		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "projector_events_total",
-			Help: "Events handled, by outcome: applied, stale (already as new or newer), failed (retried), dead_lettered.",
-		}, []string{"outcome"}),
-		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "projector_consumer_pending",
-			Help: "Messages in the stream not yet delivered to the consumer.",
-		}),
-		AckPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "projector_consumer_ack_pending",
-			Help: "Messages delivered to the consumer and not yet acknowledged.",
-		}),
-		Redelivered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "projector_consumer_redelivered",
-			Help: "Messages delivered more than once and not yet acknowledged.",
-		}),
-		DeadLetters: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "projector_dead_letters",
-			Help: "Dead letters waiting for an operator (not redriven).",
-		}),
-		BatchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "projector_batch_seconds",
-			Help:    "Time to apply and acknowledge one fetched batch.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-		}),
-		PartitionsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "projector_partitions_held",
-			Help: "Stream partitions this replica consumes; 0 while it is a standby.",
-		}),
-		PartitionPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "projector_partition_pending",
-			Help: "Messages of a partition not yet delivered to its durable, reported by the replica holding the partition.",
-		}, []string{"partition"}),
-		PartitionAckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "projector_partition_ack_pending",
-			Help: "Messages of a partition delivered and not yet acknowledged, reported by the replica holding the partition.",
-		}, []string{"partition"}),
+		// 5 ms to about 5 min: FerretDB sits in the tens of milliseconds, a backlog in minutes.
+		Lag:                 f.NewHistogram(prometheus.HistogramOpts{Name: "projector_lag_seconds", Help: "Time from the commit of an event (occurred_at) to its write in the read model.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 17)}),
+		Events:              f.NewCounterVec(prometheus.CounterOpts{Name: "projector_events_total", Help: "Events handled, by outcome: applied, stale (already as new or newer), failed (retried), dead_lettered."}, []string{"outcome"}),
+		Pending:             f.NewGauge(prometheus.GaugeOpts{Name: "projector_consumer_pending", Help: "Messages in the stream not yet delivered to the consumer."}),
+		AckPending:          f.NewGauge(prometheus.GaugeOpts{Name: "projector_consumer_ack_pending", Help: "Messages delivered to the consumer and not yet acknowledged."}),
+		Redelivered:         f.NewGauge(prometheus.GaugeOpts{Name: "projector_consumer_redelivered", Help: "Messages delivered more than once and not yet acknowledged."}),
+		DeadLetters:         f.NewGauge(prometheus.GaugeOpts{Name: "projector_dead_letters", Help: "Dead letters waiting for an operator (not redriven)."}),
+		BatchSeconds:        f.NewHistogram(prometheus.HistogramOpts{Name: "projector_batch_seconds", Help: "Time to apply and acknowledge one fetched batch.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		PartitionsHeld:      f.NewGauge(prometheus.GaugeOpts{Name: "projector_partitions_held", Help: "Stream partitions this replica consumes; 0 while it is a standby."}),
+		PartitionPending:    f.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_pending", Help: "Messages of a partition not yet delivered to its durable, reported by the replica holding the partition."}, []string{"partition"}),
+		PartitionAckPending: f.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_ack_pending", Help: "Messages of a partition delivered and not yet acknowledged, reported by the replica holding the partition."}, []string{"partition"}),
 	}
 	for _, o := range []string{OutcomeApplied, OutcomeStale, OutcomeFailed, OutcomeDeadLettered} {
 		m.Events.WithLabelValues(o)
 	}
-	reg.MustRegister(m.Lag, m.Events, m.Pending, m.AckPending, m.Redelivered, m.DeadLetters, m.BatchSeconds, m.PartitionsHeld,
-		m.PartitionPending, m.PartitionAckPending)
 	return m
 }

@@ -101,7 +101,6 @@ type Group struct {
 	cfg     Config
 	js      jetstream.JetStream
 	store   *readmodel.Store
-	dead    *deadletter.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
@@ -115,8 +114,7 @@ type Group struct {
 // New builds a group; Run starts it.
 func New(cfg Config, js jetstream.JetStream, store *readmodel.Store, m *metrics.Metrics, log *slog.Logger) *Group {
 	log = log.With("member", cfg.Member)
-	return &Group{cfg: cfg, pipe: consumer.NewPipeline(cfg.Consumer, store, m, log), js: js, store: store,
-		dead: deadletter.New(store.Control()), metrics: m, log: log}
+	return &Group{cfg: cfg, pipe: consumer.NewPipeline(cfg.Consumer, store, m, log), js: js, store: store, metrics: m, log: log}
 }
 
 // Ready reports whether this replica is a live member: it holds partitions or is a
@@ -174,43 +172,17 @@ func (g *Group) Run(ctx context.Context) error {
 	st := &state{members: map[string]time.Time{}, workers: map[string]*worker{}, exited: make(chan *worker)}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	var updates <-chan jetstream.KeyValueEntry
-	for updates == nil {
-		var err error
-		if st.kv == nil {
-			st.kv, err = g.bucket(ctx)
-		}
-		if err == nil {
-			updates, err = watch(watchCtx, st.kv)
-		}
-		if err != nil {
-			g.log.Warn("membership bucket not ready, retrying", "bucket", g.cfg.Bucket, "error", err)
-			if !sleep(ctx, time.Second) {
-				return nil
-			}
-		}
+	updates := g.join(ctx, watchCtx, st)
+	if updates == nil {
+		return nil
 	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); g.refreshGauges(statsCtx) }()
 	defer func() { stopStats(); <-statsDone }()
 
-	// The members already there count before the first claim, so that a replica
-	// joining a running group does not claim what belongs to others.
-	for initial := true; initial; {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-updates:
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("watch %s: ended before its initial values", g.cfg.Bucket)
-			}
-			g.observe(st, e)
-			initial = e != nil
-		}
+	if joined, err := g.awaitMembers(ctx, st, updates); !joined {
+		return err
 	}
 	// The claims are kept through leave, while the batches in hand finish: only then
 	// may another replica take them.
@@ -218,6 +190,60 @@ func (g *Group) Run(ctx context.Context) error {
 	keepDone := make(chan struct{})
 	go func() { defer close(keepDone); g.keep(keepCtx, st.kv) }()
 	defer func() { stopKeep(); <-keepDone }()
+	g.serve(ctx, watchCtx, st, updates)
+	return nil
+}
+
+// join binds the membership bucket into st and watches it under watchCtx, retrying
+// every second until both work; nil once ctx has ended.
+func (g *Group) join(ctx, watchCtx context.Context, st *state) <-chan jetstream.KeyValueEntry {
+	for {
+		var err error
+		if st.kv == nil {
+			st.kv, err = g.bucket(ctx)
+		}
+		if err == nil {
+			var updates <-chan jetstream.KeyValueEntry
+			if updates, err = watch(watchCtx, st.kv); err == nil {
+				return updates
+			}
+		}
+		g.log.Warn("membership bucket not ready, retrying", "bucket", g.cfg.Bucket, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// awaitMembers records the members already in the bucket, so that a replica joining
+// a running group does not claim what belongs to others. It reports false when ctx
+// ended first, or the watch did (the error, unless ctx has ended).
+func (g *Group) awaitMembers(ctx context.Context, st *state, updates <-chan jetstream.KeyValueEntry) (bool, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case e, ok := <-updates:
+			if !ok {
+				if ctx.Err() != nil {
+					return false, nil
+				}
+				return false, fmt.Errorf("watch %s: ended before its initial values", g.cfg.Bucket)
+			}
+			g.observe(st, e)
+			if e == nil {
+				return true, nil
+			}
+		}
+	}
+}
+
+// serve claims and releases units as members come and go, and surveys the layout
+// every MemberTTL/3, until ctx ends; then it leaves. A watch that ends is watched
+// again, under watchCtx, at the next survey.
+func (g *Group) serve(ctx, watchCtx context.Context, st *state, updates <-chan jetstream.KeyValueEntry) {
 	tick := time.NewTicker(g.cfg.MemberTTL / 3)
 	defer tick.Stop()
 	g.survey(ctx, st)
@@ -225,7 +251,7 @@ func (g *Group) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			g.leave(st)
-			return nil
+			return
 		case w := <-st.exited:
 			delete(st.workers, w.unit)
 			g.publishHeld(st)
@@ -595,25 +621,9 @@ func (g *Group) leave(st *state) {
 // refreshGauges sums the state of the group's durables (every partition's and the
 // legacy one) into the consumer gauges, and counts the dead letters, until ctx ends.
 func (g *Group) refreshGauges(ctx context.Context) {
-	t := time.NewTicker(g.cfg.StatsInterval)
-	defer t.Stop()
-	for {
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if pending, ackPending, redelivered, err := Totals(qctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable); err == nil {
-			g.metrics.Pending.Set(float64(pending))
-			g.metrics.AckPending.Set(float64(ackPending))
-			g.metrics.Redelivered.Set(float64(redelivered))
-		}
-		if n, err := g.dead.Count(qctx); err == nil {
-			g.metrics.DeadLetters.Set(float64(n))
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	consumer.MirrorGauges(ctx, g.cfg.StatsInterval, g.metrics, deadletter.New(g.store.Control()), func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
+		return Totals(ctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable)
+	})
 }
 
 // Totals sums pending, ack-pending and redelivered messages over durable and its
@@ -633,15 +643,4 @@ func Totals(ctx context.Context, js jetstream.JetStream, stream, durable string)
 		redelivered += uint64(ci.NumRedelivered)
 	}
 	return pending, ackPending, redelivered, infos.Err()
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

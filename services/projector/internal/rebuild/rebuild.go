@@ -102,35 +102,10 @@ func Run(ctx context.Context, cfg Config, js jetstream.JetStream, store *readmod
 	if cfg.Database == previous {
 		return res, fmt.Errorf("%s is the active read model: rebuild into a fresh database", cfg.Database)
 	}
-	target := store.Control().Client().Database(cfg.Database)
-	for _, c := range []string{readmodel.CollUsers, readmodel.CollTodos} {
-		n, err := target.Collection(c).CountDocuments(ctx, bson.D{})
-		if err != nil {
-			return res, fmt.Errorf("check %s is empty: %w", cfg.Database, err)
-		}
-		if n > 0 {
-			return res, fmt.Errorf("database %s already holds %s: rebuild into a fresh database", cfg.Database, c)
-		}
-	}
-	if err := readmodel.EnsureIndexes(ctx, target, store.Control()); err != nil {
+	if err := prepare(ctx, cfg, store, log); err != nil {
 		return res, err
 	}
-	if cfg.FerretDBPostgreSQLURL != "" {
-		rep, err := ferretindex.Ensure(ctx, cfg.FerretDBPostgreSQLURL, target, store.Control())
-		if err != nil {
-			return res, err
-		}
-		rep.Log(log)
-	}
-
-	cc := cfg.Consumer
-	cc.Durable = "rebuild-" + cfg.Database
-	cc.Database = cfg.Database
-	cc.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
-	cc.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
-	// Room for the batch being applied and the one fetched ahead.
-	cc.MaxAckPending = max(cc.MaxAckPending, 2*cc.BatchSize)
-	cc.FetchWait = max(cc.FetchWait, minFetchWait)
+	cc := rebuildConsumer(cfg)
 	c := consumer.New(cc, js, store, metrics.New(prometheus.NewRegistry()), log)
 	cons, err := c.Ensure(ctx)
 	if err != nil {
@@ -185,6 +160,46 @@ func switchTo(ctx context.Context, control *mongo.Database, database string) err
 		return fmt.Errorf("switch the read model to %s: %w", database, err)
 	}
 	return nil
+}
+
+// prepare checks that cfg.Database is fresh, holding no users or todos, and gives its
+// collections their indexes before the first write.
+func prepare(ctx context.Context, cfg Config, store *readmodel.Store, log *slog.Logger) error {
+	target := store.Control().Client().Database(cfg.Database)
+	for _, c := range []string{readmodel.CollUsers, readmodel.CollTodos} {
+		n, err := target.Collection(c).CountDocuments(ctx, bson.D{})
+		if err != nil {
+			return fmt.Errorf("check %s is empty: %w", cfg.Database, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("database %s already holds %s: rebuild into a fresh database", cfg.Database, c)
+		}
+	}
+	if err := readmodel.EnsureIndexes(ctx, target, store.Control()); err != nil {
+		return err
+	}
+	if cfg.FerretDBPostgreSQLURL != "" {
+		rep, err := ferretindex.Ensure(ctx, cfg.FerretDBPostgreSQLURL, target, store.Control())
+		if err != nil {
+			return err
+		}
+		rep.Log(log)
+	}
+	return nil
+}
+
+// rebuildConsumer is the live consumer's config made the rebuild's (see
+// Config.Consumer).
+func rebuildConsumer(cfg Config) consumer.Config {
+	cc := cfg.Consumer
+	cc.Durable = "rebuild-" + cfg.Database
+	cc.Database = cfg.Database
+	cc.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
+	cc.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
+	// Room for the batch being applied and the one fetched ahead.
+	cc.MaxAckPending = max(cc.MaxAckPending, 2*cc.BatchSize)
+	cc.FetchWait = max(cc.FetchWait, minFetchWait)
+	return cc
 }
 
 // catchUp waits until the consumer has acknowledged every message up to the stream's

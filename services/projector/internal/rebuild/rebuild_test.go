@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -24,14 +25,22 @@ import (
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
+// setUp is a rebuild test's servers, its source of truth's database, and a context
+// that ends after timeout.
+func setUp(t *testing.T, timeout time.Duration) (*projtest.Env, *pgxpool.Pool, context.Context) {
+	t.Helper()
+	env := projtest.New(t)
+	pool, _ := dbtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return env, pool, ctx
+}
+
 // A rebuild fills a fresh read model equal to PostgreSQL from the stream alone, flips
 // readers to it while the live projector runs, and the live projector follows.
 func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	pool, _ := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	env, pool, ctx := setUp(t, 2*time.Minute)
 
 	w := projtest.NewWorld(t)
 	for i := range 4 {
@@ -89,10 +98,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 // lookups there use them.
 func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	pool, _ := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	env, pool, ctx := setUp(t, 2*time.Minute)
 
 	w := projtest.NewWorld(t)
 	var users []uuid.UUID
@@ -172,10 +178,7 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 // expired (see consumer.Config.DeliverPolicy), and the rebuild must not lose it.
 func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	pool, _ := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	env, pool, ctx := setUp(t, 3*time.Minute)
 	w := projtest.NewWorld(t)
 	title := strings.Repeat("a long title ", 700) // about 9 kB, and the notes repeat it
 	for range 40 {
