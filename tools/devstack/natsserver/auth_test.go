@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // connect dials url with the options of cfg, as the services do, and proves JetStream

@@ -10,8 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
 )
 
 func TestEnsureDatabaseCreatesOnceAndKeeps(t *testing.T) {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/runner"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/runner"
 )
 
 func main() { process.Main("chaos", run) }

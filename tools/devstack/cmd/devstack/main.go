@@ -34,12 +34,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
-	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
 	"github.com/outboxtodo/outboxtodo/migrations"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
 )
 
 func main() { process.Main("devstack", run) }

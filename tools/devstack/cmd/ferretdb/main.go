@@ -14,9 +14,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
-	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
 func main() {

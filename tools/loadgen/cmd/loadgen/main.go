@@ -13,8 +13,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/bench"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/bench"
 )
 
 func main() { process.Main("loadgen", run) }

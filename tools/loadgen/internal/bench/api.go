@@ -10,15 +10,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outboxtodo/outboxtodo/migrations"
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/baseline"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/driver"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/pgbench"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/stats"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/steps"
-	"github.com/outboxtodo/outboxtodo/migrations"
-	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 )
 
 // baselines measures pgbench and the synchronous dual write while the stack idles,

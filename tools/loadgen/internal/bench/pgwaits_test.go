@@ -7,9 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 )
 
 // The profile sees a backend waiting on a row lock and one idle in its transaction,

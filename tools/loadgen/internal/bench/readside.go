@@ -15,12 +15,12 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/driver"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/seed"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/stats"
-	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // seedTo grows the active todos collection to at least size documents: users of

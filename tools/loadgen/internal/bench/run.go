@@ -32,12 +32,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/driver"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/procstat"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/seed"
-	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // runner carries one run's state between its phases.

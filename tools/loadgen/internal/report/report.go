@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/pgbench"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/stats"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/steps"
-	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 // Results is everything one run measured.

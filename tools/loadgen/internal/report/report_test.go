@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/pgbench"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/stats"
-	"github.com/outboxtodo/outboxtodo/shared/event"
 )
 
 func TestVerdictAndRatio(t *testing.T) {
