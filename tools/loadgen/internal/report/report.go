@@ -144,15 +144,14 @@ type Apply struct {
 	Load1          float64 `json:"load1"`
 }
 
-// Ceilings is projload's -json report (services/projector/cmd/projload), decoded: the
-// server's raw rates for the projector's kinds of write, on the active todos
-// collection. The two modules cannot share the type; the bench rejects a report whose
-// ceilings it cannot read.
+// Ceilings is the server's raw rates for the projector's kinds of write, on the active
+// todos collection (package ceilings measures them; projload -json prints them).
 type Ceilings struct {
 	Collection     string       `json:"collection"`
-	CollectionDocs int64        `json:"collection_docs"`
+	CollectionDocs int64        `json:"collection_docs"` // before the ceilings
 	Ceilings       []CeilingRun `json:"ceilings"`
-	Load1          float64      `json:"load1"`
+	// Load1 is the bench's load average after the ceilings; projload leaves it out.
+	Load1 float64 `json:"load1,omitempty"`
 }
 
 // CeilingRun is one raw measurement.
@@ -165,7 +164,7 @@ type CeilingRun struct {
 	DocsPerSec  float64 `json:"docs_per_sec"`
 }
 
-// The operations projload measures.
+// The operations of a CeilingRun.
 const (
 	OpInsertMany = "insertMany"
 	OpUpsert     = "upsert"
@@ -460,7 +459,7 @@ func (r *Results) readSideTargets(p func(string, ...any)) {
 	}
 }
 
-// concurrency is the projector's WRITE_CONCURRENCY as projload mirrored it: the
+// concurrency is the projector's WRITE_CONCURRENCY as the ceilings mirrored it: the
 // highest concurrency of its ceilings.
 func (r *Results) concurrency() int {
 	c := 0
