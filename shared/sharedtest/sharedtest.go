@@ -6,9 +6,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,4 +105,44 @@ func Fetch(t testing.TB, ctx context.Context, url string) string {
 		t.Fatalf("GET %s: %s\n%s", url, res.Status, body)
 	}
 	return string(body)
+}
+
+// FreePorts reserves n distinct loopback ports by listening on each, then frees them
+// for a child process to take.
+func FreePorts(t testing.TB, n int) []string {
+	t.Helper()
+	var (
+		ports []string
+		ls    []net.Listener
+	)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	for _, l := range ls {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Fatal(err)
+		}
+	}
+	return ports
+}
+
+// Environ is this process's environment for a child process: overrides replace or add
+// variables, and the variables named in drop are left out.
+func Environ(overrides map[string]string, drop ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, over := overrides[k]; !over && !slices.Contains(drop, k) {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range overrides {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
