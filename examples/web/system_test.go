@@ -136,4 +136,3 @@ func dropFerretDatabase(t *testing.T, dbURL string) {
 		}
 	})
 }
-
