@@ -274,6 +274,29 @@ func (r *runner) note(format string, a ...any) {
 	r.log.Warn("note", "text", fmt.Sprintf(format, a...))
 }
 
+// poll calls read once per every until done holds for what it read, for at most bound.
+// It returns the last value read without error, whether done held, and the last
+// read's error.
+func poll[T any](ctx context.Context, bound, every time.Duration, read func(context.Context) (T, error), done func(T) bool) (last T, ok bool, readErr error) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		v, err := read(ctx)
+		if readErr = err; err == nil {
+			if last = v; done(v) {
+				return last, true, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last, false, readErr
+		case <-t.C:
+		}
+	}
+}
+
 func load1() float64 {
 	l, err := procstat.LoadAvg()
 	if err != nil {
