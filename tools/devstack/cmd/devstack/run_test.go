@@ -202,21 +202,7 @@ func scratchDatabase(t *testing.T) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "makerun_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("connect to drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(context.Background())
-		for _, db := range []string{name, name + "_ferretdb"} {
-			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
-				t.Errorf("drop %s: %v", db, err)
-			}
-		}
-	})
+	sharedtest.DropDatabases(t, admin, name, name+"_ferretdb")
 	u.Path = "/" + name
 	q := u.Query()
 	q.Set("sslmode", "disable")
