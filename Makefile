@@ -28,7 +28,7 @@ help: ## Show this help
 .PHONY: build
 build: ## Build every command into ./bin
 	@mkdir -p bin
-	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./tools/devstack/cmd/...
+	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./tools/devstack/cmd/... ./tools/loadgen/cmd/projload
 
 .PHONY: run
 run: build ## Run the whole system locally (API on http://localhost:8080, open to the app of `make web`); Ctrl-C stops it

@@ -2,19 +2,14 @@ package web
 
 import (
 	"context"
-	"errors"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
@@ -51,7 +46,7 @@ func startSystem(t *testing.T, env map[string]string) string {
 
 	dbURL := dbtest.NewEmpty(t)
 	dropFerretDatabase(t, dbURL)
-	ports := freePorts(t, 6)
+	ports := sharedtest.FreePorts(t, 6)
 	apiAddr := "127.0.0.1:" + ports[0]
 	overrides := map[string]string{
 		"DATA_DIR":             t.TempDir(),
@@ -71,7 +66,9 @@ func startSystem(t *testing.T, env map[string]string) string {
 
 	out := &sharedtest.LogBuffer{}
 	cmd := exec.Command(filepath.Join(root, "bin", "devstack"))
-	cmd.Env = stackEnv(overrides)
+	// Without what would make devstack use outside servers or put the three services
+	// on one admin port.
+	cmd.Env = sharedtest.Environ(overrides, "NATS_URL", "MONGODB_URI", "ADMIN_ADDR")
 	cmd.Stdout, cmd.Stderr = out, out
 	// devstack stops its services when it gets SIGINT, and they die with it if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -122,60 +119,5 @@ func dropFerretDatabase(t *testing.T, dbURL string) {
 	}
 	name := strings.Trim(u.Path, "/") + "_ferretdb"
 	u.Path = "/postgres"
-	admin := u.String()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("connect to drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(context.WithoutCancel(ctx))
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop %s: %v", name, err)
-		}
-	})
-}
-
-// stackEnv is this process's environment with overrides, minus what would make
-// devstack use outside servers (NATS_URL, MONGODB_URI) or put the three services on
-// one admin port (ADMIN_ADDR).
-func stackEnv(overrides map[string]string) []string {
-	drop := map[string]bool{"NATS_URL": true, "MONGODB_URI": true, "ADMIN_ADDR": true}
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, over := overrides[k]; !drop[k] && !over {
-			env = append(env, kv)
-		}
-	}
-	for k, v := range overrides {
-		env = append(env, k+"="+v)
-	}
-	return env
-}
-
-// freePorts reserves n distinct loopback ports by listening on each, then frees them
-// for the stack to take.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var (
-		ports []string
-		ls    []net.Listener
-	)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	for _, l := range ls {
-		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Fatal(err)
-		}
-	}
-	return ports
+	sharedtest.DropDatabases(t, u.String(), name)
 }

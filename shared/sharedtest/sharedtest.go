@@ -6,12 +6,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // LogBuffer collects log output written from many goroutines (a server's, a child
@@ -99,4 +107,64 @@ func Fetch(t testing.TB, ctx context.Context, url string) string {
 		t.Fatalf("GET %s: %s\n%s", url, res.Status, body)
 	}
 	return string(body)
+}
+
+// FreePorts reserves n distinct loopback ports by listening on each, then frees them
+// for a child process to take.
+func FreePorts(t testing.TB, n int) []string {
+	t.Helper()
+	var (
+		ports []string
+		ls    []net.Listener
+	)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	for _, l := range ls {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Fatal(err)
+		}
+	}
+	return ports
+}
+
+// Environ is this process's environment for a child process: overrides replace or add
+// variables, and the variables named in drop are left out.
+func Environ(overrides map[string]string, drop ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, over := overrides[k]; !over && !slices.Contains(drop, k) {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range overrides {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// DropDatabases drops the named databases of adminURL's server (with FORCE, when they
+// exist) once the test has ended, and reports a failure to drop as a test error.
+func DropDatabases(t testing.TB, adminURL string, names ...string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, adminURL)
+		if err != nil {
+			t.Errorf("connect to drop %v: %v", names, err)
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		for _, name := range names {
+			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+				t.Errorf("drop %s: %v", name, err)
+			}
+		}
+	})
 }

@@ -3,6 +3,9 @@ package sharedtest_test
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,4 +50,34 @@ func TestLoggerDropsLinesAfterTheTest(t *testing.T) {
 		log.Info("during the test")
 	})
 	log.Info("after the test") // would fail the run if it reached the ended t.Log
+}
+
+func TestEnviron(t *testing.T) {
+	t.Setenv("SHAREDTEST_KEPT", "kept")
+	t.Setenv("SHAREDTEST_DROPPED", "dropped")
+	t.Setenv("SHAREDTEST_OVERRIDDEN", "old")
+	env := sharedtest.Environ(map[string]string{"SHAREDTEST_OVERRIDDEN": "new", "SHAREDTEST_ADDED": "added"}, "SHAREDTEST_DROPPED")
+	got := map[string][]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = append(got[k], v)
+	}
+	for k, want := range map[string][]string{"SHAREDTEST_KEPT": {"kept"}, "SHAREDTEST_DROPPED": nil, "SHAREDTEST_OVERRIDDEN": {"new"}, "SHAREDTEST_ADDED": {"added"}} {
+		if !slices.Equal(got[k], want) {
+			t.Errorf("%s = %q, want %q", k, got[k], want)
+		}
+	}
+}
+
+func TestFreePorts(t *testing.T) {
+	t.Parallel()
+	ports := sharedtest.FreePorts(t, 3)
+	if len(ports) != 3 || ports[0] == ports[1] || ports[1] == ports[2] || ports[0] == ports[2] {
+		t.Fatalf("FreePorts(3) = %v, want 3 distinct ports", ports)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+ports[0])
+	if err != nil {
+		t.Fatalf("port %s not free: %v", ports[0], err)
+	}
+	l.Close()
 }

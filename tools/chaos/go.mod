@@ -7,9 +7,9 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.55.0
-	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	github.com/outboxtodo/outboxtodo/migrations v0.0.0
 	github.com/outboxtodo/outboxtodo/shared v0.0.0
+	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 )
 
 require (
@@ -17,6 +17,7 @@ require (
 	github.com/AlekSi/pointer v1.2.0 // indirect
 	github.com/FerretDB/FerretDB v1.24.2 // indirect
 	github.com/FerretDB/wire v0.0.8 // indirect
+	github.com/IBM/pgxpoolprometheus v1.1.3 // indirect
 	github.com/SAP/go-hdb v1.13.6 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -56,6 +57,7 @@ require (
 	github.com/xdg-go/stringprep v1.0.4 // indirect
 	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect
 	go.mongodb.org/mongo-driver v1.17.3 // indirect
+	go.mongodb.org/mongo-driver/v2 v2.10.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
@@ -86,7 +88,7 @@ require (
 // Resolved from the workspace (go.work); the replacements let this module be tidied
 // and built on its own too.
 replace (
-	github.com/outboxtodo/outboxtodo/tools/devstack => ../devstack
 	github.com/outboxtodo/outboxtodo/migrations => ../../migrations
 	github.com/outboxtodo/outboxtodo/shared => ../../shared
+	github.com/outboxtodo/outboxtodo/tools/devstack => ../devstack
 )

@@ -102,15 +102,7 @@ func TestRecipes(t *testing.T) {
 // returns the placeholder values.
 func seedStream(t *testing.T, url string) map[string]string {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsserver.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// services/publisher/internal/stream.Spec.Config with the publisher's defaults.

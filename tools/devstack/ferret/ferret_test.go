@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
@@ -19,12 +17,7 @@ func TestRestartKeepsData(t *testing.T) {
 	srv := ferret.StartTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetServerSelectionTimeout(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = client.Disconnect(context.Background()) }()
-	coll := client.Database("restart").Collection("docs")
+	coll := srv.Client(t).Database("restart").Collection("docs")
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "n", Value: 1}}); err != nil {
 		t.Fatalf("insert: %v", err)
 	}
@@ -46,6 +39,7 @@ func TestRestartKeepsData(t *testing.T) {
 	var got struct {
 		N int `bson:"n"`
 	}
+	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: "a"}}).Decode(&got)

@@ -30,7 +30,7 @@ func TestFerretIndexesServeLookups(t *testing.T) {
 	srv := ferret.StartTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	client := connect(t, srv)
+	client := srv.Client(t)
 	rm, ctl := client.Database("rm"), client.Database("ctl")
 	todos := rm.Collection(readmodel.CollTodos)
 	insertTodos(ctx, t, todos, 2000)
@@ -167,27 +167,13 @@ func insertTodos(ctx context.Context, t testing.TB, coll *mongo.Collection, n in
 	}
 }
 
-func connect(t testing.TB, srv *ferret.Server) *mongo.Client {
-	t.Helper()
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetServerSelectionTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = client.Disconnect(ctx)
-	})
-	return client
-}
-
 // BenchmarkFerretIndexes measures FerretDB's findOne by _id and version-guarded upsert
 // of an existing document, one at a time on one connection, over 20,000 todos: without
 // and then with the GIN indexes, on a database with synchronous_commit off (as in the
 // tests and make run); and with the indexes, on one with synchronous_commit on. Report
 // them, never assert them:
 //
-//	go test -run '^$' -bench FerretIndexes -benchtime 2000x ./devstack/ferret/
+//	go test -run '^$' -bench FerretIndexes -benchtime 2000x ./tools/devstack/ferret/
 func BenchmarkFerretIndexes(b *testing.B) {
 	const docs = 20000
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -201,7 +187,7 @@ func BenchmarkFerretIndexes(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = srv.Stop() })
-		db := connect(b, srv).Database("bench")
+		db := srv.Client(b).Database("bench")
 		todos := db.Collection(readmodel.CollTodos)
 		insertTodos(ctx, b, todos, docs)
 		version := int64(1)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 )
@@ -32,6 +33,21 @@ func StartTest(t testing.TB) *Server {
 	// Registered after the drop, so it runs before it.
 	t.Cleanup(func() { _ = srv.Stop() })
 	return srv
+}
+
+// Client is a client of the server for the test, disconnected when the test ends.
+func (s *Server) Client(t testing.TB) *mongo.Client {
+	t.Helper()
+	client, err := mongo.Connect(options.Client().ApplyURI(s.URI()).SetServerSelectionTimeout(5 * time.Second))
+	if err != nil {
+		t.Fatalf("ferret: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = client.Disconnect(ctx)
+	})
+	return client
 }
 
 // GINIndexes maps "<database>.<collection>.<field>" to the name of its GIN expression

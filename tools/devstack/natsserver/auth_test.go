@@ -19,7 +19,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
@@ -74,24 +73,9 @@ func TestUserPassword(t *testing.T) {
 
 func TestNkeySeedFile(t *testing.T) {
 	t.Parallel()
-	user, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := user.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, err := user.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedFile := filepath.Join(t.TempDir(), "user.nk")
-	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := start(t, natsserver.Config{NkeyUsers: []string{pub}})
-	cfg := natsconn.Config{NkeySeed: seedFile}
+	user := natsserver.NewNkeyUser(t)
+	s := start(t, natsserver.Config{NkeyUsers: []string{user.Public}})
+	cfg := natsconn.Config{NkeySeed: user.SeedFile}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

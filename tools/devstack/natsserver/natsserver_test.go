@@ -11,19 +11,8 @@ import (
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
-func connect(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	return js
-}
+// reconnect keeps a client reconnecting at once: the tests restart servers under it.
+var reconnect = []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
 
 // publish retries until the deadline: after a restart the client needs a moment to
 // reconnect and the stream a moment to recover.
@@ -64,7 +53,7 @@ func TestServerRestartKeepsPortAndData(t *testing.T) {
 	defer cancel()
 	srv := natsserver.NewTest(t, nil)
 	url := srv.ClientURL()
-	js := connect(t, url)
+	_, js := natsserver.Connect(t, url, reconnect...)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage}); err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
@@ -94,7 +83,7 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 	if len(c.Servers) != 3 {
 		t.Fatalf("%d nodes, want 3", len(c.Servers))
 	}
-	js := connect(t, c.ClientURL())
+	_, js := natsserver.Connect(t, c.ClientURL(), reconnect...)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r.>"}, Storage: jetstream.FileStorage, Replicas: 3}); err != nil {
 		t.Fatalf("create stream: %v", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
@@ -23,15 +22,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool, _ := dbtest.NewPool(t)
-	nc, err := nats.Connect(natsserver.NewTest(t, nil).ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsserver.Connect(t, natsserver.NewTest(t, nil).ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{event.StreamSubjects("t")}}); err != nil {
 		t.Fatal(err)
 	}

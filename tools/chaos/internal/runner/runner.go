@@ -230,12 +230,34 @@ func clone(m map[string]int) map[string]int {
 	return out
 }
 
+// start builds the binaries, starts the servers and every replica, and waits until the
+// API answers.
 func (s *stack) start(ctx context.Context) error {
+	bin, err := s.build(ctx)
+	if err != nil {
+		return err
+	}
+	dbURL, ferretURL, err := s.startServers(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.addReplicas(bin, dbURL, ferretURL); err != nil {
+		return err
+	}
+	if err := s.ensureRunning(); err != nil {
+		return err
+	}
+	return waitHTTP(ctx, s.apiURL+"/health", time.Minute)
+}
+
+// build builds the services' binaries from the workspace into the work dir, and
+// returns their folder.
+func (s *stack) build(ctx context.Context) (string, error) {
 	repo := s.cfg.RepoDir
 	if repo == "" {
 		out, err := exec.CommandContext(ctx, "go", "env", "GOWORK").Output()
 		if err != nil || strings.TrimSpace(string(out)) == "" {
-			return fmt.Errorf("find the workspace root (set CHAOS_REPO_DIR): %v", err)
+			return "", fmt.Errorf("find the workspace root (set CHAOS_REPO_DIR): %v", err)
 		}
 		repo = filepath.Dir(strings.TrimSpace(string(out)))
 	}
@@ -244,38 +266,47 @@ func (s *stack) start(ctx context.Context) error {
 		"./services/api/cmd/api", "./services/publisher/cmd/publisher", "./services/projector/cmd/projector")
 	build.Dir = repo
 	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w: %s", err, out)
+		return "", fmt.Errorf("go build: %w: %s", err, out)
 	}
 	s.log.Info("binaries built", "dir", bin)
+	return bin, nil
+}
 
-	var err error
+// startServers starts PostgreSQL with the migrated service database and FerretDB's,
+// NATS and FerretDB, and returns the URLs of the two databases.
+func (s *stack) startServers(ctx context.Context) (dbURL, ferretURL string, err error) {
 	if s.pg, err = pgserver.New(ctx, s.dir); err != nil {
-		return err
+		return "", "", err
 	}
 	if err := s.pg.Start(ctx); err != nil {
-		return err
+		return "", "", err
 	}
-	dbURL, ferretURL := s.pg.URL("todo"), s.pg.URL("ferretdb")
+	dbURL, ferretURL = s.pg.URL("todo"), s.pg.URL("ferretdb")
 	for _, u := range []string{dbURL, ferretURL} {
 		if err := pgadmin.EnsureDatabase(ctx, u); err != nil {
-			return err
+			return "", "", err
 		}
 	}
 	if _, err := migrations.Up(ctx, dbURL); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return "", "", fmt.Errorf("migrate: %w", err)
 	}
 	s.log.Info("postgresql started", "url", dbURL)
 
 	if s.nats, err = natsserver.Start(natsserver.Config{StoreDir: filepath.Join(s.dir, "nats"), Name: "chaos"}); err != nil {
-		return fmt.Errorf("start NATS: %w", err)
+		return "", "", fmt.Errorf("start NATS: %w", err)
 	}
 	// FerretDB on the runner's own PostgreSQL: a PostgreSQL restart then takes the read
 	// side down too, as it would with a shared database server.
 	if s.ferret, err = ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: "127.0.0.1:0", PostgreSQLURL: ferretURL}); err != nil {
-		return fmt.Errorf("start FerretDB: %w", err)
+		return "", "", fmt.Errorf("start FerretDB: %w", err)
 	}
 	s.log.Info("servers started", "nats", s.nats.ClientURL(), "mongodb", s.ferret.URI())
+	return dbURL, ferretURL, nil
+}
 
+// addReplicas prepares (does not start) the api and every publisher and projector
+// replica, each with its admin port and log file in the work dir.
+func (s *stack) addReplicas(bin, dbURL, ferretURL string) error {
 	common := append(os.Environ(), "DATABASE_URL="+dbURL, "NATS_URL="+s.nats.ClientURL(), "MONGODB_URI="+s.ferret.URI(), "LOG_LEVEL=info")
 	apiAddr, err := freeAddr()
 	if err != nil {
@@ -315,10 +346,7 @@ func (s *stack) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := s.ensureRunning(); err != nil {
-		return err
-	}
-	return waitHTTP(ctx, s.apiURL+"/health", time.Minute)
+	return nil
 }
 
 // ensureRunning starts every replica that is not running.

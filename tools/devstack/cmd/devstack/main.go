@@ -80,63 +80,102 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-
-	if err := pgadmin.EnsureDatabase(ctx, cfg.databaseURL); err != nil {
+	if err := migrate(ctx, log, cfg.databaseURL); err != nil {
 		return err
 	}
-	applied, err := migrations.Up(ctx, cfg.databaseURL)
+	natsURL, stopNATS, err := startNATS(log, cfg)
 	if err != nil {
 		return err
 	}
-	log.Info("schema migrated", "database", postgres.Redact(cfg.databaseURL), "applied", len(applied))
-
-	natsURL := cfg.natsURL
-	if natsURL == "" {
-		srv, err := natsserver.Start(natsserver.Config{
-			StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: slog.New(component("nats", slog.LevelWarn)),
-		})
-		if err != nil {
-			return fmt.Errorf("start embedded NATS: %w", err)
-		}
-		defer srv.Shutdown()
-		natsURL = srv.ClientURL()
-		log.Info("embedded NATS JetStream started", "url", natsURL)
+	defer stopNATS()
+	mongoURI, ferretPostgreSQLURL, stopFerret, err := startFerret(ctx, log, cfg)
+	if err != nil {
+		return err
 	}
-
-	mongoURI, ferretPostgreSQLURL := cfg.mongoURI, ""
-	if mongoURI == "" {
-		ferretURL, err := siblingDatabase(cfg.databaseURL, "_ferretdb")
-		if err != nil {
-			return err
-		}
-		if err := pgadmin.EnsureDatabase(ctx, ferretURL); err != nil {
-			return err
-		}
-		// Not ctx: FerretDB must outlive the services while they drain. Commits without
-		// waiting for the disk: a development stack's read model can be rebuilt.
-		srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL,
-			Logger: slog.New(ferret.LogHandler(component("ferretdb", slog.LevelError))), SynchronousCommitOff: true})
-		if err != nil {
-			return fmt.Errorf("start embedded FerretDB: %w", err)
-		}
-		defer func() {
-			if err := srv.Stop(); err != nil {
-				log.Warn("stop FerretDB", "error", err)
-			}
-		}()
-		mongoURI = srv.URI()
-		// The projector creates the GIN indexes FerretDB's lookups need in it.
-		ferretPostgreSQLURL = ferretURL
-		log.Info("embedded FerretDB started", "uri", mongoURI)
-	}
+	defer stopFerret()
 
 	env := append(os.Environ(),
 		"DATABASE_URL="+cfg.databaseURL, "NATS_URL="+natsURL, "MONGODB_URI="+mongoURI, "API_ADDR="+cfg.apiAddr)
 	if ferretPostgreSQLURL != "" {
 		env = append(env, "FERRETDB_POSTGRESQL_URL="+ferretPostgreSQLURL)
 	}
+	return superviseServices(ctx, log, cfg, env, func(ctx context.Context) {
+		apiURL := "http://localhost:" + port(cfg.apiAddr)
+		if err := child.WaitHealthy(ctx, apiURL+"/health/databases"); err != nil {
+			log.Warn("api not healthy yet", "error", err)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "\nready in %s\n  API        %s   (OpenAPI: %s/openapi.json)\n  health     %s/health/sync\n  metrics    api :%s, publisher :%s, projector :%s (/metrics)\n  NATS       %s\n  MongoDB    %s\nCtrl-C stops everything.\n\n",
+			time.Since(start).Round(time.Millisecond), apiURL, apiURL, apiURL,
+			port(cfg.adminAddrs["api"]), port(cfg.adminAddrs["publisher"]), port(cfg.adminAddrs["projector"]), natsURL, mongoURI)
+	})
+}
 
-	// The services run until ctx ends or one of them exits; then all are stopped.
+// migrate creates the PostgreSQL database when it is missing and applies the schema.
+func migrate(ctx context.Context, log *slog.Logger, databaseURL string) error {
+	if err := pgadmin.EnsureDatabase(ctx, databaseURL); err != nil {
+		return err
+	}
+	applied, err := migrations.Up(ctx, databaseURL)
+	if err != nil {
+		return err
+	}
+	log.Info("schema migrated", "database", postgres.Redact(databaseURL), "applied", len(applied))
+	return nil
+}
+
+// startNATS starts the embedded NATS JetStream server unless cfg names one, and
+// returns the URL the services use and how to stop what it started.
+func startNATS(log *slog.Logger, cfg config) (clientURL string, stop func(), _ error) {
+	if cfg.natsURL != "" {
+		return cfg.natsURL, func() {}, nil
+	}
+	srv, err := natsserver.Start(natsserver.Config{
+		StoreDir: filepath.Join(cfg.dataDir, "nats"), Port: cfg.natsPort, Name: "devstack", Log: slog.New(component("nats", slog.LevelWarn)),
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("start embedded NATS: %w", err)
+	}
+	log.Info("embedded NATS JetStream started", "url", srv.ClientURL())
+	return srv.ClientURL(), srv.Shutdown, nil
+}
+
+// startFerret starts the embedded FerretDB on the sibling database <name>_ferretdb
+// unless cfg names a MongoDB server, and returns the URI the services use, the
+// PostgreSQL database the projector indexes (empty with an external server) and how to
+// stop what it started.
+func startFerret(ctx context.Context, log *slog.Logger, cfg config) (uri, postgreSQLURL string, stop func(), _ error) {
+	if cfg.mongoURI != "" {
+		return cfg.mongoURI, "", func() {}, nil
+	}
+	ferretURL, err := siblingDatabase(cfg.databaseURL, "_ferretdb")
+	if err != nil {
+		return "", "", nil, err
+	}
+	if err := pgadmin.EnsureDatabase(ctx, ferretURL); err != nil {
+		return "", "", nil, err
+	}
+	// Not ctx: FerretDB must outlive the services while they drain. Commits without
+	// waiting for the disk: a development stack's read model can be rebuilt.
+	srv, err := ferret.Start(context.WithoutCancel(ctx), ferret.Config{Addr: cfg.ferretAddr, PostgreSQLURL: ferretURL,
+		Logger: slog.New(ferret.LogHandler(component("ferretdb", slog.LevelError))), SynchronousCommitOff: true})
+	if err != nil {
+		return "", "", nil, fmt.Errorf("start embedded FerretDB: %w", err)
+	}
+	log.Info("embedded FerretDB started", "uri", srv.URI())
+	stop = func() {
+		if err := srv.Stop(); err != nil {
+			log.Warn("stop FerretDB", "error", err)
+		}
+	}
+	// The projector creates the GIN indexes FerretDB's lookups need in it.
+	return srv.URI(), ferretURL, stop, nil
+}
+
+// superviseServices runs the publisher, projector and api binaries with env, calls
+// started once all three started, and runs until ctx ends or one of them exits; then
+// it stops all of them. started's context ends with the services.
+func superviseServices(ctx context.Context, log *slog.Logger, cfg config, env []string, started func(ctx context.Context)) error {
 	svcCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var (
@@ -164,16 +203,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 			}
 		})
 	}
-
-	apiURL := "http://localhost:" + port(cfg.apiAddr)
-	if err := child.WaitHealthy(svcCtx, apiURL+"/health/databases"); err != nil {
-		log.Warn("api not healthy yet", "error", err)
-	} else {
-		fmt.Fprintf(os.Stderr, "\nready in %s\n  API        %s   (OpenAPI: %s/openapi.json)\n  health     %s/health/sync\n  metrics    api :%s, publisher :%s, projector :%s (/metrics)\n  NATS       %s\n  MongoDB    %s\nCtrl-C stops everything.\n\n",
-			time.Since(start).Round(time.Millisecond), apiURL, apiURL, apiURL,
-			port(cfg.adminAddrs["api"]), port(cfg.adminAddrs["publisher"]), port(cfg.adminAddrs["projector"]), natsURL, mongoURI)
-	}
-
+	started(svcCtx)
 	<-svcCtx.Done()
 	log.Info("stopping services")
 	wg.Wait()

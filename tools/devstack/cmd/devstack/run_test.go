@@ -43,7 +43,7 @@ func TestMakeRun(t *testing.T) {
 	}
 
 	dbURL := scratchDatabase(t)
-	ports := freePorts(t, 6)
+	ports := sharedtest.FreePorts(t, 6)
 	apiAddr := "127.0.0.1:" + ports[0]
 	env := map[string]string{
 		"DATA_DIR":             t.TempDir(),
@@ -67,7 +67,10 @@ func TestMakeRun(t *testing.T) {
 
 	out := &sharedtest.LogBuffer{}
 	cmd := exec.Command("make", "-C", root, "run")
-	cmd.Env = stackEnv(env)
+	// Without what would make devstack use outside servers or put the three services
+	// on one admin port, or tie the child make to an outer `make test` (its jobserver
+	// flags).
+	cmd.Env = sharedtest.Environ(env, "NATS_URL", "MONGODB_URI", "ADMIN_ADDR", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, as a shell gives a foreground job: Ctrl-C reaches the
 	// whole group, and the test can tell whether any member survives.
@@ -183,24 +186,6 @@ func TestMakeRun(t *testing.T) {
 	}
 }
 
-// stackEnv is this process's environment with overrides, minus what would make
-// devstack use outside servers (NATS_URL, MONGODB_URI) or tie the child make to an
-// outer `make test` (its jobserver flags).
-func stackEnv(overrides map[string]string) []string {
-	drop := map[string]bool{"NATS_URL": true, "MONGODB_URI": true, "ADMIN_ADDR": true, "MAKEFLAGS": true, "MFLAGS": true, "MAKELEVEL": true}
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, over := overrides[k]; !drop[k] && !over {
-			env = append(env, kv)
-		}
-	}
-	for k, v := range overrides {
-		env = append(env, k+"="+v)
-	}
-	return env
-}
-
 // scratchDatabase names a PostgreSQL database that does not exist yet (devstack
 // creates it, as it does on a first `make run`) and drops it, with the FerretDB
 // sibling devstack creates beside it, when the test ends.
@@ -217,21 +202,7 @@ func scratchDatabase(t *testing.T) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "makerun_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("connect to drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(context.Background())
-		for _, db := range []string{name, name + "_ferretdb"} {
-			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
-				t.Errorf("drop %s: %v", db, err)
-			}
-		}
-	})
+	sharedtest.DropDatabases(t, admin, name, name+"_ferretdb")
 	u.Path = "/" + name
 	q := u.Query()
 	q.Set("sslmode", "disable")
@@ -270,26 +241,6 @@ func checkFerretBackend(t *testing.T, dbURL string) {
 			t.Errorf("FerretDB's database: %s = %q, %v; want %s", setting, got, err, want)
 		}
 	}
-}
-
-// freePorts reserves n distinct loopback ports by listening on each, then frees them
-// for the stack to take.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var ports []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }
 
 var startedRE = regexp.MustCompile(`"msg":"service started".*?"service":"(api|publisher|projector)","pid":(\d+)`)

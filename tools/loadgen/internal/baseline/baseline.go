@@ -1,7 +1,7 @@
 // Package baseline holds the old synchronous dual write (each request writes
 // PostgreSQL, then MongoDB, before it answers), measured beside the pipeline in the
 // same run. It is not code of the services: it exists only to be measured against.
-// (The MongoDB-protocol server's raw ceilings are projload's, in the projector module.)
+// (The MongoDB-protocol server's raw ceilings are measured by package ceilings.)
 package baseline
 
 import (

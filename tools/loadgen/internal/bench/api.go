@@ -223,26 +223,11 @@ func (r *runner) drain(ctx context.Context) error {
 
 // waitSync polls /health/sync every interval until done holds, for at most bound.
 func (r *runner) waitSync(ctx context.Context, what string, bound, every time.Duration, done func(syncState) bool) error {
-	ctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var last syncState
-	for {
-		s, err := r.st.sync(ctx)
-		if err == nil {
-			last = s
-			if done(s) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			o, p := last.backlog()
-			return fmt.Errorf("not %s within %s (outbox %d, stream pending %d)", what, bound, o, p)
-		case <-t.C:
-		}
+	if last, ok, _ := poll(ctx, bound, every, r.st.sync, done); !ok {
+		o, p := last.backlog()
+		return fmt.Errorf("not %s within %s (outbox %d, stream pending %d)", what, bound, o, p)
 	}
+	return nil
 }
 
 // profiles takes a CPU profile of each service during the many-client phase and saves

@@ -65,7 +65,7 @@ type Config struct {
 	// concurrency of the raw upsert ceiling; FetchWait its FETCH_WAIT.
 	WriteConcurrency int           `env:"LOADGEN_WRITE_CONCURRENCY" envDefault:"16"`
 	FetchWait        time.Duration `env:"LOADGEN_FETCH_WAIT" envDefault:"1s"`
-	// The raw ceilings (projload): documents per insertMany ceiling, in batches of
+	// The raw ceilings (package ceilings): documents per insertMany ceiling, in batches of
 	// CeilingBulk (the projector's BATCH_SIZE), and guarded upserts per upsert ceiling.
 	CeilingDocs    int           `env:"LOADGEN_CEILING_DOCS" envDefault:"20000"`
 	CeilingBulk    int           `env:"LOADGEN_CEILING_BULK" envDefault:"100"`

@@ -129,24 +129,11 @@ func (p *partitionSet) state(ctx context.Context) (durablesState, error) {
 // waitState polls the partitions' durables every replicaPoll until their state
 // satisfies done, for at most bound, and returns the last state.
 func (p *partitionSet) waitState(ctx context.Context, bound time.Duration, done func(durablesState) bool) (durablesState, error) {
-	ctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	t := time.NewTicker(replicaPoll)
-	defer t.Stop()
-	var last durablesState
-	for {
-		s, err := p.state(ctx)
-		if err == nil {
-			if last = s; done(s) {
-				return s, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return last, fmt.Errorf("not within %s (%d pending or unacknowledged at the last look; %v)", bound, last.unsettled, err)
-		case <-t.C:
-		}
+	last, ok, err := poll(ctx, bound, replicaPoll, p.state, done)
+	if !ok {
+		return last, fmt.Errorf("not within %s (%d pending or unacknowledged at the last look; %v)", bound, last.unsettled, err)
 	}
+	return last, nil
 }
 
 // pause pauses (until, or resumes when until is zero) every partition's durable, and

@@ -35,19 +35,7 @@ type partitioned struct {
 func newPartitioned(t *testing.T) *partitioned {
 	t.Helper()
 	srv := natsserver.NewTest(t, nil)
-	connect := func() *nats.Conn {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	nc := connect()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsserver.Connect(t, srv.ClientURL())
 	ctx := t.Context()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(event.DefaultSubjectPrefix)},
 		SubjectTransform: event.PartitionTransform(event.DefaultSubjectPrefix, testPartitions)})
@@ -55,7 +43,7 @@ func newPartitioned(t *testing.T) *partitioned {
 		t.Fatal(err)
 	}
 	p := &partitioned{js: js}
-	standIn := connect()
+	standIn, _ := natsserver.Connect(t, srv.ClientURL())
 	for i := range testPartitions {
 		cfg := jetstream.ConsumerConfig{Durable: fmt.Sprintf("proj-p%d", i), AckPolicy: jetstream.AckExplicitPolicy,
 			FilterSubject: event.PartitionFilter(event.DefaultSubjectPrefix, i)}
@@ -81,7 +69,7 @@ func newPartitioned(t *testing.T) *partitioned {
 			t.Fatal(err)
 		}
 	}
-	pc := connect()
+	pc, _ := natsserver.Connect(t, srv.ClientURL())
 	env := []string{"STREAM_NAME=EVENTS", "SUBJECT_PREFIX=" + event.DefaultSubjectPrefix, "CONSUMER_NAME=proj"}
 	if p.parts, err = newPartitionSet(ctx, pc, env); err != nil {
 		t.Fatal(err)

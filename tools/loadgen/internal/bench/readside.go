@@ -17,6 +17,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/ceilings"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/driver"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/seed"
@@ -98,36 +99,20 @@ func (r *runner) backlog(ctx context.Context, ap *report.Apply, write func(ctx c
 	return cerr
 }
 
-// ceilings runs projload's raw ceilings on the active todos collection, with the
-// pipeline idle.
+// ceilings measures the server's raw ceilings (package ceilings) on the active todos
+// collection, with the pipeline idle.
 func (r *runner) ceilings(ctx context.Context) error {
 	if err := r.drain(ctx); err != nil {
 		return fmt.Errorf("the ceilings need an idle server: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(r.cfg.BinDir, "projload"), "-json", "-mongo", r.st.mongoURI,
-		"-database", readmodel.DefaultDatabase, "-rate", "0", "-count", "0",
-		"-inserts", strconv.Itoa(r.cfg.CeilingDocs), "-upserts", strconv.Itoa(r.cfg.CeilingUpserts),
-		"-batch", strconv.Itoa(r.cfg.CeilingBulk), "-concurrency", strconv.Itoa(r.cfg.WriteConcurrency), "-wait", "2m")
-	var out, logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &logs
-	err := cmd.Run()
-	if werr := os.WriteFile(filepath.Join(r.raw, "projload.log"), logs.Bytes(), 0o644); werr != nil {
-		r.log.Warn("projload log", "error", werr)
-	}
+	todos, err := r.todos(ctx)
 	if err != nil {
-		return fmt.Errorf("projload: %w: %s", err, lastLine(logs.Bytes()))
+		return err
 	}
-	var c report.Ceilings
-	if err := json.Unmarshal(out.Bytes(), &c); err != nil {
-		return fmt.Errorf("projload's report %q: %w", out.String(), err)
-	}
-	if len(c.Ceilings) == 0 {
-		return fmt.Errorf("projload reported no ceiling: %s", out.String())
-	}
-	for _, cl := range c.Ceilings {
-		if (cl.Operation != report.OpInsertMany && cl.Operation != report.OpUpsert) || cl.Docs <= 0 || cl.DocsPerSec <= 0 {
-			return fmt.Errorf("projload's report has a ceiling this run cannot read (has its -json format changed?): %+v", cl)
-		}
+	c, err := ceilings.Run(ctx, todos, ceilings.Settings{Inserts: r.cfg.CeilingDocs, Upserts: r.cfg.CeilingUpserts,
+		Batch: r.cfg.CeilingBulk, Concurrency: r.cfg.WriteConcurrency, Limit: 2 * time.Minute})
+	if err != nil {
+		return fmt.Errorf("raw ceilings: %w", err)
 	}
 	c.Load1 = load1()
 	r.res.Ceilings = &c

@@ -427,6 +427,36 @@ func (r *runner) replicaKill(ctx context.Context, g *group, clients []*driver.Cl
 	g.stop(victim, syscall.SIGKILL) // waits for the exit; the signal is the one sent above
 	k := &report.ReplicaKill{Victim: victim.name, VictimHeld: vs.Held, Rate: r.replicaRate(), PollMS: float64(replicaPoll.Milliseconds())}
 	res.Kill = k
+	polls, err := r.watchRecovery(ctx, g, survivors, before, killed, k)
+	if err != nil {
+		return err
+	}
+	k.Load1 = load1()
+	if len(polls) == 0 {
+		return errors.New("no poll succeeded after the kill")
+	}
+	gap := replicas.Analyse(before, polls, g.partitions)
+	k.Moved, k.Resumed, k.GapSec = gap.Moved, gap.ResumedOK && len(gap.Moved) > 0, gap.Worst.Seconds()
+	for _, d := range gap.Resumed {
+		k.ResumedSec = append(k.ResumedSec, d.Seconds())
+	}
+	k.Held, k.HeldSec = gap.HeldOK, gap.HeldAfter.Seconds()
+	if !k.Resumed {
+		r.note("projector replicas, kill: the killed replica's partitions were not all applied again within LOADGEN_REPLICA_KILL_BOUND %s", r.cfg.ReplicaKillBound)
+	}
+	r.log.Info("projector replica killed", "victim", victim.name, "gap_sec", k.GapSec, "resumed", k.Resumed, "held_sec", k.HeldSec, "moved", k.Moved)
+	stopLoad()
+	load.Wait()
+	if err := r.drain(ctx); err != nil {
+		r.note("projector replicas, after the kill: %v", err)
+	}
+	return nil
+}
+
+// watchRecovery polls the survivors every replicaPoll from killed until the partitions
+// that changed holder are being applied again, or LOADGEN_REPLICA_KILL_BOUND ran out,
+// and returns the polls that succeeded; k gets the longest poll's time.
+func (r *runner) watchRecovery(ctx context.Context, g *group, survivors []*replica, before replicas.Poll, killed time.Time, k *report.ReplicaKill) ([]replicas.Poll, error) {
 	var polls []replicas.Poll
 	var doneAt time.Time
 	t := time.NewTicker(replicaPoll)
@@ -449,30 +479,11 @@ func (r *runner) replicaKill(ctx context.Context, g *group, clients []*driver.Cl
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return polls, ctx.Err()
 		case <-t.C:
 		}
 	}
-	k.Load1 = load1()
-	if len(polls) == 0 {
-		return errors.New("no poll succeeded after the kill")
-	}
-	gap := replicas.Analyse(before, polls, g.partitions)
-	k.Moved, k.Resumed, k.GapSec = gap.Moved, gap.ResumedOK && len(gap.Moved) > 0, gap.Worst.Seconds()
-	for _, d := range gap.Resumed {
-		k.ResumedSec = append(k.ResumedSec, d.Seconds())
-	}
-	k.Held, k.HeldSec = gap.HeldOK, gap.HeldAfter.Seconds()
-	if !k.Resumed {
-		r.note("projector replicas, kill: the killed replica's partitions were not all applied again within LOADGEN_REPLICA_KILL_BOUND %s", r.cfg.ReplicaKillBound)
-	}
-	r.log.Info("projector replica killed", "victim", victim.name, "gap_sec", k.GapSec, "resumed", k.Resumed, "held_sec", k.HeldSec, "moved", k.Moved)
-	stopLoad()
-	load.Wait()
-	if err := r.drain(ctx); err != nil {
-		r.note("projector replicas, after the kill: %v", err)
-	}
-	return nil
+	return polls, nil
 }
 
 // poll reads the survivors' partitions held, each partition's claim and how many of

@@ -4,7 +4,7 @@
 // clients with end-to-end lag measured two ways, step searches for the pipeline's
 // maximum sustained rate on a small and a large read model (seeded through the normal
 // path, see package seed) with lag at half of it and growth at 80% of it, the
-// projector on backlogs of its own against the server's raw ceilings (projload),
+// projector on backlogs of its own against the server's raw ceilings (package ceilings),
 // several projector replicas sharing the stream (replicas.go), the deletion of a large
 // user, and a timed rebuild; then it writes the results.
 //
@@ -217,8 +217,10 @@ func (r *runner) startStack(ctx context.Context) error {
 	r.log.Info("stack ready", "processes", st.procs)
 	// The stack's log file closes with the stack (see teardown).
 	r.st.log = logFile
+	// The pool serves the probes of every client and poll reader, and the concurrent
+	// raw ceiling's writes in flight (with the pipeline idle).
 	mc, err := mongo.Connect(options.Client().ApplyURI(st.mongoURI).SetServerSelectionTimeout(10 * time.Second).
-		SetMaxPoolSize(uint64(r.cfg.Clients + r.cfg.PollReaders + 8)))
+		SetMaxPoolSize(uint64(max(r.cfg.Clients+r.cfg.PollReaders, r.cfg.WriteConcurrency) + 8)))
 	if err != nil {
 		return fmt.Errorf("connect MongoDB: %w", err)
 	}
@@ -270,6 +272,29 @@ func (r *runner) note(format string, a ...any) {
 	r.res.Notes = append(r.res.Notes, fmt.Sprintf(format, a...))
 	r.mu.Unlock()
 	r.log.Warn("note", "text", fmt.Sprintf(format, a...))
+}
+
+// poll calls read once per every until done holds for what it read, for at most bound.
+// It returns the last value read without error, whether done held, and the last
+// read's error.
+func poll[T any](ctx context.Context, bound, every time.Duration, read func(context.Context) (T, error), done func(T) bool) (last T, ok bool, readErr error) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		v, err := read(ctx)
+		if readErr = err; err == nil {
+			if last = v; done(v) {
+				return last, true, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last, false, readErr
+		case <-t.C:
+		}
+	}
 }
 
 func load1() float64 {

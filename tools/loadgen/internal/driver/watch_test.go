@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
@@ -20,12 +18,7 @@ func TestWatcherOnFerretDB(t *testing.T) {
 	srv := ferret.StartTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetServerSelectionTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	coll := client.Database("watch_test").Collection("todos")
+	coll := srv.Client(t).Database("watch_test").Collection("todos")
 	if _, err := coll.InsertMany(ctx, []any{
 		bson.D{{Key: "_id", Value: "b"}, {Key: "version", Value: 2}}, // as written
 		bson.D{{Key: "_id", Value: "d"}, {Key: "version", Value: 5}}, // newer than written

@@ -139,7 +139,7 @@ func (r *Results) replicaTargets(p func(string, ...any)) {
 	}
 	if one != nil {
 		// Like with like: the backlog is creates, which the projector writes as one
-		// insertMany per fetched batch; projload times that insertMany alone.
+		// insertMany per fetched batch; the raw ceiling times that insertMany alone.
 		ceil := r.Ceilings.Best(OpInsertMany, 1)
 		p("| 1 replica on the Watermill router / raw insertMany ceiling (projload, one batch at a time) | %s / %s per s | %s | reported | |\n",
 			f0(one.EventsPerSec), f0(ceil), f(Ratio(one.EventsPerSec, ceil)))

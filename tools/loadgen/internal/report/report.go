@@ -144,15 +144,14 @@ type Apply struct {
 	Load1          float64 `json:"load1"`
 }
 
-// Ceilings is projload's -json report (services/projector/cmd/projload), decoded: the
-// server's raw rates for the projector's kinds of write, on the active todos
-// collection. The two modules cannot share the type; the bench rejects a report whose
-// ceilings it cannot read.
+// Ceilings is the server's raw rates for the projector's kinds of write, on the active
+// todos collection (package ceilings measures them; projload -json prints them).
 type Ceilings struct {
 	Collection     string       `json:"collection"`
-	CollectionDocs int64        `json:"collection_docs"`
+	CollectionDocs int64        `json:"collection_docs"` // before the ceilings
 	Ceilings       []CeilingRun `json:"ceilings"`
-	Load1          float64      `json:"load1"`
+	// Load1 is the bench's load average after the ceilings; projload leaves it out.
+	Load1 float64 `json:"load1,omitempty"`
 }
 
 // CeilingRun is one raw measurement.
@@ -165,7 +164,7 @@ type CeilingRun struct {
 	DocsPerSec  float64 `json:"docs_per_sec"`
 }
 
-// The operations projload measures.
+// The operations of a CeilingRun.
 const (
 	OpInsertMany = "insertMany"
 	OpUpsert     = "upsert"
@@ -319,7 +318,19 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 	for _, ph := range r.Phases {
 		p("| %s | %s | %.0f | %s |\n", ph.Name, ph.Status, ph.Seconds, strings.ReplaceAll(ph.Error, "|", "\\|"))
 	}
+	r.searchTables(p)
+	r.readSideTables(p)
+	r.replicaTables(p)
+	r.routeTable(p)
+	r.baselineTable(p)
+	r.lagTable(p)
+	r.processTables(p)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
 
+// searchTables writes each step search's steps.
+func (r *Results) searchTables(p func(string, ...any)) {
 	for _, s := range r.Searches {
 		p("\n## Maximum sustained pipeline rate, %s (todo documents %d at the start, %d at the end)\n\n", s.Label, s.DocsStart, s.DocsEnd)
 		p("Highest write rate with no backlog growth (outbox backlog + stream pending): **%.0f writes/s**; first rate that grew: %s.\n\n", s.MaxRate, failed(s.FailRate))
@@ -328,10 +339,10 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 			p("| %.0f | %.0f | %.1f | %v | %.1f |\n", st.Rate, st.Achieved, st.Slope, st.Grew, st.Load1)
 		}
 	}
+}
 
-	r.readSideTables(p)
-	r.replicaTables(p)
-
+// routeTable writes the API's latency per written route and phase.
+func (r *Results) routeTable(p func(string, ...any)) {
 	p("\n## API latency per route (ms)\n\n| phase | route | count | errors | rps | p50 | p95 | p99 | p99.9 | load |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, ph := range r.phases() {
 		if ph == nil {
@@ -345,6 +356,10 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 			p("| %s | %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %.1f |\n", ph.Name, route, s.Count, s.Errors, s.RPS, s.P50, s.P95, s.P99, s.P999, ph.Load1)
 		}
 	}
+}
+
+// baselineTable writes the same-run baselines: pgbench and the old dual write.
+func (r *Results) baselineTable(p func(string, ...any)) {
 	p("\n## Baselines (same run)\n\n| baseline | clients | throughput/s | avg ms | p50 | p95 | p99 |\n|---|---|---|---|---|---|---|\n")
 	for _, pg := range []*pgbench.Result{r.PgBench1, r.PgBenchC} {
 		if pg != nil {
@@ -360,7 +375,11 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 			p("| synchronous dual write (PostgreSQL then MongoDB) | %d | %.0f | %.2f | %.2f | %.2f | %.2f |\n", c, d.RPS, d.Mean, d.P50, d.P95, d.P99)
 		}
 	}
+}
 
+// lagTable writes each phase's end-to-end lag, measured by the black-box probe and by
+// the projector's histogram.
+func (r *Results) lagTable(p func(string, ...any)) {
 	p("\n## End-to-end lag, commit to visible in MongoDB (ms)\n\n| phase | black-box p50 | p95 | p99 | samples (unseen) | poll ms | projector histogram p50 | p95 | p99 | events |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, ph := range r.phases() {
 		if ph == nil || (ph.LagBB == nil && ph.LagHist == nil) {
@@ -376,7 +395,11 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 		}
 		p("| %s %s| %s | %s | %s | %.0f |\n", ph.Name, bb, f(q.P50), f(q.P95), f(q.P99), q.Count)
 	}
+}
 
+// processTables writes the processes' CPU and memory, the database's profile, the
+// CPU profiles' files and the run's notes.
+func (r *Results) processTables(p func(string, ...any)) {
 	p("\n## Processes (whole run)\n\n| process | CPU s | CPU %% of one core | RSS after warm-up MB | peak RSS MB | end RSS MB |\n|---|---|---|---|---|---|\n")
 	for _, pr := range r.Processes {
 		p("| %s | %.1f | %.0f | %.0f | %.0f | %.0f |\n", pr.Name, pr.CPUSeconds, pr.CPUPct, pr.StartRSSMB, pr.PeakRSSMB, pr.EndRSSMB)
@@ -391,8 +414,6 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 			p("- %s\n", n)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // readSideTargets writes the target rows of issue 10: the read side's.
@@ -460,7 +481,7 @@ func (r *Results) readSideTargets(p func(string, ...any)) {
 	}
 }
 
-// concurrency is the projector's WRITE_CONCURRENCY as projload mirrored it: the
+// concurrency is the projector's WRITE_CONCURRENCY as the ceilings mirrored it: the
 // highest concurrency of its ceilings.
 func (r *Results) concurrency() int {
 	c := 0
