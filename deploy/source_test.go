@@ -42,9 +42,10 @@ func programs(t *testing.T) map[string]program {
 		progs[svc] = readProgram(t, svc,
 			filepath.Join(repoRoot, "services", svc, "internal", "config"),
 			filepath.Join(repoRoot, "services", svc, "cmd", svc),
-			// A main hands over to its composition root (app) or, in the projector's
-			// case, its command line; either sets up tracing.
+			// A main hands over to its composition root (app), which sets up tracing,
+			// or to its operator commands (operate; the projector's commands too).
 			filepath.Join(repoRoot, "services", svc, "internal", "app"),
+			filepath.Join(repoRoot, "services", svc, "internal", "operate"),
 			filepath.Join(repoRoot, "services", svc, "internal", "commands"))
 	}
 	progs["migrate"] = readProgram(t, "migrate", filepath.Join(repoRoot, "migrations", "cmd", "migrate"))

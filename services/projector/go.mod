@@ -73,7 +73,6 @@ require (
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/ThreeDotsLabs/watermill-nats/v2 v2.1.3
-	github.com/caarlos0/env/v11 v11.4.2
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.55.0
@@ -89,6 +88,7 @@ require (
 
 require (
 	github.com/IBM/pgxpoolprometheus v1.1.3 // indirect
+	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/sony/gobreaker v1.0.0 // indirect
 )

@@ -1,19 +1,34 @@
-// Command projector applies the event stream to the MongoDB read model, and carries
-// the operator tools that go with it (dead letters, verify, resync, rebuild). Run
-// `projector help` for the commands.
+// Command projector applies the event stream to the MongoDB read model (see
+// internal/app for what runs), and carries the operator tools that go with it (dead
+// letters and rebuild in internal/operate; verify, resync and restore-cutover in
+// internal/commands). Run `projector help` for the commands.
 package main
 
 import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/app"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/operate"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
 func main() {
+	cmd, args := "run", os.Args[1:]
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
 	process.Main("projector", func(ctx context.Context, log *slog.Logger) error {
-		return commands.Run(ctx, log, os.Args[1:], os.Stdout)
+		switch cmd {
+		case "run":
+			return process.RunApp(ctx, log, config.Load, app.New)
+		case "verify", "resync", "restore-cutover":
+			return commands.Run(ctx, cmd, args, os.Stdout, log)
+		}
+		return operate.Run(ctx, cmd, args, os.Stdout, log)
 	})
 }

@@ -1,6 +1,6 @@
-// Package config reads the projector's configuration from environment variables,
-// with defaults and validation, and renders it for the start-up log with secrets
-// masked.
+// Package config reads the projector's configuration from environment variables, with
+// defaults, and validates it before anything starts. Config logs itself (LogValue)
+// through envconfig: every variable by its name, passwords masked by their secret tag.
 package config
 
 import (
@@ -12,18 +12,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
+	"github.com/outboxtodo/outboxtodo/shared/envconfig"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/redact"
 )
 
 // Config is every setting of the projector.
 type Config struct {
-	NATSURL string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSURL string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222" secret:"natsurls"`
 	// NATS holds the credential files and TLS settings (NATS_CREDS, NATS_NKEY_SEED,
 	// NATS_TLS_*); a user and password go in NATS_URL.
 	NATS          natsconn.Config
@@ -52,7 +50,7 @@ type Config struct {
 	BatchSize     int             `env:"BATCH_SIZE" envDefault:"100"`
 	FetchWait     time.Duration   `env:"FETCH_WAIT" envDefault:"1s"`
 
-	MongoURI      string `env:"MONGODB_URI" envDefault:"mongodb://127.0.0.1:27017/?directConnection=true"`
+	MongoURI      string `env:"MONGODB_URI" envDefault:"mongodb://127.0.0.1:27017/?directConnection=true" secret:"url"`
 	MongoDatabase string `env:"MONGODB_DATABASE" envDefault:"todo_read"`
 	// MongoTimeout bounds one batch's writes, and server selection.
 	MongoTimeout time.Duration `env:"MONGODB_TIMEOUT" envDefault:"10s"`
@@ -65,10 +63,10 @@ type Config struct {
 	// FerretDBPostgreSQLURL is the PostgreSQL database behind a FerretDB v1 read
 	// model: when set, the projector creates there the indexes FerretDB's lookups
 	// need (package ferretindex). Empty for MongoDB.
-	FerretDBPostgreSQLURL string `env:"FERRETDB_POSTGRESQL_URL"`
+	FerretDBPostgreSQLURL string `env:"FERRETDB_POSTGRESQL_URL" secret:"url"`
 
 	// DatabaseURL is the source of truth, for verify and resync only.
-	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable" secret:"url"`
 
 	AdminAddr     string        `env:"ADMIN_ADDR" envDefault:":9092"`
 	StatsInterval time.Duration `env:"STATS_INTERVAL" envDefault:"5s"`
@@ -79,9 +77,9 @@ type Config struct {
 
 // Load reads the environment and validates it.
 func Load() (Config, error) {
-	c, err := env.ParseAs[Config]()
+	c, err := envconfig.Parse[Config](nil)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -154,32 +152,5 @@ func (c Config) WriteConcern() (*writeconcern.WriteConcern, error) {
 	return &writeconcern.WriteConcern{W: n, Journal: &journal}, nil
 }
 
-// LogValue renders the config for the start-up log, passwords masked.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
-		slog.Any("nats", c.NATS),
-		slog.String("stream", c.Stream),
-		slog.String("subject_prefix", c.SubjectPrefix),
-		slog.String("consumer", c.Durable),
-		slog.String("members_bucket", c.MembersBucket),
-		slog.String("member_ttl", c.MemberTTL.String()),
-		slog.String("ack_wait", c.AckWait.String()),
-		slog.Int("max_deliver", c.MaxDeliver),
-		slog.String("backoff", fmt.Sprint(c.BackOff)),
-		slog.Int("max_ack_pending", c.MaxAckPending),
-		slog.Int("batch_size", c.BatchSize),
-		slog.String("fetch_wait", c.FetchWait.String()),
-		slog.String("mongodb_uri", redact.URL(c.MongoURI)),
-		slog.String("mongodb_database", c.MongoDatabase),
-		slog.String("mongodb_timeout", c.MongoTimeout.String()),
-		slog.String("mongodb_write_concern", c.MongoWriteConcern),
-		slog.Bool("mongodb_write_journal", c.MongoWriteJournal),
-		slog.Int("write_concurrency", c.WriteConcurrency),
-		slog.String("ferretdb_postgresql_url", postgres.Redact(c.FerretDBPostgreSQLURL)),
-		slog.String("database_url", postgres.Redact(c.DatabaseURL)),
-		slog.String("admin_addr", c.AdminAddr),
-		slog.String("stats_interval", c.StatsInterval.String()),
-		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
-	)
-}
+// LogValue is the loggable form of c, with passwords masked.
+func (c Config) LogValue() slog.Value { return envconfig.LogValue(c) }

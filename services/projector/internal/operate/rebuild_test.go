@@ -1,4 +1,4 @@
-package commands_test
+package operate_test
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
+	"github.com/outboxtodo/outboxtodo/services/projector/internal/operate"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 )
 
@@ -16,23 +16,26 @@ import (
 // as it does an old rebuilt database.
 func TestRebuildCommandKeepsTheControlDatabase(t *testing.T) {
 	env := projtest.New(t)
-	pool := toolsEnv(t, env)
+	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	t.Setenv("MONGODB_URI", env.Ferret.URI())
+	t.Setenv("MONGODB_DATABASE", env.Control)
+	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w := projtest.NewWorld(t)
 	w.CreateTodo(w.CreateUser(), "a")
-	publishOutbox(t, ctx, env, pool, w.Events)
+	env.Publish(t, w.Events...)
 
 	var out bytes.Buffer
-	if err := commands.Run(ctx, env.Log, []string{"rebuild", "--database", "rebuilt_1", "--settle", "0s"}, &out); err != nil {
+	if err := operate.Run(ctx, "rebuild", []string{"--database", "rebuilt_1", "--settle", "0s"}, &out, env.Log); err != nil {
 		t.Fatalf("first rebuild: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "readers switched from "+env.Control+", the control database") || strings.Contains(out.String(), "drop it") {
 		t.Fatalf("first rebuild's summary:\n%s", out.String())
 	}
 	out.Reset()
-	if err := commands.Run(ctx, env.Log, []string{"rebuild", "--database", "rebuilt_2", "--settle", "0s"}, &out); err != nil {
+	if err := operate.Run(ctx, "rebuild", []string{"--database", "rebuilt_2", "--settle", "0s"}, &out, env.Log); err != nil {
 		t.Fatalf("second rebuild: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "readers switched from rebuilt_1 (drop it when no longer needed)") {
