@@ -84,7 +84,7 @@ web: npm ## Serve the example web app on http://localhost:5173, calling the API 
 
 .PHONY: bench-publisher
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, the mark's WAL and the outbox's size, and outbox-to-stream latency
-	cd services/publisher && go test -run '^$$' -bench 'Drain|Mark|Latency' -benchtime 1x ./internal/relay/ ./internal/service/
+	cd services/publisher && go test -run '^$$' -bench 'Drain|Mark|Latency' -benchtime 1x ./internal/relay/ ./internal/outboxdb/ ./internal/service/
 
 # --- bench: the whole-pipeline benchmark of issues 7 and 10 (loadgen module) --------
 # It starts bin/devstack on databases of its own (dropped at the end), on the API port

@@ -19,7 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/parking"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/service"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
@@ -110,14 +110,14 @@ func operate(ctx context.Context, cmd string, args []string, log *slog.Logger) e
 	defer pool.Close()
 
 	if cmd == "retry-parked" {
-		n, err := parking.Retry(ctx, pool, ids)
+		n, err := outboxdb.RetryParked(ctx, pool, ids)
 		if err != nil {
 			return err
 		}
 		log.Info("unparked outbox rows", "rows", n, "requested", len(ids))
 		return nil
 	}
-	rows, err := parking.List(ctx, pool, limit)
+	rows, err := outboxdb.ListParked(ctx, pool, limit)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ package cleanup
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,6 +13,8 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // Leases is what cleanup needs from the lease manager.
@@ -55,22 +56,12 @@ func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// The records of published events (outbox_published, migration 00007), and the rows
-// that releases before it marked published in the outbox itself, until they are gone.
-// Each subquery finds a bounded batch by the index on published_at; PostgreSQL and
-// CockroachDB both run DELETE ... WHERE key IN (SELECT ... LIMIT n).
-var deleteSQL = []string{`
-DELETE FROM outbox_published WHERE event_id IN (
-    SELECT event_id FROM outbox_published
-    WHERE published_at < now() - $1::bigint * interval '1 millisecond'
-      AND partition = ANY($2)
-    LIMIT $3)`, `
-DELETE FROM outbox WHERE event_id IN (
-    SELECT event_id FROM outbox
-    WHERE published_at IS NOT NULL
-      AND published_at < now() - $1::bigint * interval '1 millisecond'
-      AND partition = ANY($2)
-    LIMIT $3)`}
+// deleters delete the records of published events (outbox_published, migration
+// 00007), and the rows that releases before it marked published in the outbox itself,
+// until they are gone.
+var deleters = []func(ctx context.Context, db postgres.DBTX, retention time.Duration, partitions []int32, limit int) (int64, error){
+	outboxdb.DeletePublished, outboxdb.DeleteLegacyPublished,
+}
 
 // Clean deletes batch after batch until a batch comes back short, and returns the
 // number of rows deleted.
@@ -80,15 +71,14 @@ func (c *Cleaner) Clean(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	var total int64
-	for _, sql := range deleteSQL {
+	for _, del := range deleters {
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			tag, err := c.pool.Exec(sctx, sql, c.retention.Milliseconds(), parts, c.batch)
+			n, err := del(sctx, c.pool, c.retention, parts, c.batch)
 			cancel()
 			if err != nil {
-				return total, fmt.Errorf("delete published outbox rows: %w", err)
+				return total, err
 			}
-			n := tag.RowsAffected()
 			total += n
 			c.m.CleanedUp.Add(float64(n))
 			if ctx.Err() != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/parking"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/stream"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -367,7 +367,7 @@ func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
 	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good1.ID})
 
 	// The operator unparks it: it is tried again (and fails again here).
-	if n, err := parking.Retry(ctx, e.pool, []uuid.UUID{bad1.ID}); err != nil || n != 1 {
+	if n, err := outboxdb.RetryParked(ctx, e.pool, []uuid.UUID{bad1.ID}); err != nil || n != 1 {
 		t.Fatalf("retry parked: %d rows, %v", n, err)
 	}
 	res, err := r.relay.Drain(ctx)
@@ -489,7 +489,7 @@ func TestAsyncPubAckErrorHoldsBackLaterVersions(t *testing.T) {
 
 	// The limit is raised and the row retried: both versions go out, in order.
 	setMaxMsgSize(-1)
-	if n, err := parking.Retry(ctx, e.pool, []uuid.UUID{v1.ID}); err != nil || n != 1 {
+	if n, err := outboxdb.RetryParked(ctx, e.pool, []uuid.UUID{v1.ID}); err != nil || n != 1 {
 		t.Fatalf("retry parked: %d rows, %v", n, err)
 	}
 	r.drainAll(ctx, t)
