@@ -78,9 +78,9 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16
-	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	github.com/outboxtodo/outboxtodo/migrations v0.0.0
 	github.com/outboxtodo/outboxtodo/shared v0.0.0
+	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	go.mongodb.org/mongo-driver/v2 v2.10.0
 	go.opentelemetry.io/otel v1.47.0
@@ -89,13 +89,15 @@ require (
 )
 
 require (
+	github.com/IBM/pgxpoolprometheus v1.1.3 // indirect
 	github.com/lithammer/shortuuid/v3 v3.0.7 // indirect
 	github.com/oklog/ulid v1.3.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
+	github.com/sony/gobreaker v1.0.0 // indirect
 )
 
 replace (
-	github.com/outboxtodo/outboxtodo/tools/devstack => ../../tools/devstack
 	github.com/outboxtodo/outboxtodo/migrations => ../../migrations
 	github.com/outboxtodo/outboxtodo/shared => ../../shared
+	github.com/outboxtodo/outboxtodo/tools/devstack => ../../tools/devstack
 )

@@ -1,6 +1,6 @@
 // Command projector applies the event stream to the MongoDB read model, and carries
-// the operator tools that go with it (dead letters, verify, resync, rebuild). Run
-// `projector help` for the commands.
+// the read side's operator tools (dead letters, rebuild). Run `projector help` for the
+// commands.
 package main
 
 import (

@@ -1,6 +1,8 @@
 // Package commands is the projector's command line: the consumer itself (run, the
-// default) and the operator tools. Every command reads the same environment
-// configuration (package config); flags only select what a tool acts on.
+// default) and the read side's operator tools (dead letters, rebuild; the write side's
+// verify, resync and restore-cutover are the API module's todoctl). Every command reads
+// the same environment configuration (package config); flags only select what a tool
+// acts on.
 package commands
 
 import (
@@ -16,7 +18,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -31,12 +32,8 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/partition"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/restore"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/resync"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
@@ -48,20 +45,12 @@ commands:
   run                                   consume the stream into the read model (default)
   deadletters list [--all]              list pending dead letters (--all: redriven too)
   deadletters redrive [--id ID]...      apply dead letters to the read model again (none: all pending)
-  verify                                compare PostgreSQL and MongoDB; exit 1 on drift
-  resync (--all | --user ID | --todo ID)...
-                                        re-emit outbox events so the read model is repaired
   rebuild [--database NAME] [--settle D] [--timeout D] [--batch-size N]
                                         fill a fresh read model from the stream, then switch readers
-  restore-cutover [--yes]               after a restore of the database: replace the stream and the
-                                        read model, re-emit every aggregate (publishers and projectors
-                                        stopped; without --yes, only show what runs)
 
-configuration comes from the environment (NATS_URL, MONGODB_URI, DATABASE_URL, ...).
+configuration comes from the environment (NATS_URL, MONGODB_URI, ...). verify, resync and
+restore-cutover are todoctl's.
 `
-
-// ErrDrift is returned by verify when the databases differ.
-var ErrDrift = errors.New("read model differs from the source of truth")
 
 // Run runs the command named by args[0] (run when absent), printing results to out.
 func Run(ctx context.Context, log *slog.Logger, args []string, out io.Writer) error {
@@ -83,14 +72,8 @@ func Run(ctx context.Context, log *slog.Logger, args []string, out io.Writer) er
 		return runTraced(ctx, cfg, log)
 	case "deadletters":
 		return deadLetters(ctx, cfg, args, out)
-	case "verify":
-		return runVerify(ctx, cfg, out)
-	case "resync":
-		return runResync(ctx, cfg, args, out)
 	case "rebuild":
 		return runRebuild(ctx, cfg, log, args, out)
-	case "restore-cutover":
-		return runRestoreCutover(ctx, cfg, log, args, out)
 	}
 	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 }
@@ -376,90 +359,6 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func connectPostgres(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
-	return postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{AppName: "projector-tools", StatementTimeout: 5 * time.Minute})
-}
-
-func runVerify(ctx context.Context, cfg config.Config, out io.Writer) error {
-	pool, err := connectPostgres(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	client, err := connectMongo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer disconnect(ctx, client)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	db, err := readmodel.NewStore(client, cfg.MongoDatabase).Active(ctx)
-	if err != nil {
-		return err
-	}
-	diffs, err := verify.Run(ctx, pool, db)
-	if err != nil {
-		return err
-	}
-	for _, d := range diffs {
-		fmt.Fprintln(out, d)
-	}
-	if len(diffs) > 0 {
-		fmt.Fprintf(out, "%d differences between PostgreSQL and %s\n", len(diffs), db.Name())
-		return fmt.Errorf("%w: %d differences", ErrDrift, len(diffs))
-	}
-	fmt.Fprintf(out, "PostgreSQL and %s are equal\n", db.Name())
-	return nil
-}
-
-func runResync(ctx context.Context, cfg config.Config, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("resync", flag.ContinueOnError)
-	all := fs.Bool("all", false, "every aggregate, plus tombstones for read-model documents the source lacks")
-	var users, todos multiFlag
-	fs.Var(&users, "user", "user id (repeatable)")
-	fs.Var(&todos, "todo", "todo id (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	sel := resync.Selection{All: *all}
-	for _, s := range users {
-		id, err := uuid.Parse(s)
-		if err != nil {
-			return fmt.Errorf("--user %q: %w", s, err)
-		}
-		sel.Users = append(sel.Users, id)
-	}
-	for _, s := range todos {
-		id, err := uuid.Parse(s)
-		if err != nil {
-			return fmt.Errorf("--todo %q: %w", s, err)
-		}
-		sel.Todos = append(sel.Todos, id)
-	}
-	if !sel.All && len(sel.Users)+len(sel.Todos) == 0 {
-		return errors.New("resync: name aggregates with --user/--todo, or pass --all")
-	}
-	pool, err := connectPostgres(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	client, err := connectMongo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer disconnect(ctx, client)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	defer cancel()
-	db, err := readmodel.NewStore(client, cfg.MongoDatabase).Active(ctx)
-	if err != nil {
-		return err
-	}
-	rep, err := resync.Run(ctx, pool, pool, db, sel)
-	fmt.Fprintf(out, "re-emitted %d, tombstones %d, skipped %d still unpublished\n", rep.Emitted, rep.Tombstones, rep.Pending)
-	return err
-}
-
 func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("rebuild", flag.ContinueOnError)
 	name := fs.String("database", cfg.MongoDatabase+"_"+time.Now().UTC().Format("20060102150405"), "fresh database to fill")
@@ -496,65 +395,6 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 	}
 	fmt.Fprintf(out, "rebuilt %s from the newest message of each aggregate (%d messages, stream sequence %d) in %s (%.0f messages/s); readers switched from %s\n",
 		res.Database, res.Messages, res.Events, res.CatchUp.Round(time.Millisecond), res.MessagesPerSecond, previous)
-	return nil
-}
-
-func runRestoreCutover(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("restore-cutover", flag.ContinueOnError)
-	yes := fs.Bool("yes", false, "delete the stream, drop the read model and re-emit every aggregate")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	pool, err := connectPostgres(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	client, err := connectMongo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer disconnect(ctx, client)
-	nc, js, err := connectNATS(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	defer cancel()
-	rc := restore.Config{Stream: cfg.Stream, MembersBucket: cfg.MembersBucket}
-	store := readmodel.NewStore(client, cfg.MongoDatabase)
-	if !*yes {
-		live, err := restore.Live(ctx, rc, pool, js)
-		if err != nil {
-			return err
-		}
-		for _, l := range live {
-			fmt.Fprintf(out, "running: %s\n", l)
-		}
-		// The active database, not the control one: after a rebuild they differ, and the
-		// operator must know which one goes.
-		active, err := store.ActiveName(ctx)
-		if err != nil {
-			return err
-		}
-		return fmt.Errorf("restore-cutover: nothing done; with --yes it deletes and recreates stream %s, deletes the dead letters, drops read model %s (the active one), and re-emits every aggregate through the outbox",
-			cfg.Stream, active)
-	}
-	rep, err := restore.Run(ctx, rc, pool, pool, js, store)
-	if rep.StreamAbsent {
-		fmt.Fprintf(out, "stream %s was absent: the publisher creates it at start\n", cfg.Stream)
-	} else if rep.Database != "" {
-		fmt.Fprintf(out, "stream %s recreated empty (%d messages dropped)\n", cfg.Stream, rep.StreamMessages)
-	}
-	if rep.Database != "" {
-		fmt.Fprintf(out, "read model %s dropped, %d dead letters deleted\n", rep.Database, rep.DeadLetters)
-	}
-	fmt.Fprintf(out, "re-emitted %d, skipped %d still unpublished, %d tombstones of deleted users\n", rep.Resync.Emitted, rep.Resync.Pending, rep.DeletedUsers)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(out, "now start the publishers and the projectors")
 	return nil
 }
 

@@ -16,13 +16,13 @@ import (
 // as it does an old rebuilt database.
 func TestRebuildCommandKeepsTheControlDatabase(t *testing.T) {
 	env := projtest.New(t)
-	pool := toolsEnv(t, env)
+	toolsEnv(t, env)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w := projtest.NewWorld(t)
 	w.CreateTodo(w.CreateUser(), "a")
-	publishOutbox(t, ctx, env, pool, w.Events)
+	env.Publish(t, w.Events...)
 
 	var out bytes.Buffer
 	if err := commands.Run(ctx, env.Log, []string{"rebuild", "--database", "rebuilt_1", "--settle", "0s"}, &out); err != nil {

@@ -15,22 +15,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // TestSecretsNeverLogged runs the projector at debug level against a NATS server that
-// requires a password, with a database URL that carries one, applies an event, then
-// fails to start with a wrong NATS password, an nkey seed the server does not know, a
-// MongoDB URI with a password and one with a client key passphrase, and checks that
-// no password, passphrase or seed appears in any log line.
+// requires a password, applies an event, then fails to start with a wrong NATS
+// password, an nkey seed the server does not know, a MongoDB URI with a password and
+// one with a client key passphrase, and checks that no password, passphrase or seed
+// appears in any log line.
 func TestSecretsNeverLogged(t *testing.T) {
 	env := projtest.New(t)
-	natsPassword, dbPassword := "np-"+rand.Text(), "dp-"+rand.Text()
+	natsPassword := "np-" + rand.Text()
 	mongoPassword, keyPassphrase := "mp-"+rand.Text(), "kp-"+rand.Text()
 	user, err := nkeys.CreateUser()
 	if err != nil {
@@ -85,7 +85,6 @@ func TestSecretsNeverLogged(t *testing.T) {
 	t.Setenv("MONGODB_URI", env.Ferret.URI())
 	t.Setenv("MONGODB_DATABASE", env.Control)
 	t.Setenv("MONGODB_TIMEOUT", "1s")
-	t.Setenv("DATABASE_URL", "postgres://projector:"+dbPassword+"@127.0.0.1:5432/todo?sslmode=disable")
 	t.Setenv("ADMIN_ADDR", freeAddr(t))
 	t.Setenv("FETCH_WAIT", "100ms")
 	logs := &sharedtest.LogBuffer{}
@@ -132,7 +131,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 			t.Fatalf("the logs lack %s, so the test saw less than it should:\n%s", want, out)
 		}
 	}
-	for _, s := range []string{natsPassword, dbPassword, mongoPassword, keyPassphrase, string(seed)} {
+	for _, s := range []string{natsPassword, mongoPassword, keyPassphrase, string(seed)} {
 		if strings.Contains(out, s) {
 			t.Errorf("a secret (%.6s...) is in the logs", s)
 		}

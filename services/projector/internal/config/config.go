@@ -67,9 +67,6 @@ type Config struct {
 	// need (package ferretindex). Empty for MongoDB.
 	FerretDBPostgreSQLURL string `env:"FERRETDB_POSTGRESQL_URL"`
 
-	// DatabaseURL is the source of truth, for verify and resync only.
-	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable"`
-
 	AdminAddr     string        `env:"ADMIN_ADDR" envDefault:":9092"`
 	StatsInterval time.Duration `env:"STATS_INTERVAL" envDefault:"5s"`
 	// ShutdownTimeout is how long the batch in hand may take to finish after SIGTERM;
@@ -177,7 +174,6 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("mongodb_write_journal", c.MongoWriteJournal),
 		slog.Int("write_concurrency", c.WriteConcurrency),
 		slog.String("ferretdb_postgresql_url", postgres.Redact(c.FerretDBPostgreSQLURL)),
-		slog.String("database_url", postgres.Redact(c.DatabaseURL)),
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("stats_interval", c.StatsInterval.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
