@@ -20,6 +20,7 @@ TOOLS_ENV := DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/t
 	FERRETDB_POSTGRESQL_URL="$${FERRETDB_POSTGRESQL_URL-$$(test -n "$$MONGODB_URI" || echo 'postgres://postgres@127.0.0.1:5432/todo_ferretdb?sslmode=disable')}" \
 	MONGODB_URI="$${MONGODB_URI:-mongodb://127.0.0.1:27017/?directConnection=true}"
 PROJECTOR := $(TOOLS_ENV) go run ./services/projector/cmd/projector
+TODOCTL := $(TOOLS_ENV) go run ./services/api/cmd/todoctl
 
 .PHONY: help
 help: ## Show this help
@@ -40,11 +41,11 @@ migrate: ## Apply the schema to DATABASE_URL
 
 .PHONY: verify
 verify: ## Compare PostgreSQL and MongoDB document by document; print every difference, exit 1 on drift
-	$(PROJECTOR) verify
+	$(TODOCTL) verify
 
 .PHONY: resync
 resync: ## Re-emit outbox events so the read model is repaired (ARGS="--user ID" or "--todo ID"; default --all)
-	$(PROJECTOR) resync $(or $(ARGS),--all)
+	$(TODOCTL) resync $(or $(ARGS),--all)
 
 .PHONY: rebuild
 rebuild: ## Fill a fresh read model from the stream, then switch readers to it (ARGS="--database NAME ...")
@@ -52,7 +53,7 @@ rebuild: ## Fill a fresh read model from the stream, then switch readers to it (
 
 .PHONY: restore-cutover
 restore-cutover: ## After restoring the database from a backup, with publishers and projectors stopped: fresh stream and read model, every aggregate re-emitted (ARGS=--yes to act; docs/DEPLOYMENT.md)
-	$(PROJECTOR) restore-cutover $(ARGS)
+	$(TODOCTL) restore-cutover $(ARGS)
 
 .PHONY: deadletters
 deadletters: ## List the dead letters waiting for an operator (redrive: projector deadletters redrive)
