@@ -104,6 +104,13 @@ func New(t testing.TB) *Env {
 	return e
 }
 
+// Context is a context that ends after d, or with the test.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // ToolsEnv points todoctl at env and at the source of truth dbURL, as an operator's
 // environment would.
 func (e *Env) ToolsEnv(t *testing.T, dbURL string) {
@@ -145,24 +152,10 @@ func (e *Env) Verified(t testing.TB, store *postgres.Store) func() (bool, string
 	}
 }
 
-// Publish publishes events as the publisher does: body e.Encode(), subject
-// event.Subject, Nats-Msg-Id the event id.
+// Publish publishes events as the publisher does (sharedtest.PublishEvents).
 func (e *Env) Publish(t testing.TB, events ...event.Envelope) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, ev := range events {
-		b, err := ev.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg := nats.NewMsg(event.Subject(Prefix, ev))
-		msg.Data = b
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID.String())
-		if _, err := e.JS.PublishMsg(ctx, msg); err != nil {
-			t.Fatalf("publish %s: %v", ev.ID, err)
-		}
-	}
+	sharedtest.PublishEvents(t, e.JS, Prefix, events...)
 }
 
 // Outbox returns the events of every outbox row of db, published or not, oldest

@@ -89,10 +89,7 @@ func (s *Store) TokenByHash(ctx context.Context, tokenHash []byte) (tokens.Token
 // Tokens returns the user's tokens that have not expired at now, oldest first.
 func (s *Store) Tokens(ctx context.Context, owner uuid.UUID, now time.Time) ([]tokens.Token, error) {
 	rows, err := s.pool.Query(ctx, liveTokensSQL, owner, now)
-	if err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tokens.Token, error) { return scanToken(r) })
+	out, err := collect(rows, err, scanToken)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}

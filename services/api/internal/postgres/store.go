@@ -185,16 +185,40 @@ func (s *Store) Source(ctx context.Context) (Source, error) {
 		return src, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // read-only: nothing to keep
-	if src.Users, err = allUsers(ctx, tx); err != nil {
-		return src, err
+	rows, err := tx.Query(ctx, allUsersSQL)
+	if src.Users, err = collect(rows, err, scanUser); err != nil {
+		return src, fmt.Errorf("read users: %w", err)
 	}
-	if src.Todos, err = allTodos(ctx, tx); err != nil {
-		return src, err
+	rows, err = tx.Query(ctx, allTodosSQL)
+	if src.Todos, err = collect(rows, err, scanTodo); err != nil {
+		return src, fmt.Errorf("read todos: %w", err)
 	}
 	if src.Stats, err = allStats(ctx, tx); err != nil {
 		return src, err
 	}
 	return src, nil
+}
+
+// IDs lists the id of every aggregate of aggType (event.AggregateUser or
+// event.AggregateTodo), whoever owns it.
+func (s *Store) IDs(ctx context.Context, aggType string) ([]uuid.UUID, error) {
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if aggType == event.AggregateUser {
+		rows, err = s.pool.Query(ctx, userIDsSQL)
+	} else {
+		rows, err = s.pool.Query(ctx, todoIDsSQL)
+	}
+	ids, err := collect(rows, err, func(r scanner) (uuid.UUID, error) {
+		var id uuid.UUID
+		return id, r.Scan(&id)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s ids: %w", aggType, err)
+	}
+	return ids, nil
 }
 
 func tombstone(eventType string, id, owner uuid.UUID, version int64, now time.Time, trace event.TraceContext) (event.Envelope, error) {
@@ -212,10 +236,10 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// collectIDs reads the ids a query returns.
-func collectIDs(rows pgx.Rows, err error) ([]uuid.UUID, error) {
+// collect reads every row a query returns with scan; err is the query's.
+func collect[T any](rows pgx.Rows, err error, scan func(scanner) (T, error)) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) { return scan(r) })
 }

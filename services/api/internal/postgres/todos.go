@@ -111,10 +111,7 @@ func (s *Store) ListTodos(ctx context.Context, owner uuid.UUID, f todos.Filter, 
 		afterArg = &after
 	}
 	rows, err := s.pool.Query(ctx, listTodosSQL, owner, f.Completed, f.DueBefore, f.DueAfter, afterArg, limit, f.UpdatedSince)
-	if err != nil {
-		return nil, fmt.Errorf("list todos: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (todos.Todo, error) { return scanTodo(r) })
+	out, err := collect(rows, err, scanTodo)
 	if err != nil {
 		return nil, fmt.Errorf("list todos: %w", err)
 	}
@@ -194,34 +191,9 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 	return version, statsVersion, err
 }
 
-// TodoIDs lists the id of every todo, whoever owns it.
-func (s *Store) TodoIDs(ctx context.Context) ([]uuid.UUID, error) {
-	out, err := collectIDs(s.pool.Query(ctx, todoIDsSQL))
-	if err != nil {
-		return nil, fmt.Errorf("list todo ids: %w", err)
-	}
-	return out, nil
-}
-
 // LockTodo reads a todo's current state, whoever owns it, and locks its row until the
 // end of t, as LockUser does. It fails with todos.ErrNotFound when there is no such
 // todo.
 func (t *Tx) LockTodo(ctx context.Context, id uuid.UUID) (todos.Todo, error) {
-	td, err := scanTodo(t.tx.QueryRow(ctx, lockTodoByIDSQL, id))
-	if err != nil && !errors.Is(err, todos.ErrNotFound) {
-		return td, fmt.Errorf("todo %s: %w", id, err)
-	}
-	return td, err
-}
-
-func allTodos(ctx context.Context, db sharedpg.DBTX) ([]todos.Todo, error) {
-	rows, err := db.Query(ctx, allTodosSQL)
-	if err != nil {
-		return nil, fmt.Errorf("read todos: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (todos.Todo, error) { return scanTodo(r) })
-	if err != nil {
-		return nil, fmt.Errorf("read todos: %w", err)
-	}
-	return out, nil
+	return scanTodo(t.tx.QueryRow(ctx, lockTodoByIDSQL, id))
 }

@@ -130,20 +130,21 @@ func (s *Store) DeletedUsers(ctx context.Context) ([]DeletedUser, error) {
 }
 
 func allStats(ctx context.Context, db sharedpg.DBTX) (map[uuid.UUID]event.Stats, error) {
+	type row struct {
+		owner uuid.UUID
+		stats event.Stats
+	}
 	rows, err := db.Query(ctx, allStatsSQL)
+	all, err := collect(rows, err, func(r scanner) (row, error) {
+		var x row
+		return x, r.Scan(&x.owner, &x.stats.Open, &x.stats.Completed, &x.stats.Version, &x.stats.Deleted)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read user_stats: %w", err)
 	}
-	out := map[uuid.UUID]event.Stats{}
-	var (
-		id uuid.UUID
-		st event.Stats
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&id, &st.Open, &st.Completed, &st.Version, &st.Deleted}, func() error {
-		out[id] = st
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read user_stats: %w", err)
+	out := make(map[uuid.UUID]event.Stats, len(all))
+	for _, x := range all {
+		out[x.owner] = x.stats
 	}
 	return out, nil
 }

@@ -34,7 +34,7 @@ const (
 	usersEmailKey = "users_email_key"
 )
 
-func scanUser(row pgx.Row) (users.User, error) {
+func scanUser(row scanner) (users.User, error) {
 	var u users.User
 	err := row.Scan(&u.ID, &u.Email, &u.DisplayName, &u.Version, &u.CreatedAt, &u.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -162,34 +162,9 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, ifMatch int64, tra
 	return version, err
 }
 
-// UserIDs lists the id of every user.
-func (s *Store) UserIDs(ctx context.Context) ([]uuid.UUID, error) {
-	out, err := collectIDs(s.pool.Query(ctx, userIDsSQL))
-	if err != nil {
-		return nil, fmt.Errorf("list user ids: %w", err)
-	}
-	return out, nil
-}
-
 // LockUser reads a user's current state and locks its row until the end of t, so that
 // an event built from it carries the version the row keeps. It fails with
 // users.ErrNotFound when there is no such user.
 func (t *Tx) LockUser(ctx context.Context, id uuid.UUID) (users.User, error) {
-	u, err := scanUser(t.tx.QueryRow(ctx, lockUserSQL, id))
-	if err != nil && !errors.Is(err, users.ErrNotFound) {
-		return u, fmt.Errorf("user %s: %w", id, err)
-	}
-	return u, err
-}
-
-func allUsers(ctx context.Context, db sharedpg.DBTX) ([]users.User, error) {
-	rows, err := db.Query(ctx, allUsersSQL)
-	if err != nil {
-		return nil, fmt.Errorf("read users: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (users.User, error) { return scanUser(r) })
-	if err != nil {
-		return nil, fmt.Errorf("read users: %w", err)
-	}
-	return out, nil
+	return scanUser(t.tx.QueryRow(ctx, lockUserSQL, id))
 }

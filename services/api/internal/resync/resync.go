@@ -60,10 +60,10 @@ func Run(ctx context.Context, store *postgres.Store, readModel *mongo.Database, 
 	userIDs, todoIDs := sel.Users, sel.Todos
 	if sel.All {
 		var err error
-		if userIDs, err = store.UserIDs(ctx); err != nil {
+		if userIDs, err = store.IDs(ctx, event.AggregateUser); err != nil {
 			return rep, err
 		}
-		if todoIDs, err = store.TodoIDs(ctx); err != nil {
+		if todoIDs, err = store.IDs(ctx, event.AggregateTodo); err != nil {
 			return rep, err
 		}
 		if readModel != nil {
@@ -144,27 +144,26 @@ var trace = event.TraceContext{RequestID: "resync"}
 // current builds the event of an aggregate's current state, locking its row so that
 // the version read is the one inserted.
 func current(ctx context.Context, tx *postgres.Tx, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
-	now := time.Now()
-	if aggType == event.AggregateUser {
-		u, err := tx.LockUser(ctx, id)
-		if errors.Is(err, users.ErrNotFound) {
-			return event.Envelope{}, false, nil
-		}
-		if err != nil {
-			return event.Envelope{}, false, err
-		}
-		e, err := event.New(event.UserUpdated, u.ID, u.ID, u.Version, now, trace, u.Data())
-		return e, err == nil, err
-	}
-	t, err := tx.LockTodo(ctx, id)
-	if errors.Is(err, todos.ErrNotFound) {
+	typ, owner, version, data, err := state(ctx, tx, aggType, id)
+	if errors.Is(err, users.ErrNotFound) || errors.Is(err, todos.ErrNotFound) {
 		return event.Envelope{}, false, nil
 	}
 	if err != nil {
 		return event.Envelope{}, false, err
 	}
-	e, err := event.New(event.TodoUpdated, t.ID, t.UserID, t.Version, now, trace, t.Data())
+	e, err := event.New(typ, id, owner, version, time.Now(), trace, data)
 	return e, err == nil, err
+}
+
+// state reads an aggregate's current state, its row locked, as the event type, owner,
+// version and data of its update.
+func state(ctx context.Context, tx *postgres.Tx, aggType string, id uuid.UUID) (string, uuid.UUID, int64, any, error) {
+	if aggType == event.AggregateUser {
+		u, err := tx.LockUser(ctx, id)
+		return event.UserUpdated, u.ID, u.Version, u.Data(), err
+	}
+	t, err := tx.LockTodo(ctx, id)
+	return event.TodoUpdated, t.UserID, t.Version, t.Data(), err
 }
 
 // tombstone builds a delete for a live read-model document the source lacks, at the

@@ -1,7 +1,6 @@
 package resync_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -34,9 +33,7 @@ func pick(events []event.Envelope, keep func(event.Envelope) bool) []event.Envel
 func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 	t.Parallel()
 	env := pipelinetest.New(t)
-	pool := env.Pool
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := pipelinetest.Context(t, 2*time.Minute)
 
 	w := pipelinetest.NewWriter(t, env.Store)
 	u1, u2 := w.CreateUser(), w.CreateUser()
@@ -45,8 +42,8 @@ func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 	w.SetCompleted(a, true)
 	// Every row was published, but the read model saw only the first three events (a
 	// is stale and b missing), and keeps a todo whose delete it never got.
-	events := pipelinetest.Outbox(t, pool)
-	if _, err := pool.Exec(ctx, `UPDATE outbox SET published_at = now()`); err != nil {
+	events := pipelinetest.Outbox(t, env.Pool)
+	if _, err := env.Pool.Exec(ctx, `UPDATE outbox SET published_at = now()`); err != nil {
 		t.Fatal(err)
 	}
 	env.StartProjector(t)
@@ -69,7 +66,7 @@ func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 	if rep.Emitted != 4 || rep.Tombstones != 1 {
 		t.Fatalf("report = %+v, want 4 emitted and 1 tombstone", rep)
 	}
-	env.RelayOutbox(t, pool)
+	env.RelayOutbox(t, env.Pool)
 	sharedtest.Eventually(t, 60*time.Second, env.Verified(t, env.Store))
 
 	// Again, now that every row of those versions is published: the published rows are
@@ -77,9 +74,9 @@ func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 	if rep, err = resync.Run(ctx, env.Store, db, resync.Selection{Todos: []uuid.UUID{a}}); err != nil || rep.Emitted != 1 {
 		t.Fatalf("second resync = %+v, %v; want 1 emitted", rep, err)
 	}
-	env.RelayOutbox(t, pool)
+	env.RelayOutbox(t, env.Pool)
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE aggregate_id = $1 AND payload->'trace'->>'request_id' = 'resync'`, a).Scan(&n); err != nil || n != 1 {
+	if err := env.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE aggregate_id = $1 AND payload->'trace'->>'request_id' = 'resync'`, a).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("outbox rows of the todo by resync = %d, %v; want 1", n, err)
 	}
 	var tomb readmodel.Todo
@@ -96,9 +93,7 @@ func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 func TestResyncRepairsLostDeletesWithinRetention(t *testing.T) {
 	t.Parallel()
 	env := pipelinetest.New(t)
-	pool := env.Pool
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := pipelinetest.Context(t, 2*time.Minute)
 
 	w := pipelinetest.NewWriter(t, env.Store)
 	u1, u2 := w.CreateUser(), w.CreateUser()
@@ -112,8 +107,8 @@ func TestResyncRepairsLostDeletesWithinRetention(t *testing.T) {
 	w.DeleteTodo(e)
 	w.DeleteTodo(d)
 	// The outbox holds every event; all but the last delete were published.
-	events := pipelinetest.Outbox(t, pool)
-	if _, err := pool.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE NOT (aggregate_id = $1 AND event_type = $2)`, d, event.TodoDeleted); err != nil {
+	events := pipelinetest.Outbox(t, env.Pool)
+	if _, err := env.Pool.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE NOT (aggregate_id = $1 AND event_type = $2)`, d, event.TodoDeleted); err != nil {
 		t.Fatal(err)
 	}
 	isDelete := func(ev event.Envelope) bool { return event.IsDelete(ev.Type) }
@@ -139,19 +134,19 @@ func TestResyncRepairsLostDeletesWithinRetention(t *testing.T) {
 		t.Fatalf("report = %+v, want 4 tombstones, 1 pending (d) and 1 emitted (u2)", rep)
 	}
 	var dupes int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM outbox GROUP BY aggregate_type, aggregate_id, aggregate_version HAVING count(*) > 1) x`).Scan(&dupes); err != nil || dupes != 0 {
+	if err := env.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM outbox GROUP BY aggregate_type, aggregate_id, aggregate_version HAVING count(*) > 1) x`).Scan(&dupes); err != nil || dupes != 0 {
 		t.Fatalf("%d aggregate versions with more than one outbox row, %v", dupes, err)
 	}
 	for _, ev := range pick(events, func(ev event.Envelope) bool { return isDelete(ev) && ev.AggregateID != e && ev.AggregateID != d }) {
 		var typ, by string
-		err := pool.QueryRow(ctx, `SELECT event_type, payload->'trace'->>'request_id' FROM outbox WHERE aggregate_id = $1 AND aggregate_version = $2 AND published_at IS NULL`,
+		err := env.Pool.QueryRow(ctx, `SELECT event_type, payload->'trace'->>'request_id' FROM outbox WHERE aggregate_id = $1 AND aggregate_version = $2 AND published_at IS NULL`,
 			ev.AggregateID, ev.Version).Scan(&typ, &by)
 		if err != nil || typ != ev.Type || by != "resync" {
 			t.Fatalf("%s %s v%d: outbox has %q by %q, %v; want resync's %s of the same version", ev.AggregateType, ev.AggregateID, ev.Version, typ, by, err, ev.Type)
 		}
 	}
 
-	env.RelayOutbox(t, pool)
+	env.RelayOutbox(t, env.Pool)
 	sharedtest.Eventually(t, 60*time.Second, env.Verified(t, env.Store))
 	var user readmodel.User
 	if err := db.Collection(readmodel.CollUsers).FindOne(ctx, bson.D{{Key: "_id", Value: u1.String()}}).Decode(&user); err != nil || !user.Deleted || user.Version != 2 {

@@ -72,30 +72,21 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func runVerify(ctx context.Context, cfg Config, out io.Writer) error {
-	c, err := connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	db, err := c.readModel.Active(ctx)
-	if err != nil {
-		return err
-	}
-	diffs, err := verify.Run(ctx, c.store, db)
-	if err != nil {
-		return err
-	}
-	for _, d := range diffs {
-		fmt.Fprintln(out, d)
-	}
-	if len(diffs) > 0 {
-		fmt.Fprintf(out, "%d differences between PostgreSQL and %s\n", len(diffs), db.Name())
-		return fmt.Errorf("%w: %d differences", ErrDrift, len(diffs))
-	}
-	fmt.Fprintf(out, "PostgreSQL and %s are equal\n", db.Name())
-	return nil
+	return withReadModel(ctx, cfg, 10*time.Minute, func(ctx context.Context, c *conns, db *mongo.Database) error {
+		diffs, err := verify.Run(ctx, c.store, db)
+		if err != nil {
+			return err
+		}
+		for _, d := range diffs {
+			fmt.Fprintln(out, d)
+		}
+		if len(diffs) > 0 {
+			fmt.Fprintf(out, "%d differences between PostgreSQL and %s\n", len(diffs), db.Name())
+			return fmt.Errorf("%w: %d differences", ErrDrift, len(diffs))
+		}
+		fmt.Fprintf(out, "PostgreSQL and %s are equal\n", db.Name())
+		return nil
+	})
 }
 
 func runResync(ctx context.Context, cfg Config, args []string, out io.Writer) error {
@@ -103,20 +94,28 @@ func runResync(ctx context.Context, cfg Config, args []string, out io.Writer) er
 	if err != nil {
 		return err
 	}
+	return withReadModel(ctx, cfg, 30*time.Minute, func(ctx context.Context, c *conns, db *mongo.Database) error {
+		rep, err := resync.Run(ctx, c.store, db, sel)
+		fmt.Fprintf(out, "re-emitted %d, tombstones %d, skipped %d still unpublished\n", rep.Emitted, rep.Tombstones, rep.Pending)
+		return err
+	})
+}
+
+// withReadModel connects, then runs fn within timeout on the active read-model
+// database.
+func withReadModel(ctx context.Context, cfg Config, timeout time.Duration, fn func(context.Context, *conns, *mongo.Database) error) error {
 	c, err := connect(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	db, err := c.readModel.Active(ctx)
 	if err != nil {
 		return err
 	}
-	rep, err := resync.Run(ctx, c.store, db, sel)
-	fmt.Fprintf(out, "re-emitted %d, tombstones %d, skipped %d still unpublished\n", rep.Emitted, rep.Tombstones, rep.Pending)
-	return err
+	return fn(ctx, c, db)
 }
 
 // parseSelection reads resync's flags.

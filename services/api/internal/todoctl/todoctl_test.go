@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/pipelinetest"
@@ -18,6 +19,18 @@ import (
 )
 
 func TestMain(m *testing.M) { pipelinetest.Main(m) }
+
+// operatorsWorld is a pipeline with the tools' environment pointing at it, and a user
+// who completed a todo, written through the API's store.
+func operatorsWorld(t *testing.T) (*pipelinetest.Env, context.Context, *pipelinetest.Writer, uuid.UUID) {
+	t.Helper()
+	env := pipelinetest.New(t)
+	env.ToolsEnv(t, env.DBURL)
+	w := pipelinetest.NewWriter(t, env.Store)
+	u := w.CreateUser()
+	w.SetCompleted(w.CreateTodo(u, "a"), true)
+	return env, pipelinetest.Context(t, 3*time.Minute), w, u
+}
 
 // verifies is a condition for sharedtest.Eventually: todoctl verify passes.
 func verifies(ctx context.Context) func() (bool, string) {
@@ -31,13 +44,7 @@ func verifies(ctx context.Context) func() (bool, string) {
 // verify, configured from the environment as an operator's: it passes once the
 // projector has applied the stream, then catches a planted drift.
 func TestVerifyCommand(t *testing.T) {
-	env := pipelinetest.New(t)
-	env.ToolsEnv(t, env.DBURL)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	w := pipelinetest.NewWriter(t, env.Store)
-	u := w.CreateUser()
-	w.SetCompleted(w.CreateTodo(u, "a"), true)
+	env, ctx, w, u := operatorsWorld(t)
 	w.CreateTodo(u, "b")
 	env.RelayOutbox(t, env.Pool)
 	env.StartProjector(t)
@@ -60,13 +67,7 @@ func TestVerifyCommand(t *testing.T) {
 // model; the projector started again (its durables, indexes and FerretDB's GIN
 // indexes created at start) applies the re-emitted aggregates, and verify passes.
 func TestRestoreCutoverCommand(t *testing.T) {
-	env := pipelinetest.New(t)
-	env.ToolsEnv(t, env.DBURL)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	w := pipelinetest.NewWriter(t, env.Store)
-	u := w.CreateUser()
-	w.SetCompleted(w.CreateTodo(u, "a"), true)
+	env, ctx, _, _ := operatorsWorld(t)
 	env.RelayOutbox(t, env.Pool)
 
 	projector := env.StartProjector(t)

@@ -297,8 +297,11 @@ func deadLetters(ctx context.Context, cfg config.Config, args []string, out io.W
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("deadletters "+sub, flag.ContinueOnError)
 	all := fs.Bool("all", false, "list redriven dead letters too")
-	var ids multiFlag
-	fs.Var(&ids, "id", "dead letter id to redrive (repeatable; none: all pending)")
+	var ids []string
+	fs.Func("id", "dead letter id to redrive (repeatable; none: all pending)", func(id string) error {
+		ids = append(ids, id)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -397,9 +400,3 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 		res.Database, res.Messages, res.Events, res.CatchUp.Round(time.Millisecond), res.MessagesPerSecond, previous)
 	return nil
 }
-
-// multiFlag collects a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

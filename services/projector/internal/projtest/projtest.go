@@ -183,24 +183,10 @@ func (e *Env) Start(t testing.TB, cfg consumer.Config) *Replica {
 	return &Replica{Metrics: m, Reg: reg, stop: stop}
 }
 
-// Publish publishes events as the publisher does: body e.Encode(), subject
-// event.Subject, Nats-Msg-Id the event id.
+// Publish publishes events as the publisher does (sharedtest.PublishEvents).
 func (e *Env) Publish(t testing.TB, events ...event.Envelope) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, ev := range events {
-		b, err := ev.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg := nats.NewMsg(event.Subject(Prefix, ev))
-		msg.Data = b
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID.String())
-		if _, err := e.JS.PublishMsg(ctx, msg); err != nil {
-			t.Fatalf("publish %s: %v", ev.ID, err)
-		}
-	}
+	sharedtest.PublishEvents(t, e.JS, Prefix, events...)
 }
 
 // PublishRedelivery publishes events again without a message id, so that the

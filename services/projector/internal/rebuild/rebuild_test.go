@@ -15,11 +15,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
 // A rebuild fills a fresh read model equal to the source from the stream alone, flips

@@ -14,7 +14,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // Leases is what cleanup needs from the lease manager.
@@ -56,13 +55,6 @@ func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// deleters delete the records of published events (outbox_published, migration
-// 00007), and the rows that releases before it marked published in the outbox itself,
-// until they are gone.
-var deleters = []func(ctx context.Context, db postgres.DBTX, retention time.Duration, partitions []int32, limit int) (int64, error){
-	outboxdb.DeletePublished, outboxdb.DeleteLegacyPublished,
-}
-
 // Clean deletes batch after batch until a batch comes back short, and returns the
 // number of rows deleted.
 func (c *Cleaner) Clean(ctx context.Context) (int64, error) {
@@ -71,7 +63,7 @@ func (c *Cleaner) Clean(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	var total int64
-	for _, del := range deleters {
+	for _, del := range outboxdb.Cleanups {
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			n, err := del(sctx, c.pool, c.retention, parts, c.batch)

@@ -287,12 +287,5 @@ DELETE FROM outbox WHERE event_id IN (
       AND partition = ANY($2)
     LIMIT $3)`
 
-// DeleteLegacyPublished deletes up to limit rows of partitions that an older release
-// marked published more than retention ago, and returns how many.
-func DeleteLegacyPublished(ctx context.Context, db postgres.DBTX, retention time.Duration, partitions []int32, limit int) (int64, error) {
-	tag, err := db.Exec(ctx, deleteLegacyPublishedSQL, retention.Milliseconds(), partitions, limit)
-	if err != nil {
-		return 0, fmt.Errorf("delete published outbox rows: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
+// deleteLegacyPublished is the Cleanup of deleteLegacyPublishedSQL.
+var deleteLegacyPublished = cleanup(deleteLegacyPublishedSQL)

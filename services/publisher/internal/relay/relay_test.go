@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
@@ -24,6 +23,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 const streamName = "TODO_EVENTS"

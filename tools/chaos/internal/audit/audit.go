@@ -15,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
 )
 
 // Quiet is the state WaitQuiet waits for.

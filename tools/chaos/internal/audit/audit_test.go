@@ -12,11 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
-	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // Check passes a consistent run, then reports each kind of broken expectation.

@@ -29,6 +29,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outboxtodo/outboxtodo/migrations"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/audit"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/child"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/pgserver"
@@ -36,8 +38,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
-	"github.com/outboxtodo/outboxtodo/migrations"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // The services' defaults, which the runner leaves in place.
