@@ -89,12 +89,9 @@ func (s *Store) User(ctx context.Context, id uuid.UUID) (users.User, error) {
 func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, ifMatch int64, p users.Patch, trace event.TraceContext) (users.User, error) {
 	var out users.User
 	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
-		u, err := scanUser(tx.QueryRow(ctx, lockUserSQL, id))
+		u, err := lockUser(ctx, tx, id, ifMatch)
 		if err != nil {
 			return err
-		}
-		if ifMatch != 0 && ifMatch != u.Version {
-			return users.ErrVersionMismatch
 		}
 		out = u.Apply(p, s.Now())
 		ev, err := event.New(event.UserUpdated, out.ID, out.ID, out.Version, out.UpdatedAt, trace, out.Data())
@@ -121,12 +118,9 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, ifMatch int64, p u
 func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, ifMatch int64, trace event.TraceContext) (int64, error) {
 	var version int64
 	err := s.run(ctx, func(tx pgx.Tx, c *change) error {
-		u, err := scanUser(tx.QueryRow(ctx, lockUserSQL, id))
+		u, err := lockUser(ctx, tx, id, ifMatch)
 		if err != nil {
 			return err
-		}
-		if ifMatch != 0 && ifMatch != u.Version {
-			return users.ErrVersionMismatch
 		}
 		version = u.Version + 1
 		now := s.Now()
@@ -166,5 +160,15 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, ifMatch int64, tra
 // an event built from it carries the version the row keeps. It fails with
 // users.ErrNotFound when there is no such user.
 func (t *Tx) LockUser(ctx context.Context, id uuid.UUID) (users.User, error) {
-	return scanUser(t.tx.QueryRow(ctx, lockUserSQL, id))
+	return lockUser(ctx, t.tx, id, 0)
+}
+
+// lockUser reads a user for a change, locking its row, and fails with
+// users.ErrVersionMismatch when ifMatch is not zero and not the user's version.
+func lockUser(ctx context.Context, tx pgx.Tx, id uuid.UUID, ifMatch int64) (users.User, error) {
+	u, err := scanUser(tx.QueryRow(ctx, lockUserSQL, id))
+	if err == nil && ifMatch != 0 && ifMatch != u.Version {
+		err = users.ErrVersionMismatch
+	}
+	return u, err
 }

@@ -40,6 +40,16 @@ func New(pool *pgxpool.Pool, leases Leases, retention time.Duration, batch int, 
 // Run cleans every interval until ctx is cancelled; failures are logged and retried at
 // the next interval.
 func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
+	return every(ctx, interval, func() {
+		n, err := c.Clean(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("outbox cleanup failed", "error", err, "deleted", n)
+		}
+	})
+}
+
+// every runs fn every interval until ctx is cancelled, and then returns nil.
+func every(ctx context.Context, interval time.Duration, fn func()) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -48,10 +58,7 @@ func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		n, err := c.Clean(ctx)
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("outbox cleanup failed", "error", err, "deleted", n)
-		}
+		fn()
 	}
 }
 

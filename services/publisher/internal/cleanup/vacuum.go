@@ -58,18 +58,11 @@ func (v *Vacuumer) Run(ctx context.Context, interval time.Duration) error {
 		v.log.Info("outbox vacuum off: the database has no VACUUM (CockroachDB collects its own garbage)")
 		return nil
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return every(ctx, interval, func() {
 		if _, err := v.Vacuum(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("outbox vacuum failed", "error", err)
 		}
-	}
+	})
 }
 
 func (v *Vacuumer) supported(ctx context.Context) (bool, error) {

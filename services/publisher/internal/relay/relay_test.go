@@ -120,6 +120,18 @@ func (r *replica) drainAll(ctx context.Context, t *testing.T) {
 	}
 }
 
+// drainedInOrder drains with r until nothing is left, then checks that every row is
+// published and that the stream holds ids exactly once, each aggregate's in version
+// order.
+func (e *env) drainedInOrder(ctx context.Context, t *testing.T, r *replica, ids []uuid.UUID) {
+	t.Helper()
+	r.drainAll(ctx, t)
+	if n := e.unpublished(ctx, t); n != 0 {
+		t.Fatalf("%d rows unpublished", n)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+}
+
 func opts(batch int) Options {
 	return Options{
 		SubjectPrefix:  event.DefaultSubjectPrefix,
@@ -223,11 +235,7 @@ func TestKilledBetweenPublishAndMark(t *testing.T) {
 	// that outlived a short one had every mark fenced until the test's deadline.
 	b := e.replica(t, "b", 30*time.Second, opts(100))
 	b.takeAll(ctx, t) // after a's leases expired
-	b.drainAll(ctx, t)
-	if n := e.unpublished(ctx, t); n != 0 {
-		t.Fatalf("%d rows unpublished", n)
-	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+	e.drainedInOrder(ctx, t, b, ids)
 }
 
 // The server goes down after a batch was sent and before its PubAcks came back, and
@@ -250,11 +258,7 @@ func TestNATSServerRestartedMidBatch(t *testing.T) {
 			}
 		})
 	}
-	r.drainAll(ctx, t)
-	if n := e.unpublished(ctx, t); n != 0 {
-		t.Fatalf("%d rows unpublished", n)
-	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+	e.drainedInOrder(ctx, t, r, ids)
 }
 
 // A replica whose lease expired (and perhaps was taken over) while its batch was in
@@ -300,11 +304,7 @@ func TestExpiredLeaseCannotMark(t *testing.T) {
 				t.Fatalf("%d rows unpublished, want %d", n, len(ids))
 			}
 			b.takeAll(ctx, t)
-			b.drainAll(ctx, t)
-			if n := e.unpublished(ctx, t); n != 0 {
-				t.Fatalf("%d rows unpublished", n)
-			}
-			pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+			e.drainedInOrder(ctx, t, b, ids)
 		})
 	}
 }
@@ -492,11 +492,7 @@ func TestAsyncPubAckErrorHoldsBackLaterVersions(t *testing.T) {
 	if n, err := outboxdb.RetryParked(ctx, e.pool, []uuid.UUID{v1.ID}); err != nil || n != 1 {
 		t.Fatalf("retry parked: %d rows, %v", n, err)
 	}
-	r.drainAll(ctx, t)
-	if n := e.unpublished(ctx, t); n != 0 {
-		t.Fatalf("%d rows unpublished", n)
-	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good.ID, v1.ID, v2.ID})
+	e.drainedInOrder(ctx, t, r, []uuid.UUID{good.ID, v1.ID, v2.ID})
 }
 
 // API replicas with skewed clocks: an aggregate's later versions carry earlier
@@ -526,11 +522,7 @@ func TestSkewedClocksPublishInVersionOrder(t *testing.T) {
 			}
 			r := e.replica(t, "a", 30*time.Second, opts(batch))
 			r.takeAll(ctx, t)
-			r.drainAll(ctx, t)
-			if n := e.unpublished(ctx, t); n != 0 {
-				t.Fatalf("%d rows unpublished", n)
-			}
-			pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+			e.drainedInOrder(ctx, t, r, ids)
 		})
 	}
 }
