@@ -20,6 +20,7 @@ TOOLS_ENV := DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/t
 	FERRETDB_POSTGRESQL_URL="$${FERRETDB_POSTGRESQL_URL-$$(test -n "$$MONGODB_URI" || echo 'postgres://postgres@127.0.0.1:5432/todo_ferretdb?sslmode=disable')}" \
 	MONGODB_URI="$${MONGODB_URI:-mongodb://127.0.0.1:27017/?directConnection=true}"
 PROJECTOR := $(TOOLS_ENV) go run ./services/projector/cmd/projector
+TODOCTL := $(TOOLS_ENV) go run ./services/api/cmd/todoctl
 
 .PHONY: help
 help: ## Show this help
@@ -40,11 +41,11 @@ migrate: ## Apply the schema to DATABASE_URL
 
 .PHONY: verify
 verify: ## Compare PostgreSQL and MongoDB document by document; print every difference, exit 1 on drift
-	$(PROJECTOR) verify
+	$(TODOCTL) verify
 
 .PHONY: resync
 resync: ## Re-emit outbox events so the read model is repaired (ARGS="--user ID" or "--todo ID"; default --all)
-	$(PROJECTOR) resync $(or $(ARGS),--all)
+	$(TODOCTL) resync $(or $(ARGS),--all)
 
 .PHONY: rebuild
 rebuild: ## Fill a fresh read model from the stream, then switch readers to it (ARGS="--database NAME ...")
@@ -52,7 +53,7 @@ rebuild: ## Fill a fresh read model from the stream, then switch readers to it (
 
 .PHONY: restore-cutover
 restore-cutover: ## After restoring the database from a backup, with publishers and projectors stopped: fresh stream and read model, every aggregate re-emitted (ARGS=--yes to act; docs/DEPLOYMENT.md)
-	$(PROJECTOR) restore-cutover $(ARGS)
+	$(TODOCTL) restore-cutover $(ARGS)
 
 .PHONY: deadletters
 deadletters: ## List the dead letters waiting for an operator (redrive: projector deadletters redrive)
@@ -84,7 +85,7 @@ web: npm ## Serve the example web app on http://localhost:5173, calling the API 
 
 .PHONY: bench-publisher
 bench-publisher: ## Publisher drain rate at batch 1/100/500 beside raw JetStream publish, the mark's WAL and the outbox's size, and outbox-to-stream latency
-	cd services/publisher && go test -run '^$$' -bench 'Drain|Mark|Latency' -benchtime 1x ./internal/relay/ ./internal/app/
+	cd services/publisher && go test -run '^$$' -bench 'Drain|Mark|Latency' -benchtime 1x ./internal/relay/ ./internal/outboxdb/ ./internal/app/
 
 # --- bench: the whole-pipeline benchmark of issues 7 and 10 (loadgen module) --------
 # It starts bin/devstack on databases of its own (dropped at the end), on the API port

@@ -14,22 +14,24 @@ import (
 )
 
 // TestDockerfiles checks what can be checked without a Docker daemon: one Dockerfile
-// per image the manifests run, building that program's main package as a static,
-// trimmed binary into a distroless or scratch image whose user is the one the pods
-// run as.
+// per image the manifests run, building each program its pods run from it (the image's
+// own, its entrypoint, and any other a command names) as a static, trimmed binary into
+// a distroless or scratch image whose user is the one the pods run as.
 func TestDockerfiles(t *testing.T) {
-	users := map[string]map[int64]bool{} // image program -> runAsUser of its pods
+	users := map[string]map[int64]bool{} // image -> runAsUser of its pods
+	runs := map[string]map[string]bool{} // image -> the programs its pods run
 	for _, o := range overlays {
 		for _, w := range render(t, o).workloads() {
 			for _, c := range containers(w.pod) {
-				prog := imageProgram(c.Image)
-				if users[prog] == nil {
-					users[prog] = map[int64]bool{}
+				img := imageProgram(c.Image)
+				if users[img] == nil {
+					users[img], runs[img] = map[int64]bool{}, map[string]bool{img: true}
 				}
+				runs[img][containerProgram(c)] = true
 				if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
-					users[prog][*c.SecurityContext.RunAsUser] = true
+					users[img][*c.SecurityContext.RunAsUser] = true
 				} else if sc := w.pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
-					users[prog][*sc.RunAsUser] = true
+					users[img][*sc.RunAsUser] = true
 				}
 			}
 		}
@@ -59,19 +61,33 @@ func TestDockerfiles(t *testing.T) {
 			if want := `ENTRYPOINT ["/` + name + `"]`; !slices.Contains(stage, want) {
 				t.Errorf("final stage lacks %s", want)
 			}
-
-			i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "go build ") })
-			if i < 0 {
-				t.Fatal("no go build")
+			for _, prog := range slices.Sorted(maps.Keys(runs[name])) {
+				checkBuild(t, lines, stage, prog)
 			}
-			build := strings.Fields(lines[i])
-			for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "/out/" + name} {
-				if !slices.Contains(build, want) {
-					t.Errorf("go build lacks %s: %s", want, lines[i])
-				}
-			}
-			checkMainPackage(t, filepath.Join(repoRoot, build[len(build)-1]))
 		})
+	}
+}
+
+// checkBuild fails unless the Dockerfile's lines build prog's main package as a static,
+// trimmed /out/prog that its final stage copies to /prog.
+func checkBuild(t *testing.T, lines, stage []string, prog string) {
+	t.Helper()
+	i := slices.IndexFunc(lines, func(l string) bool {
+		return strings.Contains(l, "go build ") && slices.Contains(strings.Fields(l), "/out/"+prog)
+	})
+	if i < 0 {
+		t.Errorf("no go build of /out/%s", prog)
+		return
+	}
+	build := strings.Fields(lines[i])
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath"} {
+		if !slices.Contains(build, want) {
+			t.Errorf("go build lacks %s: %s", want, lines[i])
+		}
+	}
+	checkMainPackage(t, filepath.Join(repoRoot, build[len(build)-1]))
+	if want := "COPY --from=build /out/" + prog + " /" + prog; !slices.Contains(stage, want) {
+		t.Errorf("final stage lacks %q", want)
 	}
 }
 

@@ -47,15 +47,15 @@ var (
 	mongoPort = []string{"TCP/27017"}
 
 	wantEgress = map[string][]string{
-		"Deployment/api":                    concat(dns, sql, natsPort, mongoPort),
-		"Deployment/publisher":              concat(dns, sql, natsPort),
-		"Deployment/projector":              concat(dns, natsPort, mongoPort, sql),
-		"Job/migrate":                       concat(dns, sql),
-		"CronJob/projector-verify":          concat(dns, natsPort, mongoPort, sql),
-		"CronJob/projector-resync":          concat(dns, natsPort, mongoPort, sql),
-		"CronJob/projector-rebuild":         concat(dns, natsPort, mongoPort, sql),
-		"CronJob/projector-restore-cutover": concat(dns, natsPort, mongoPort, sql),
-		"Pod/nats-box":                      concat(dns, natsPort),
+		"Deployment/api":                  concat(dns, sql, natsPort, mongoPort),
+		"Deployment/publisher":            concat(dns, sql, natsPort),
+		"Deployment/projector":            concat(dns, natsPort, mongoPort),
+		"Job/migrate":                     concat(dns, sql),
+		"CronJob/todoctl-verify":          concat(dns, natsPort, mongoPort, sql),
+		"CronJob/todoctl-resync":          concat(dns, natsPort, mongoPort, sql),
+		"CronJob/todoctl-restore-cutover": concat(dns, natsPort, mongoPort, sql),
+		"CronJob/projector-rebuild":       concat(dns, natsPort, mongoPort),
+		"Pod/nats-box":                    concat(dns, natsPort),
 	}
 	wantIngress = map[string][]string{
 		"Deployment/api":       {"TCP/http", "TCP/admin"},
@@ -64,17 +64,21 @@ var (
 	}
 )
 
-// operations are the projector's tools as CronJobs (k8s/base/operations.yaml): the
-// subcommand each runs, and whether it runs on its schedule (else it is a suspended
-// template for kubectl create job --from).
+// operations are the operator tools as CronJobs (k8s/base/operations.yaml): the
+// program and subcommand each runs, the name label of its pods (which its network
+// policies select), and whether it runs on its schedule (else it is a suspended
+// template for kubectl create job --from). The write side's tools are todoctl's, the
+// read side's the projector's.
 var operations = map[string]struct {
+	program   string
 	args      []string
+	label     string
 	scheduled bool
 }{
-	"projector-verify":          {[]string{"verify"}, true},
-	"projector-resync":          {[]string{"resync", "--all"}, false},
-	"projector-rebuild":         {[]string{"rebuild"}, false},
-	"projector-restore-cutover": {[]string{"restore-cutover", "--yes"}, false},
+	"todoctl-verify":          {"todoctl", []string{"verify"}, "todoctl", true},
+	"todoctl-resync":          {"todoctl", []string{"resync", "--all"}, "todoctl", false},
+	"todoctl-restore-cutover": {"todoctl", []string{"restore-cutover", "--yes"}, "todoctl", false},
+	"projector-rebuild":       {"projector", []string{"rebuild"}, "projector-tools", false},
 }
 
 func concat(lists ...[]string) []string {
@@ -293,9 +297,9 @@ func checkContainers(t *testing.T, m *manifest, progs map[string]program) {
 				continue // a debug pod runs a public image, not one of our programs
 			}
 
-			prog, ok := progs[imageProgram(c.Image)]
+			prog, ok := progs[containerProgram(c)]
 			if !ok {
-				t.Errorf("%s: image %s runs none of %v", id, c.Image, slices.Sorted(maps.Keys(progs)))
+				t.Errorf("%s: image %s, command %v runs none of %v", id, c.Image, c.Command, slices.Sorted(maps.Keys(progs)))
 				continue
 			}
 			env, err := m.env(c)
@@ -609,12 +613,11 @@ func checkNamespace(t *testing.T, m *manifest) {
 	}
 }
 
-// checkOperations checks the projector's tools: each CronJob runs one of the
-// projector's commands with the projector's configuration in a pod of its own (the
-// container checks cover its resources and environment); verify runs on a schedule and
-// keeps its failed Job for the alert, the others are suspended templates.
+// checkOperations checks the operator tools: each CronJob runs one of its program's
+// commands in a pod of its own (the container checks cover its resources and
+// environment); verify runs on a schedule and keeps its failed Job for the alert, the
+// others are suspended templates.
 func checkOperations(t *testing.T, m *manifest, progs map[string]program) {
-	proj := progs["projector"]
 	if got, want := slices.Sorted(maps.Keys(m.cronJobs)), slices.Sorted(maps.Keys(operations)); !slices.Equal(got, want) {
 		t.Errorf("CronJobs %v, want %v", got, want)
 	}
@@ -648,22 +651,24 @@ func checkOperations(t *testing.T, m *manifest, progs map[string]program) {
 		}
 		c := pod.Containers[0]
 		switch {
-		case imageProgram(c.Image) != "projector":
-			t.Errorf("%s: image %s, want the projector's", id, c.Image)
-		case len(c.Command) > 0 || !slices.Equal(c.Args, op.args):
-			t.Errorf("%s: command %v args %v, want args %v", id, c.Command, c.Args, op.args)
-		case !proj.commands[op.args[0]]:
-			t.Errorf("%s: the projector has no %q command", id, op.args[0])
+		case containerProgram(c) != op.program:
+			t.Errorf("%s: image %s, command %v runs %s, want %s", id, c.Image, c.Command, containerProgram(c), op.program)
+		case !slices.Equal(c.Args, op.args):
+			t.Errorf("%s: args %v, want %v", id, c.Args, op.args)
+		case !progs[op.program].commands[op.args[0]]:
+			t.Errorf("%s: %s has no %q command", id, op.program, op.args[0])
 		}
 		for _, labels := range []map[string]string{cj.Labels, job.Template.Labels} {
-			if labels["app.kubernetes.io/name"] != "projector-tools" {
-				t.Errorf("%s: labels %v, want app.kubernetes.io/name projector-tools (its network policies)", id, labels)
+			if labels["app.kubernetes.io/name"] != op.label {
+				t.Errorf("%s: labels %v, want app.kubernetes.io/name %s (its network policies)", id, labels, op.label)
 			}
 		}
-		// Its own pod, not the live replicas': the projector's Deployment, Service,
-		// PDB and autoscaler must not select it.
-		if d := m.deployments["projector"]; d != nil && d.Spec.Template.Labels["app.kubernetes.io/name"] == job.Template.Labels["app.kubernetes.io/name"] {
-			t.Errorf("%s: its pods carry the projector Deployment's name label", id)
+		// Its own pod, not the live replicas': no Deployment, Service, PDB or
+		// autoscaler may select it.
+		for _, d := range m.deployments {
+			if d.Spec.Template.Labels["app.kubernetes.io/name"] == job.Template.Labels["app.kubernetes.io/name"] {
+				t.Errorf("%s: its pods carry the %s Deployment's name label", id, d.Name)
+			}
 		}
 	}
 	// The verify alerts read this CronJob's Jobs by name.
@@ -671,7 +676,7 @@ func checkOperations(t *testing.T, m *manifest, progs map[string]program) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`cronjob="projector-verify"`, `job_name=~"projector-verify-.+"`} {
+	for _, want := range []string{`cronjob="todoctl-verify"`, `job_name=~"todoctl-verify-.+"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("alerts.yml does not select %s, the scheduled verify", want)
 		}

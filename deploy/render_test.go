@@ -336,6 +336,15 @@ func imageProgram(image string) string {
 	return path.Base(name)
 }
 
+// containerProgram is the program a container runs: the binary its command names (an
+// image may carry several, as the api image carries todoctl), else its image's own.
+func containerProgram(c corev1.Container) string {
+	if len(c.Command) > 0 {
+		return path.Base(c.Command[0])
+	}
+	return imageProgram(c.Image)
+}
+
 // imageTag is the tag of image, or "" when it has none.
 func imageTag(image string) string {
 	name, _, _ := strings.Cut(image, "@")

@@ -34,7 +34,8 @@ type program struct {
 	commands map[string]bool   // string cases of its switches: its subcommands, among others
 }
 
-// programs are the commands that run in the cluster, keyed by image name.
+// programs are the commands that run in the cluster, keyed by name: each image's own,
+// under the image's name, and todoctl.
 func programs(t *testing.T) map[string]program {
 	t.Helper()
 	progs := map[string]program{}
@@ -49,6 +50,10 @@ func programs(t *testing.T) map[string]program {
 			filepath.Join(repoRoot, "services", svc, "internal", "commands"))
 	}
 	progs["migrate"] = readProgram(t, "migrate", filepath.Join(repoRoot, "migrations", "cmd", "migrate"))
+	// The write side's operator tools, which the api image carries.
+	progs["todoctl"] = readProgram(t, "todoctl",
+		filepath.Join(repoRoot, "services", "api", "cmd", "todoctl"),
+		filepath.Join(repoRoot, "services", "api", "internal", "todoctl"))
 	return progs
 }
 

@@ -1,5 +1,6 @@
 -- Publisher replicas that are idle and LISTENing on the outbox channel. A write notifies
--- only while a row here is unexpired (shared/outbox.QueueNotify): a busy publisher polls
+-- only while a row here is unexpired (the API's notifySQL, in
+-- services/api/internal/postgres/outbox.go): a busy publisher polls
 -- at POLL_MIN anyway, and pg_notify at commit takes one global lock that halved
 -- PostgreSQL's commit throughput at 32 clients. One row per replica, so that each
 -- replica's flag is its own; a replica that dies idle leaves a row that expires.

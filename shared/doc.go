@@ -9,6 +9,8 @@
 //   - readmodel/ferretindex: the indexes and the setting that keep the read model's
 //     lookups indexed on the FerretDB stand-in, for the projector and for the tools
 //     and tests that prepare a FerretDB as it does.
+//   - drift: the comparison of a read model with the state it must show, for the
+//     write side's verify and the projector's tests.
 //   - postgres: the pool, the query interface and the one transaction helper.
 //   - natsconn: the one NATS connect, with the credential and TLS options of every
 //     connection.

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -26,8 +25,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/child"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
@@ -231,7 +228,7 @@ func publisherCase(t *testing.T, n natsAuth) secretsCase {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			ev := userCreated(t)
-			if err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, ev) }); err != nil {
+			if err := sharedtest.WriteOutbox(ctx, pool, ev); err != nil {
 				t.Fatal(err)
 			}
 			p.await(t, "event published", "")

@@ -20,10 +20,16 @@ var mongoWrites = map[string]bool{
 	"EnsureIndexes": true,
 }
 
+// mongoWriters are the module's packages that may write MongoDB, none of them part of
+// the API service, with why.
+var mongoWriters = map[string]string{
+	filepath.Join("..", "..", "internal", "restore"): "todoctl restore-cutover replaces the read model, with every projector stopped",
+}
+
 // TestAPINeverWritesMongoDB enforces invariant 1 of the brief: the API writes only
 // PostgreSQL (rows and outbox rows in one transaction); the read model is the
-// projector's alone. It reads every non-test Go file of the module and fails on any
-// call of a MongoDB write method.
+// projector's alone. It reads every non-test Go file of the module but mongoWriters'
+// and fails on any call of a MongoDB write method.
 func TestAPINeverWritesMongoDB(t *testing.T) {
 	t.Parallel()
 	fset := token.NewFileSet()
@@ -31,6 +37,9 @@ func TestAPINeverWritesMongoDB(t *testing.T) {
 	err := filepath.WalkDir(filepath.Join("..", ".."), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return err
+		}
+		if _, ok := mongoWriters[filepath.Dir(path)]; ok {
+			return nil
 		}
 		f, err := parser.ParseFile(fset, path, nil, 0)
 		if err != nil {

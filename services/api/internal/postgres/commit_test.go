@@ -23,14 +23,22 @@ import (
 // on the same database to look at the truth.
 func proxiedStore(t *testing.T) (*postgres.Store, *pgxpool.Pool, *sharedtest.PGProxy) {
 	t.Helper()
+	pool, direct, proxy := proxiedPool(t)
+	return postgres.New(pool, true), direct, proxy
+}
+
+// proxiedPool is a pool on a fresh database whose connections go through a PGProxy,
+// and a direct pool on the same database.
+func proxiedPool(t *testing.T) (*pgxpool.Pool, *pgxpool.Pool, *sharedtest.PGProxy) {
+	t.Helper()
 	direct, dbURL := dbtest.NewPool(t)
-	proxied, proxy := sharedtest.ProxyDatabase(t, dbURL)
-	pool, err := pgxpool.New(context.Background(), proxied)
+	proxiedURL, proxy := sharedtest.ProxyDatabase(t, dbURL)
+	proxied, err := pgxpool.New(context.Background(), proxiedURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
-	return postgres.New(pool, true), direct, proxy
+	t.Cleanup(proxied.Close)
+	return proxied, direct, proxy
 }
 
 func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {

@@ -74,10 +74,8 @@ func TestWritesNotifyThePublisher(t *testing.T) {
 	}
 
 	// Writes notify only while a publisher is marked idle and listening (see
-	// outbox.Notify; the outbox package tests the unmarked case).
-	if err := outbox.MarkListening(ctx, pool, "publisher", time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	// TestNotifyOnlyWhileAListenerIsMarked for the unmarked case).
+	markListening(ctx, t, pool, "publisher", time.Minute)
 	s := postgres.New(pool, true)
 	u := users.SignUp{Email: "n@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
 	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {

@@ -1,7 +1,6 @@
 // Command projector applies the event stream to the MongoDB read model (see
-// internal/app for what runs), and carries the operator tools that go with it (dead
-// letters and rebuild in internal/operate; verify, resync and restore-cutover in
-// internal/commands). Run `projector help` for the commands.
+// internal/app for what runs), and carries the read side's operator tools (dead letters
+// and rebuild, in internal/operate). Run `projector help` for the commands.
 package main
 
 import (
@@ -11,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/app"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/commands"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/operate"
 	"github.com/outboxtodo/outboxtodo/shared/process"
@@ -26,8 +24,6 @@ func main() {
 		switch cmd {
 		case "run":
 			return process.RunApp(ctx, log, config.Load, app.New)
-		case "verify", "resync", "restore-cutover":
-			return commands.Run(ctx, cmd, args, os.Stdout, log)
 		}
 		return operate.Run(ctx, cmd, args, os.Stdout, log)
 	})

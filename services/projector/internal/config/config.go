@@ -65,9 +65,6 @@ type Config struct {
 	// need (package ferretindex). Empty for MongoDB.
 	FerretDBPostgreSQLURL string `env:"FERRETDB_POSTGRESQL_URL" secret:"url"`
 
-	// DatabaseURL is the source of truth, for verify and resync only.
-	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/todo?sslmode=disable" secret:"url"`
-
 	AdminAddr     string        `env:"ADMIN_ADDR" envDefault:":9092"`
 	StatsInterval time.Duration `env:"STATS_INTERVAL" envDefault:"5s"`
 	// ShutdownTimeout is how long the batch in hand may take to finish after SIGTERM;

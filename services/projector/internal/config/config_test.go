@@ -71,7 +71,6 @@ func TestLoad(t *testing.T) {
 }
 
 func TestLogValueMasksPasswords(t *testing.T) {
-	t.Setenv("DATABASE_URL", "postgres://app:s3cret@db:5432/todo")
 	t.Setenv("MONGODB_URI", "mongodb://reader:hunter2@mongo:27017/")
 	t.Setenv("NATS_URL", "nats://svc:natspw@nats:4222")
 	t.Setenv("FERRETDB_POSTGRESQL_URL", "postgres://ferret:pgpw@db:5432/ferretdb")
@@ -80,7 +79,7 @@ func TestLogValueMasksPasswords(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := c.LogValue().String()
-	for _, secret := range []string{"s3cret", "hunter2", "natspw", "pgpw"} {
+	for _, secret := range []string{"hunter2", "natspw", "pgpw"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("log value shows %q: %s", secret, s)
 		}

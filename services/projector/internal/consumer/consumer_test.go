@@ -17,12 +17,12 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
-func activeSnapshot(env *projtest.Env) (verify.Snapshot, error) { return env.ActiveSnapshot() }
+func activeSnapshot(env *projtest.Env) (drift.Snapshot, error) { return env.ActiveSnapshot() }
 
 func converged(env *projtest.Env, w *projtest.World) func() (bool, string) { return env.Converged(w) }
 

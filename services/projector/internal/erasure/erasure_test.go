@@ -13,11 +13,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/erasure"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -30,7 +28,6 @@ import (
 func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	pool, _ := dbtest.NewPool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -96,15 +93,12 @@ func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 		}
 	}
 
-	if err := w.WriteSource(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	const target = "todo_read_rebuilt"
 	if _, err := rebuild.Run(ctx, rebuild.Config{Consumer: env.ConsumerConfig("projector"), Database: target, FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(),
 		Settle: 100 * time.Millisecond, Timeout: time.Minute}, env.JS, env.Store, env.Log); err != nil {
 		t.Fatal(err)
 	}
-	diffs, err := verify.Run(ctx, pool, env.Mongo.Database(target))
+	diffs, err := projtest.Differences(ctx, w, env.Mongo.Database(target))
 	if err != nil || len(diffs) > 0 {
 		t.Fatalf("rebuilt read model differs from the source: %v, %v", diffs, err)
 	}

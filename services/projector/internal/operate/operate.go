@@ -29,16 +29,11 @@ commands:
   run                                   consume the stream into the read model (default)
   deadletters list [--all]              list pending dead letters (--all: redriven too)
   deadletters redrive [--id ID]...      apply dead letters to the read model again (none: all pending)
-  verify                                compare PostgreSQL and MongoDB; exit 1 on drift
-  resync (--all | --user ID | --todo ID)...
-                                        re-emit outbox events so the read model is repaired
   rebuild [--database NAME] [--settle D] [--timeout D] [--batch-size N]
                                         fill a fresh read model from the stream, then switch readers
-  restore-cutover [--yes]               after a restore of the database: replace the stream and the
-                                        read model, re-emit every aggregate (publishers and projectors
-                                        stopped; without --yes, only show what runs)
 
-configuration comes from the environment (NATS_URL, MONGODB_URI, DATABASE_URL, ...).
+configuration comes from the environment (NATS_URL, MONGODB_URI, ...). verify, resync
+and restore-cutover are the write side's: todoctl, in the API module.
 `
 
 // Run runs the operator command cmd (deadletters, rebuild or help) with its arguments

@@ -19,7 +19,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -73,11 +73,11 @@ func requireConverged(t *testing.T, db *mongo.Database, w *projtest.World) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	got, err := verify.FromMongo(ctx, db)
+	got, err := drift.FromMongo(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range verify.Compare(w.Snapshot(), got) {
+	for _, d := range drift.Compare(w.Snapshot(), got) {
 		t.Error(d)
 	}
 }

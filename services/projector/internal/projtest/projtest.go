@@ -24,6 +24,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 
@@ -182,24 +183,10 @@ func (e *Env) Start(t testing.TB, cfg consumer.Config) *Replica {
 	return &Replica{Metrics: m, Reg: reg, stop: stop}
 }
 
-// Publish publishes events as the publisher does: body e.Encode(), subject
-// event.Subject, Nats-Msg-Id the event id.
+// Publish publishes events as the publisher does (sharedtest.PublishEvents).
 func (e *Env) Publish(t testing.TB, events ...event.Envelope) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, ev := range events {
-		b, err := ev.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg := nats.NewMsg(event.Subject(Prefix, ev))
-		msg.Data = b
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID.String())
-		if _, err := e.JS.PublishMsg(ctx, msg); err != nil {
-			t.Fatalf("publish %s: %v", ev.ID, err)
-		}
-	}
+	sharedtest.PublishEvents(t, e.JS, Prefix, events...)
 }
 
 // PublishRedelivery publishes events again without a message id, so that the
@@ -219,21 +206,10 @@ func (e *Env) PublishRedelivery(t testing.TB, events ...event.Envelope) {
 	}
 }
 
-// Eventually polls cond every 50 ms until it holds or timeout passes, then fails
-// with cond's last explanation.
+// Eventually is sharedtest.Eventually, under the name the projector's tests call.
 func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %s", timeout, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sharedtest.Eventually(t, timeout, cond)
 }
 
 // Logger logs warnings and errors to the test log.

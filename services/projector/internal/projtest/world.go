@@ -3,18 +3,14 @@ package projtest
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
-	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // World plays the API: each write changes its state and appends the event the API's
@@ -37,14 +33,6 @@ type World struct {
 func NewWorld(t testing.TB) *World {
 	return &World{t: t, now: time.Now().UTC().Truncate(time.Microsecond), Users: map[uuid.UUID]event.UserData{},
 		Todos: map[uuid.UUID]event.TodoData{}, Stats: map[uuid.UUID]event.Stats{}}
-}
-
-// Clone is a copy of the world that changes apart from w: the state a backup keeps.
-func (w *World) Clone() *World {
-	c := *w
-	c.Users, c.Todos, c.Stats = maps.Clone(w.Users), maps.Clone(w.Todos), maps.Clone(w.Stats)
-	c.Events = slices.Clone(w.Events)
-	return &c
 }
 
 func (w *World) tick() time.Time {
@@ -169,103 +157,29 @@ func (w *World) DeleteUser(id uuid.UUID) {
 }
 
 // Snapshot is the state the read model must converge to.
-func (w *World) Snapshot() verify.Snapshot {
-	s := verify.Snapshot{Users: map[string]readmodel.User{}, Todos: map[string]readmodel.Todo{}, Stats: map[string]readmodel.Stats{}}
-	for id, u := range w.Users {
-		s.Users[id.String()] = readmodel.User{ID: id.String(), Email: u.Email, DisplayName: u.DisplayName, Version: u.Version,
-			CreatedAt: ms(u.CreatedAt), UpdatedAt: ms(u.UpdatedAt)}
+func (w *World) Snapshot() drift.Snapshot {
+	s := drift.NewSnapshot()
+	for _, u := range w.Users {
+		s.AddUser(u)
 	}
-	for id, td := range w.Todos {
-		s.Todos[id.String()] = readmodel.Todo{ID: id.String(), UserID: td.UserID.String(), Title: td.Title, Notes: td.Notes,
-			Completed: td.Completed, CompletedAt: msp(td.CompletedAt), Due: msp(td.Due), Priority: td.Priority, Version: td.Version,
-			CreatedAt: ms(td.CreatedAt), UpdatedAt: ms(td.UpdatedAt)}
+	for _, td := range w.Todos {
+		s.AddTodo(td)
 	}
 	for id, st := range w.Stats {
-		s.Stats[id.String()] = readmodel.StatsOf(id.String(), st, time.Time{})
+		s.AddStats(id, st)
 	}
 	return s
 }
 
-func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
-
-func msp(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := ms(*t)
-	return &u
-}
-
-// WriteSource stores the world's current state in PostgreSQL, as the API would have
-// (without outbox rows: the events are in w.Events).
-func (w *World) WriteSource(ctx context.Context, db postgres.Beginner) error {
-	return postgres.WithTx(ctx, db, func(tx pgx.Tx) error {
-		for _, u := range w.Users {
-			if _, err := tx.Exec(ctx, `INSERT INTO users (id, email, display_name, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-				u.ID, u.Email, u.DisplayName, u.Version, u.CreatedAt, u.UpdatedAt); err != nil {
-				return fmt.Errorf("insert user: %w", err)
-			}
-		}
-		for _, td := range w.Todos {
-			if _, err := tx.Exec(ctx, `INSERT INTO todos (id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-				td.ID, td.UserID, td.Title, td.Notes, td.Completed, td.CompletedAt, td.Due, td.Priority, td.Version, td.CreatedAt, td.UpdatedAt); err != nil {
-				return fmt.Errorf("insert todo: %w", err)
-			}
-		}
-		for id, st := range w.Stats {
-			if _, err := tx.Exec(ctx, `INSERT INTO user_stats (user_id, open, completed, version, deleted) VALUES ($1, $2, $3, $4, $5)`,
-				id, st.Open, st.Completed, st.Version, st.Deleted); err != nil {
-				return fmt.Errorf("insert user_stats: %w", err)
-			}
-		}
-		return nil
-	})
-}
-
-// RelayOutbox plays the publisher once: it publishes every unpublished outbox row,
-// oldest first, and marks it published. It returns how many it relayed.
-func (e *Env) RelayOutbox(t testing.TB, db postgres.DBTX) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rows, err := db.Query(ctx, `SELECT event_id, payload::text FROM outbox WHERE published_at IS NULL ORDER BY created_at, event_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type row struct {
-		id      uuid.UUID
-		payload string
-	}
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-		var x row
-		return x, r.Scan(&x.id, &x.payload)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range all {
-		ev, err := event.Decode([]byte(r.payload))
-		if err != nil {
-			t.Fatalf("outbox row %s: %v", r.id, err)
-		}
-		e.Publish(t, ev)
-		if _, err := db.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE event_id = $1`, r.id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return len(all)
-}
-
 // ActiveSnapshot reads the live documents of the active read model.
-func (e *Env) ActiveSnapshot() (verify.Snapshot, error) {
+func (e *Env) ActiveSnapshot() (drift.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	db, err := e.Store.Active(ctx)
 	if err != nil {
-		return verify.Snapshot{}, err
+		return drift.Snapshot{}, err
 	}
-	return verify.FromMongo(ctx, db)
+	return drift.FromMongo(ctx, db)
 }
 
 // Converged is a condition for Eventually: the active read model equals w.
@@ -275,10 +189,20 @@ func (e *Env) Converged(w *World) func() (bool, string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		diffs := verify.Compare(w.Snapshot(), got)
+		diffs := drift.Compare(w.Snapshot(), got)
 		if len(diffs) == 0 {
 			return true, ""
 		}
 		return false, fmt.Sprintf("%d differences, first: %s", len(diffs), diffs[0])
 	}
+}
+
+// Differences lists every difference of the read model db from the state w's writes
+// left.
+func Differences(ctx context.Context, w *World, db *mongo.Database) ([]drift.Difference, error) {
+	got, err := drift.FromMongo(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	return drift.Compare(w.Snapshot(), got), nil
 }

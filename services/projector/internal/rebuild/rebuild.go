@@ -21,7 +21,7 @@
 // the user's final stats. A rebuild therefore costs one message per aggregate, not one
 // per event, and the stream, which keeps the newest messages of every subject without
 // a maximum age, holds everything it needs. Events written before events carried stats
-// have none: run `projector resync --all` once before rebuilding from a stream that
+// have none: run `todoctl resync --all` once before rebuilding from a stream that
 // old.
 package rebuild
 

@@ -10,37 +10,25 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
-// setUp is a rebuild test's servers, its source of truth's database, and a context
-// that ends after timeout.
-func setUp(t *testing.T, timeout time.Duration) (*projtest.Env, *pgxpool.Pool, context.Context) {
-	t.Helper()
-	env := projtest.New(t)
-	pool, _ := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	t.Cleanup(cancel)
-	return env, pool, ctx
-}
-
-// A rebuild fills a fresh read model equal to PostgreSQL from the stream alone, flips
+// A rebuild fills a fresh read model equal to the source from the stream alone, flips
 // readers to it while the live projector runs, and the live projector follows.
 func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	t.Parallel()
-	env, pool, ctx := setUp(t, 2*time.Minute)
+	env := projtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 
 	w := projtest.NewWorld(t)
 	for i := range 4 {
@@ -74,13 +62,10 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 
 	// Writes after the switch reach the new read model through the live projector.
 	w.SetCompleted(w.CreateTodo(w.CreateUser(), "after"), true)
-	if err := w.WriteSource(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	env.Publish(t, w.Events[len(w.Events)-3:]...)
 	active := env.Mongo.Database("todo_read_rebuilt")
 	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
-		diffs, err := verify.Run(ctx, pool, active)
+		diffs, err := projtest.Differences(ctx, w, active)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -92,13 +77,15 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 }
 
 // A rebuild reads only the newest message of each aggregate's subject and still ends
-// equal to PostgreSQL: the stream holds several versions of most aggregates, deleted
+// equal to the source: the stream holds several versions of most aggregates, deleted
 // todos and deleted users, and the rebuild consumer gets one message per subject. The
 // fresh database gets FerretDB's GIN indexes before the first write, and FerretDB's
 // lookups there use them.
 func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	t.Parallel()
-	env, pool, ctx := setUp(t, 2*time.Minute)
+	env := projtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 
 	w := projtest.NewWorld(t)
 	var users []uuid.UUID
@@ -120,9 +107,6 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	}
 	for _, u := range users[:3] {
 		w.DeleteUser(u)
-	}
-	if err := w.WriteSource(ctx, pool); err != nil {
-		t.Fatal(err)
 	}
 	env.Publish(t, w.Events...)
 	subjects := map[string]bool{}
@@ -148,7 +132,7 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 		t.Errorf("rebuild consumer got %d messages, want about one per subject (%d) of the stream's %d", res.Messages, len(subjects), len(w.Events))
 	}
 	rebuilt := env.Mongo.Database(target)
-	diffs, err := verify.Run(ctx, pool, rebuilt)
+	diffs, err := projtest.Differences(ctx, w, rebuilt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +162,9 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 // expired (see consumer.Config.DeliverPolicy), and the rebuild must not lose it.
 func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	t.Parallel()
-	env, pool, ctx := setUp(t, 3*time.Minute)
+	env := projtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	w := projtest.NewWorld(t)
 	title := strings.Repeat("a long title ", 700) // about 9 kB, and the notes repeat it
 	for range 40 {
@@ -186,9 +172,6 @@ func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 		for range 25 {
 			w.CreateTodo(u, title)
 		}
-	}
-	if err := w.WriteSource(ctx, pool); err != nil {
-		t.Fatal(err)
 	}
 	env.Publish(t, w.Events...)
 
@@ -200,12 +183,12 @@ func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diffs, err := verify.Run(ctx, pool, env.Mongo.Database(target))
+	diffs, err := projtest.Differences(ctx, w, env.Mongo.Database(target))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(diffs) > 0 {
-		t.Errorf("rebuild of %d events (%d messages delivered) differs from PostgreSQL in %d documents, first %s", res.Events, res.Messages, len(diffs), diffs[0])
+		t.Errorf("rebuild of %d events (%d messages delivered) differs from the source in %d documents, first %s", res.Events, res.Messages, len(diffs), diffs[0])
 	}
 }
 

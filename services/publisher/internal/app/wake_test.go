@@ -90,10 +90,7 @@ func TestWritesNotifyOnlyAnIdlePublisher(t *testing.T) {
 		// case under test: write again.
 		var sawMark bool
 		if err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-			if err := outbox.Insert(ctx, tx, pubtest.Event(t, uuid.New(), uuid.New(), 1, "")); err != nil {
-				return err
-			}
-			if err := outbox.Notify(ctx, tx); err != nil {
+			if err := pubtest.WriteIn(ctx, tx, true, pubtest.Event(t, uuid.New(), uuid.New(), 1, "")); err != nil {
 				return err
 			}
 			return tx.QueryRow(ctx, "SELECT count(*) > 0 FROM outbox_listeners WHERE expires_at > now()").Scan(&sawMark)

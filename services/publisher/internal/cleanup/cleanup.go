@@ -6,7 +6,6 @@ package cleanup
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 )
 
 // Leases is what cleanup needs from the lease manager.
@@ -40,6 +40,16 @@ func New(pool *pgxpool.Pool, leases Leases, retention time.Duration, batch int, 
 // Run cleans every interval until ctx is cancelled; failures are logged and retried at
 // the next interval.
 func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
+	return every(ctx, interval, func() {
+		n, err := c.Clean(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("outbox cleanup failed", "error", err, "deleted", n)
+		}
+	})
+}
+
+// every runs fn every interval until ctx is cancelled, and then returns nil.
+func every(ctx context.Context, interval time.Duration, fn func()) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -48,29 +58,9 @@ func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		n, err := c.Clean(ctx)
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("outbox cleanup failed", "error", err, "deleted", n)
-		}
+		fn()
 	}
 }
-
-// The records of published events (outbox_published, migration 00007), and the rows
-// that releases before it marked published in the outbox itself, until they are gone.
-// Each subquery finds a bounded batch by the index on published_at; PostgreSQL and
-// CockroachDB both run DELETE ... WHERE key IN (SELECT ... LIMIT n).
-var deleteSQL = []string{`
-DELETE FROM outbox_published WHERE event_id IN (
-    SELECT event_id FROM outbox_published
-    WHERE published_at < now() - $1::bigint * interval '1 millisecond'
-      AND partition = ANY($2)
-    LIMIT $3)`, `
-DELETE FROM outbox WHERE event_id IN (
-    SELECT event_id FROM outbox
-    WHERE published_at IS NOT NULL
-      AND published_at < now() - $1::bigint * interval '1 millisecond'
-      AND partition = ANY($2)
-    LIMIT $3)`}
 
 // Clean deletes batch after batch until a batch comes back short, and returns the
 // number of rows deleted.
@@ -80,15 +70,14 @@ func (c *Cleaner) Clean(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	var total int64
-	for _, sql := range deleteSQL {
+	for _, del := range outboxdb.Cleanups {
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			tag, err := c.pool.Exec(sctx, sql, c.retention.Milliseconds(), parts, c.batch)
+			n, err := del(sctx, c.pool, c.retention, parts, c.batch)
 			cancel()
 			if err != nil {
-				return total, fmt.Errorf("delete published outbox rows: %w", err)
+				return total, err
 			}
-			n := tag.RowsAffected()
 			total += n
 			c.m.CleanedUp.Add(float64(n))
 			if ctx.Err() != nil {

@@ -8,10 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // Vacuumer vacuums and analyzes the outbox tables when their dead rows or their
@@ -40,9 +41,6 @@ type Vacuumer struct {
 	log      *slog.Logger
 }
 
-// vacuumedTables are the tables the publisher deletes from on every mark or cleanup.
-var vacuumedTables = []string{"outbox", "outbox_published"}
-
 // NewVacuumer returns a Vacuumer that vacuums a table once it holds deadRows dead
 // tuples, and analyzes it once deadRows rows changed since its last ANALYZE.
 func NewVacuumer(pool *pgxpool.Pool, deadRows int64, m *metrics.Metrics, log *slog.Logger) *Vacuumer {
@@ -60,71 +58,49 @@ func (v *Vacuumer) Run(ctx context.Context, interval time.Duration) error {
 		v.log.Info("outbox vacuum off: the database has no VACUUM (CockroachDB collects its own garbage)")
 		return nil
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return every(ctx, interval, func() {
 		if _, err := v.Vacuum(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("outbox vacuum failed", "error", err)
 		}
-	}
+	})
 }
 
 func (v *Vacuumer) supported(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var version string
-	if err := v.pool.QueryRow(ctx, `SELECT version()`).Scan(&version); err != nil {
+	version, err := outboxdb.ServerVersion(ctx, v.pool)
+	if err != nil {
 		if ctx.Err() != nil {
 			return false, nil
 		}
-		return false, fmt.Errorf("read server version: %w", err)
+		return false, err
 	}
 	return !strings.Contains(version, "CockroachDB"), nil
 }
 
-// countsSQL reads the cumulative statistics' counts of dead tuples and of rows changed
-// since the last ANALYZE: PostgreSQL keeps them whether or not autovacuum runs
-// (track_counts, on by default).
-const countsSQL = `
-SELECT relname, n_dead_tup, n_mod_since_analyze FROM pg_stat_user_tables
-WHERE schemaname = current_schema() AND relname = ANY($1)`
-
-// Vacuum runs VACUUM (ANALYZE) on each outbox table holding at least the threshold
-// of dead tuples, and ANALYZE on each other one with that many rows changed since its
-// last ANALYZE. It returns what it ran, as "vacuum <table>" and "analyze <table>".
+// Vacuum runs VACUUM (ANALYZE) on each outbox table (outboxdb.Churned) holding at
+// least the threshold of dead tuples, and ANALYZE on each other one with that many rows
+// changed since its last ANALYZE. It returns what it ran, as "vacuum <table>" and
+// "analyze <table>".
 func (v *Vacuumer) Vacuum(ctx context.Context) ([]string, error) {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	rows, err := v.pool.Query(qctx, countsSQL, vacuumedTables)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("read table statistics: %w", err)
-	}
-	type table struct {
-		name          string
-		dead, changed int64
-	}
-	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
-		var t table
-		return t, r.Scan(&t.name, &t.dead, &t.changed)
-	})
+	tables, err := outboxdb.ReadActivity(qctx, v.pool, outboxdb.Churned)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("read table statistics: %w", err)
+		return nil, err
 	}
 	var done []string
 	var errs []error
 	for _, t := range tables {
-		var action, sql string
-		switch name := (pgx.Identifier{t.name}).Sanitize(); {
-		case t.dead >= v.deadRows:
-			action, sql = "vacuum", `VACUUM (ANALYZE, SKIP_LOCKED) `+name
-		case t.changed >= v.deadRows:
-			action, sql = "analyze", `ANALYZE (SKIP_LOCKED) `+name
+		var (
+			action string
+			run    func(context.Context, postgres.DBTX, string) error
+		)
+		switch {
+		case t.Dead >= v.deadRows:
+			action, run = "vacuum", outboxdb.Vacuum
+		case t.Changed >= v.deadRows:
+			action, run = "analyze", outboxdb.Analyze
 		default:
 			continue
 		}
@@ -132,15 +108,15 @@ func (v *Vacuumer) Vacuum(ctx context.Context) ([]string, error) {
 		// stuck one does not hold the loop.
 		vctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		start := time.Now()
-		_, err := v.pool.Exec(vctx, sql)
+		err := run(vctx, v.pool, t.Table)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s %s: %w", action, t.name, err))
+			errs = append(errs, fmt.Errorf("%s %s: %w", action, t.Table, err))
 			continue
 		}
-		v.m.Vacuums.WithLabelValues(t.name, action).Inc()
-		v.log.Debug("outbox maintenance", "action", action, "table", t.name, "dead_tuples", t.dead, "changed", t.changed, "took", time.Since(start))
-		done = append(done, action+" "+t.name)
+		v.m.Vacuums.WithLabelValues(t.Table, action).Inc()
+		v.log.Debug("outbox maintenance", "action", action, "table", t.Table, "dead_tuples", t.Dead, "changed", t.Changed, "took", time.Since(start))
+		done = append(done, action+" "+t.Table)
 	}
 	return done, errors.Join(errs...)
 }

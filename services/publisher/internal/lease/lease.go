@@ -7,11 +7,10 @@
 // replicas join. A lease is valid while its expires_at (database clock, so replicas'
 // clocks do not matter) is in the future; every acquisition bumps its epoch. Writers
 // fence on (owner, epoch, unexpired), see Held, so a replica that stalled past its
-// lease cannot mark rows of a partition another replica has since taken (the relay
-// joins publisher_leases in its mark-published UPDATE).
+// lease cannot mark rows of a partition another replica has since taken (the mark
+// joins publisher_leases: outboxdb.MarkPublished).
 //
-// The SQL is plain UPDATE/INSERT on two small tables: it runs on PostgreSQL and
-// CockroachDB, without advisory locks.
+// The statements are package outboxdb's.
 package lease
 
 import (
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 )
 
 // Held maps each partition this replica holds to the epoch it was acquired with.
@@ -109,90 +110,85 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// ensureRows creates the lease rows on first start; the partition count lives in code
-// (shared/outbox.Partitions), not in the migration.
-func (m *Manager) ensureRows(ctx context.Context) error {
-	_, err := m.pool.Exec(ctx, `
-INSERT INTO publisher_leases (partition, owner, epoch, expires_at)
-SELECT p, '', 0, now() FROM generate_series(0, $1::int - 1) AS p
-ON CONFLICT (partition) DO NOTHING`, m.partitions)
-	if err != nil {
-		return fmt.Errorf("create lease rows: %w", err)
-	}
-	return nil
-}
-
 // Tick heartbeats, renews, releases extras and acquires up to the fair share. Every
 // statement is bounded by the TTL: a tick slower than that has lost its leases anyway.
 func (m *Manager) Tick(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.ttl)
 	defer cancel()
-	ttlMs := m.ttl.Milliseconds()
-	if !m.rowsReady {
-		if err := m.ensureRows(ctx); err != nil {
-			return err
-		}
-		m.rowsReady = true
+	if err := m.ensureRows(ctx); err != nil {
+		return err
 	}
-
-	var live int
-	err := m.pool.QueryRow(ctx, `
-WITH hb AS (
-    INSERT INTO publisher_replicas (replica_id, expires_at)
-    VALUES ($1, now() + $2::bigint * interval '1 millisecond')
-    ON CONFLICT (replica_id) DO UPDATE SET expires_at = excluded.expires_at
-    RETURNING replica_id)
-SELECT 1 + count(*) FROM publisher_replicas WHERE expires_at > now() AND replica_id <> $1`,
-		m.owner, ttlMs).Scan(&live)
+	live, err := outboxdb.Heartbeat(ctx, m.pool, m.owner, m.ttl)
 	if err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
+		return err
 	}
 	target := (m.partitions + live - 1) / live
-
-	held, err := m.collect(ctx, `
-UPDATE publisher_leases SET expires_at = now() + $2::bigint * interval '1 millisecond'
-WHERE owner = $1 AND expires_at > now()
-RETURNING partition, epoch`, m.owner, ttlMs)
+	renewed, err := outboxdb.RenewLeases(ctx, m.pool, m.owner, m.ttl)
 	if err != nil {
-		return fmt.Errorf("renew leases: %w", err)
+		return err
 	}
-
-	acquired := 0
+	held, acquired := Held(renewed), 0
 	switch {
 	case len(held) > target:
-		// Give back the highest partitions: every replica agrees on that order, so the
-		// ones released are the ones a newcomer finds free first.
-		parts := held.Partitions()
-		extra := parts[target:]
-		if _, err := m.pool.Exec(ctx, `
-UPDATE publisher_leases SET owner = '', expires_at = now()
-WHERE owner = $1 AND partition = ANY($2)`, m.owner, extra); err != nil {
-			return fmt.Errorf("release %d extra leases: %w", len(extra), err)
-		}
-		for _, p := range extra {
-			delete(held, p)
-		}
-		m.log.Info("released leases to rebalance", "released", len(extra), "held", len(held), "replicas", live)
+		err = m.releaseExtras(ctx, held, target, live)
 	case len(held) < target:
-		// Random order spreads concurrent acquirers over different rows; the re-check of
-		// expires_at in the outer UPDATE makes a row go to one of them only.
-		got, err := m.collect(ctx, `
-UPDATE publisher_leases
-SET owner = $1, epoch = epoch + 1, expires_at = now() + $2::bigint * interval '1 millisecond'
-WHERE partition IN (
-    SELECT partition FROM publisher_leases WHERE expires_at <= now() ORDER BY random() LIMIT $3)
-  AND expires_at <= now()
-RETURNING partition, epoch`, m.owner, ttlMs, target-len(held))
-		if err != nil {
-			return fmt.Errorf("acquire leases: %w", err)
-		}
-		maps.Copy(held, got)
-		acquired = len(got)
-		if acquired > 0 {
-			m.log.Info("acquired leases", "acquired", acquired, "held", len(held), "replicas", live)
-		}
+		acquired, err = m.acquire(ctx, held, target, live)
 	}
+	if err != nil {
+		return err
+	}
+	m.update(held, acquired)
+	// Forget replicas dead for long; the count above ignores them already.
+	if rand.IntN(10) == 0 {
+		return outboxdb.ForgetDeadReplicas(ctx, m.pool)
+	}
+	return nil
+}
 
+// ensureRows creates the lease rows on first start.
+func (m *Manager) ensureRows(ctx context.Context) error {
+	if m.rowsReady {
+		return nil
+	}
+	if err := outboxdb.EnsureLeases(ctx, m.pool, m.partitions); err != nil {
+		return err
+	}
+	m.rowsReady = true
+	return nil
+}
+
+// releaseExtras gives back the leases of held beyond target, the highest partitions:
+// every replica agrees on that order, so the ones released are the ones a newcomer
+// finds free first.
+func (m *Manager) releaseExtras(ctx context.Context, held Held, target, live int) error {
+	extra := held.Partitions()[target:]
+	if err := outboxdb.ReleaseLeases(ctx, m.pool, m.owner, extra); err != nil {
+		return fmt.Errorf("release %d extra leases: %w", len(extra), err)
+	}
+	for _, p := range extra {
+		delete(held, p)
+	}
+	m.log.Info("released leases to rebalance", "released", len(extra), "held", len(held), "replicas", live)
+	return nil
+}
+
+// acquire takes free or expired leases into held, up to target, and returns how many
+// it took.
+func (m *Manager) acquire(ctx context.Context, held Held, target, live int) (int, error) {
+	got, err := outboxdb.AcquireLeases(ctx, m.pool, m.owner, m.ttl, target-len(held))
+	if err != nil {
+		return 0, err
+	}
+	maps.Copy(held, got)
+	if len(got) > 0 {
+		m.log.Info("acquired leases", "acquired", len(got), "held", len(held), "replicas", live)
+	}
+	return len(got), nil
+}
+
+// update makes held the leases Held reports, and tells OnChange and, when the tick
+// acquired partitions, Acquired.
+func (m *Manager) update(held Held, acquired int) {
 	m.mu.Lock()
 	m.held = held
 	m.mu.Unlock()
@@ -205,13 +201,6 @@ RETURNING partition, epoch`, m.owner, ttlMs, target-len(held))
 		default:
 		}
 	}
-	// Forget replicas dead for long; the count above ignores them already.
-	if rand.IntN(10) == 0 {
-		if _, err := m.pool.Exec(ctx, `DELETE FROM publisher_replicas WHERE expires_at < now() - interval '1 hour'`); err != nil {
-			return fmt.Errorf("forget dead replicas: %w", err)
-		}
-	}
-	return nil
 }
 
 // ReleaseAll gives every lease back and removes this replica's heartbeat, so the others
@@ -220,31 +209,5 @@ func (m *Manager) ReleaseAll(ctx context.Context) error {
 	m.mu.Lock()
 	m.held = Held{}
 	m.mu.Unlock()
-	if _, err := m.pool.Exec(ctx, `UPDATE publisher_leases SET owner = '', expires_at = now() WHERE owner = $1`, m.owner); err != nil {
-		return err
-	}
-	if _, err := m.pool.Exec(ctx, `DELETE FROM publisher_replicas WHERE replica_id = $1`, m.owner); err != nil {
-		return err
-	}
-	return nil
-}
-
-func (m *Manager) collect(ctx context.Context, sql string, args ...any) (Held, error) {
-	rows, err := m.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	h := Held{}
-	for rows.Next() {
-		var (
-			p int32
-			e int64
-		)
-		if err := rows.Scan(&p, &e); err != nil {
-			return nil, err
-		}
-		h[p] = e
-	}
-	return h, rows.Err()
+	return outboxdb.ReleaseAll(ctx, m.pool, m.owner)
 }

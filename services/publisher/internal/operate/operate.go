@@ -17,7 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/parking"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
@@ -68,14 +68,14 @@ func Run(ctx context.Context, cmd string, args []string, out io.Writer, log *slo
 	defer pool.Close()
 
 	if cmd == "retry-parked" {
-		n, err := parking.Retry(ctx, pool, ids)
+		n, err := outboxdb.RetryParked(ctx, pool, ids)
 		if err != nil {
 			return err
 		}
 		log.Info("unparked outbox rows", "rows", n, "requested", len(ids))
 		return nil
 	}
-	rows, err := parking.List(ctx, pool, limit)
+	rows, err := outboxdb.ListParked(ctx, pool, limit)
 	if err != nil {
 		return err
 	}

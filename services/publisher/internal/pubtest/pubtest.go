@@ -1,7 +1,8 @@
-// Package pubtest holds what the publisher's tests share: writing outbox rows the way
-// the API does (shared/outbox.Insert inside postgres.WithTx), reading a stream back,
-// and checking that every row arrived exactly once and in version order per aggregate.
-// Tests only; it talks to the real servers the tests start.
+// Package pubtest holds what the publisher's tests share: writing outbox rows as the
+// API's writes leave them (the row format of shared/outbox, one transaction per write,
+// with the API's wake-up notification), reading a stream back, and checking that every
+// row arrived exactly once and in version order per aggregate. Tests only; it talks to
+// the real servers the tests start.
 package pubtest
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // Logger returns a JSON logger writing to t.Log until t ends (later lines, from
@@ -76,18 +78,54 @@ func Event(t testing.TB, owner, todo uuid.UUID, v int64, notes string) event.Env
 	return e
 }
 
+// notifySQL is the API's wake-up (services/api/internal/postgres): a notification on
+// outbox.Channel, sent at commit only while a publisher replica is marked idle and
+// listening.
+const notifySQL = "SELECT pg_notify($1, '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1"
+
 // Write commits events in one transaction, as the API does, and sends the wake-up
 // notification when notify is set.
 func Write(ctx context.Context, pool *pgxpool.Pool, notify bool, events ...event.Envelope) error {
-	return postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
-		if err := outbox.Insert(ctx, tx, events...); err != nil {
-			return err
+	return postgres.WithTx(ctx, pool, func(tx pgx.Tx) error { return WriteIn(ctx, tx, notify, events...) })
+}
+
+// WriteIn writes the outbox rows of events in tx, and the wake-up notification after
+// them when notify is set, as the API's writes do.
+func WriteIn(ctx context.Context, tx pgx.Tx, notify bool, events ...event.Envelope) error {
+	if err := sharedtest.WriteOutbox(ctx, tx, events...); err != nil {
+		return err
+	}
+	if notify {
+		if _, err := tx.Exec(ctx, notifySQL, outbox.Channel); err != nil {
+			return fmt.Errorf("notify: %w", err)
 		}
-		if notify {
-			return outbox.Notify(ctx, tx)
+	}
+	return nil
+}
+
+// WriteBacklog writes n events, versions 1 to 4 of n/4 todos, 1000 per transaction:
+// a backlog for benchmarks that measure the drain, not the writers.
+func WriteBacklog(ctx context.Context, t testing.TB, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	aggs := NewAggregates(n / 4)
+	var evs []event.Envelope
+	flush := func() {
+		if err := Write(ctx, pool, false, evs...); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+		evs = evs[:0]
+	}
+	for v := int64(1); v <= 4; v++ {
+		for i := range aggs.IDs {
+			evs = append(evs, Event(t, aggs.Owners[i], aggs.IDs[i], v, ""))
+			if len(evs) == 1000 {
+				flush()
+			}
+		}
+	}
+	if len(evs) > 0 {
+		flush()
+	}
 }
 
 // Aggregates is a set of todos, each with its own owner, written version by version.

@@ -11,7 +11,7 @@
 // Order: an aggregate's version N+1 never reaches the stream before N. One replica
 // drains a partition at a time (package lease), and it has at most one unacknowledged
 // publish per aggregate: a row is claimed only once every lower version of its
-// aggregate is published or acknowledged (see claimSQL), so a batch holds at most one
+// aggregate is published or acknowledged (see outboxdb.Claim), so a batch holds at most one
 // row per aggregate and the next version goes in a batch sent after that PubAck came
 // back. A failed publish (refused, timed out, lost with the connection, in backoff,
 // parked) holds back the later versions of its aggregate until it succeeds, without
@@ -40,7 +40,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,6 +50,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
@@ -172,7 +172,7 @@ func (r *Relay) drainGraceful(ctx context.Context) (Result, error) {
 		context.AfterFunc(bctx, func() { t.Stop() })
 	})
 	defer stop()
-	return r.drain(ctx, bctx)
+	return r.drain(bctx, ctx.Done())
 }
 
 // Result counts what one drain did.
@@ -192,28 +192,10 @@ func (res *Result) add(o Result) {
 	res.Parked += o.Parked
 }
 
-// row is one claimed outbox row.
-type row struct {
-	eventID     uuid.UUID
-	partition   int32
-	epoch       int64
-	aggType     string
-	aggID       uuid.UUID
-	version     int64
-	eventType   string
-	owner       uuid.UUID
-	payload     []byte
-	traceParent *string
-	traceState  *string
-	requestID   *string
-	createdAt   time.Time
-	attempts    int
-}
-
 // batch is one claimed batch after its publish, waiting to be marked.
 type batch struct {
-	rows  []row
-	acked []row
+	rows  []outboxdb.Row
+	acked []outboxdb.Row
 	// errs holds each failed row's error, by index in rows; acknowledged rows have none.
 	errs   []error
 	failed bool
@@ -236,18 +218,18 @@ type batch struct {
 // the claim is made again. If a mark fails, the batch published meanwhile is left
 // unmarked too, so that both are republished later in version order, and
 // deduplicated.
-func (r *Relay) Drain(ctx context.Context) (Result, error) { return r.drain(ctx, ctx) }
+func (r *Relay) Drain(ctx context.Context) (Result, error) { return r.drain(ctx, ctx.Done()) }
 
 // drain is Drain with the batches' work under ctx, claiming no new batch once stop is
-// done.
-func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
+// closed.
+func (r *Relay) drain(ctx context.Context, stop <-chan struct{}) (Result, error) {
 	var (
 		total   Result
-		marking *task[Result] // the previous batch's finish, running
-		marked  []row         // its rows
+		marking *task[Result]  // the previous batch's finish, running
+		marked  []outboxdb.Row // its rows
 	)
 	// settle waits for the tasks in flight, so that none outlives the drain.
-	settle := func(claiming *task[[]row]) error {
+	settle := func(claiming *task[[]outboxdb.Row]) error {
 		var err error
 		if claiming != nil {
 			_, _ = claiming.wait() // discarded: claiming takes no locks
@@ -263,15 +245,15 @@ func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
 
 	rows, err := r.claim(ctx, nil, nil)
 	for {
-		if err != nil || len(rows) == 0 || stop.Err() != nil {
+		if err != nil || len(rows) == 0 || closed(stop) {
 			return total, errors.Join(err, settle(nil))
 		}
 		total.Claimed += len(rows)
-		more := len(rows) == r.opts.BatchSize && stop.Err() == nil
-		var claiming *task[[]row]
+		more := len(rows) == r.opts.BatchSize && !closed(stop)
+		var claiming *task[[]outboxdb.Row]
 		if more {
 			acked, sent := marked, rows
-			claiming = goTask(func() ([]row, error) { return r.claim(ctx, acked, sent) })
+			claiming = goTask(func() ([]outboxdb.Row, error) { return r.claim(ctx, acked, sent) })
 		}
 		b, perr := r.publish(ctx, rows)
 		if ferr := settle(nil); ferr != nil || perr != nil {
@@ -290,6 +272,51 @@ func (r *Relay) drain(stop, ctx context.Context) (Result, error) {
 		marking, marked = goTask(func() (Result, error) { return r.finish(ctx, b) }), b.acked
 		rows, err = claiming.wait()
 	}
+}
+
+// closed reports whether c is closed.
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// claim reads the next batch of the partitions held now, skipping the rows of acked
+// and sent, and holding back the later versions of sent's aggregates (see
+// outboxdb.Claim).
+func (r *Relay) claim(ctx context.Context, acked, sent []outboxdb.Row) ([]outboxdb.Row, error) {
+	held := r.leases.Held()
+	if len(held) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
+	defer cancel()
+	return outboxdb.Claim(ctx, r.pool, held, r.opts.BatchSize, acked, sent)
+}
+
+// markPublished returns how many of rows it marked; the others were fenced off.
+func (r *Relay) markPublished(ctx context.Context, rows []outboxdb.Row) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
+	defer cancel()
+	return outboxdb.MarkPublished(ctx, r.pool, rows, r.leases.Owner())
+}
+
+// recordFailures counts a failed attempt on each row, with its backoff, and returns
+// how many rows it parked.
+func (r *Relay) recordFailures(ctx context.Context, rows []outboxdb.Row, errs []string) (int, error) {
+	delays := make([]time.Duration, len(rows))
+	for i, rw := range rows {
+		delays[i] = r.backoff(rw.Attempts)
+		if len(errs[i]) > 1000 {
+			errs[i] = errs[i][:1000]
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
+	defer cancel()
+	return outboxdb.RecordFailures(ctx, r.pool, rows, errs, delays, r.opts.MaxAttempts, r.leases.Owner())
 }
 
 // task is a function running in its own goroutine; its starter owns it and must wait.
@@ -313,12 +340,12 @@ func (t *task[T]) wait() (T, error) {
 	return t.v, t.err
 }
 
-// publish publishes a claimed batch, at most one row per aggregate (see claimSQL), and
+// publish publishes a claimed batch, at most one row per aggregate (see outboxdb.Claim), and
 // waits for its PubAcks. It returns an error when the batch was abandoned before every
 // PubAck came back; a failed row is not an error, it is in the batch.
-func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
+func (r *Relay) publish(ctx context.Context, rows []outboxdb.Row) (*batch, error) {
 	r.m.BatchSize.Observe(float64(len(rows)))
-	b := &batch{rows: rows, acked: make([]row, 0, len(rows)), errs: make([]error, len(rows))}
+	b := &batch{rows: rows, acked: make([]outboxdb.Row, 0, len(rows)), errs: make([]error, len(rows))}
 
 	start := time.Now()
 	futures := make([]jetstream.PubAckFuture, len(rows))
@@ -377,7 +404,7 @@ func (r *Relay) publish(ctx context.Context, rows []row) (*batch, error) {
 	b.failed = len(b.acked) < len(rows)
 	now := time.Now()
 	for _, rw := range b.acked {
-		r.m.EventLag.Observe(now.Sub(rw.createdAt).Seconds())
+		r.m.EventLag.Observe(now.Sub(rw.CreatedAt).Seconds())
 	}
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		for i, sp := range spans {
@@ -410,7 +437,7 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 		return res, nil
 	}
 
-	var rejected []row
+	var rejected []outboxdb.Row
 	var rejectedErrs []string
 	var brokerErr error
 	var brokerReqIDs []string
@@ -424,7 +451,7 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 			brokerErr = cmp.Or(brokerErr, err)
 			// One line per batch, not per row: an outage fails every row of every batch.
 			if len(brokerReqIDs) < 20 {
-				brokerReqIDs = append(brokerReqIDs, deref(b.rows[i].requestID))
+				brokerReqIDs = append(brokerReqIDs, deref(b.rows[i].RequestID))
 			}
 			continue
 		}
@@ -454,19 +481,19 @@ func (r *Relay) finish(ctx context.Context, b *batch) (Result, error) {
 // in the event, and returns it with the message, whose traceparent is the span's own:
 // the projector's span then hangs below the publish. Without a valid stored context
 // the span starts a trace of its own.
-func (r *Relay) traced(ctx context.Context, rw row) (trace.Span, *nats.Msg) {
-	parent := telemetry.Extract(context.WithoutCancel(ctx), deref(rw.traceParent), deref(rw.traceState))
-	sctx, span := r.opts.Tracer.Start(parent, "publish "+rw.eventType, trace.WithSpanKind(trace.SpanKindProducer))
+func (r *Relay) traced(ctx context.Context, rw outboxdb.Row) (trace.Span, *nats.Msg) {
+	parent := telemetry.Extract(context.WithoutCancel(ctx), deref(rw.TraceParent), deref(rw.TraceState))
+	sctx, span := r.opts.Tracer.Start(parent, "publish "+rw.EventType, trace.WithSpanKind(trace.SpanKindProducer))
 	// With tracing off (a no-op span carrying the stored context) the attributes and a
 	// traceparent rendered again change nothing, and cost 8 of a row's 35 allocations.
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.message.id", rw.eventID.String()),
-			attribute.String("outbox.aggregate_type", rw.aggType),
-			attribute.String("outbox.aggregate_id", rw.aggID.String()),
-			attribute.Int64("outbox.aggregate_version", rw.version),
-			attribute.String("request_id", deref(rw.requestID)),
+			attribute.String("messaging.message.id", rw.EventID.String()),
+			attribute.String("outbox.aggregate_type", rw.AggregateType),
+			attribute.String("outbox.aggregate_id", rw.AggregateID.String()),
+			attribute.Int64("outbox.aggregate_version", rw.Version),
+			attribute.String("request_id", deref(rw.RequestID)),
 		)
 	}
 	msg := r.message(rw)
@@ -486,16 +513,16 @@ func (r *Relay) traced(ctx context.Context, rw row) (trace.Span, *nats.Msg) {
 
 // rowAttrs identify a row in log lines: its event, the request that wrote it, and
 // the trace of span, or without one the trace the row was written in.
-func rowAttrs(ctx context.Context, rw row, span trace.Span) []slog.Attr {
+func rowAttrs(ctx context.Context, rw outboxdb.Row, span trace.Span) []slog.Attr {
 	attrs := []slog.Attr{
-		slog.String("event_id", rw.eventID.String()), slog.String("event_type", rw.eventType),
-		slog.String("aggregate_id", rw.aggID.String()), slog.Int64("version", rw.version),
-		slog.String("request_id", deref(rw.requestID)),
+		slog.String("event_id", rw.EventID.String()), slog.String("event_type", rw.EventType),
+		slog.String("aggregate_id", rw.AggregateID.String()), slog.Int64("version", rw.Version),
+		slog.String("request_id", deref(rw.RequestID)),
 	}
 	if span != nil {
 		return append(attrs, telemetry.LogAttrs(trace.ContextWithSpan(ctx, span))...)
 	}
-	return append(attrs, telemetry.LogAttrs(telemetry.Extract(ctx, deref(rw.traceParent), deref(rw.traceState)))...)
+	return append(attrs, telemetry.LogAttrs(telemetry.Extract(ctx, deref(rw.TraceParent), deref(rw.TraceState)))...)
 }
 
 func deref(s *string) string {
@@ -505,19 +532,19 @@ func deref(s *string) string {
 	return *s
 }
 
-func (r *Relay) message(rw row) *nats.Msg {
+func (r *Relay) message(rw outboxdb.Row) *nats.Msg {
 	msg := nats.NewMsg(event.Subject(r.opts.SubjectPrefix, event.Envelope{
-		AggregateType: rw.aggType, OwnerID: rw.owner, AggregateID: rw.aggID,
+		AggregateType: rw.AggregateType, OwnerID: rw.Owner, AggregateID: rw.AggregateID,
 	}))
-	msg.Data = rw.payload
-	msg.Header.Set(jetstream.MsgIDHeader, rw.eventID.String())
-	msg.Header.Set(HeaderEventType, rw.eventType)
-	msg.Header.Set(HeaderAggregateVersion, strconv.FormatInt(rw.version, 10))
-	if rw.traceParent != nil && *rw.traceParent != "" {
-		msg.Header.Set(HeaderTraceParent, *rw.traceParent)
+	msg.Data = rw.Payload
+	msg.Header.Set(jetstream.MsgIDHeader, rw.EventID.String())
+	msg.Header.Set(HeaderEventType, rw.EventType)
+	msg.Header.Set(HeaderAggregateVersion, strconv.FormatInt(rw.Version, 10))
+	if rw.TraceParent != nil && *rw.TraceParent != "" {
+		msg.Header.Set(HeaderTraceParent, *rw.TraceParent)
 	}
-	if rw.traceState != nil && *rw.traceState != "" {
-		msg.Header.Set(HeaderTraceState, *rw.traceState)
+	if rw.TraceState != nil && *rw.TraceState != "" {
+		msg.Header.Set(HeaderTraceState, *rw.TraceState)
 	}
 	return msg
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/parking"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/stream"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -118,6 +118,18 @@ func (r *replica) drainAll(ctx context.Context, t *testing.T) {
 			t.Fatalf("still draining at the deadline: %v", ctx.Err())
 		}
 	}
+}
+
+// drainedInOrder drains with r until nothing is left, then checks that every row is
+// published and that the stream holds ids exactly once, each aggregate's in version
+// order.
+func (e *env) drainedInOrder(ctx context.Context, t *testing.T, r *replica, ids []uuid.UUID) {
+	t.Helper()
+	r.drainAll(ctx, t)
+	if n := e.unpublished(ctx, t); n != 0 {
+		t.Fatalf("%d rows unpublished", n)
+	}
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
 }
 
 func opts(batch int) Options {
@@ -223,11 +235,7 @@ func TestKilledBetweenPublishAndMark(t *testing.T) {
 	// that outlived a short one had every mark fenced until the test's deadline.
 	b := e.replica(t, "b", 30*time.Second, opts(100))
 	b.takeAll(ctx, t) // after a's leases expired
-	b.drainAll(ctx, t)
-	if n := e.unpublished(ctx, t); n != 0 {
-		t.Fatalf("%d rows unpublished", n)
-	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+	e.drainedInOrder(ctx, t, b, ids)
 }
 
 // The server goes down after a batch was sent and before its PubAcks came back, and
@@ -250,11 +258,7 @@ func TestNATSServerRestartedMidBatch(t *testing.T) {
 			}
 		})
 	}
-	r.drainAll(ctx, t)
-	if n := e.unpublished(ctx, t); n != 0 {
-		t.Fatalf("%d rows unpublished", n)
-	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+	e.drainedInOrder(ctx, t, r, ids)
 }
 
 // A replica whose lease expired (and perhaps was taken over) while its batch was in
@@ -300,11 +304,7 @@ func TestExpiredLeaseCannotMark(t *testing.T) {
 				t.Fatalf("%d rows unpublished, want %d", n, len(ids))
 			}
 			b.takeAll(ctx, t)
-			b.drainAll(ctx, t)
-			if n := e.unpublished(ctx, t); n != 0 {
-				t.Fatalf("%d rows unpublished", n)
-			}
-			pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+			e.drainedInOrder(ctx, t, b, ids)
 		})
 	}
 }
@@ -367,7 +367,7 @@ func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
 	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good1.ID})
 
 	// The operator unparks it: it is tried again (and fails again here).
-	if n, err := parking.Retry(ctx, e.pool, []uuid.UUID{bad1.ID}); err != nil || n != 1 {
+	if n, err := outboxdb.RetryParked(ctx, e.pool, []uuid.UUID{bad1.ID}); err != nil || n != 1 {
 		t.Fatalf("retry parked: %d rows, %v", n, err)
 	}
 	res, err := r.relay.Drain(ctx)
@@ -489,14 +489,10 @@ func TestAsyncPubAckErrorHoldsBackLaterVersions(t *testing.T) {
 
 	// The limit is raised and the row retried: both versions go out, in order.
 	setMaxMsgSize(-1)
-	if n, err := parking.Retry(ctx, e.pool, []uuid.UUID{v1.ID}); err != nil || n != 1 {
+	if n, err := outboxdb.RetryParked(ctx, e.pool, []uuid.UUID{v1.ID}); err != nil || n != 1 {
 		t.Fatalf("retry parked: %d rows, %v", n, err)
 	}
-	r.drainAll(ctx, t)
-	if n := e.unpublished(ctx, t); n != 0 {
-		t.Fatalf("%d rows unpublished", n)
-	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), []uuid.UUID{good.ID, v1.ID, v2.ID})
+	e.drainedInOrder(ctx, t, r, []uuid.UUID{good.ID, v1.ID, v2.ID})
 }
 
 // API replicas with skewed clocks: an aggregate's later versions carry earlier
@@ -526,11 +522,7 @@ func TestSkewedClocksPublishInVersionOrder(t *testing.T) {
 			}
 			r := e.replica(t, "a", 30*time.Second, opts(batch))
 			r.takeAll(ctx, t)
-			r.drainAll(ctx, t)
-			if n := e.unpublished(ctx, t); n != 0 {
-				t.Fatalf("%d rows unpublished", n)
-			}
-			pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
+			e.drainedInOrder(ctx, t, r, ids)
 		})
 	}
 }

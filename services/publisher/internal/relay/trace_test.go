@@ -13,6 +13,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
@@ -95,9 +96,9 @@ func TestPublishSpanAndRequestID(t *testing.T) {
 // again. The message still carries them.
 func TestTracingOffCostsNoMoreThanTheMessage(t *testing.T) {
 	const tp, ts = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "vendor=x"
-	rw := row{eventID: uuid.New(), aggType: "todo", aggID: uuid.New(), owner: uuid.New(), version: 3,
-		eventType: "todo.created", payload: []byte(`{}`), traceParent: new(string), traceState: new(string)}
-	*rw.traceParent, *rw.traceState = tp, ts
+	rw := outboxdb.Row{EventID: uuid.New(), AggregateType: "todo", AggregateID: uuid.New(), Owner: uuid.New(), Version: 3,
+		EventType: "todo.created", Payload: []byte(`{}`), TraceParent: new(string), TraceState: new(string)}
+	*rw.TraceParent, *rw.TraceState = tp, ts
 	r := New(nil, nil, nil, nil, Options{SubjectPrefix: "events"}, nil, slog.Default())
 	ctx := context.Background()
 

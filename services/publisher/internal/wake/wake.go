@@ -1,6 +1,7 @@
 // Package wake tells the relay when new outbox rows have committed, through PostgreSQL
-// LISTEN on a dedicated connection. Writers notify only while a publisher replica is
-// marked idle and listening (shared/outbox.MarkListening): Flag keeps this replica's
+// LISTEN on a dedicated connection. A write notifies only when its notification
+// statement, the last of the statements it sends in one round trip, finds a publisher
+// replica marked idle and listening (outboxdb.MarkListening): Flag keeps this replica's
 // mark, set when a drain finds nothing and cleared once the relay keeps finding work,
 // so that under load no commit pays for a notification. CockroachDB has no LISTEN, so
 // Probe checks at start instead of assuming, and the relay falls back to polling; it
@@ -17,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
@@ -33,11 +34,11 @@ func Probe(ctx context.Context, databaseURL string) (bool, error) {
 		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
+	if err := outboxdb.Listen(ctx, conn); err != nil {
 		if postgres.SQLState(err) != "" {
 			return false, nil
 		}
-		return false, fmt.Errorf("probe LISTEN: %w", err)
+		return false, fmt.Errorf("probe: %w", err)
 	}
 	return true, nil
 }
@@ -85,10 +86,10 @@ func (l *Listener) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(cctx, "LISTEN "+outbox.Channel)
+	err = outboxdb.Listen(cctx, conn)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("LISTEN %s: %w", outbox.Channel, err)
+		return err
 	}
 	l.signal() // rows may have committed while we were not listening
 	for {
@@ -159,8 +160,9 @@ func NewFlag(pool *pgxpool.Pool, replica string, ttl time.Duration, holding func
 // Drained takes the number of rows one drain claimed. The replica is marked unless it
 // is busy (busyDrains drains in a row found rows) or holds no partitions. Drained
 // returns true when the relay must drain again before it sleeps: the mark has just been
-// set, and a row that committed before writers could see it sent no notification. A
-// failed write of the mark is logged and costs only latency (the relay still polls).
+// set, and a write whose notification statement ran before the mark committed sent no
+// notification. A failed write of the mark is logged and costs only latency (the relay
+// still polls).
 func (f *Flag) Drained(ctx context.Context, claimed int) (again bool) {
 	if claimed > 0 {
 		f.busy++
@@ -191,9 +193,9 @@ func (f *Flag) write(ctx context.Context, mark bool) bool {
 	defer cancel()
 	var err error
 	if mark {
-		err = outbox.MarkListening(wctx, f.pool, f.replica, f.ttl)
+		err = outboxdb.MarkListening(wctx, f.pool, f.replica, f.ttl)
 	} else {
-		err = outbox.UnmarkListening(wctx, f.pool, f.replica)
+		err = outboxdb.UnmarkListening(wctx, f.pool, f.replica)
 	}
 	if err != nil {
 		if ctx.Err() == nil {

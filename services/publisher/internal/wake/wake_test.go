@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/wake"
@@ -19,14 +21,7 @@ func TestFlagFollowsTheDrains(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool, _ := dbtest.NewPool(t)
-	marked := func() bool {
-		t.Helper()
-		var n int
-		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox_listeners WHERE replica_id = 'r' AND expires_at > now()").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n == 1
-	}
+	marked := func() bool { return liveMark(ctx, t, pool) }
 	f := wake.NewFlag(pool, "r", time.Minute, func() bool { return true }, pubtest.Logger(t))
 
 	steps := []struct {
@@ -93,14 +88,7 @@ func TestFlagMarksOnlyAReplicaHoldingPartitions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool, _ := dbtest.NewPool(t)
-	marked := func() bool {
-		t.Helper()
-		var n int
-		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox_listeners WHERE replica_id = 'r'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n == 1
-	}
+	marked := func() bool { return liveMark(ctx, t, pool) }
 	var holding atomic.Bool
 	f := wake.NewFlag(pool, "r", time.Minute, holding.Load, pubtest.Logger(t))
 	if f.Drained(ctx, 0) || marked() {
@@ -114,4 +102,15 @@ func TestFlagMarksOnlyAReplicaHoldingPartitions(t *testing.T) {
 	if f.Drained(ctx, 0) || marked() {
 		t.Fatal("a replica that lost its partitions kept its mark")
 	}
+}
+
+// liveMark reports whether replica r is marked idle and listening, its mark not
+// expired.
+func liveMark(ctx context.Context, t *testing.T, pool *pgxpool.Pool) bool {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox_listeners WHERE replica_id = 'r' AND expires_at > now()").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
 }

@@ -1,7 +1,7 @@
 // Package audit judges a fault run once the system is quiet: every acknowledged write
 // is in PostgreSQL, every failed write left nothing behind, and every outbox event is in
-// the stream exactly once. (The read model is compared with PostgreSQL by the
-// projector's own verify command.)
+// the stream exactly once. (The read model is compared with PostgreSQL by todoctl's
+// verify command.)
 package audit
 
 import (

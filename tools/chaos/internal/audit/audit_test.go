@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
@@ -48,9 +49,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	}
 	signUp := mk(event.UserCreated, user, 1, event.UserData{ID: user, Email: "u@example.com", DisplayName: "u", Version: 1, CreatedAt: now, UpdatedAt: now})
 	create := mk(event.TodoCreated, todo, 1, event.TodoData{ID: todo, UserID: user, Title: "first", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now})
-	if err := outbox.Insert(ctx, pool, signUp, create); err != nil {
-		t.Fatal(err)
-	}
+	writeOutbox(ctx, t, pool, signUp, create)
 	if _, err := pool.Exec(ctx, `INSERT INTO users (id, email, display_name, version, created_at, updated_at) VALUES ($1, 'u@example.com', 'u', 1, $2, $2)`, user, now); err != nil {
 		t.Fatal(err)
 	}
@@ -88,18 +87,14 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 	// Broken: an acked update that never committed; a failed update that did; its
 	// event never published; a stray message; a failed delete that deleted.
 	leaked := mk(event.TodoUpdated, todo, 2, event.TodoData{ID: todo, UserID: user, Title: "leaked", Priority: "low", Version: 2, CreatedAt: now, UpdatedAt: now})
-	if err := outbox.Insert(ctx, pool, leaked); err != nil {
-		t.Fatal(err)
-	}
+	writeOutbox(ctx, t, pool, leaked)
 	if _, err := pool.Exec(ctx, `UPDATE todos SET version = 2, title = 'leaked' WHERE id = $1`, todo); err != nil {
 		t.Fatal(err)
 	}
 	// A failed sign-up that did commit, whose event was published since.
 	ghost := uuid.New()
 	ghostUp := mk(event.UserCreated, ghost, 1, event.UserData{ID: ghost, Email: "ghost@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now})
-	if err := outbox.Insert(ctx, pool, ghostUp); err != nil {
-		t.Fatal(err)
-	}
+	writeOutbox(ctx, t, pool, ghostUp)
 	publish(ghostUp, ghostUp.ID.String())
 	published(ghostUp)
 	stray := uuid.NewString()
@@ -150,9 +145,7 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 		mkFor(event.TodoDeleted, ginaTodo, 2, event.TodoData{ID: ginaTodo, UserID: gina, Version: 2}),
 		mkFor(event.UserDeleted, gina, 2, event.UserData{ID: gina, Version: 2}),
 	}
-	if err := outbox.Insert(ctx, pool, ginaEvents...); err != nil {
-		t.Fatal(err)
-	}
+	writeOutbox(ctx, t, pool, ginaEvents...)
 	s, err := js.Stream(ctx, "S")
 	if err != nil {
 		t.Fatal(err)
@@ -197,5 +190,14 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 	}
 	if len(res.Problems) != 9 {
 		t.Errorf("a missing tombstone: %d problems, want 9:\n%s", len(res.Problems), all)
+	}
+}
+
+// writeOutbox copies the outbox rows of events in, in the outbox's row format, as the
+// API's writes leave them.
+func writeOutbox(ctx context.Context, t *testing.T, pool *pgxpool.Pool, events ...event.Envelope) {
+	t.Helper()
+	if err := sharedtest.WriteOutbox(ctx, pool, events...); err != nil {
+		t.Fatal(err)
 	}
 }

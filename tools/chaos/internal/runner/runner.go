@@ -1,7 +1,7 @@
 // Package runner is the fault run: it starts private PostgreSQL, NATS JetStream and
 // FerretDB servers, runs the api, publisher and projector binaries as child processes,
 // keeps writes flowing through the API while it kills services and restarts servers,
-// then waits for quiet and judges the result (package audit and `projector verify`).
+// then waits for quiet and judges the result (package audit and `todoctl verify`).
 package runner
 
 import (
@@ -263,7 +263,7 @@ func (s *stack) build(ctx context.Context) (string, error) {
 	}
 	bin := filepath.Join(s.dir, "bin")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/",
-		"./services/api/cmd/api", "./services/publisher/cmd/publisher", "./services/projector/cmd/projector")
+		"./services/api/cmd/api", "./services/api/cmd/todoctl", "./services/publisher/cmd/publisher", "./services/projector/cmd/projector")
 	build.Dir = repo
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %w: %s", err, out)
@@ -504,11 +504,12 @@ func (s *stack) judge(ctx context.Context, rep *Report, writes []workload.Write)
 
 var differencesLine = regexp.MustCompile(`(?m)^(\d+) differences between`)
 
-// verify runs `projector verify` and returns the number of differences it printed.
+// verify runs `todoctl verify`, with the projector's environment (it names every
+// store), and returns the number of differences it printed.
 func (s *stack) verify(ctx context.Context) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(s.dir, "bin", "projector"), "verify")
+	cmd := exec.CommandContext(ctx, filepath.Join(s.dir, "bin", "todoctl"), "verify")
 	cmd.Env = s.env["projector"]
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -520,10 +521,10 @@ func (s *stack) verify(ctx context.Context) (int, string, error) {
 		return n, text, nil
 	}
 	if err != nil {
-		return 0, text, fmt.Errorf("projector verify: %w: %s", err, text)
+		return 0, text, fmt.Errorf("todoctl verify: %w: %s", err, text)
 	}
 	if !strings.Contains(text, "are equal") {
-		return 0, text, fmt.Errorf("projector verify: unexpected output %q", text)
+		return 0, text, fmt.Errorf("todoctl verify: unexpected output %q", text)
 	}
 	return 0, text, nil
 }

@@ -40,7 +40,8 @@ func BenchmarkNotifyCost(b *testing.B) {
 				b.Fatal(err)
 			}
 			if v.marked {
-				if err := outbox.MarkListening(ctx, pool, "bench", time.Hour); err != nil {
+				// A publisher replica marked idle and listening, as its wake.Flag marks it.
+				if _, err := pool.Exec(ctx, "INSERT INTO outbox_listeners (replica_id, expires_at) VALUES ('bench', now() + interval '1 hour')"); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,8 +1,8 @@
 // Package seed fills the source of truth fast, for read models of a size the API would
 // take minutes to write: it copies users, todos and their user_stats rows into
-// PostgreSQL with COPY and writes the outbox rows of their events (through
-// shared/outbox, which puts each owner's stats snapshot into the events) in the same
-// transaction, as the API would have. The publisher and the projector then carry them
+// PostgreSQL with COPY and copies the outbox rows of their events (in shared/outbox's
+// row format, each with its owner's stats snapshot) in the same transaction, as the API
+// would have. The publisher and the projector then carry them
 // into the read model through the normal path, so the documents are the projector's
 // own. It can also complete seeded todos the same way, for a stream of updates.
 //
@@ -89,21 +89,23 @@ func (s Set) write(ctx context.Context, tx pgx.Tx) error {
 		})); err != nil {
 		return fmt.Errorf("copy todos: %w", err)
 	}
-	counts := map[uuid.UUID]*[2]int64{} // open, completed
+	stats := make(map[uuid.UUID]event.Stats, len(s.Users))
 	for _, u := range s.Users {
-		counts[u.ID] = &[2]int64{}
+		stats[u.ID] = event.Stats{Version: 1}
 	}
 	for _, t := range s.Todos {
+		st := stats[t.UserID]
 		if t.Completed {
-			counts[t.UserID][1]++
+			st.Completed++
 		} else {
-			counts[t.UserID][0]++
+			st.Open++
 		}
+		stats[t.UserID] = st
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"user_stats"}, []string{"user_id", "open", "completed", "version"},
 		pgx.CopyFromSlice(len(s.Users), func(i int) ([]any, error) {
-			c := counts[s.Users[i].ID]
-			return []any{s.Users[i].ID, c[0], c[1], int64(1)}, nil
+			st := stats[s.Users[i].ID]
+			return []any{s.Users[i].ID, st.Open, st.Completed, st.Version}, nil
 		})); err != nil {
 		return fmt.Errorf("copy user_stats: %w", err)
 	}
@@ -122,7 +124,23 @@ func (s Set) write(ctx context.Context, tx pgx.Tx) error {
 		}
 		events = append(events, e)
 	}
-	return outbox.Insert(ctx, tx, events...)
+	return copyOutbox(ctx, tx, events, stats)
+}
+
+// copyOutbox copies the outbox rows of events, each with its owner's snapshot of
+// stats, which the API's insert reads from the owner's user_stats row as the
+// transaction left it.
+func copyOutbox(ctx context.Context, tx pgx.Tx, events []event.Envelope, stats map[uuid.UUID]event.Stats) error {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{outbox.Table}, outbox.Columns, pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
+		e := events[i]
+		if st, ok := stats[e.OwnerID]; ok {
+			e.Stats = &st
+		}
+		return outbox.Row(e)
+	})); err != nil {
+		return fmt.Errorf("copy outbox: %w", err)
+	}
+	return nil
 }
 
 // Complete marks up to n open todos of set completed (the first ones in set's order),
@@ -162,13 +180,26 @@ WHERE id = ANY($1) AND NOT completed`, ids, now)
 		if tag.RowsAffected() != int64(len(ids)) {
 			return fmt.Errorf("complete todos: %d of %d were open", tag.RowsAffected(), len(ids))
 		}
-		if _, err := tx.Exec(ctx, `
+		rows, err := tx.Query(ctx, `
 UPDATE user_stats s SET open = s.open - c.n, completed = s.completed + c.n, version = s.version + 1
 FROM (SELECT user_id, count(*) AS n FROM todos WHERE id = ANY($1) GROUP BY user_id) c
-WHERE s.user_id = c.user_id`, ids); err != nil {
+WHERE s.user_id = c.user_id
+RETURNING s.user_id, s.open, s.completed, s.version, s.deleted`, ids)
+		if err != nil {
 			return fmt.Errorf("update user_stats: %w", err)
 		}
-		return outbox.Insert(ctx, tx, events...)
+		stats := map[uuid.UUID]event.Stats{}
+		var (
+			owner uuid.UUID
+			st    event.Stats
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&owner, &st.Open, &st.Completed, &st.Version, &st.Deleted}, func() error {
+			stats[owner] = st
+			return nil
+		}); err != nil {
+			return fmt.Errorf("update user_stats: %w", err)
+		}
+		return copyOutbox(ctx, tx, events, stats)
 	})
 	if err != nil {
 		return 0, err

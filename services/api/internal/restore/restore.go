@@ -1,5 +1,5 @@
 // Package restore is the cut-over after the source of truth was restored from a
-// backup (`projector restore-cutover`): the stream and the read model are replaced by
+// backup (`todoctl restore-cutover`): the stream and the read model are replaced by
 // empty ones and every aggregate's current state is emitted afresh, so that no version
 // the restored database issues again can meet another content under that version.
 //
@@ -31,6 +31,10 @@
 // The relational database's own publisher state (leases, outbox_published) needs
 // nothing: leases are retaken when the publishers start, and outbox_published only
 // serves the API's lost-commit probe of writes made after the restore.
+//
+// It is the one package of the API module that writes MongoDB (the read model is the
+// projector's; cmd/api's TestAPINeverWritesMongoDB lists the exception), and no part
+// of the API service: only todoctl runs it.
 package restore
 
 import (
@@ -40,22 +44,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/resync"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/resync"
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
 // Config names what the cut-over replaces and where it looks for live processes.
 type Config struct {
 	Stream string
-	// MembersBucket is the projector replicas' membership bucket (package partition).
+	// MembersBucket is the projector replicas' membership bucket (the projector's package
+	// partition).
 	MembersBucket string
 }
 
@@ -79,12 +81,11 @@ type Report struct {
 // membership bucket, pull requests waiting on the stream's consumers. Leases and
 // heartbeats restored with the database expire after LEASE_TTL; a stopped projector's
 // entries after MEMBER_TTL.
-func Live(ctx context.Context, cfg Config, db postgres.DBTX, js jetstream.JetStream) ([]string, error) {
+func Live(ctx context.Context, cfg Config, store *postgres.Store, js jetstream.JetStream) ([]string, error) {
 	var live []string
-	var replicas, leases int
-	if err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM publisher_replicas WHERE expires_at > now()),
-	       (SELECT count(*) FROM publisher_leases WHERE owner <> '' AND expires_at > now())`).Scan(&replicas, &leases); err != nil {
-		return nil, fmt.Errorf("look for live publishers: %w", err)
+	replicas, leases, err := store.LivePublishers(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if replicas > 0 || leases > 0 {
 		live = append(live, fmt.Sprintf("publisher: %d replicas heartbeating, %d outbox partitions leased", replicas, leases))
@@ -130,9 +131,9 @@ func Live(ctx context.Context, cfg Config, db postgres.DBTX, js jetstream.JetStr
 
 // Run performs the cut-over (see the package comment), refusing with ErrLive while
 // Live finds anything.
-func Run(ctx context.Context, cfg Config, db postgres.Beginner, q postgres.DBTX, js jetstream.JetStream, store *readmodel.Store) (Report, error) {
+func Run(ctx context.Context, cfg Config, source *postgres.Store, js jetstream.JetStream, store *readmodel.Store) (Report, error) {
 	var rep Report
-	live, err := Live(ctx, cfg, q, js)
+	live, err := Live(ctx, cfg, source, js)
 	if err != nil {
 		return rep, err
 	}
@@ -144,7 +145,7 @@ func Run(ctx context.Context, cfg Config, db postgres.Beginner, q postgres.DBTX,
 	}
 	// Before the drop: without a pointer the active database is the control database,
 	// and dropping it would take the dead letters uncounted.
-	if rep.DeadLetters, err = deadletter.New(store.Control()).Clear(ctx); err != nil {
+	if rep.DeadLetters, err = clearDeadLetters(ctx, store); err != nil {
 		return rep, err
 	}
 	active, err := store.Active(ctx)
@@ -156,11 +157,21 @@ func Run(ctx context.Context, cfg Config, db postgres.Beginner, q postgres.DBTX,
 		return rep, fmt.Errorf("drop read model %s: %w", active.Name(), err)
 	}
 	// The read model is empty: nothing to tombstone, every current version is new to it.
-	if rep.Resync, err = resync.Run(ctx, db, q, nil, resync.Selection{All: true}); err != nil {
+	if rep.Resync, err = resync.Run(ctx, source, nil, resync.Selection{All: true}); err != nil {
 		return rep, err
 	}
-	rep.DeletedUsers, err = emitDeletedUsers(ctx, db, q)
+	rep.DeletedUsers, err = emitDeletedUsers(ctx, source)
 	return rep, err
+}
+
+// clearDeadLetters deletes every dead letter of the control database, the projector's
+// (see its package deadletter), and returns how many.
+func clearDeadLetters(ctx context.Context, store *readmodel.Store) (int64, error) {
+	res, err := store.Control().Collection(readmodel.CollDeadLetters).DeleteMany(ctx, bson.D{})
+	if err != nil {
+		return 0, fmt.Errorf("clear dead letters: %w", err)
+	}
+	return res.DeletedCount, nil
 }
 
 func recreateStream(ctx context.Context, js jetstream.JetStream, name string) (msgs uint64, absent bool, _ error) {
@@ -187,40 +198,24 @@ func recreateStream(ctx context.Context, js jetstream.JetStream, name string) (m
 // the user, so it neither collides with one nor loses to an unpublished deletion; the
 // source never issues a version for a deleted user again, and nothing older is left in
 // the new stream.
-func emitDeletedUsers(ctx context.Context, db postgres.Beginner, q postgres.DBTX) (int, error) {
-	rows, err := q.Query(ctx, `
-SELECT s.user_id, coalesce(o.newest, 0)
-FROM user_stats s
-LEFT JOIN (SELECT aggregate_id, max(aggregate_version) AS newest FROM outbox WHERE aggregate_type = $1 GROUP BY aggregate_id) o
-       ON o.aggregate_id = s.user_id
-WHERE s.deleted AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id)`, event.AggregateUser)
+func emitDeletedUsers(ctx context.Context, source *postgres.Store) (int, error) {
+	users, err := source.DeletedUsers(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("list deleted users: %w", err)
-	}
-	type deleted struct {
-		id     uuid.UUID
-		newest int64
-	}
-	users, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (deleted, error) {
-		var d deleted
-		return d, r.Scan(&d.id, &d.newest)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("list deleted users: %w", err)
+		return 0, err
 	}
 	const batch = 200
 	for i := 0; i < len(users); i += batch {
 		events := make([]event.Envelope, 0, batch)
 		for _, u := range users[i:min(i+batch, len(users))] {
-			now, v := time.Now(), u.newest+1
-			e, err := event.New(event.UserDeleted, u.id, u.id, v, now, event.TraceContext{RequestID: "restore-cutover"},
-				event.Tombstone{ID: u.id, OwnerID: u.id, Version: v, DeletedAt: now})
+			now, v := time.Now(), u.Newest+1
+			e, err := event.New(event.UserDeleted, u.ID, u.ID, v, now, event.TraceContext{RequestID: "restore-cutover"},
+				event.Tombstone{ID: u.ID, OwnerID: u.ID, Version: v, DeletedAt: now})
 			if err != nil {
 				return i, err
 			}
 			events = append(events, e)
 		}
-		if err := postgres.WithTx(ctx, db, func(tx pgx.Tx) error { return outbox.Insert(ctx, tx, events...) }); err != nil {
+		if err := source.InTx(ctx, func(tx *postgres.Tx) error { return tx.Emit(ctx, events...) }); err != nil {
 			return i, fmt.Errorf("emit deleted users: %w", err)
 		}
 	}

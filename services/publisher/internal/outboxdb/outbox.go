@@ -1,10 +1,25 @@
-package relay
+// Package outboxdb holds every statement the publisher runs on PostgreSQL (or
+// CockroachDB), by table: the claim, mark and failure of outbox rows and the operator's
+// parked rows (outbox.go), the cleanup of published records (outbox_published.go), the
+// leases and heartbeats (publisher_leases.go), the idle-listener marks and LISTEN
+// (outbox_listeners.go), and the maintenance of the outbox tables (maintenance.go). The
+// row format is shared/outbox's; the API writes the rows (services/api/internal/
+// postgres). The packages relay, lease, cleanup and wake decide when each statement
+// runs.
+package outboxdb
 
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // claimSQL reads the next batch without locking: the partition lease already makes
@@ -50,26 +65,41 @@ WHERE o.partition = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL
 ORDER BY o.created_at
 LIMIT $2`
 
-// claim reads the next batch of the partitions held now, skipping the rows of acked
-// and sent, and holding back the later versions of sent's aggregates (see claimSQL).
-func (r *Relay) claim(ctx context.Context, acked, sent []row) ([]row, error) {
-	held := r.leases.Held()
-	if len(held) == 0 {
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
-	defer cancel()
-	rows, err := r.pool.Query(ctx, claimSQL, held.Partitions(), r.opts.BatchSize, eventIDs(acked, sent), eventIDs(acked))
+// Row is one claimed outbox row.
+type Row struct {
+	EventID   uuid.UUID
+	Partition int32
+	// Epoch is the lease epoch the row was claimed under: marks and failures are
+	// fenced on it.
+	Epoch         int64
+	AggregateType string
+	AggregateID   uuid.UUID
+	Version       int64
+	EventType     string
+	Owner         uuid.UUID
+	Payload       []byte
+	TraceParent   *string
+	TraceState    *string
+	RequestID     *string
+	CreatedAt     time.Time
+	Attempts      int
+}
+
+// Claim reads up to limit rows of the partitions held (each with the epoch it is held
+// under), skipping the rows of acked and sent, and holding back the later versions of
+// sent's aggregates (see claimSQL).
+func Claim(ctx context.Context, db postgres.DBTX, held map[int32]int64, limit int, acked, sent []Row) ([]Row, error) {
+	rows, err := db.Query(ctx, claimSQL, slices.Sorted(maps.Keys(held)), limit, eventIDs(acked, sent), eventIDs(acked))
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(rs pgx.CollectableRow) (row, error) {
-		var rw row
+	out, err := pgx.CollectRows(rows, func(rs pgx.CollectableRow) (Row, error) {
+		var rw Row
 		// The uuids scan as [16]byte: as uuid.UUID (an sql.Scanner) pgx would format
 		// each one as a string for it to parse back.
-		err := rs.Scan((*[16]byte)(&rw.eventID), &rw.partition, &rw.aggType, (*[16]byte)(&rw.aggID), &rw.version,
-			&rw.eventType, (*[16]byte)(&rw.owner), &rw.payload, &rw.traceParent, &rw.traceState, &rw.requestID, &rw.createdAt, &rw.attempts)
-		rw.epoch = held[rw.partition]
+		err := rs.Scan((*[16]byte)(&rw.EventID), &rw.Partition, &rw.AggregateType, (*[16]byte)(&rw.AggregateID), &rw.Version,
+			&rw.EventType, (*[16]byte)(&rw.Owner), &rw.Payload, &rw.TraceParent, &rw.TraceState, &rw.RequestID, &rw.CreatedAt, &rw.Attempts)
+		rw.Epoch = held[rw.Partition]
 		return rw, err
 	})
 	if err != nil {
@@ -105,15 +135,14 @@ INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id,
 SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now()
 FROM marked`
 
-// markPublished returns how many of rows it marked; the others were fenced off.
-func (r *Relay) markPublished(ctx context.Context, rows []row) (int, error) {
+// MarkPublished marks rows published for owner and returns how many it marked; the
+// others were fenced off (see markSQL).
+func MarkPublished(ctx context.Context, db postgres.DBTX, rows []Row, owner string) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
 	ids, parts, epochs := fence(rows)
-	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
-	defer cancel()
-	tag, err := r.pool.Exec(ctx, markSQL, ids, parts, epochs, r.leases.Owner())
+	tag, err := db.Exec(ctx, markSQL, ids, parts, epochs, owner)
 	if err != nil {
 		return 0, fmt.Errorf("mark %d rows published: %w", len(rows), err)
 	}
@@ -134,26 +163,22 @@ WHERE o.event_id = a.event_id AND o.partition = a.partition AND o.published_at I
   AND l.owner = $7 AND l.expires_at > now()
 RETURNING o.parked_at IS NOT NULL`
 
-// recordFailures returns how many rows it parked.
-func (r *Relay) recordFailures(ctx context.Context, rows []row, errs []string) (int, error) {
-	n := len(rows)
+// RecordFailures counts a failed attempt on each row for owner, with errs[i] as row
+// i's error and delays[i] before its next attempt, parks the rows that reached
+// maxAttempts, and returns how many it parked; fenced like MarkPublished.
+func RecordFailures(ctx context.Context, db postgres.DBTX, rows []Row, errs []string, delays []time.Duration, maxAttempts int, owner string) (int, error) {
 	ids, parts, epochs := fence(rows)
-	delays := make([]int64, n)
-	for i, rw := range rows {
-		delays[i] = r.backoff(rw.attempts).Milliseconds()
-		if len(errs[i]) > 1000 {
-			errs[i] = errs[i][:1000]
-		}
+	delayMs := make([]int64, len(delays))
+	for i, d := range delays {
+		delayMs[i] = d.Milliseconds()
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
-	defer cancel()
-	res, err := r.pool.Query(ctx, failSQL, ids, parts, epochs, errs, delays, r.opts.MaxAttempts, r.leases.Owner())
+	res, err := db.Query(ctx, failSQL, ids, parts, epochs, errs, delayMs, maxAttempts, owner)
 	if err != nil {
-		return 0, fmt.Errorf("record %d failed publishes: %w", n, err)
+		return 0, fmt.Errorf("record %d failed publishes: %w", len(rows), err)
 	}
 	parked, err := pgx.CollectRows(res, pgx.RowTo[bool])
 	if err != nil {
-		return 0, fmt.Errorf("record %d failed publishes: %w", n, err)
+		return 0, fmt.Errorf("record %d failed publishes: %w", len(rows), err)
 	}
 	count := 0
 	for _, p := range parked {
@@ -168,23 +193,99 @@ func (r *Relay) recordFailures(ctx context.Context, rows []row, errs []string) (
 // under, as the arrays markSQL and failSQL take. The ids go as [16]byte, which pgx
 // encodes directly: a uuid.UUID goes through its driver.Valuer, a string that pgx
 // fails to encode as binary (building an error) before it parses it back, per element.
-func fence(rows []row) (ids [][16]byte, parts []int32, epochs []int64) {
+func fence(rows []Row) (ids [][16]byte, parts []int32, epochs []int64) {
 	ids = make([][16]byte, len(rows))
 	parts = make([]int32, len(rows))
 	epochs = make([]int64, len(rows))
 	for i, rw := range rows {
-		ids[i], parts[i], epochs[i] = rw.eventID, rw.partition, rw.epoch
+		ids[i], parts[i], epochs[i] = rw.EventID, rw.Partition, rw.Epoch
 	}
 	return ids, parts, epochs
 }
 
 // eventIDs returns the ids of every row of sets, as [16]byte (see fence).
-func eventIDs(sets ...[]row) [][16]byte {
+func eventIDs(sets ...[]Row) [][16]byte {
 	var ids [][16]byte
 	for _, rows := range sets {
 		for _, rw := range rows {
-			ids = append(ids, rw.eventID)
+			ids = append(ids, rw.EventID)
 		}
 	}
 	return ids
 }
+
+// Parked is one parked outbox row: one the publisher gave up on after MAX_ATTEMPTS
+// failed publishes.
+type Parked struct {
+	EventID       uuid.UUID `json:"event_id"`
+	EventType     string    `json:"event_type"`
+	AggregateType string    `json:"aggregate_type"`
+	AggregateID   uuid.UUID `json:"aggregate_id"`
+	Version       int64     `json:"aggregate_version"`
+	Attempts      int       `json:"attempts"`
+	LastError     string    `json:"last_error"`
+	CreatedAt     time.Time `json:"created_at"`
+	ParkedAt      time.Time `json:"parked_at"`
+}
+
+const listParkedSQL = `
+SELECT event_id, event_type, aggregate_type, aggregate_id, aggregate_version, attempts,
+       coalesce(last_error, ''), created_at, parked_at
+FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL
+ORDER BY parked_at LIMIT $1`
+
+// ListParked returns up to limit parked rows, oldest first, with why they failed.
+func ListParked(ctx context.Context, db postgres.DBTX, limit int) ([]Parked, error) {
+	rows, err := db.Query(ctx, listParkedSQL, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list parked rows: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Parked, error) {
+		var p Parked
+		err := r.Scan(&p.EventID, &p.EventType, &p.AggregateType, &p.AggregateID, &p.Version, &p.Attempts, &p.LastError, &p.CreatedAt, &p.ParkedAt)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list parked rows: %w", err)
+	}
+	return out, nil
+}
+
+const unparkSQL = `
+UPDATE outbox SET parked_at = NULL, next_attempt_at = NULL, attempts = 0
+WHERE parked_at IS NOT NULL AND published_at IS NULL`
+
+// RetryParked unparks the given rows, or every parked row when ids is empty, and
+// returns how many it unparked. Their attempts start again from zero, and the drain
+// picks them up at its next claim, ahead of the later versions that waited behind
+// them.
+func RetryParked(ctx context.Context, db postgres.DBTX, ids []uuid.UUID) (int64, error) {
+	var (
+		tag pgconn.CommandTag
+		err error
+	)
+	if len(ids) == 0 {
+		tag, err = db.Exec(ctx, unparkSQL)
+	} else {
+		tag, err = db.Exec(ctx, unparkSQL+" AND event_id = ANY($1)", ids)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("retry parked rows: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// deleteLegacyPublishedSQL deletes a bounded batch of the rows that releases before
+// migration 00007 marked published in the outbox itself, by the index on
+// published_at; PostgreSQL and CockroachDB both run DELETE ... WHERE key IN (SELECT
+// ... LIMIT n).
+const deleteLegacyPublishedSQL = `
+DELETE FROM outbox WHERE event_id IN (
+    SELECT event_id FROM outbox
+    WHERE published_at IS NOT NULL
+      AND published_at < now() - $1::bigint * interval '1 millisecond'
+      AND partition = ANY($2)
+    LIMIT $3)`
+
+// deleteLegacyPublished is the Cleanup of deleteLegacyPublishedSQL.
+var deleteLegacyPublished = cleanup(deleteLegacyPublishedSQL)

@@ -1,11 +1,14 @@
-// Package verify compares the source of truth (PostgreSQL) with the read model
-// (MongoDB) document by document: users, todos and per-user stats (from which the
-// leaderboard is sorted). Users and todos are compared as live documents, so their
-// tombstones never count as documents; stats are compared row by row with user_stats,
-// deleted users' last snapshots included: counts, version and deleted.
+// Package drift compares what a read model must show with what it shows, document by
+// document: users, todos and per-user stats (from which the leaderboard is sorted).
+// Users and todos are compared as live documents, so their tombstones never count as
+// documents; stats are compared as the rows of user_stats are, deleted users' last
+// snapshots included: counts, version and deleted. Times are compared at millisecond
+// precision, the precision of BSON dates.
 //
-// Times are compared at millisecond precision, the precision of BSON dates.
-package verify
+// The API's verify tool builds the wanted Snapshot from PostgreSQL; the projector's
+// tests build it from the writes they play. Like the rest of shared, it makes no
+// compatibility promises outside this repository.
+package drift
 
 import (
 	"context"
@@ -16,17 +19,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
-// Snapshot is the live state of one side.
+// Snapshot is the live documents of one side, by id.
 type Snapshot struct {
 	Users map[string]readmodel.User
 	Todos map[string]readmodel.Todo
@@ -35,11 +35,35 @@ type Snapshot struct {
 	Stats map[string]readmodel.Stats
 }
 
+// NewSnapshot returns an empty snapshot.
+func NewSnapshot() Snapshot {
+	return Snapshot{Users: map[string]readmodel.User{}, Todos: map[string]readmodel.Todo{}, Stats: map[string]readmodel.Stats{}}
+}
+
+// AddUser adds the document the read model must hold for a live user whose state is u.
+func (s Snapshot) AddUser(u event.UserData) {
+	s.Users[u.ID.String()] = normUser(readmodel.User{ID: u.ID.String(), Email: u.Email, DisplayName: u.DisplayName,
+		Version: u.Version, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt})
+}
+
+// AddTodo adds the document the read model must hold for a live todo whose state is t.
+func (s Snapshot) AddTodo(t event.TodoData) {
+	s.Todos[t.ID.String()] = normTodo(readmodel.Todo{ID: t.ID.String(), UserID: t.UserID.String(), Title: t.Title,
+		Notes: t.Notes, Completed: t.Completed, CompletedAt: t.CompletedAt, Due: t.Due, Priority: t.Priority,
+		Version: t.Version, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt})
+}
+
+// AddStats adds the stats document the read model must hold for owner's row of
+// user_stats.
+func (s Snapshot) AddStats(owner uuid.UUID, st event.Stats) {
+	s.Stats[owner.String()] = readmodel.StatsOf(owner.String(), st, time.Time{})
+}
+
 // Difference is one mismatch.
 type Difference struct {
 	Collection string // users, todos or user_stats
 	ID         string
-	Kind       string // missing (in MongoDB), extra (in MongoDB), differs
+	Kind       string // missing (in the read model), extra (in the read model), differs
 	Detail     string
 }
 
@@ -50,94 +74,9 @@ func (d Difference) String() string {
 	return fmt.Sprintf("%s %s: %s: %s", d.Collection, d.ID, d.Kind, d.Detail)
 }
 
-// Run loads both sides and compares them. It reads PostgreSQL in one read-only
-// REPEATABLE READ transaction (one snapshot for users, todos and stats); run it after
-// writes stop, or differences still in flight through the pipeline show as drift.
-func Run(ctx context.Context, pool *pgxpool.Pool, readModel *mongo.Database) ([]Difference, error) {
-	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // read-only: nothing to keep
-	want, err := FromPostgres(ctx, tx)
-	if err != nil {
-		return nil, err
-	}
-	got, err := FromMongo(ctx, readModel)
-	if err != nil {
-		return nil, err
-	}
-	return Compare(want, got), nil
-}
-
-// FromPostgres loads the source of truth; give it a REPEATABLE READ transaction so
-// that the tables agree with each other.
-func FromPostgres(ctx context.Context, db postgres.DBTX) (Snapshot, error) {
-	s := Snapshot{Users: map[string]readmodel.User{}, Todos: map[string]readmodel.Todo{}, Stats: map[string]readmodel.Stats{}}
-	rows, err := db.Query(ctx, `SELECT id, email, display_name, version, created_at, updated_at FROM users`)
-	if err != nil {
-		return s, fmt.Errorf("read users: %w", err)
-	}
-	for rows.Next() {
-		var (
-			id uuid.UUID
-			u  readmodel.User
-		)
-		if err := rows.Scan(&id, &u.Email, &u.DisplayName, &u.Version, &u.CreatedAt, &u.UpdatedAt); err != nil {
-			rows.Close()
-			return s, fmt.Errorf("read users: %w", err)
-		}
-		u.ID = id.String()
-		s.Users[u.ID] = normUser(u)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return s, fmt.Errorf("read users: %w", err)
-	}
-	rows, err = db.Query(ctx, `SELECT id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at FROM todos`)
-	if err != nil {
-		return s, fmt.Errorf("read todos: %w", err)
-	}
-	for rows.Next() {
-		var (
-			id, owner uuid.UUID
-			t         readmodel.Todo
-		)
-		if err := rows.Scan(&id, &owner, &t.Title, &t.Notes, &t.Completed, &t.CompletedAt, &t.Due, &t.Priority, &t.Version, &t.CreatedAt, &t.UpdatedAt); err != nil {
-			rows.Close()
-			return s, fmt.Errorf("read todos: %w", err)
-		}
-		t.ID, t.UserID = id.String(), owner.String()
-		s.Todos[t.ID] = normTodo(t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return s, fmt.Errorf("read todos: %w", err)
-	}
-	rows, err = db.Query(ctx, `SELECT user_id, open, completed, version, deleted FROM user_stats`)
-	if err != nil {
-		return s, fmt.Errorf("read user_stats: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			id uuid.UUID
-			st event.Stats
-		)
-		if err := rows.Scan(&id, &st.Open, &st.Completed, &st.Version, &st.Deleted); err != nil {
-			return s, fmt.Errorf("read user_stats: %w", err)
-		}
-		s.Stats[id.String()] = readmodel.StatsOf(id.String(), st, time.Time{})
-	}
-	if err := rows.Err(); err != nil {
-		return s, fmt.Errorf("read user_stats: %w", err)
-	}
-	return s, nil
-}
-
 // FromMongo loads the live documents of a read-model database.
 func FromMongo(ctx context.Context, db *mongo.Database) (Snapshot, error) {
-	s := Snapshot{Users: map[string]readmodel.User{}, Todos: map[string]readmodel.Todo{}, Stats: map[string]readmodel.Stats{}}
+	s := NewSnapshot()
 	live := bson.D{readmodel.NotDeleted}
 	var users []readmodel.User
 	if err := findAll(ctx, db.Collection(readmodel.CollUsers), live, &users); err != nil {
@@ -231,7 +170,7 @@ func describeStats(s readmodel.Stats) string {
 	return fmt.Sprintf("{open:%d completed:%d total:%d version:%d deleted:%t}", s.Open, s.Completed, s.Total, s.Version, s.Deleted)
 }
 
-func ts(t time.Time) string { return t.UTC().Truncate(time.Millisecond).Format(time.RFC3339Nano) }
+func ts(t time.Time) string { return ms(t).Format(time.RFC3339Nano) }
 
 func tsp(t *time.Time) string {
 	if t == nil {
@@ -240,15 +179,26 @@ func tsp(t *time.Time) string {
 	return ts(*t)
 }
 
+func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+func msp(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := ms(*t)
+	return &u
+}
+
 func normUser(u readmodel.User) readmodel.User {
 	u.ProjectedAt = time.Time{}
-	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC().Truncate(time.Millisecond), u.UpdatedAt.UTC().Truncate(time.Millisecond)
+	u.CreatedAt, u.UpdatedAt = ms(u.CreatedAt), ms(u.UpdatedAt)
 	return u
 }
 
 func normTodo(t readmodel.Todo) readmodel.Todo {
 	t.ProjectedAt = time.Time{}
-	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC().Truncate(time.Millisecond), t.UpdatedAt.UTC().Truncate(time.Millisecond)
+	t.CreatedAt, t.UpdatedAt = ms(t.CreatedAt), ms(t.UpdatedAt)
+	t.CompletedAt, t.Due = msp(t.CompletedAt), msp(t.Due)
 	return t
 }
 

@@ -25,13 +25,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
-	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
@@ -55,15 +55,15 @@ const batchSize = 200
 
 // Run re-emits the selection. readModel may be nil when the selection names only
 // aggregates that exist in the source.
-func Run(ctx context.Context, db postgres.Beginner, q postgres.DBTX, readModel *mongo.Database, sel Selection) (Report, error) {
+func Run(ctx context.Context, store *postgres.Store, readModel *mongo.Database, sel Selection) (Report, error) {
 	var rep Report
-	users, todos := sel.Users, sel.Todos
+	userIDs, todoIDs := sel.Users, sel.Todos
 	if sel.All {
 		var err error
-		if users, err = ids(ctx, q, "SELECT id FROM users"); err != nil {
+		if userIDs, err = store.IDs(ctx, event.AggregateUser); err != nil {
 			return rep, err
 		}
-		if todos, err = ids(ctx, q, "SELECT id FROM todos"); err != nil {
+		if todoIDs, err = store.IDs(ctx, event.AggregateTodo); err != nil {
 			return rep, err
 		}
 		if readModel != nil {
@@ -75,25 +75,25 @@ func Run(ctx context.Context, db postgres.Beginner, q postgres.DBTX, readModel *
 			if err != nil {
 				return rep, err
 			}
-			users, todos = union(users, extraUsers), union(todos, extraTodos)
+			userIDs, todoIDs = union(userIDs, extraUsers), union(todoIDs, extraTodos)
 		}
 	}
-	for i := 0; i < len(users); i += batchSize {
-		if err := emitBatch(ctx, db, readModel, event.AggregateUser, users[i:min(i+batchSize, len(users))], &rep); err != nil {
+	for i := 0; i < len(userIDs); i += batchSize {
+		if err := emitBatch(ctx, store, readModel, event.AggregateUser, userIDs[i:min(i+batchSize, len(userIDs))], &rep); err != nil {
 			return rep, err
 		}
 	}
-	for i := 0; i < len(todos); i += batchSize {
-		if err := emitBatch(ctx, db, readModel, event.AggregateTodo, todos[i:min(i+batchSize, len(todos))], &rep); err != nil {
+	for i := 0; i < len(todoIDs); i += batchSize {
+		if err := emitBatch(ctx, store, readModel, event.AggregateTodo, todoIDs[i:min(i+batchSize, len(todoIDs))], &rep); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
 }
 
-func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Database, aggType string, batch []uuid.UUID, rep *Report) error {
+func emitBatch(ctx context.Context, store *postgres.Store, readModel *mongo.Database, aggType string, batch []uuid.UUID, rep *Report) error {
 	var local Report
-	err := postgres.WithTx(ctx, db, func(tx pgx.Tx) error {
+	err := store.InTx(ctx, func(tx *postgres.Tx) error {
 		local = Report{}
 		var events []event.Envelope
 		for _, id := range batch {
@@ -113,7 +113,7 @@ func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Datab
 					continue
 				}
 			}
-			pending, err := takeVersion(ctx, tx, e)
+			pending, err := tx.TakeVersion(ctx, e)
 			if err != nil {
 				return err
 			}
@@ -128,7 +128,7 @@ func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Datab
 			}
 			events = append(events, e)
 		}
-		return outbox.Insert(ctx, tx, events...)
+		return tx.Emit(ctx, events...)
 	})
 	if err != nil {
 		return fmt.Errorf("resync %d %ss: %w", len(batch), aggType, err)
@@ -139,61 +139,36 @@ func emitBatch(ctx context.Context, db postgres.Beginner, readModel *mongo.Datab
 	return nil
 }
 
-// takeVersion makes room in the outbox for e, which allows one row per aggregate
-// version: a published row of e's version is deleted, since e replaces it. An
-// unpublished one is kept and reported pending: the publisher is about to deliver that
-// very version.
-func takeVersion(ctx context.Context, tx pgx.Tx, e event.Envelope) (pending bool, err error) {
-	tag, err := tx.Exec(ctx, `DELETE FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3 AND published_at IS NOT NULL`,
-		e.AggregateType, e.AggregateID, e.Version)
-	if err != nil {
-		return false, fmt.Errorf("replace published outbox row of %s %s: %w", e.AggregateType, e.AggregateID, err)
-	}
-	if tag.RowsAffected() > 0 {
-		return false, nil
-	}
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3)`,
-		e.AggregateType, e.AggregateID, e.Version).Scan(&pending); err != nil {
-		return false, fmt.Errorf("look up outbox row of %s %s: %w", e.AggregateType, e.AggregateID, err)
-	}
-	return pending, nil
-}
-
 var trace = event.TraceContext{RequestID: "resync"}
 
 // current builds the event of an aggregate's current state, locking its row so that
 // the version read is the one inserted.
-func current(ctx context.Context, tx pgx.Tx, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
-	now := time.Now()
-	if aggType == event.AggregateUser {
-		var u event.UserData
-		err := tx.QueryRow(ctx, `SELECT id, email, display_name, version, created_at, updated_at FROM users WHERE id = $1 FOR UPDATE`, id).
-			Scan(&u.ID, &u.Email, &u.DisplayName, &u.Version, &u.CreatedAt, &u.UpdatedAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return event.Envelope{}, false, nil
-		}
-		if err != nil {
-			return event.Envelope{}, false, fmt.Errorf("read user %s: %w", id, err)
-		}
-		e, err := event.New(event.UserUpdated, u.ID, u.ID, u.Version, now, trace, u)
-		return e, err == nil, err
-	}
-	var t event.TodoData
-	err := tx.QueryRow(ctx, `SELECT id, user_id, title, notes, completed, completed_at, due, priority, version, created_at, updated_at FROM todos WHERE id = $1 FOR UPDATE`, id).
-		Scan(&t.ID, &t.UserID, &t.Title, &t.Notes, &t.Completed, &t.CompletedAt, &t.Due, &t.Priority, &t.Version, &t.CreatedAt, &t.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
+func current(ctx context.Context, tx *postgres.Tx, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
+	typ, owner, version, data, err := state(ctx, tx, aggType, id)
+	if errors.Is(err, users.ErrNotFound) || errors.Is(err, todos.ErrNotFound) {
 		return event.Envelope{}, false, nil
 	}
 	if err != nil {
-		return event.Envelope{}, false, fmt.Errorf("read todo %s: %w", id, err)
+		return event.Envelope{}, false, err
 	}
-	e, err := event.New(event.TodoUpdated, t.ID, t.UserID, t.Version, now, trace, t)
+	e, err := event.New(typ, id, owner, version, time.Now(), trace, data)
 	return e, err == nil, err
+}
+
+// state reads an aggregate's current state, its row locked, as the event type, owner,
+// version and data of its update.
+func state(ctx context.Context, tx *postgres.Tx, aggType string, id uuid.UUID) (string, uuid.UUID, int64, any, error) {
+	if aggType == event.AggregateUser {
+		u, err := tx.LockUser(ctx, id)
+		return event.UserUpdated, u.ID, u.Version, u.Data(), err
+	}
+	t, err := tx.LockTodo(ctx, id)
+	return event.TodoUpdated, t.UserID, t.Version, t.Data(), err
 }
 
 // tombstone builds a delete for a live read-model document the source lacks, at the
 // version the package comment gives.
-func tombstone(ctx context.Context, tx pgx.Tx, readModel *mongo.Database, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
+func tombstone(ctx context.Context, tx *postgres.Tx, readModel *mongo.Database, aggType string, id uuid.UUID) (event.Envelope, bool, error) {
 	coll, typ := readmodel.CollUsers, event.UserDeleted
 	if aggType == event.AggregateTodo {
 		coll, typ = readmodel.CollTodos, event.TodoDeleted
@@ -215,27 +190,14 @@ func tombstone(ctx context.Context, tx pgx.Tx, readModel *mongo.Database, aggTyp
 			return event.Envelope{}, false, fmt.Errorf("todo %s has owner %q: %w", id, doc.UserID, err)
 		}
 	}
-	var newest int64
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(aggregate_version), 0) FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2`,
-		aggType, id).Scan(&newest); err != nil {
-		return event.Envelope{}, false, fmt.Errorf("newest outbox version of %s %s: %w", aggType, id, err)
+	newest, err := tx.NewestVersion(ctx, aggType, id)
+	if err != nil {
+		return event.Envelope{}, false, err
 	}
 	now := time.Now()
 	v := max(doc.Version+1, newest)
 	e, err := event.New(typ, id, owner, v, now, trace, event.Tombstone{ID: id, OwnerID: owner, Version: v, DeletedAt: now})
 	return e, err == nil, err
-}
-
-func ids(ctx context.Context, q postgres.DBTX, sql string) ([]uuid.UUID, error) {
-	rows, err := q.Query(ctx, sql)
-	if err != nil {
-		return nil, fmt.Errorf("list ids: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return nil, fmt.Errorf("list ids: %w", err)
-	}
-	return out, nil
 }
 
 func liveIDs(ctx context.Context, coll *mongo.Collection) ([]uuid.UUID, error) {

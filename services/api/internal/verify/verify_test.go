@@ -1,31 +1,29 @@
 package verify_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/verify"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/pipelinetest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/verify"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
+
+func TestMain(m *testing.M) { pipelinetest.Main(m) }
 
 // verify passes on equal databases and reports each planted difference: a missing
 // document, a stale one, an extra one, and stats with wrong counts, a wrong version, a
 // wrong deleted flag, missing or extra.
 func TestVerifyDetectsPlantedDrift(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	pool, _ := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	env := pipelinetest.New(t)
+	ctx := pipelinetest.Context(t, 2*time.Minute)
 
-	w := projtest.NewWorld(t)
+	w := pipelinetest.NewWriter(t, env.Store)
 	u1, u2, u3, gone := w.CreateUser(), w.CreateUser(), w.CreateUser(), w.CreateUser()
 	w.RenameUser(u1, "Ada")
 	t1 := w.CreateTodo(u1, "one")
@@ -34,16 +32,11 @@ func TestVerifyDetectsPlantedDrift(t *testing.T) {
 	w.DeleteTodo(w.CreateTodo(u2, "gone"))
 	w.CreateTodo(gone, "with the user")
 	w.DeleteUser(gone)
-	if err := w.WriteSource(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	db := env.Mongo.Database("verify")
-	for i, r := range project.New(db, 4).Apply(ctx, w.Events) {
-		if r.Err != nil {
-			t.Fatalf("apply %d: %v", i, r.Err)
-		}
-	}
-	diffs, err := verify.Run(ctx, pool, db)
+	env.RelayOutbox(t, env.Pool)
+	env.StartProjector(t)
+	sharedtest.Eventually(t, time.Minute, env.Drained)
+	db := env.Active(t)
+	diffs, err := verify.Run(ctx, env.Store, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +50,7 @@ func TestVerifyDetectsPlantedDrift(t *testing.T) {
 	if _, err := stats.InsertOne(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if diffs, err := verify.Run(ctx, pool, db); err != nil || len(diffs) != 0 {
+	if diffs, err := verify.Run(ctx, env.Store, db); err != nil || len(diffs) != 0 {
 		t.Fatalf("with an old stats tombstone: %v, %v; want no difference", diffs, err)
 	}
 
@@ -89,7 +82,7 @@ func TestVerifyDetectsPlantedDrift(t *testing.T) {
 	if _, err := stats.InsertOne(ctx, readmodel.Stats{UserID: extraStats, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	diffs, err = verify.Run(ctx, pool, db)
+	diffs, err = verify.Run(ctx, env.Store, db)
 	if err != nil {
 		t.Fatal(err)
 	}
