@@ -286,13 +286,13 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, 
 type client struct {
 	t    *testing.T
 	base string
-	hc   http.Client
 }
 
 // do sends one JSON request and decodes the answer into out (when not nil), failing the
 // test unless the status is want.
 func (c *client) do(method, path, token string, header map[string]string, body any, want int, out any) {
 	c.t.Helper()
+	h := http.Header{}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -300,33 +300,19 @@ func (c *client) do(method, path, token string, header map[string]string, body a
 			c.t.Fatal(err)
 		}
 		rd = bytes.NewReader(b)
+		h.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		h.Set(k, v)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	if resp.StatusCode != want {
-		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, b)
+	status, b := sharedtest.Request(c.t, ctx, method, c.base+path, h, rd)
+	if status != want {
+		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, status, want, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
