@@ -33,6 +33,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/driver"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/procstat"
@@ -308,16 +309,9 @@ func load1() float64 {
 // sample records, every second, the backlog, projection lag, load and each process's
 // CPU and memory. It runs until ctx ends.
 func (r *runner) sample(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	prev := map[string]procstat.Usage{}
 	prevAt := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	process.Every(ctx, time.Second, func() {
 		now := time.Now()
 		tick := report.Tick{T: now.Sub(r.start).Seconds(), Load1: load1(), RSSMB: map[string]float64{}, CPUPct: map[string]float64{}}
 		if s, err := r.st.sync(ctx); err == nil {
@@ -349,7 +343,7 @@ func (r *runner) sample(ctx context.Context) {
 			r.peak[n] = max(r.peak[n], u.PeakRS)
 		}
 		r.mu.Unlock()
-	}
+	})
 }
 
 func mb(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
