@@ -200,10 +200,8 @@ func (r *runner) runPhase(ctx context.Context, ph phase, limit time.Duration) (p
 // startStack creates the run's databases, starts the stack, connects to its servers
 // and starts sampling.
 func (r *runner) startStack(ctx context.Context) error {
-	for _, n := range []string{r.name, r.name + "_pg"} {
-		if err := createDatabase(ctx, r.cfg.AdminURL, n); err != nil {
-			return err
-		}
+	if err := onDatabases(ctx, r.cfg.AdminURL, time.Minute, "CREATE DATABASE %s", r.name, r.name+"_pg"); err != nil {
+		return err
 	}
 	logFile, err := os.Create(filepath.Join(r.raw, "devstack.log"))
 	if err != nil {
@@ -256,7 +254,7 @@ func (r *runner) teardown(ctx context.Context) {
 	if r.st != nil {
 		r.st.stop()
 	}
-	if err := dropDatabases(ctx, r.cfg.AdminURL, r.name, r.name+"_ferretdb", r.name+"_pg"); err != nil {
+	if err := onDatabases(ctx, r.cfg.AdminURL, time.Minute, "DROP DATABASE IF EXISTS %s WITH (FORCE)", r.name, r.name+"_ferretdb", r.name+"_pg"); err != nil {
 		r.log.Warn("drop the run's databases", "error", err)
 	}
 }
