@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -97,16 +96,16 @@ func TestMakeRun(t *testing.T) {
 	})
 
 	// A user waits for the banner devstack prints once the API answers.
-	ready := waitFor(t, 90*time.Second, "the ready banner", func() (bool, error) {
+	sharedtest.Eventually(t, 90*time.Second, func() (bool, string) {
 		select {
 		case err := <-exited:
 			stopped = true
-			return false, fmt.Errorf("make run exited early: %v", err)
+			t.Fatalf("make run exited early: %v", err)
 		default:
 		}
-		return strings.Contains(out.String(), "\nready in "), nil
+		return strings.Contains(out.String(), "\nready in "), "no ready banner"
 	})
-	t.Logf("make run: API ready %s after start (build up to date)", ready.Sub(started).Round(time.Millisecond))
+	t.Logf("make run: API ready %s after start (build up to date)", time.Since(started).Round(time.Millisecond))
 
 	api := &client{t: t, base: "http://" + apiAddr}
 	var signup struct {
@@ -132,18 +131,19 @@ func TestMakeRun(t *testing.T) {
 		Completed int64  `json:"completed"`
 		Total     int64  `json:"total"`
 	}
-	waitFor(t, 30*time.Second, "the user on the leaderboard with 1 completed", func() (bool, error) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		var lb struct {
 			Top []entry `json:"top"`
 			Me  *entry  `json:"me"`
 		}
 		api.do(http.MethodGet, "/v1/leaderboard", signup.Token, nil, nil, http.StatusOK, &lb)
+		const why = "the user, 1 of 1 todos completed, is not yet both in the leaderboard's top and its me"
 		for _, e := range lb.Top {
 			if e.UserID == signup.User.ID && e.Completed == 1 && e.Total == 1 {
-				return lb.Me != nil && *lb.Me == e, nil
+				return lb.Me != nil && *lb.Me == e, why
 			}
 		}
-		return false, nil
+		return false, why
 	})
 
 	checkFerretBackend(t, dbURL)
@@ -259,28 +259,6 @@ func servicePIDs(t *testing.T, log string) map[string]int {
 		}
 	}
 	return pids
-}
-
-// waitFor polls cond until it holds, fails the test on its error or at the deadline,
-// and returns when it held.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, error)) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if ok {
-			return time.Now()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, limit)
-		}
-		<-tick.C
-	}
 }
 
 type client struct {
