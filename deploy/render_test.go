@@ -254,58 +254,68 @@ type envVar struct {
 func (m *manifest) env(c corev1.Container) (map[string]envVar, error) {
 	out := map[string]envVar{}
 	for _, from := range c.EnvFrom {
+		var kind, name string
 		switch {
 		case from.ConfigMapRef != nil:
-			cm, ok := m.configMaps[from.ConfigMapRef.Name]
-			if !ok {
-				return nil, fmt.Errorf("envFrom ConfigMap %q does not exist", from.ConfigMapRef.Name)
-			}
-			for k, v := range cm.Data {
-				out[from.Prefix+k] = envVar{v, "configmap"}
-			}
+			kind, name = "ConfigMap", from.ConfigMapRef.Name
 		case from.SecretRef != nil:
-			s, ok := m.secrets[from.SecretRef.Name]
-			if !ok {
-				return nil, fmt.Errorf("envFrom Secret %q does not exist", from.SecretRef.Name)
-			}
-			for k, v := range s.Data {
-				out[from.Prefix+k] = envVar{string(v), "secret"}
-			}
+			kind, name = "Secret", from.SecretRef.Name
 		default:
 			return nil, fmt.Errorf("envFrom entry without a source")
 		}
+		data, err := m.data(kind, name)
+		if err != nil {
+			return nil, fmt.Errorf("envFrom %w", err)
+		}
+		for k, v := range data {
+			out[from.Prefix+k] = envVar{v, strings.ToLower(kind)}
+		}
 	}
 	for _, e := range c.Env {
+		var kind, name, key string
 		switch {
 		case e.ValueFrom == nil:
 			out[e.Name] = envVar{e.Value, "literal"}
+			continue
 		case e.ValueFrom.SecretKeyRef != nil:
-			ref := e.ValueFrom.SecretKeyRef
-			s, ok := m.secrets[ref.Name]
-			if !ok {
-				return nil, fmt.Errorf("%s: Secret %q does not exist", e.Name, ref.Name)
-			}
-			v, ok := s.Data[ref.Key]
-			if !ok {
-				return nil, fmt.Errorf("%s: Secret %q has no key %q", e.Name, ref.Name, ref.Key)
-			}
-			out[e.Name] = envVar{string(v), "secret"}
+			kind, name, key = "Secret", e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key
 		case e.ValueFrom.ConfigMapKeyRef != nil:
-			ref := e.ValueFrom.ConfigMapKeyRef
-			cm, ok := m.configMaps[ref.Name]
-			if !ok {
-				return nil, fmt.Errorf("%s: ConfigMap %q does not exist", e.Name, ref.Name)
-			}
-			v, ok := cm.Data[ref.Key]
-			if !ok {
-				return nil, fmt.Errorf("%s: ConfigMap %q has no key %q", e.Name, ref.Name, ref.Key)
-			}
-			out[e.Name] = envVar{v, "configmap"}
+			kind, name, key = "ConfigMap", e.ValueFrom.ConfigMapKeyRef.Name, e.ValueFrom.ConfigMapKeyRef.Key
 		default:
 			out[e.Name] = envVar{"", "runtime"}
+			continue
 		}
+		data, err := m.data(kind, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name, err)
+		}
+		v, ok := data[key]
+		if !ok {
+			return nil, fmt.Errorf("%s: %s %q has no key %q", e.Name, kind, name, key)
+		}
+		out[e.Name] = envVar{v, strings.ToLower(kind)}
 	}
 	return out, nil
+}
+
+// data is the data of the ConfigMap or Secret (kind) called name, as the variables
+// that reference it get it.
+func (m *manifest) data(kind, name string) (map[string]string, error) {
+	switch kind {
+	case "ConfigMap":
+		if cm, ok := m.configMaps[name]; ok {
+			return cm.Data, nil
+		}
+	case "Secret":
+		if s, ok := m.secrets[name]; ok {
+			data := make(map[string]string, len(s.Data))
+			for k, v := range s.Data {
+				data[k] = string(v)
+			}
+			return data, nil
+		}
+	}
+	return nil, fmt.Errorf("%s %q does not exist", kind, name)
 }
 
 // setting is the value a program sees for name in container c: the manifests' value,

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // committedSchema is the generated half of the client, as committed.
@@ -34,7 +34,9 @@ func checkGeneratedClient(t *testing.T, apiURL string) {
 	t.Helper()
 	dir := t.TempDir()
 	doc := filepath.Join(dir, "openapi.json")
-	if err := os.WriteFile(doc, fetch(t, apiURL+"/openapi.json"), 0o644); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := os.WriteFile(doc, []byte(sharedtest.Fetch(t, ctx, apiURL+"/openapi.json")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	generated := filepath.Join(dir, "schema.d.ts")
@@ -70,28 +72,4 @@ func firstDifference(committed, generated []byte) string {
 		}
 	}
 	return "the files differ"
-}
-
-// fetch GETs u and returns the body of its 200 answer.
-func fetch(t *testing.T, u string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", u, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: status %d: %s", u, resp.StatusCode, b)
-	}
-	return b
 }

@@ -92,20 +92,15 @@ func startSystem(t *testing.T, env map[string]string) string {
 		}
 	})
 
-	deadline := time.NewTimer(3 * time.Minute)
-	defer deadline.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !strings.Contains(out.String(), "\nready in ") {
+	sharedtest.Eventually(t, 3*time.Minute, func() (bool, string) {
 		select {
 		case err := <-exited:
 			exited <- err
 			t.Fatalf("devstack exited before it was ready: %v\n%s", err, out.String())
-		case <-deadline.C:
-			t.Fatalf("devstack printed no ready banner within 3 minutes")
-		case <-tick.C:
+		default:
 		}
-	}
+		return strings.Contains(out.String(), "\nready in "), "devstack printed no ready banner"
+	})
 	return "http://" + apiAddr
 }
 

@@ -1,7 +1,8 @@
 // Package process runs a service's main: a JSON logger with a service attribute, a
 // context cancelled by SIGINT and SIGTERM, an exit code from the returned error, HTTP
-// servers that drain in-flight requests on shutdown, and the group of long-running
-// tasks (RunTasks) that a service's composition root starts and stops together.
+// servers that drain in-flight requests on shutdown, the group of long-running
+// tasks (RunTasks) that a service's composition root starts and stops together, and
+// the ticking loop (Every) such a task runs.
 package process
 
 import (

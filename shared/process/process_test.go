@@ -13,6 +13,20 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
+// serve runs process.Serve of srv, with drain, on a loopback port, and returns the
+// port's address, the cancel that begins the shutdown and where Serve's result arrives.
+func serve(t *testing.T, srv *http.Server, drain time.Duration) (string, context.CancelFunc, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- process.Serve(ctx, srv, ln, drain) }()
+	return ln.Addr().String(), cancel, served
+}
+
 func TestServeDrainsInFlightRequests(t *testing.T) {
 	t.Parallel()
 	started, release := make(chan struct{}), make(chan struct{})
@@ -24,13 +38,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	// Shutdown closes the listeners before it runs these hooks.
 	shuttingDown := make(chan struct{})
 	srv.RegisterOnShutdown(func() { close(shuttingDown) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- process.Serve(ctx, srv, ln, 10*time.Second) }()
+	addr, cancel, served := serve(t, srv, 10*time.Second)
 
 	type result struct {
 		body string
@@ -38,7 +46,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		resp, err := http.Get("http://" + ln.Addr().String())
+		resp, err := http.Get("http://" + addr)
 		if err != nil {
 			got <- result{err: err}
 			return
@@ -51,7 +59,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	<-started
 	cancel() // shutdown begins while the request is in flight
 	<-shuttingDown
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Fatal("listener still accepts connections after shutdown began")
 	}
@@ -74,15 +82,9 @@ func TestServeGivesUpAfterDrainTimeout(t *testing.T) {
 		close(started)
 		<-release
 	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- process.Serve(ctx, srv, ln, 50*time.Millisecond) }()
+	addr, cancel, served := serve(t, srv, 50*time.Millisecond)
 	go func() {
-		resp, err := http.Get("http://" + ln.Addr().String())
+		resp, err := http.Get("http://" + addr)
 		if err == nil {
 			resp.Body.Close()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -34,4 +35,21 @@ func RunTasks(ctx context.Context, tasks ...Task) error {
 	}
 	_ = g.Wait() // the first of errs, which are all returned below
 	return errors.Join(errs...)
+}
+
+// Every calls fn every interval, the first time one interval from now, until ctx ends,
+// and returns then. fn runs on the caller's goroutine: a call that outlasts the
+// interval delays the next one, and the ticks missed meanwhile are dropped, not
+// queued.
+func Every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }

@@ -90,3 +90,29 @@ func TestRunTasksNilReturnStopsNothing(t *testing.T) {
 		t.Fatalf("%d of 1 running task stopped", n)
 	}
 }
+
+// Every waits an interval before the first call, calls fn again at each tick, and
+// returns once ctx ends.
+func TestEvery(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	var first time.Duration
+	calls := 0
+	process.Every(ctx, 10*time.Millisecond, func() {
+		if calls++; calls == 1 {
+			first = time.Since(start)
+		}
+		if calls == 3 {
+			cancel()
+		}
+	})
+	// A tick that came with the end of ctx may still be served: at most one more.
+	if calls != 3 && calls != 4 {
+		t.Fatalf("fn called %d times, ctx ending at the third call; want 3 or 4", calls)
+	}
+	if first < 10*time.Millisecond {
+		t.Fatalf("first call after %v, want one interval (10ms) or more", first)
+	}
+}

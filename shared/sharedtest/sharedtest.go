@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -90,23 +91,33 @@ func (l *LogBuffer) Await(t testing.TB, ctx context.Context, msg, field string) 
 // Fetch GETs url and returns the body of its 200 answer.
 func Fetch(t testing.TB, ctx context.Context, url string) string {
 	t.Helper()
-	r, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s\n%s", url, res.Status, body)
+	status, body := Request(t, ctx, http.MethodGet, url, nil, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s\n%s", url, status, http.StatusText(status), body)
 	}
 	return string(body)
+}
+
+// Request sends a request of method to url with header and body (each may be nil),
+// and returns the answer's status and body whatever the status. It fails t when the
+// request cannot be sent or its answer read.
+func Request(t testing.TB, ctx context.Context, method, url string, header http.Header, body io.Reader) (int, []byte) {
+	t.Helper()
+	r, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(r.Header, header)
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	return res.StatusCode, b
 }
 
 // FreePorts reserves n distinct loopback ports by listening on each, then frees them

@@ -1,9 +1,13 @@
 package sharedtest_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -80,4 +84,18 @@ func TestFreePorts(t *testing.T) {
 		t.Fatalf("port %s not free: %v", ports[0], err)
 	}
 	l.Close()
+}
+
+func TestRequest(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusTeapot)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.Header.Get("X-Test"), b)
+	}))
+	t.Cleanup(srv.Close)
+	status, body := sharedtest.Request(t, context.Background(), http.MethodPut, srv.URL, http.Header{"X-Test": {"h"}}, strings.NewReader("b"))
+	if status != http.StatusTeapot || string(body) != "PUT h b" {
+		t.Fatalf("Request = %d %q, want 418 \"PUT h b\"", status, body)
+	}
 }

@@ -2,11 +2,13 @@ package ferret_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
@@ -39,17 +41,10 @@ func TestRestartKeepsData(t *testing.T) {
 	var got struct {
 		N int `bson:"n"`
 	}
-	var err error
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: "a"}}).Decode(&got)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("find after restart: %v", err)
-	}
+	sharedtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: "a"}}).Decode(&got)
+		return err == nil, fmt.Sprintf("find after restart: %v", err)
+	})
 	if got.N != 1 {
 		t.Fatalf("n = %d, want 1", got.N)
 	}

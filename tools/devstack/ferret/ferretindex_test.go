@@ -15,6 +15,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
@@ -103,17 +104,10 @@ func TestFerretIndexesServeLookups(t *testing.T) {
 	const n = 100
 	lookups(n)
 	// Backends report their statistics when idle, within seconds.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
 		ids, owners := indexScans(ctx, t, pg, idIndex), indexScans(ctx, t, pg, ownerIndex)
-		if ids >= n && owners >= n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d lookups by _id and by owner through FerretDB, its queries used the GIN indexes %d and %d times", n, ids, owners)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return ids >= n && owners >= n, fmt.Sprintf("after %d lookups by _id and by owner through FerretDB, its queries used the GIN indexes %d and %d times", n, ids, owners)
+	})
 
 	// Ensure sets the plan cache mode where it is missing, for new sessions.
 	if _, err := pg.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{pg.Config().Database}.Sanitize()+` RESET plan_cache_mode`); err != nil {

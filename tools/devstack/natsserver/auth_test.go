@@ -24,7 +24,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
-// connect dials url with the options of cfg, as the services do, and proves JetStream
+// connectWith dials url with the options of cfg, as the services do, and proves JetStream
 // answers to the authenticated user.
 func connectWith(url string, cfg natsconn.Config) error {
 	opts, err := cfg.Options()
@@ -46,20 +46,9 @@ func connectWith(url string, cfg natsconn.Config) error {
 	return err
 }
 
-func start(t *testing.T, cfg natsserver.Config) *natsserver.Server {
-	t.Helper()
-	cfg.StoreDir = t.TempDir()
-	s, err := natsserver.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
 func TestUserPassword(t *testing.T) {
 	t.Parallel()
-	s := start(t, natsserver.Config{Users: []natsserver.User{{Name: "app", Password: "s3cret-pw"}}})
+	s := natsserver.StartTest(t, natsserver.Config{Users: []natsserver.User{{Name: "app", Password: "s3cret-pw"}}})
 	withUser := strings.Replace(s.ClientURL(), "nats://", "nats://app:s3cret-pw@", 1)
 	if err := connectWith(withUser, natsconn.Config{}); err != nil {
 		t.Fatalf("with the password: %v", err)
@@ -74,7 +63,7 @@ func TestUserPassword(t *testing.T) {
 func TestNkeySeedFile(t *testing.T) {
 	t.Parallel()
 	user := natsserver.NewNkeyUser(t)
-	s := start(t, natsserver.Config{NkeyUsers: []string{user.Public}})
+	s := natsserver.StartTest(t, natsserver.Config{NkeyUsers: []string{user.Public}})
 	cfg := natsconn.Config{NkeySeed: user.SeedFile}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -101,7 +90,7 @@ func TestTLS(t *testing.T) {
 
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	s := start(t, natsserver.Config{TLS: &tls.Config{
+	s := natsserver.StartTest(t, natsserver.Config{TLS: &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey}},
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,

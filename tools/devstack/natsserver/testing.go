@@ -15,7 +15,15 @@ import (
 // cannot, and shuts it down when t ends. The server logs to log when it is non-nil.
 func NewTest(t testing.TB, log *slog.Logger) *Server {
 	t.Helper()
-	s, err := Start(Config{StoreDir: t.TempDir(), Log: log})
+	return StartTest(t, Config{Log: log})
+}
+
+// StartTest starts a server of cfg like NewTest does; cfg.StoreDir is replaced by a
+// temporary directory of t.
+func StartTest(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	cfg.StoreDir = t.TempDir()
+	s, err := Start(cfg)
 	if err != nil {
 		t.Fatalf("start nats server: %v", err)
 	}

@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,9 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/admin"
@@ -132,26 +128,14 @@ func exerciseAPI(t *testing.T, p *proc) []string {
 		t.Helper()
 		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer rcancel()
-		r, err := http.NewRequestWithContext(rctx, method, base+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
+		header := http.Header{}
 		if body != "" {
-			r.Header.Set("Content-Type", "application/json")
+			header.Set("Content-Type", "application/json")
 		}
 		if token != "" {
-			r.Header.Set("Authorization", "Bearer "+token)
+			header.Set("Authorization", "Bearer "+token)
 		}
-		res, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.StatusCode, b
+		return sharedtest.Request(t, rctx, method, base+path, header, strings.NewReader(body))
 	}
 	tokenOf := func(b []byte) string {
 		t.Helper()
@@ -248,15 +232,7 @@ func projectorCase(t *testing.T, n natsAuth) secretsCase {
 	readModel := ferret.StartTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(n.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsserver.Connect(t, n.url)
 	// The stream as the publisher would have made it, before the projector binds to it.
 	stream := jetstream.StreamConfig{Name: "TODO_EVENTS", Subjects: []string{event.StreamSubjects(event.DefaultSubjectPrefix)}}
 	if _, err := js.CreateStream(ctx, stream); err != nil {
@@ -331,25 +307,9 @@ type natsAuth struct {
 
 func startNATS(t *testing.T, user string) natsAuth {
 	t.Helper()
-	n := natsAuth{password: "np-" + rand.Text(), seedFile: filepath.Join(t.TempDir(), "user.nk")}
-	nkey, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, err := nkey.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.seed = string(seed)
-	if err := os.WriteFile(n.seedFile, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.server, err = natsserver.Start(natsserver.Config{StoreDir: t.TempDir(),
-		Users: []natsserver.User{{Name: user, Password: n.password}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.server.Shutdown)
+	unknown := natsserver.NewNkeyUser(t) // not among the server's users
+	n := natsAuth{password: "np-" + rand.Text(), seed: unknown.Seed, seedFile: unknown.SeedFile}
+	n.server = natsserver.StartTest(t, natsserver.Config{Users: []natsserver.User{{Name: user, Password: n.password}}})
 	n.url = strings.Replace(n.server.ClientURL(), "nats://", "nats://"+user+":"+n.password+"@", 1)
 	return n
 }

@@ -27,28 +27,31 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{event.StreamSubjects("t")}}); err != nil {
 		t.Fatal(err)
 	}
-	publish := func(e event.Envelope, id string) {
+	// publish returns the message's stream sequence.
+	publish := func(e event.Envelope, id string) uint64 {
 		t.Helper()
 		b, err := e.Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.Publish(ctx, event.Subject("t", e), b, jetstream.WithMsgID(id)); err != nil {
+		ack, err := js.Publish(ctx, event.Subject("t", e), b, jetstream.WithMsgID(id))
+		if err != nil {
 			t.Fatal(err)
 		}
+		return ack.Sequence
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	user, todo := uuid.New(), uuid.New()
-	mk := func(typ string, agg uuid.UUID, v int64, data any) event.Envelope {
+	mk := func(owner uuid.UUID, typ string, agg uuid.UUID, v int64, data any) event.Envelope {
 		t.Helper()
-		e, err := event.New(typ, agg, user, v, now, event.TraceContext{}, data)
+		e, err := event.New(typ, agg, owner, v, now, event.TraceContext{}, data)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return e
 	}
-	signUp := mk(event.UserCreated, user, 1, event.UserData{ID: user, Email: "u@example.com", DisplayName: "u", Version: 1, CreatedAt: now, UpdatedAt: now})
-	create := mk(event.TodoCreated, todo, 1, event.TodoData{ID: todo, UserID: user, Title: "first", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now})
+	user, todo := uuid.New(), uuid.New()
+	signUp := mk(user, event.UserCreated, user, 1, event.UserData{ID: user, Email: "u@example.com", DisplayName: "u", Version: 1, CreatedAt: now, UpdatedAt: now})
+	create := mk(user, event.TodoCreated, todo, 1, event.TodoData{ID: todo, UserID: user, Title: "first", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now})
 	writeOutbox(ctx, t, pool, signUp, create)
 	if _, err := pool.Exec(ctx, `INSERT INTO users (id, email, display_name, version, created_at, updated_at) VALUES ($1, 'u@example.com', 'u', 1, $2, $2)`, user, now); err != nil {
 		t.Fatal(err)
@@ -86,14 +89,14 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 
 	// Broken: an acked update that never committed; a failed update that did; its
 	// event never published; a stray message; a failed delete that deleted.
-	leaked := mk(event.TodoUpdated, todo, 2, event.TodoData{ID: todo, UserID: user, Title: "leaked", Priority: "low", Version: 2, CreatedAt: now, UpdatedAt: now})
+	leaked := mk(user, event.TodoUpdated, todo, 2, event.TodoData{ID: todo, UserID: user, Title: "leaked", Priority: "low", Version: 2, CreatedAt: now, UpdatedAt: now})
 	writeOutbox(ctx, t, pool, leaked)
 	if _, err := pool.Exec(ctx, `UPDATE todos SET version = 2, title = 'leaked' WHERE id = $1`, todo); err != nil {
 		t.Fatal(err)
 	}
 	// A failed sign-up that did commit, whose event was published since.
 	ghost := uuid.New()
-	ghostUp := mk(event.UserCreated, ghost, 1, event.UserData{ID: ghost, Email: "ghost@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now})
+	ghostUp := mk(user, event.UserCreated, ghost, 1, event.UserData{ID: ghost, Email: "ghost@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now})
 	writeOutbox(ctx, t, pool, ghostUp)
 	publish(ghostUp, ghostUp.ID.String())
 	published(ghostUp)
@@ -131,19 +134,11 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 	// A deleted user's erasure removes every message of their aggregates but each
 	// one's newest: those may be missing, the tombstones may not.
 	gina, ginaTodo := uuid.New(), uuid.New()
-	mkFor := func(typ string, agg uuid.UUID, v int64, data any) event.Envelope {
-		t.Helper()
-		e, err := event.New(typ, agg, gina, v, now, event.TraceContext{}, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
 	ginaEvents := []event.Envelope{
-		mkFor(event.UserCreated, gina, 1, event.UserData{ID: gina, Email: "gina@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now}),
-		mkFor(event.TodoCreated, ginaTodo, 1, event.TodoData{ID: ginaTodo, UserID: gina, Title: "gina's", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now}),
-		mkFor(event.TodoDeleted, ginaTodo, 2, event.TodoData{ID: ginaTodo, UserID: gina, Version: 2}),
-		mkFor(event.UserDeleted, gina, 2, event.UserData{ID: gina, Version: 2}),
+		mk(gina, event.UserCreated, gina, 1, event.UserData{ID: gina, Email: "gina@example.com", DisplayName: "g", Version: 1, CreatedAt: now, UpdatedAt: now}),
+		mk(gina, event.TodoCreated, ginaTodo, 1, event.TodoData{ID: ginaTodo, UserID: gina, Title: "gina's", Priority: "low", Version: 1, CreatedAt: now, UpdatedAt: now}),
+		mk(gina, event.TodoDeleted, ginaTodo, 2, event.TodoData{ID: ginaTodo, UserID: gina, Version: 2}),
+		mk(gina, event.UserDeleted, gina, 2, event.UserData{ID: gina, Version: 2}),
 	}
 	writeOutbox(ctx, t, pool, ginaEvents...)
 	s, err := js.Stream(ctx, "S")
@@ -152,15 +147,7 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 	}
 	seqs := map[uuid.UUID]uint64{}
 	for _, e := range ginaEvents {
-		b, err := e.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ack, err := js.Publish(ctx, event.Subject("t", e), b, jetstream.WithMsgID(e.ID.String()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		seqs[e.ID] = ack.Sequence
+		seqs[e.ID] = publish(e, e.ID.String())
 		published(e)
 	}
 	for _, e := range ginaEvents[:2] { // the user's and the todo's creation

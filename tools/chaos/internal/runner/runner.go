@@ -31,6 +31,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/migrations"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/audit"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/child"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/pgserver"
@@ -363,65 +364,46 @@ func (s *stack) ensureRunning() error {
 
 // supervise restarts replicas that exited by themselves (as Kubernetes would).
 func (s *stack) supervise(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.ensureRunning(); err != nil {
-				s.log.Warn("restart after exit", "error", err)
-			}
+	process.Every(ctx, time.Second, func() {
+		if err := s.ensureRunning(); err != nil {
+			s.log.Warn("restart after exit", "error", err)
 		}
-	}
+	})
 }
 
 // killLoop SIGKILLs a random replica of svc every KillEvery and starts it again after
 // a random downtime.
 func (s *stack) killLoop(ctx context.Context, svc string) {
-	t := time.NewTicker(s.cfg.KillEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	process.Every(ctx, s.cfg.KillEvery, func() {
 		ps := s.procs[svc]
 		p := ps[mrand.IntN(len(ps))]
 		if _, err := p.Kill(); err != nil {
 			s.log.Warn("kill", "replica", p.Name, "error", err)
-			continue
+			return
 		}
 		s.count(s.kills, svc)
 		sleep(ctx, randDuration(s.cfg.Downtime))
 		if err := p.Start(); err != nil {
 			s.log.Warn("start after kill", "replica", p.Name, "error", err)
 		}
-	}
+	})
 }
 
 // restartLoop stops and starts one server every RestartEvery, round robin.
 func (s *stack) restartLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.RestartEvery)
-	defer t.Stop()
 	servers := []string{"nats", "ferretdb", "postgresql"}
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		name := servers[i%len(servers)]
+	next := 0
+	process.Every(ctx, s.cfg.RestartEvery, func() {
+		name := servers[next%len(servers)]
+		next++
 		down := randDuration(s.cfg.Downtime)
 		s.log.Info("restarting server", "server", name, "downtime", down)
 		if err := s.restart(ctx, name, down); err != nil {
 			s.log.Error("server restart", "server", name, "error", err)
-			continue
+			return
 		}
 		s.count(s.restarts, name)
-	}
+	})
 }
 
 func (s *stack) restart(ctx context.Context, name string, down time.Duration) error {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -97,16 +96,16 @@ func TestMakeRun(t *testing.T) {
 	})
 
 	// A user waits for the banner devstack prints once the API answers.
-	ready := waitFor(t, 90*time.Second, "the ready banner", func() (bool, error) {
+	sharedtest.Eventually(t, 90*time.Second, func() (bool, string) {
 		select {
 		case err := <-exited:
 			stopped = true
-			return false, fmt.Errorf("make run exited early: %v", err)
+			t.Fatalf("make run exited early: %v", err)
 		default:
 		}
-		return strings.Contains(out.String(), "\nready in "), nil
+		return strings.Contains(out.String(), "\nready in "), "no ready banner"
 	})
-	t.Logf("make run: API ready %s after start (build up to date)", ready.Sub(started).Round(time.Millisecond))
+	t.Logf("make run: API ready %s after start (build up to date)", time.Since(started).Round(time.Millisecond))
 
 	api := &client{t: t, base: "http://" + apiAddr}
 	var signup struct {
@@ -132,18 +131,19 @@ func TestMakeRun(t *testing.T) {
 		Completed int64  `json:"completed"`
 		Total     int64  `json:"total"`
 	}
-	waitFor(t, 30*time.Second, "the user on the leaderboard with 1 completed", func() (bool, error) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		var lb struct {
 			Top []entry `json:"top"`
 			Me  *entry  `json:"me"`
 		}
 		api.do(http.MethodGet, "/v1/leaderboard", signup.Token, nil, nil, http.StatusOK, &lb)
+		const why = "the user, 1 of 1 todos completed, is not yet both in the leaderboard's top and its me"
 		for _, e := range lb.Top {
 			if e.UserID == signup.User.ID && e.Completed == 1 && e.Total == 1 {
-				return lb.Me != nil && *lb.Me == e, nil
+				return lb.Me != nil && *lb.Me == e, why
 			}
 		}
-		return false, nil
+		return false, why
 	})
 
 	checkFerretBackend(t, dbURL)
@@ -261,38 +261,16 @@ func servicePIDs(t *testing.T, log string) map[string]int {
 	return pids
 }
 
-// waitFor polls cond until it holds, fails the test on its error or at the deadline,
-// and returns when it held.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, error)) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if ok {
-			return time.Now()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, limit)
-		}
-		<-tick.C
-	}
-}
-
 type client struct {
 	t    *testing.T
 	base string
-	hc   http.Client
 }
 
 // do sends one JSON request and decodes the answer into out (when not nil), failing the
 // test unless the status is want.
 func (c *client) do(method, path, token string, header map[string]string, body any, want int, out any) {
 	c.t.Helper()
+	h := http.Header{}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -300,33 +278,19 @@ func (c *client) do(method, path, token string, header map[string]string, body a
 			c.t.Fatal(err)
 		}
 		rd = bytes.NewReader(b)
+		h.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		h.Set(k, v)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	if resp.StatusCode != want {
-		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, b)
+	status, b := sharedtest.Request(c.t, ctx, method, c.base+path, h, rd)
+	if status != want {
+		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, status, want, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {

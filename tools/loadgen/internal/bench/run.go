@@ -33,6 +33,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/driver"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/procstat"
@@ -199,10 +200,8 @@ func (r *runner) runPhase(ctx context.Context, ph phase, limit time.Duration) (p
 // startStack creates the run's databases, starts the stack, connects to its servers
 // and starts sampling.
 func (r *runner) startStack(ctx context.Context) error {
-	for _, n := range []string{r.name, r.name + "_pg"} {
-		if err := createDatabase(ctx, r.cfg.AdminURL, n); err != nil {
-			return err
-		}
+	if err := onDatabases(ctx, r.cfg.AdminURL, time.Minute, "CREATE DATABASE %s", r.name, r.name+"_pg"); err != nil {
+		return err
 	}
 	logFile, err := os.Create(filepath.Join(r.raw, "devstack.log"))
 	if err != nil {
@@ -255,7 +254,7 @@ func (r *runner) teardown(ctx context.Context) {
 	if r.st != nil {
 		r.st.stop()
 	}
-	if err := dropDatabases(ctx, r.cfg.AdminURL, r.name, r.name+"_ferretdb", r.name+"_pg"); err != nil {
+	if err := onDatabases(ctx, r.cfg.AdminURL, time.Minute, "DROP DATABASE IF EXISTS %s WITH (FORCE)", r.name, r.name+"_ferretdb", r.name+"_pg"); err != nil {
 		r.log.Warn("drop the run's databases", "error", err)
 	}
 }
@@ -308,16 +307,9 @@ func load1() float64 {
 // sample records, every second, the backlog, projection lag, load and each process's
 // CPU and memory. It runs until ctx ends.
 func (r *runner) sample(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	prev := map[string]procstat.Usage{}
 	prevAt := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	process.Every(ctx, time.Second, func() {
 		now := time.Now()
 		tick := report.Tick{T: now.Sub(r.start).Seconds(), Load1: load1(), RSSMB: map[string]float64{}, CPUPct: map[string]float64{}}
 		if s, err := r.st.sync(ctx); err == nil {
@@ -349,7 +341,7 @@ func (r *runner) sample(ctx context.Context) {
 			r.peak[n] = max(r.peak[n], u.PeakRS)
 		}
 		r.mu.Unlock()
-	}
+	})
 }
 
 func mb(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }

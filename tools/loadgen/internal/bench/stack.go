@@ -47,22 +47,11 @@ func withDatabase(base, name string) (string, error) {
 	return u.String(), nil
 }
 
-func createDatabase(ctx context.Context, adminURL, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return fmt.Errorf("connect admin database: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("create database %s: %w", name, err)
-	}
-	return nil
-}
-
-func dropDatabases(ctx context.Context, adminURL string, names ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+// onDatabases runs stmt, a statement on a database such as "DROP DATABASE %s", once for
+// each of names (quoted in place of %s), on one connection to adminURL's server, all
+// within timeout. It stops at the first failure.
+func onDatabases(ctx context.Context, adminURL string, timeout time.Duration, stmt string, names ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
@@ -70,8 +59,8 @@ func dropDatabases(ctx context.Context, adminURL string, names ...string) error 
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	for _, n := range names {
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("drop database %s: %w", n, err)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(stmt, pgx.Identifier{n}.Sanitize())); err != nil {
+			return fmt.Errorf("%s: %w", fmt.Sprintf(stmt, n), err)
 		}
 	}
 	return nil

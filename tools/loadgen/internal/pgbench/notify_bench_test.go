@@ -7,7 +7,6 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // BenchmarkNotifyCost measures what the publisher's wake-up costs the API's create at
@@ -30,12 +29,7 @@ func BenchmarkNotifyCost(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			dbURL := dbtest.New(b)
-			pool, err := sharedpg.Connect(ctx, dbURL, sharedpg.PoolConfig{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer pool.Close()
+			pool, dbURL := dbtest.NewPool(b)
 			if _, err := pool.Exec(ctx, SetupSQL(clients)); err != nil {
 				b.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
-	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 const output = `transaction type: /tmp/x/create.sql
@@ -51,12 +50,7 @@ func TestScriptWritesACreate(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dbURL := dbtest.New(t)
-	pool, err := sharedpg.Connect(ctx, dbURL, sharedpg.PoolConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool, dbURL := dbtest.NewPool(t)
 	if _, err := pool.Exec(ctx, SetupSQL(2)); err != nil {
 		t.Fatal(err)
 	}
