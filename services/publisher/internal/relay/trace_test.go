@@ -26,8 +26,8 @@ import (
 // (same trace), and the publisher's debug log line names the request id and trace id.
 func TestPublishSpanAndRequestID(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
 	ctx := sharedtest.Context(t, 30*time.Second)
+	e := newEnv(t)
 
 	const (
 		apiTrace = "0af7651916cd43dd8448eb211c80319c"
