@@ -2,13 +2,14 @@ package app_test
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +19,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -39,15 +41,7 @@ type stack struct {
 func newStack(t testing.TB, natsURL string) *stack {
 	t.Helper()
 	pool, dbURL := dbtest.NewPool(t)
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect nats: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsserver.Connect(t, natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	return &stack{dbURL: dbURL, natsURL: natsURL, pool: pool, js: js}
 }
 
@@ -82,7 +76,7 @@ func (s *stack) start(t testing.TB, name string, env map[string]string) (stop fu
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := run(ctx, pubtest.Logger(t).With("replica", name), cfg); err != nil {
+		if err := run(ctx, sharedtest.Logger(t, slog.LevelInfo).With("replica", name), cfg); err != nil {
 			t.Errorf("replica %s: %v", name, err)
 		}
 	}()
@@ -99,46 +93,47 @@ func (s *stack) leasesOf(ctx context.Context, t testing.TB) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
 	out := map[string]int{}
-	for rows.Next() {
-		var (
-			o string
-			n int
-		)
-		if err := rows.Scan(&o, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[o] = n
-	}
-	if err := rows.Err(); err != nil {
+	var (
+		o string
+		n int
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&o, &n}, func() error { out[o] = n; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// waitFor polls cond until it holds or ctx ends.
-func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
+// leasesReach waits until the replicas' unexpired leases satisfy ok.
+func (s *stack) leasesReach(ctx context.Context, t testing.TB, what string, ok func(map[string]int) bool) {
 	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
+		l := s.leasesOf(ctx, t)
+		return ok(l), fmt.Sprintf("%s: leases %v", what, l)
+	})
+}
+
+// waitPublished waits until every outbox row is published and the stream holds at
+// least n messages.
+func (s *stack) waitPublished(ctx context.Context, t testing.TB, n int) {
+	t.Helper()
+	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, n)
+}
+
+// publishedOnce waits until every outbox row is published, then checks that the stream
+// holds ids exactly once, each aggregate's in version order.
+func (s *stack) publishedOnce(ctx context.Context, t testing.TB, ids []uuid.UUID) {
+	t.Helper()
+	s.waitPublished(ctx, t, len(ids))
+	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, s.js, streamName), ids)
 }
 
 func TestTenThousandEventsFromConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	// A bound for a hang, not a speed check: under -race on two loaded cores the eight
 	// writers alone took 46-49 s, and the 90 s this had was hit twice.
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	srv := natsserver.NewTest(t, nil)
-	s := newStack(t, srv.ClientURL())
+	ctx := sharedtest.Context(t, 4*time.Minute)
+	s := newStack(t, natsserver.NewTest(t, nil).ClientURL())
 	s.start(t, "a", map[string]string{"BATCH_SIZE": "500"})
 	s.start(t, "b", map[string]string{"BATCH_SIZE": "500"})
 
@@ -148,23 +143,19 @@ func TestTenThousandEventsFromConcurrentWriters(t *testing.T) {
 	if len(ids) != 10000 {
 		t.Fatalf("wrote %d events", len(ids))
 	}
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, len(ids))
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, s.js, streamName), ids)
+	s.publishedOnce(ctx, t, ids)
 }
 
 // Three replicas share the partitions; one stops while writes go on, a fourth joins,
 // and the leases rebalance each time.
 func TestReplicasStopAndJoinMidRun(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	srv := natsserver.NewTest(t, nil)
-	s := newStack(t, srv.ClientURL())
+	ctx := sharedtest.Context(t, 90*time.Second)
+	s := newStack(t, natsserver.NewTest(t, nil).ClientURL())
 	stopA := s.start(t, "a", nil)
 	s.start(t, "b", nil)
 	s.start(t, "c", nil)
-	waitFor(ctx, t, "three replicas sharing the partitions", func() bool {
-		l := s.leasesOf(ctx, t)
+	s.leasesReach(ctx, t, "three replicas sharing the partitions", func(l map[string]int) bool {
 		return len(l) == 3 && l["a"]+l["b"]+l["c"] == 64
 	})
 
@@ -172,30 +163,24 @@ func TestReplicasStopAndJoinMidRun(t *testing.T) {
 	aggs.WriteVersions(ctx, t, s.pool, 6, 1, 3, true)
 	stopA() // mid-run: rows of its partitions are still in flight or waiting
 	aggs.WriteVersions(ctx, t, s.pool, 6, 4, 5, true)
-	waitFor(ctx, t, "b and c taking over a's partitions", func() bool {
-		l := s.leasesOf(ctx, t)
+	s.leasesReach(ctx, t, "b and c taking over a's partitions", func(l map[string]int) bool {
 		return l["a"] == 0 && l["b"]+l["c"] == 64
 	})
 	s.start(t, "d", nil)
 	aggs.WriteVersions(ctx, t, s.pool, 6, 6, 8, true)
-	waitFor(ctx, t, "d getting its share", func() bool {
-		l := s.leasesOf(ctx, t)
+	s.leasesReach(ctx, t, "d getting its share", func(l map[string]int) bool {
 		return l["d"] >= 20 && l["b"]+l["c"]+l["d"] == 64
 	})
 
-	ids := aggs.EventIDs()
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, len(ids))
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, s.js, streamName), ids)
+	s.publishedOnce(ctx, t, aggs.EventIDs())
 }
 
 // With notifications, an event arrives long before the next poll would find it: the
 // poll interval here is a minute.
 func TestNotificationWakesAnIdlePublisher(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
-	defer cancel()
-	srv := natsserver.NewTest(t, nil)
-	s := newStack(t, srv.ClientURL())
+	ctx := sharedtest.Context(t, 50*time.Second)
+	s := newStack(t, natsserver.NewTest(t, nil).ClientURL())
 	s.start(t, "a", map[string]string{"POLL_MIN": "1m", "POLL_MAX": "1m", "LEASE_TTL": "5s", "WAKE_MODE": "listen"})
 
 	owner := uuid.New()
@@ -205,7 +190,7 @@ func TestNotificationWakesAnIdlePublisher(t *testing.T) {
 	}
 	// Published by the drain that follows the lease acquisition or by the
 	// notification; either way the relay then sleeps a full minute.
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, 1)
+	s.waitPublished(ctx, t, 1)
 
 	second := pubtest.Event(t, owner, uuid.New(), 1, "")
 	if err := pubtest.Write(ctx, s.pool, true, second); err != nil {
@@ -213,7 +198,7 @@ func TestNotificationWakesAnIdlePublisher(t *testing.T) {
 	}
 	// ctx ends after 50s, before the minute's poll: arriving at all proves the wake-up.
 	start := time.Now()
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, 2)
+	s.waitPublished(ctx, t, 2)
 	t.Logf("woken and published %s after the commit", time.Since(start))
 	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, s.js, streamName), []uuid.UUID{first.ID, second.ID})
 }
@@ -221,32 +206,27 @@ func TestNotificationWakesAnIdlePublisher(t *testing.T) {
 // Without notifications (as on CockroachDB) polling finds the rows.
 func TestPollingWithoutNotifications(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv := natsserver.NewTest(t, nil)
-	s := newStack(t, srv.ClientURL())
+	ctx := sharedtest.Context(t, 30*time.Second)
+	s := newStack(t, natsserver.NewTest(t, nil).ClientURL())
 	s.start(t, "a", map[string]string{"WAKE_MODE": "poll"})
 
 	aggs := pubtest.NewAggregates(20)
 	aggs.WriteVersions(ctx, t, s.pool, 2, 1, 3, false)
-	ids := aggs.EventIDs()
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, len(ids))
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, s.js, streamName), ids)
+	s.publishedOnce(ctx, t, aggs.EventIDs())
 }
 
 // A three-node cluster with the stream replicated three times: one node stops and
 // comes back while the publisher works, and nothing is lost or duplicated.
 func TestClusterNodeStopsAndReturns(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 100*time.Second)
 	cluster := natsserver.NewTestCluster(t, nil)
 	s := newStack(t, cluster.ClientURL())
 	s.start(t, "a", map[string]string{"STREAM_REPLICAS": "3", "PUBLISH_TIMEOUT": "3s"})
 
 	aggs := pubtest.NewAggregates(100)
 	aggs.WriteVersions(ctx, t, s.pool, 4, 1, 2, true)
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, 200)
+	s.waitPublished(ctx, t, 200)
 
 	// Stop the stream's leader: the hardest node to lose.
 	var node *natsserver.Server
@@ -261,33 +241,27 @@ func TestClusterNodeStopsAndReturns(t *testing.T) {
 	}
 	node.Stop()
 	aggs.WriteVersions(ctx, t, s.pool, 4, 3, 4, true)
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, 400)
+	s.waitPublished(ctx, t, 400)
 	if err := node.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	aggs.WriteVersions(ctx, t, s.pool, 4, 5, 6, true)
-	ids := aggs.EventIDs()
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, len(ids))
-
-	info := streamInfo(ctx, t, s.js)
-	if info.Config.Replicas != 3 {
+	s.publishedOnce(ctx, t, aggs.EventIDs())
+	if info := streamInfo(ctx, t, s.js); info.Config.Replicas != 3 {
 		t.Fatalf("stream has %d replicas, want 3", info.Config.Replicas)
 	}
-	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, s.js, streamName), ids)
 }
 
+// streamInfo reads the stream's info, again while the cluster has no stream leader.
 func streamInfo(ctx context.Context, t *testing.T, js jetstream.JetStream) *jetstream.StreamInfo {
 	t.Helper()
-	for {
+	var info *jetstream.StreamInfo
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
 		st, err := js.Stream(ctx, streamName)
 		if err == nil {
-			var info *jetstream.StreamInfo
-			if info, err = st.Info(ctx); err == nil {
-				return info
-			}
+			info, err = st.Info(ctx)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("stream info: %v", errors.Join(err, ctx.Err()))
-		}
-	}
+		return err == nil, fmt.Sprintf("stream info: %v", err)
+	})
+	return info
 }

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -38,12 +38,10 @@ func BenchmarkLatency(b *testing.B) {
 
 func benchLatency(b *testing.B, notify bool, env map[string]string) {
 	const events = 300
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	srv := natsserver.NewTest(b, nil)
-	s := newStack(b, srv.ClientURL())
+	ctx := sharedtest.Context(b, 2*time.Minute)
+	s := newStack(b, natsserver.NewTest(b, nil).ClientURL())
 	s.start(b, "bench", env)
-	waitFor(ctx, b, "leases", func() bool { return s.leasesOf(ctx, b)["bench"] == 64 })
+	s.leasesReach(ctx, b, "every lease", func(l map[string]int) bool { return l["bench"] == 64 })
 
 	var (
 		mu        sync.Mutex

@@ -18,8 +18,7 @@ import (
 // PostgreSQL pool is there under pool="publisher", at its size.
 func TestMetricsExportThePool(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds a hang
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute) // bounds a hang
 	srv := natsserver.NewTest(t, nil)
 	cfg, err := config.FromMap(map[string]string{
 		"DATABASE_URL": dbtest.New(t), "NATS_URL": srv.ClientURL(), "ADMIN_ADDR": "127.0.0.1:0", "DB_MAX_CONNS": "3",

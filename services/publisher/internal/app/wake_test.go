@@ -12,6 +12,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -21,15 +22,13 @@ import (
 // sees what the writes send.
 func TestWritesNotifyOnlyAnIdlePublisher(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	srv := natsserver.NewTest(t, nil)
-	s := newStack(t, srv.ClientURL())
+	ctx := sharedtest.Context(t, 90*time.Second)
+	s := newStack(t, natsserver.NewTest(t, nil).ClientURL())
 	// POLL_MAX far beyond the test's waits: an idle publisher that got no notification
 	// would not publish in time, so the published write below shows the wake-up.
 	// POLL_MIN long enough that the writer below leaves rows for every busy drain.
 	s.start(t, "a", map[string]string{"WAKE_MODE": "listen", "POLL_MIN": "100ms", "POLL_MAX": "10m", "LEASE_TTL": "1m"})
-	waitFor(ctx, t, "leases", func() bool { return s.leasesOf(ctx, t)["a"] == 64 })
+	s.leasesReach(ctx, t, "every lease", func(l map[string]int) bool { return l["a"] == 64 })
 
 	listener, err := pgx.Connect(ctx, s.dbURL)
 	if err != nil {
@@ -56,11 +55,11 @@ func TestWritesNotifyOnlyAnIdlePublisher(t *testing.T) {
 		return !nextIsMarker(ctx, t, listener, s.pool)
 	}
 
-	waitFor(ctx, t, "the idle publisher's mark", marked)
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) { return marked(), "the idle publisher is not marked" })
 	if !notified() {
 		t.Fatal("a write while the publisher was idle sent no notification")
 	}
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, 1)
+	s.waitPublished(ctx, t, 1)
 
 	// Keep the publisher busy: rows commit (without notifying) faster than it polls.
 	wctx, stopWriter := context.WithCancel(ctx)
@@ -82,7 +81,7 @@ func TestWritesNotifyOnlyAnIdlePublisher(t *testing.T) {
 			busyRows++
 		}
 	})
-	waitFor(ctx, t, "the busy publisher to drop its mark", func() bool { return !marked() })
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) { return !marked(), "the busy publisher is still marked" })
 	written := 1
 	for {
 		// The write reads the marks in the snapshot its notification used. One that met
@@ -110,12 +109,12 @@ func TestWritesNotifyOnlyAnIdlePublisher(t *testing.T) {
 	stop()
 	written += busyRows
 
-	waitFor(ctx, t, "the mark of the publisher idle again", marked)
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, written)
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) { return marked(), "the publisher idle again is not marked" })
+	s.waitPublished(ctx, t, written)
 	if !notified() {
 		t.Fatal("a write after the publisher went idle again sent no notification")
 	}
-	pubtest.WaitPublished(ctx, t, s.pool, s.js, streamName, written+1)
+	s.waitPublished(ctx, t, written+1)
 }
 
 // nextIsMarker sends a marker notification and reports whether it is the next one

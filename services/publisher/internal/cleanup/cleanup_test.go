@@ -1,7 +1,8 @@
 package cleanup_test
 
 import (
-	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -14,12 +15,12 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 func TestDeletesOnlyOldPublishedRowsInBatches(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	pool, _ := dbtest.NewPool(t)
 	aggs := pubtest.NewAggregates(10)
 	aggs.WriteVersions(ctx, t, pool, 2, 1, 3, false) // 30 rows
@@ -44,7 +45,7 @@ WHERE event_id = ANY($1)`, legacy.EventIDs(), legacy.EventIDs()[3]); err != nil 
 		t.Fatal(err)
 	}
 
-	log := pubtest.Logger(t)
+	log := sharedtest.Logger(t, slog.LevelInfo)
 	leases := lease.New(pool, "a", outbox.Partitions, time.Minute, log)
 	if err := leases.Tick(ctx); err != nil {
 		t.Fatal(err)
@@ -75,8 +76,7 @@ WHERE event_id = ANY($1)`, legacy.EventIDs(), legacy.EventIDs()[3]); err != nil 
 
 func TestVacuumsAndAnalyzesOutboxOnceChangesPileUp(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	pool, _ := dbtest.NewPool(t)
 	type counts struct{ dead, changed, vacuums, analyzes int64 }
 	read := func(table string) counts {
@@ -90,22 +90,19 @@ WHERE relname = $1 AND schemaname = current_schema()`, table).Scan(&c.dead, &c.c
 	}
 	// The cumulative statistics reach pg_stat_user_tables once the backend that wrote
 	// reports them; each call outside a transaction reads a fresh snapshot.
-	await := func(what string, ok func() bool) {
+	await := func(table, want string, ok func(counts) bool) {
 		t.Helper()
-		for !ok() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("never: %s", what)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
+			c := read(table)
+			return ok(c), fmt.Sprintf("%s %+v, want %s", table, c, want)
+		})
 	}
 	m := metrics.New(prometheus.NewRegistry())
-	log := pubtest.Logger(t)
+	log := sharedtest.Logger(t, slog.LevelInfo)
 
 	aggs := pubtest.NewAggregates(50)
 	aggs.WriteVersions(ctx, t, pool, 1, 1, 1, false) // 50 rows: a backlog never analyzed
-	await("50 rows changed in outbox", func() bool { return read("outbox").changed >= 50 })
+	await("outbox", "50 rows changed", func(c counts) bool { return c.changed >= 50 })
 	done, err := cleanup.NewVacuumer(pool, 51, m, log).Vacuum(ctx)
 	if err != nil || len(done) != 0 {
 		t.Fatalf("below the threshold: ran %v, %v", done, err)
@@ -127,8 +124,8 @@ INSERT INTO outbox_published (event_id, partition, aggregate_type, aggregate_id,
 SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, event_type, created_at, now() FROM moved`); err != nil {
 		t.Fatal(err)
 	}
-	await("50 dead tuples in outbox", func() bool { return read("outbox").dead >= 50 })
-	await("50 rows changed in outbox_published", func() bool { return read("outbox_published").changed >= 50 })
+	await("outbox", "50 dead tuples", func(c counts) bool { return c.dead >= 50 })
+	await("outbox_published", "50 rows changed", func(c counts) bool { return c.changed >= 50 })
 	if done, err = cleanup.NewVacuumer(pool, 50, m, log).Vacuum(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,22 @@
 package lease_test
 
 import (
-	"context"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // Replicas converge on fair, disjoint shares as they join and leave, and a partition
 // taken over gets a new epoch.
 func TestSharesRebalanceAndEpochsAdvance(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	pool, _ := dbtest.NewPool(t)
-	log := pubtest.Logger(t)
+	log := sharedtest.Logger(t, slog.LevelInfo)
 	const parts = 64
 	mk := func(name string) *lease.Manager { return lease.New(pool, name, parts, time.Minute, log) }
 	tickAll := func(ms ...*lease.Manager) {

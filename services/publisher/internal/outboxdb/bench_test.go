@@ -1,7 +1,6 @@
 package outboxdb_test
 
 import (
-	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkMark measures marking acknowledged rows published, in batches of 500 as the
@@ -28,8 +28,7 @@ func BenchmarkMark(b *testing.B) {
 
 func benchMark(b *testing.B, batch, n int) {
 	b.StopTimer()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 5*time.Minute)
 	pool, _ := dbtest.NewPool(b)
 	pubtest.WriteBacklog(ctx, b, pool, n)
 	if _, err := pool.Exec(ctx, "ANALYZE outbox"); err != nil {

@@ -9,10 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,33 +26,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
-
-// Logger returns a JSON logger writing to t.Log until t ends (later lines, from
-// goroutines still stopping, are dropped rather than failing the run).
-func Logger(t testing.TB) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type testWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 // Event builds version v of a todo owned by owner (created at v1, updated after).
 func Event(t testing.TB, owner, todo uuid.UUID, v int64, notes string) event.Envelope {

@@ -12,6 +12,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/stream"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkDrain measures the outbox drain rate at several batch sizes beside a raw
@@ -30,8 +31,7 @@ func BenchmarkDrain(b *testing.B) {
 
 func benchDrain(b *testing.B, batch, n int) {
 	b.StopTimer()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 5*time.Minute)
 	e := newEnv(b)
 	if _, err := stream.Ensure(ctx, e.js, stream.Spec{Name: "RAW", SubjectPrefix: "raw.events",
 		Replicas: 1, DuplicateWindow: 5 * time.Minute, MaxMsgsPerSubject: 100}); err != nil {
@@ -72,8 +72,7 @@ func benchDrain(b *testing.B, batch, n int) {
 	}
 	raw := time.Since(rawStart)
 
-	r := e.replica(b, "bench", 30*time.Second, opts(batch))
-	r.takeAll(ctx, b)
+	r := e.replicaHoldingAll(ctx, b, "bench", 30*time.Second, opts(batch))
 	b.StartTimer()
 	start := time.Now()
 	for {

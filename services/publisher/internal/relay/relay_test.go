@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -42,8 +44,7 @@ func newEnv(t testing.TB) *env {
 	srv := natsserver.NewTest(t, nil)
 	e := &env{dbURL: dbURL, pool: pool, srv: srv}
 	e.js, _ = e.connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	if _, err := stream.Ensure(ctx, e.js, stream.Spec{Name: streamName, SubjectPrefix: event.DefaultSubjectPrefix,
 		Replicas: 1, DuplicateWindow: 5 * time.Minute, MaxMsgsPerSubject: 100}); err != nil {
 		t.Fatal(err)
@@ -76,18 +77,25 @@ type replica struct {
 
 func (e *env) replica(t testing.TB, name string, ttl time.Duration, opts Options) *replica {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	pool, err := postgres.Connect(ctx, e.dbURL, postgres.PoolConfig{MaxConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
 	js, nc := e.connect(t)
-	log := pubtest.Logger(t).With("replica", name)
+	log := sharedtest.Logger(t, slog.LevelInfo).With("replica", name)
 	mgr := lease.New(pool, name, outbox.Partitions, ttl, log)
 	r := New(pool, js, mgr, nil, opts, metrics.New(prometheus.NewRegistry()), log)
 	return &replica{pool: pool, nc: nc, leases: mgr, relay: r}
+}
+
+// replicaHoldingAll is a new replica once takeAll has given it every partition.
+func (e *env) replicaHoldingAll(ctx context.Context, t testing.TB, name string, ttl time.Duration, opts Options) *replica {
+	t.Helper()
+	r := e.replica(t, name, ttl, opts)
+	r.takeAll(ctx, t)
+	return r
 }
 
 // takeAll ticks until the replica holds every partition (others' leases must expire).
@@ -153,6 +161,38 @@ func (e *env) seed(ctx context.Context, t testing.TB, aggs, versions int) []uuid
 	return a.EventIDs()
 }
 
+// write commits each event in a transaction of its own, as the API's requests do.
+func (e *env) write(ctx context.Context, t testing.TB, events ...event.Envelope) {
+	t.Helper()
+	for _, ev := range events {
+		if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// drainUntil drains with r until the outbox's statistics satisfy done, through the
+// backoffs of failed rows, and returns them. A failed drain, or ctx's end before done,
+// fails t.
+func (e *env) drainUntil(ctx context.Context, t *testing.T, r *replica, what string, done func(outbox.Stats) bool) outbox.Stats {
+	t.Helper()
+	for {
+		if _, err := r.relay.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		stats, err := outbox.ReadStats(ctx, e.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done(stats) {
+			return stats
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s at the deadline: %+v", what, stats)
+		}
+	}
+}
+
 func (e *env) unpublished(ctx context.Context, t *testing.T) int {
 	t.Helper()
 	var n int
@@ -164,12 +204,10 @@ func (e *env) unpublished(ctx context.Context, t *testing.T) int {
 
 func TestPublishesEveryRowOnceInVersionOrder(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	ids := e.seed(ctx, t, 40, 5)
-	r := e.replica(t, "a", 5*time.Second, opts(64))
-	r.takeAll(ctx, t)
+	r := e.replicaHoldingAll(ctx, t, "a", 5*time.Second, opts(64))
 	// Full batches: each is marked while the next is claimed, which must skip it.
 	var total Result
 	for {
@@ -209,13 +247,11 @@ func TestPublishesEveryRowOnceInVersionOrder(t *testing.T) {
 // the copies by Nats-Msg-Id.
 func TestKilledBetweenPublishAndMark(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	ids := e.seed(ctx, t, 50, 6)
 
-	a := e.replica(t, "a", time.Second, opts(100))
-	a.takeAll(ctx, t)
+	a := e.replicaHoldingAll(ctx, t, "a", time.Second, opts(100))
 	a.relay.afterAcks = func() {
 		// The crash: the process's connections go away; nothing is released.
 		a.nc.Close()
@@ -233,8 +269,7 @@ func TestKilledBetweenPublishAndMark(t *testing.T) {
 
 	// b's own lease is long: drainAll never renews it, and on a loaded machine a drain
 	// that outlived a short one had every mark fenced until the test's deadline.
-	b := e.replica(t, "b", 30*time.Second, opts(100))
-	b.takeAll(ctx, t) // after a's leases expired
+	b := e.replicaHoldingAll(ctx, t, "b", 30*time.Second, opts(100)) // after a's leases expired
 	e.drainedInOrder(ctx, t, b, ids)
 }
 
@@ -242,13 +277,11 @@ func TestKilledBetweenPublishAndMark(t *testing.T) {
 // comes back on the same port with the same store.
 func TestNATSServerRestartedMidBatch(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	ids := e.seed(ctx, t, 60, 5)
 
-	r := e.replica(t, "a", 5*time.Second, opts(100))
-	r.takeAll(ctx, t)
+	r := e.replicaHoldingAll(ctx, t, "a", 5*time.Second, opts(100))
 	var once sync.Once
 	r.relay.afterSend = func() {
 		once.Do(func() {
@@ -272,15 +305,13 @@ func TestExpiredLeaseCannotMark(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
+			ctx := sharedtest.Context(t, 60*time.Second)
 			e := newEnv(t)
 			ids := e.seed(ctx, t, 10, 2)
 			// a's lease is short: b waits for a's heartbeat to lapse before it takes
 			// every partition. b's is long, as in TestKilledBetweenPublishAndMark.
-			a := e.replica(t, "a", time.Second, opts(100))
+			a := e.replicaHoldingAll(ctx, t, "a", time.Second, opts(100))
 			b := e.replica(t, "b", 30*time.Second, opts(100))
-			a.takeAll(ctx, t)
 			a.relay.afterAcks = func() {
 				// a stalls past its lease: expire it in the database, as time would.
 				if _, err := e.pool.Exec(ctx, `UPDATE publisher_leases SET expires_at = now() - interval '1 second' WHERE owner = 'a'`); err != nil {
@@ -313,37 +344,17 @@ func TestExpiredLeaseCannotMark(t *testing.T) {
 // (only), is parked at the attempt limit and goes back to the drain when retried.
 func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	owner, bad, good := uuid.New(), uuid.New(), uuid.New()
 	huge := strings.Repeat("x", 2<<20) // over the server's 1 MiB max_payload
 	bad1 := pubtest.Event(t, owner, bad, 1, huge)
 	bad2 := pubtest.Event(t, owner, bad, 2, "")
 	good1 := pubtest.Event(t, owner, good, 1, "")
-	for _, ev := range []event.Envelope{bad1, bad2, good1} {
-		if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.write(ctx, t, bad1, bad2, good1)
 
-	r := e.replica(t, "a", 30*time.Second, opts(100))
-	r.takeAll(ctx, t)
-	for { // until the bad row is parked, through its backoffs
-		if _, err := r.relay.Drain(ctx); err != nil {
-			t.Fatal(err)
-		}
-		stats, err := outbox.ReadStats(ctx, e.pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if stats.Parked == 1 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("not parked at the deadline: %+v", stats)
-		}
-	}
+	r := e.replicaHoldingAll(ctx, t, "a", 30*time.Second, opts(100))
+	e.drainUntil(ctx, t, r, "not parked", func(s outbox.Stats) bool { return s.Parked == 1 })
 
 	var (
 		attempts int
@@ -384,8 +395,7 @@ func TestRejectedRowBacksOffParksAndBlocksOnlyItsAggregate(t *testing.T) {
 // claim is discarded and made again once the failure is recorded.
 func TestRejectedRowBlocksItsAggregateAcrossBatches(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	owner, bad := uuid.New(), uuid.New()
 	huge := strings.Repeat("x", 2<<20) // over the server's 1 MiB max_payload
@@ -400,31 +410,12 @@ func TestRejectedRowBlocksItsAggregateAcrossBatches(t *testing.T) {
 			events = append(events, pubtest.Event(t, owner, bad, 2, ""))
 		}
 	}
-	for _, ev := range events {
-		if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.write(ctx, t, events...)
 
-	r := e.replica(t, "a", 30*time.Second, opts(2))
-	r.takeAll(ctx, t)
-	for { // until bad v1 is parked, through its backoffs
-		if _, err := r.relay.Drain(ctx); err != nil {
-			t.Fatal(err)
-		}
-		stats, err := outbox.ReadStats(ctx, e.pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if stats.Parked == 1 && stats.Backlog <= 1 {
-			if stats.Backlog != 1 {
-				t.Fatalf("stats %+v: bad v2 should wait behind the parked v1", stats)
-			}
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("bad v1 not parked at the deadline: %+v", stats)
-		}
+	r := e.replicaHoldingAll(ctx, t, "a", 30*time.Second, opts(2))
+	stats := e.drainUntil(ctx, t, r, "bad v1 not parked", func(s outbox.Stats) bool { return s.Parked == 1 && s.Backlog <= 1 })
+	if stats.Backlog != 1 {
+		t.Fatalf("stats %+v: bad v2 should wait behind the parked v1", stats)
 	}
 	// bad v2 never went out ahead of v1; every other row went out once.
 	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), good)
@@ -436,8 +427,7 @@ func TestRejectedRowBlocksItsAggregateAcrossBatches(t *testing.T) {
 // while version 1 is unacknowledged, in the same batch or a later one.
 func TestAsyncPubAckErrorHoldsBackLaterVersions(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	setMaxMsgSize := func(n int32) {
 		t.Helper()
@@ -461,23 +451,8 @@ func TestAsyncPubAckErrorHoldsBackLaterVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := e.replica(t, "a", 30*time.Second, opts(100))
-	r.takeAll(ctx, t)
-	for { // until v1 is parked, through its backoffs
-		if _, err := r.relay.Drain(ctx); err != nil {
-			t.Fatal(err)
-		}
-		stats, err := outbox.ReadStats(ctx, e.pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if stats.Parked == 1 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("v1 not parked at the deadline: %+v", stats)
-		}
-	}
+	r := e.replicaHoldingAll(ctx, t, "a", 30*time.Second, opts(100))
+	e.drainUntil(ctx, t, r, "v1 not parked", func(s outbox.Stats) bool { return s.Parked == 1 })
 	var lastErr string
 	if err := e.pool.QueryRow(ctx, `SELECT last_error FROM outbox WHERE event_id = $1`, v1.ID).Scan(&lastErr); err != nil {
 		t.Fatal(err)
@@ -503,25 +478,25 @@ func TestSkewedClocksPublishInVersionOrder(t *testing.T) {
 	for _, batch := range []int{1, 100} {
 		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
+			ctx := sharedtest.Context(t, 60*time.Second)
 			e := newEnv(t)
 			owner := uuid.New()
-			var ids []uuid.UUID
+			var (
+				events []event.Envelope
+				ids    []uuid.UUID
+			)
 			for range 3 {
 				agg := uuid.New()
 				base := time.Now()
 				for v := int64(1); v <= 4; v++ {
 					ev := pubtest.Event(t, owner, agg, v, "")
 					ev.OccurredAt = base.Add(-time.Duration(v) * time.Second) // each version a second "earlier"
-					if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
-						t.Fatal(err)
-					}
+					events = append(events, ev)
 					ids = append(ids, ev.ID)
 				}
 			}
-			r := e.replica(t, "a", 30*time.Second, opts(batch))
-			r.takeAll(ctx, t)
+			e.write(ctx, t, events...)
+			r := e.replicaHoldingAll(ctx, t, "a", 30*time.Second, opts(batch))
 			e.drainedInOrder(ctx, t, r, ids)
 		})
 	}
@@ -531,12 +506,10 @@ func TestSkewedClocksPublishInVersionOrder(t *testing.T) {
 // the row and records the event in outbox_published.
 func TestMarkDeletesTheRowAndRecordsIt(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	e := newEnv(t)
 	ids := e.seed(ctx, t, 30, 2)
-	r := e.replica(t, "a", 30*time.Second, opts(100))
-	r.takeAll(ctx, t)
+	r := e.replicaHoldingAll(ctx, t, "a", 30*time.Second, opts(100))
 	r.drainAll(ctx, t)
 	pubtest.CheckExactlyOnceInOrder(t, pubtest.ReadStream(ctx, t, e.js, streamName), ids)
 
@@ -554,20 +527,13 @@ func TestMarkDeletesTheRowAndRecordsIt(t *testing.T) {
 	// The replica's sessions report their table statistics as they end.
 	r.pool.Close()
 	var upd, hot, del int64
-	for {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		if err := e.pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = 'outbox'`).
 			Scan(&upd, &hot, &del); err != nil {
 			t.Fatal(err)
 		}
-		if upd+del >= int64(len(ids)) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("outbox statistics at the deadline: %d updates (%d HOT), %d deletes; want %d marks", upd, hot, del, len(ids))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return upd+del >= int64(len(ids)), fmt.Sprintf("outbox statistics: %d updates (%d HOT), %d deletes; want %d marks", upd, hot, del, len(ids))
+	})
 	if upd != 0 || del != int64(len(ids)) {
 		t.Fatalf("marking %d rows made %d updates (%d HOT) and %d deletes of outbox rows; want only deletes", len(ids), upd, hot, del)
 	}

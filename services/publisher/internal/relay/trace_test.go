@@ -26,9 +26,8 @@ import (
 // (same trace), and the publisher's debug log line names the request id and trace id.
 func TestPublishSpanAndRequestID(t *testing.T) {
 	t.Parallel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 
 	const (
 		apiTrace = "0af7651916cd43dd8448eb211c80319c"
@@ -38,9 +37,7 @@ func TestPublishSpanAndRequestID(t *testing.T) {
 	ev.Trace.TraceParent = "00-" + apiTrace + "-" + apiSpan + "-01"
 	ev.Trace.TraceState = "vendor=x"
 	ev.Trace.RequestID = "req-pub-1"
-	if err := pubtest.Write(ctx, e.pool, false, ev); err != nil {
-		t.Fatal(err)
-	}
+	e.write(ctx, t, ev)
 
 	spans := tracetest.NewInMemoryExporter()
 	logs := &sharedtest.LogBuffer{}

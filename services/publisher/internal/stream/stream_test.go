@@ -1,18 +1,16 @@
 package stream_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/stream"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -21,18 +19,8 @@ import (
 // partition event.PartitionOf computes, and the partition count cannot change later.
 func TestEnsurePartitionsAnExistingStream(t *testing.T) {
 	t.Parallel()
-	srv := natsserver.NewTest(t, nil)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	_, js := natsserver.Connect(t, natsserver.NewTest(t, nil).ClientURL())
+	ctx := sharedtest.Context(t, 30*time.Second)
 	const prefix = event.DefaultSubjectPrefix
 	spec := stream.Spec{Name: "EVENTS", SubjectPrefix: prefix, Replicas: 1, DuplicateWindow: time.Minute, MaxMsgsPerSubject: -1}
 	if _, err := stream.Ensure(ctx, js, spec); err != nil {

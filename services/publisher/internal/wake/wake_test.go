@@ -2,6 +2,7 @@ package wake_test
 
 import (
 	"context"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
-	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/wake"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // The flag marks its replica unless it is busy (and then asks for one more drain, since
@@ -18,11 +19,10 @@ import (
 // find a row now and then, and removes it once drains keep finding rows.
 func TestFlagFollowsTheDrains(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, _ := dbtest.NewPool(t)
 	marked := func() bool { return liveMark(ctx, t, pool) }
-	f := wake.NewFlag(pool, "r", time.Minute, func() bool { return true }, pubtest.Logger(t))
+	f := wake.NewFlag(pool, "r", time.Minute, func() bool { return true }, sharedtest.Logger(t, slog.LevelInfo))
 
 	steps := []struct {
 		claimed int
@@ -56,8 +56,7 @@ func TestFlagFollowsTheDrains(t *testing.T) {
 // sleeps between polls.
 func TestFlagRefreshesItsMark(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, _ := dbtest.NewPool(t)
 	expires := func() time.Time {
 		t.Helper()
@@ -68,7 +67,7 @@ func TestFlagRefreshesItsMark(t *testing.T) {
 		return at
 	}
 	// A zero lifetime makes every idle drain due for a refresh.
-	f := wake.NewFlag(pool, "r", 0, func() bool { return true }, pubtest.Logger(t))
+	f := wake.NewFlag(pool, "r", 0, func() bool { return true }, sharedtest.Logger(t, slog.LevelInfo))
 	if !f.Drained(ctx, 0) {
 		t.Fatal("first idle drain did not ask for another")
 	}
@@ -85,12 +84,11 @@ func TestFlagRefreshesItsMark(t *testing.T) {
 // them: writes would wake it for nothing.
 func TestFlagMarksOnlyAReplicaHoldingPartitions(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, _ := dbtest.NewPool(t)
 	marked := func() bool { return liveMark(ctx, t, pool) }
 	var holding atomic.Bool
-	f := wake.NewFlag(pool, "r", time.Minute, holding.Load, pubtest.Logger(t))
+	f := wake.NewFlag(pool, "r", time.Minute, holding.Load, sharedtest.Logger(t, slog.LevelInfo))
 	if f.Drained(ctx, 0) || marked() {
 		t.Fatal("a replica without partitions was marked")
 	}
