@@ -14,6 +14,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/lease"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
 // Leases is what cleanup needs from the lease manager.
@@ -40,26 +41,13 @@ func New(pool *pgxpool.Pool, leases Leases, retention time.Duration, batch int, 
 // Run cleans every interval until ctx is cancelled; failures are logged and retried at
 // the next interval.
 func (c *Cleaner) Run(ctx context.Context, interval time.Duration) error {
-	return every(ctx, interval, func() {
+	process.Every(ctx, interval, func() {
 		n, err := c.Clean(ctx)
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("outbox cleanup failed", "error", err, "deleted", n)
 		}
 	})
-}
-
-// every runs fn every interval until ctx is cancelled, and then returns nil.
-func every(ctx context.Context, interval time.Duration, fn func()) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		fn()
-	}
+	return nil
 }
 
 // Clean deletes batch after batch until a batch comes back short, and returns the

@@ -13,6 +13,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
 // Vacuumer vacuums and analyzes the outbox tables when their dead rows or their
@@ -58,11 +59,12 @@ func (v *Vacuumer) Run(ctx context.Context, interval time.Duration) error {
 		v.log.Info("outbox vacuum off: the database has no VACUUM (CockroachDB collects its own garbage)")
 		return nil
 	}
-	return every(ctx, interval, func() {
+	process.Every(ctx, interval, func() {
 		if _, err := v.Vacuum(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("outbox vacuum failed", "error", err)
 		}
 	})
+	return nil
 }
 
 func (v *Vacuumer) supported(ctx context.Context) (bool, error) {
