@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outboxtodo/outboxtodo/shared/admin"
 )
 
 // files are the dashboards (*.json) and the Prometheus rule files (*.yml) whose
@@ -320,4 +322,18 @@ func Check(t testing.TB, service string, names map[string]bool) {
 	for _, err := range errs {
 		t.Error(err)
 	}
+}
+
+// CheckRegistered runs Check on the names that register registers on a registry like
+// the one service's admin server exposes (shared/admin.NewRegistry).
+func CheckRegistered(t testing.TB, service string, register func(prometheus.Registerer)) {
+	t.Helper()
+	reg := admin.NewRegistry()
+	rec := NewRecorder(reg)
+	register(rec)
+	names, err := rec.Names(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Check(t, service, names)
 }
