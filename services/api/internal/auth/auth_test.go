@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/auth"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 )
@@ -66,26 +67,9 @@ func (s *memStore) counts() (lookups, uses int) {
 	return s.lookups, s.uses
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func setup(t *testing.T, ttl time.Duration, size int) (*auth.Tokens, *memStore, *clock, []byte) {
+func setup(t *testing.T, ttl time.Duration, size int) (*auth.Tokens, *memStore, *apitest.Clock, []byte) {
 	t.Helper()
-	clk := &clock{now: time.Date(2030, 1, 2, 10, 30, 0, 0, time.UTC)}
+	clk := apitest.NewClock(time.Date(2030, 1, 2, 10, 30, 0, 0, time.UTC))
 	_, hash := tokens.New()
 	st := &memStore{tokens: map[string]tokens.Token{
 		string(hash): {ID: uuid.New(), UserID: uuid.New(), Hash: hash, CreatedAt: clk.Now()},
@@ -111,11 +95,11 @@ func TestCacheServesWithinTheTTLOnly(t *testing.T) {
 	}
 	// Revoked elsewhere: still trusted until the TTL has passed, refused after.
 	st.revoke(hash)
-	clk.advance(999 * time.Millisecond)
+	clk.Advance(999 * time.Millisecond)
 	if _, err := a.Authenticate(ctx, hash); err != nil {
 		t.Fatalf("within the TTL: %v", err)
 	}
-	clk.advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	if _, err := a.Authenticate(ctx, hash); !errors.Is(err, tokens.ErrNotFound) {
 		t.Fatalf("after the TTL: %v, want ErrNotFound", err)
 	}
@@ -169,7 +153,7 @@ func TestExpiryIsJudgedOnEveryRequest(t *testing.T) {
 	if _, err := a.Authenticate(ctx, hash); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	if _, err := a.Authenticate(ctx, hash); !errors.Is(err, tokens.ErrNotFound) {
 		t.Fatalf("a cached token past its expiry: %v", err)
 	}
@@ -184,12 +168,12 @@ func TestLastUseIsWrittenOncePerHour(t *testing.T) {
 			if _, err := a.Authenticate(ctx, hash); err != nil {
 				t.Fatal(err)
 			}
-			clk.advance(5 * time.Minute)
+			clk.Advance(5 * time.Minute)
 		}
 		if _, u := st.counts(); u != 1 {
 			t.Fatalf("ttl %s: %d use writes within one hour, want 1", ttl, u)
 		}
-		clk.advance(10 * time.Minute) // 11:05
+		clk.Advance(10 * time.Minute) // 11:05
 		if _, err := a.Authenticate(ctx, hash); err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // Every response recorded by a harness is validated against the OpenAPI document, so
@@ -81,7 +81,7 @@ func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.
 	o := httpapi.Options{
 		Store:          store,
 		Checks:         []httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}},
-		Log:            slog.New(slog.NewJSONHandler(tWriter{t}, nil)),
+		Log:            sharedtest.Logger(t, slog.LevelInfo),
 		Metrics:        prometheus.NewRegistry(),
 		RequestTimeout: 10 * time.Second,
 		MaxBodyBytes:   64 << 10,
@@ -103,14 +103,6 @@ func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.
 		t.Fatalf("openapi: %v", err)
 	}
 	return &harness{t: t, srv: srv, pool: pool, dbURL: dbURL, router: router, users: users}
-}
-
-// tWriter sends logs to t.Log, so they show with the failing test only.
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 type response struct {

@@ -43,10 +43,7 @@ func TestCreateTodoRefusalsLeaveNothing(t *testing.T) {
 	s := postgres.New(pool, true, postgres.MaxTodosPerUser(2))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	owner := users.SignUp{Email: "r@example.com", DisplayName: "R"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, owner, "", newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	owner := createUser(ctx, t, s, users.SignUp{Email: "r@example.com", DisplayName: "R"})
 	create := func(owner uuid.UUID, idem *idempotency.Record) error {
 		td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner, s.Now())
 		_, err := s.CreateTodo(ctx, td, event.TraceContext{}, idem)

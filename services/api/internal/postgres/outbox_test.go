@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -168,14 +169,7 @@ func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool, dbURL := dbtest.NewPool(t)
-	listener, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(context.WithoutCancel(ctx))
-	if _, err := listener.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
-		t.Fatal(err)
-	}
+	listener := listen(ctx, t, dbURL)
 
 	// notified signs up a user, a write with one outbox row (insert and notify queued
 	// in one batch), and reports whether its notification arrived. PostgreSQL delivers
@@ -184,10 +178,7 @@ func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
 	s := postgres.New(pool, true)
 	notified := func() bool {
 		t.Helper()
-		u := users.SignUp{Email: uuid.NewString() + "@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
-		if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-			t.Fatal(err)
-		}
+		createUser(ctx, t, s, users.SignUp{Email: uuid.NewString() + "@example.com", DisplayName: "N"})
 		if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'marker')", outbox.Channel); err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +243,7 @@ func TestCommittedResolvesALostCommit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			proxied, direct, proxy := proxiedPool(t)
+			proxied, direct, proxy := apitest.ProxiedPool(t)
 			ctx := context.Background()
 			e := todoEvent(t, uuid.New(), 1)
 			proxy.FailNextCommit(tc.fault)

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
@@ -25,10 +23,7 @@ func TestPasswordChangeIsCompareAndSet(t *testing.T) {
 	s := postgres.New(pool, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	u := users.SignUp{Email: "p@example.com", DisplayName: "P"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	u := createUser(ctx, t, s, users.SignUp{Email: "p@example.com", DisplayName: "P"})
 	if _, _, err := s.Credentials(ctx, u.Email); !errors.Is(err, users.ErrNotFound) {
 		t.Fatalf("credentials of a user without a password: %v", err)
 	}

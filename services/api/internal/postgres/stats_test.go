@@ -54,10 +54,7 @@ func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	s := postgres.New(pool, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	u := users.SignUp{Email: "c@example.com", DisplayName: "C"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	u := createUser(ctx, t, s, users.SignUp{Email: "c@example.com", DisplayName: "C"})
 	position := func(step string, got int64, want event.Stats) {
 		t.Helper()
 		if got != want.Version {
@@ -128,10 +125,7 @@ func TestTodoCapHoldsUnderConcurrentCreates(t *testing.T) {
 	s := postgres.New(pool, false, postgres.MaxTodosPerUser(limit))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	u := users.SignUp{Email: "cap@example.com", DisplayName: "Cap"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	u := createUser(ctx, t, s, users.SignUp{Email: "cap@example.com", DisplayName: "Cap"})
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -178,10 +172,7 @@ func TestDeletingAUserAtTheCapFitsTheRequestTimeout(t *testing.T) {
 	s := postgres.New(pool, false)
 	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	u := users.SignUp{Email: "big@example.com", DisplayName: "Big"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(setup, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	u := createUser(setup, t, s, users.SignUp{Email: "big@example.com", DisplayName: "Big"})
 	// The todos themselves go in by SQL: only the delete is under test.
 	if _, err := pool.Exec(setup, `
 INSERT INTO todos (id, user_id, title, priority, version, created_at, updated_at)

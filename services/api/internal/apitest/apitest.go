@@ -1,0 +1,55 @@
+// Package apitest holds the test helpers the API's packages share: a clock moved by
+// hand, and a database whose connections can be broken at a commit. Only tests import
+// it.
+package apitest
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+)
+
+// Clock is a clock the test moves by hand, safe for concurrent use. Its Now fits the
+// Now fields of the packages' configs.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock is a clock that reads start until it is moved.
+func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock d forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// ProxiedPool is a pool on a fresh, migrated database (dbtest.NewPool) whose
+// connections pass through a PGProxy, the proxy, and a direct pool on the same
+// database to look at the truth. Both pools close when the test ends.
+func ProxiedPool(t testing.TB) (proxied, direct *pgxpool.Pool, proxy *sharedtest.PGProxy) {
+	t.Helper()
+	direct, dbURL := dbtest.NewPool(t)
+	proxiedURL, proxy := sharedtest.ProxyDatabase(t, dbURL)
+	proxied, err := pgxpool.New(context.Background(), proxiedURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxied.Close)
+	return proxied, direct, proxy
+}

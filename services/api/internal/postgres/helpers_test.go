@@ -1,0 +1,47 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
+	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/outbox"
+)
+
+// newToken is a token of owner to store.
+func newToken(owner uuid.UUID, now time.Time) tokens.Token {
+	_, hash := tokens.New()
+	return tokens.Token{ID: uuid.New(), UserID: owner, Hash: hash, CreatedAt: now}
+}
+
+// createUser stores the user su signs up, without a password, with a token.
+func createUser(ctx context.Context, t *testing.T, s *postgres.Store, su users.SignUp) users.User {
+	t.Helper()
+	u := su.User(uuid.New(), s.Now())
+	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
+		t.Fatalf("create user %s: %v", su.Email, err)
+	}
+	return u
+}
+
+// listen is a connection to dbURL that listens on the outbox's channel until the test
+// ends.
+func listen(ctx context.Context, t *testing.T, dbURL string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
