@@ -1,10 +1,11 @@
 // Package apitest holds the test helpers the API's packages share: a clock moved by
-// hand, and a database whose connections can be broken at a commit. Only tests import
-// it.
+// hand, a database whose connections can be broken at a commit, and a fuzz target for
+// the parsers of request bodies. Only tests import it.
 package apitest
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
@@ -52,4 +54,24 @@ func ProxiedPool(t testing.TB) (proxied, direct *pgxpool.Pool, proxy *sharedtest
 	}
 	t.Cleanup(proxied.Close)
 	return proxied, direct, proxy
+}
+
+// FuzzBody fuzzes parse, a parser of request bodies, from seeds: an error it returns
+// is never a *input.ValidationError without fields, and check must find valid what it
+// accepts.
+func FuzzBody[T any](f *testing.F, seeds []string, parse func([]byte) (T, error), check func(t *testing.T, v T)) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := parse(b)
+		if err != nil {
+			var ve *input.ValidationError
+			if errors.As(err, &ve) && len(ve.Fields) == 0 {
+				t.Fatal("validation error without fields")
+			}
+			return
+		}
+		check(t, v)
+	})
 }
