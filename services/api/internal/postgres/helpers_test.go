@@ -7,7 +7,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
@@ -19,6 +21,16 @@ import (
 func newToken(owner uuid.UUID, now time.Time) tokens.Token {
 	_, hash := tokens.New()
 	return tokens.Token{ID: uuid.New(), UserID: owner, Hash: hash, CreatedAt: now}
+}
+
+// newStore is a store on a fresh, migrated database (see postgres.New for notify and
+// opts), the pool under it, and a context that ends after 30 seconds or with the test.
+func newStore(t *testing.T, notify bool, opts ...postgres.Option) (context.Context, *postgres.Store, *pgxpool.Pool) {
+	t.Helper()
+	pool, _ := dbtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx, postgres.New(pool, notify, opts...), pool
 }
 
 // createUser stores the user su signs up, without a password, with a token.

@@ -1,15 +1,11 @@
 package postgres_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
-	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
@@ -19,10 +15,7 @@ import (
 // for a user with a password; the hash goes with its user.
 func TestPasswordChangeIsCompareAndSet(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, s, pool := newStore(t, false)
 	u := createUser(ctx, t, s, users.SignUp{Email: "p@example.com", DisplayName: "P"})
 	if _, _, err := s.Credentials(ctx, u.Email); !errors.Is(err, users.ErrNotFound) {
 		t.Fatalf("credentials of a user without a password: %v", err)

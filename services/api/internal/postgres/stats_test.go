@@ -50,10 +50,7 @@ func stats(t *testing.T, pool *pgxpool.Pool, owner uuid.UUID) event.Stats {
 // write returns the stats version its events carry: its read-your-writes position.
 func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, s, pool := newStore(t, false)
 	u := createUser(ctx, t, s, users.SignUp{Email: "c@example.com", DisplayName: "C"})
 	position := func(step string, got int64, want event.Stats) {
 		t.Helper()
@@ -120,11 +117,8 @@ func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 // nothing behind.
 func TestTodoCapHoldsUnderConcurrentCreates(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
 	const limit = 5
-	s := postgres.New(pool, false, postgres.MaxTodosPerUser(limit))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, s, pool := newStore(t, false, postgres.MaxTodosPerUser(limit))
 	u := createUser(ctx, t, s, users.SignUp{Email: "cap@example.com", DisplayName: "Cap"})
 	var (
 		wg       sync.WaitGroup

@@ -20,10 +20,7 @@ import (
 
 func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, s, pool := newStore(t, false)
 	u := createUser(ctx, t, s, users.SignUp{Email: "a@example.com", DisplayName: "A"})
 	for i := range 5 {
 		td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), u.ID, s.Now())
