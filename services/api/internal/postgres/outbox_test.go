@@ -384,18 +384,13 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 
 func waitForLockWait(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		var n int
 		err := pool.QueryRow(context.Background(),
 			`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("the probe never waited on the writer's lock")
+		return n > 0, "the probe never waited on the writer's lock"
+	})
 }
