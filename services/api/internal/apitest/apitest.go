@@ -1,6 +1,6 @@
 // Package apitest holds the test helpers the API's packages share: a clock moved by
-// hand, a database whose connections can be broken at a commit, and a fuzz target for
-// the parsers of request bodies. Only tests import it.
+// hand, pools closed with the test (one through a proxy that breaks connections at a
+// commit), and a fuzz target for the parsers of request bodies. Only tests import it.
 package apitest
 
 import (
@@ -41,6 +41,18 @@ func (c *Clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
+// Pool is a pool on the database at dbURL, closed when the test ends. It connects
+// lazily: a database that does not answer fails the pool's first use, not Pool.
+func Pool(t testing.TB, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatalf("pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // ProxiedPool is a pool on a fresh, migrated database (dbtest.NewPool) whose
 // connections pass through a PGProxy, the proxy, and a direct pool on the same
 // database to look at the truth. Both pools close when the test ends.
@@ -48,12 +60,7 @@ func ProxiedPool(t testing.TB) (proxied, direct *pgxpool.Pool, proxy *sharedtest
 	t.Helper()
 	direct, dbURL := dbtest.NewPool(t)
 	proxiedURL, proxy := sharedtest.ProxyDatabase(t, dbURL)
-	proxied, err := pgxpool.New(context.Background(), proxiedURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxied.Close)
-	return proxied, direct, proxy
+	return Pool(t, proxiedURL), direct, proxy
 }
 
 // FuzzBody fuzzes parse, a parser of request bodies, from seeds: an error it returns

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
@@ -65,14 +66,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 // second replica of the deployment would be.
 func (h *harness) replica(opts ...harnessOpt) *harness {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, h.dbURL)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(pool.Close)
-	return newHarnessOn(h.t, pool, h.dbURL, h.users, opts...)
+	return newHarnessOn(h.t, apitest.Pool(h.t, h.dbURL), h.dbURL, h.users, opts...)
 }
 
 func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.Int64, opts ...harnessOpt) *harness {

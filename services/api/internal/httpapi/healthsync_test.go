@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
@@ -34,11 +34,7 @@ func TestHealthSyncHidesFailures(t *testing.T) {
 	pgAddr, mongoAddr := "127.0.0.1:"+closed[0], "127.0.0.1:"+closed[1]
 	secrets := []string{pgAddr, mongoAddr, "pgsecretuser", "pgsecretdb", "mongosecretuser", "natssecretuser"}
 
-	pool, err := pgxpool.New(context.Background(), "postgres://pgsecretuser@"+pgAddr+"/pgsecretdb?connect_timeout=2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := apitest.Pool(t, "postgres://pgsecretuser@"+pgAddr+"/pgsecretdb?connect_timeout=2")
 	mc, err := mongo.Connect(options.Client().ApplyURI("mongodb://mongosecretuser:pw@" + mongoAddr + "/?directConnection=true").
 		SetServerSelectionTimeout(500 * time.Millisecond))
 	if err != nil {
