@@ -27,15 +27,6 @@ func proxiedStore(t *testing.T) (*postgres.Store, *pgxpool.Pool, *sharedtest.PGP
 	return postgres.New(pool, true), direct, proxy
 }
 
-func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // TestLostCommitIsResolved breaks the connection at COMMIT of each kind of write, once
 // before the server ran it and once after: the store answers the real outcome, never a
 // failure for a write that landed.

@@ -57,3 +57,32 @@ func listen(ctx context.Context, t *testing.T, dbURL string) *pgx.Conn {
 	}
 	return conn
 }
+
+// count runs a query that counts.
+func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// markListening plays a publisher replica that marks itself idle and listening until
+// ttl from now, refreshing its mark (the publisher's outboxdb.MarkListening);
+// unmarkListening plays it going busy.
+func markListening(ctx context.Context, t *testing.T, pool *pgxpool.Pool, replica string, ttl time.Duration) {
+	t.Helper()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO outbox_listeners (replica_id, expires_at) VALUES ($1, now() + $2::bigint * interval '1 millisecond')
+ON CONFLICT (replica_id) DO UPDATE SET expires_at = excluded.expires_at`, replica, ttl.Milliseconds()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unmarkListening(ctx context.Context, t *testing.T, pool *pgxpool.Pool, replica string) {
+	t.Helper()
+	if _, err := pool.Exec(ctx, "DELETE FROM outbox_listeners WHERE replica_id = $1", replica); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -143,25 +143,6 @@ func jsonEqual(a, b any) bool {
 	return string(x) == string(y)
 }
 
-// markListening plays a publisher replica that marks itself idle and listening until
-// ttl from now, refreshing its mark (the publisher's outboxdb.MarkListening); unmark
-// plays it going busy.
-func markListening(ctx context.Context, t *testing.T, pool *pgxpool.Pool, replica string, ttl time.Duration) {
-	t.Helper()
-	if _, err := pool.Exec(ctx, `
-INSERT INTO outbox_listeners (replica_id, expires_at) VALUES ($1, now() + $2::bigint * interval '1 millisecond')
-ON CONFLICT (replica_id) DO UPDATE SET expires_at = excluded.expires_at`, replica, ttl.Milliseconds()); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func unmarkListening(ctx context.Context, t *testing.T, pool *pgxpool.Pool, replica string) {
-	t.Helper()
-	if _, err := pool.Exec(ctx, "DELETE FROM outbox_listeners WHERE replica_id = $1", replica); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // A write notifies only while a publisher replica is marked idle and listening, and
 // until its mark expires: with no mark, a commit pays no pg_notify.
 func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
