@@ -13,7 +13,7 @@ import (
 )
 
 func main() {
-	process.Main("todoctl", func(ctx context.Context, _ *slog.Logger) error {
-		return todoctl.Run(ctx, os.Args[1:], os.Stdout)
+	process.Main("todoctl", func(ctx context.Context, log *slog.Logger) error {
+		return todoctl.Run(ctx, os.Args[1:], os.Stdout, log)
 	})
 }

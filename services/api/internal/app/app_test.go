@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"strings"
@@ -62,21 +63,21 @@ func listeningAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error) 
 // loggedAddr waits for run to log the address of a listener with message msg.
 func loggedAddr(t *testing.T, logs *sharedtest.LogBuffer, done <-chan error, msg string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		for line := range strings.Lines(logs.String()) {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == msg {
-				return l.Addr
-			}
-		}
+	var addr string
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("run returned before listening: %v\n%s", err, logs.String())
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the logs:\n%s", msg, logs.String())
+		for line := range strings.Lines(logs.String()) {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == msg {
+				addr = l.Addr
+				return true, ""
+			}
 		}
-	}
+		return false, fmt.Sprintf("no %q in the logs:\n%s", msg, logs.String())
+	})
+	return addr
 }

@@ -21,8 +21,8 @@ import (
 
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/sync/singleflight"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/flight"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 )
 
@@ -63,7 +63,7 @@ type Tokens struct {
 	now   func() time.Time
 	log   *slog.Logger
 	cache *lru.Cache[string, entry] // nil when ttl is 0
-	group singleflight.Group
+	group flight.Group[tokens.Token]
 	// forgets counts Forget calls: a lookup that overlapped one does not cache its
 	// result, which may predate the revocation.
 	forgets atomic.Uint64
@@ -132,32 +132,21 @@ func (a *Tokens) lookup(ctx context.Context, hash []byte) (tokens.Token, error) 
 	if e, ok := a.cache.Get(key); ok && a.now().Sub(e.readAt) < a.ttl {
 		return e.token, nil
 	}
-	ch := a.group.DoChan(key, func() (any, error) {
+	return a.group.Do(ctx, key, lookupTimeout, func(lctx context.Context) (tokens.Token, error) {
 		forgets, readAt := a.forgets.Load(), a.now()
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
-		defer cancel()
 		t, err := a.store.TokenByHash(lctx, hash)
 		switch {
 		case errors.Is(err, tokens.ErrNotFound):
 			a.cache.Remove(key)
-			return nil, err
+			return tokens.Token{}, err
 		case err != nil:
-			return nil, err
+			return tokens.Token{}, err
 		}
 		if a.forgets.Load() == forgets {
 			a.cache.Add(key, entry{token: t, readAt: readAt})
 		}
 		return t, nil
 	})
-	select {
-	case <-ctx.Done():
-		return tokens.Token{}, ctx.Err()
-	case res := <-ch:
-		if res.Err != nil {
-			return tokens.Token{}, res.Err
-		}
-		return res.Val.(tokens.Token), nil
-	}
 }
 
 // recordUse moves the token's last use to the period of now. The cached copy moves

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/auth"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 )
@@ -66,26 +67,9 @@ func (s *memStore) counts() (lookups, uses int) {
 	return s.lookups, s.uses
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func setup(t *testing.T, ttl time.Duration, size int) (*auth.Tokens, *memStore, *clock, []byte) {
+func setup(t *testing.T, ttl time.Duration, size int) (*auth.Tokens, *memStore, *apitest.Clock, []byte) {
 	t.Helper()
-	clk := &clock{now: time.Date(2030, 1, 2, 10, 30, 0, 0, time.UTC)}
+	clk := apitest.NewClock(time.Date(2030, 1, 2, 10, 30, 0, 0, time.UTC))
 	_, hash := tokens.New()
 	st := &memStore{tokens: map[string]tokens.Token{
 		string(hash): {ID: uuid.New(), UserID: uuid.New(), Hash: hash, CreatedAt: clk.Now()},
@@ -97,42 +81,47 @@ func setup(t *testing.T, ttl time.Duration, size int) (*auth.Tokens, *memStore, 
 	return a, st, clk, hash
 }
 
+// authenticates fails t unless a accepts hash; when says at which step.
+func authenticates(t *testing.T, a *auth.Tokens, hash []byte, when string) {
+	t.Helper()
+	if _, err := a.Authenticate(context.Background(), hash); err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+}
+
+// refuses fails t unless a answers tokens.ErrNotFound for hash; when says at which
+// step.
+func refuses(t *testing.T, a *auth.Tokens, hash []byte, when string) {
+	t.Helper()
+	if _, err := a.Authenticate(context.Background(), hash); !errors.Is(err, tokens.ErrNotFound) {
+		t.Fatalf("%s: %v, want ErrNotFound", when, err)
+	}
+}
+
 func TestCacheServesWithinTheTTLOnly(t *testing.T) {
 	t.Parallel()
 	a, st, clk, hash := setup(t, time.Second, 0)
-	ctx := context.Background()
 	for range 10 {
-		if _, err := a.Authenticate(ctx, hash); err != nil {
-			t.Fatal(err)
-		}
+		authenticates(t, a, hash, "authenticate")
 	}
 	if l, u := st.counts(); l != 1 || u != 1 {
 		t.Fatalf("10 authentications: %d lookups, %d use writes; want 1 and 1", l, u)
 	}
 	// Revoked elsewhere: still trusted until the TTL has passed, refused after.
 	st.revoke(hash)
-	clk.advance(999 * time.Millisecond)
-	if _, err := a.Authenticate(ctx, hash); err != nil {
-		t.Fatalf("within the TTL: %v", err)
-	}
-	clk.advance(time.Millisecond)
-	if _, err := a.Authenticate(ctx, hash); !errors.Is(err, tokens.ErrNotFound) {
-		t.Fatalf("after the TTL: %v, want ErrNotFound", err)
-	}
+	clk.Advance(999 * time.Millisecond)
+	authenticates(t, a, hash, "within the TTL")
+	clk.Advance(time.Millisecond)
+	refuses(t, a, hash, "after the TTL")
 }
 
 func TestForgetTakesEffectAtOnce(t *testing.T) {
 	t.Parallel()
 	a, st, _, hash := setup(t, time.Hour, 0)
-	ctx := context.Background()
-	if _, err := a.Authenticate(ctx, hash); err != nil {
-		t.Fatal(err)
-	}
+	authenticates(t, a, hash, "authenticate")
 	st.revoke(hash)
 	a.Forget(hash)
-	if _, err := a.Authenticate(ctx, hash); !errors.Is(err, tokens.ErrNotFound) {
-		t.Fatalf("after Forget: %v", err)
-	}
+	refuses(t, a, hash, "after Forget")
 }
 
 // A lookup that read the row before a revocation on this replica must not cache it
@@ -140,7 +129,6 @@ func TestForgetTakesEffectAtOnce(t *testing.T) {
 func TestForgetDuringALookupWins(t *testing.T) {
 	t.Parallel()
 	a, st, _, hash := setup(t, time.Hour, 0)
-	ctx := context.Background()
 	st.during = func() {
 		st.mu.Lock()
 		st.during = nil
@@ -148,12 +136,8 @@ func TestForgetDuringALookupWins(t *testing.T) {
 		st.revoke(hash)
 		a.Forget(hash)
 	}
-	if _, err := a.Authenticate(ctx, hash); err != nil {
-		t.Fatalf("the lookup read a live token: %v", err)
-	}
-	if _, err := a.Authenticate(ctx, hash); !errors.Is(err, tokens.ErrNotFound) {
-		t.Fatalf("the lookup overlapping a Forget was cached: %v", err)
-	}
+	authenticates(t, a, hash, "the lookup read a live token")
+	refuses(t, a, hash, "the lookup overlapping a Forget was cached")
 }
 
 func TestExpiryIsJudgedOnEveryRequest(t *testing.T) {
@@ -165,34 +149,24 @@ func TestExpiryIsJudgedOnEveryRequest(t *testing.T) {
 	tk.ExpiresAt = &expires
 	st.tokens[string(hash)] = tk
 	st.mu.Unlock()
-	ctx := context.Background()
-	if _, err := a.Authenticate(ctx, hash); err != nil {
-		t.Fatal(err)
-	}
-	clk.advance(time.Minute)
-	if _, err := a.Authenticate(ctx, hash); !errors.Is(err, tokens.ErrNotFound) {
-		t.Fatalf("a cached token past its expiry: %v", err)
-	}
+	authenticates(t, a, hash, "authenticate")
+	clk.Advance(time.Minute)
+	refuses(t, a, hash, "a cached token past its expiry")
 }
 
 func TestLastUseIsWrittenOncePerHour(t *testing.T) {
 	t.Parallel()
 	for _, ttl := range []time.Duration{0, time.Second} {
 		a, st, clk, hash := setup(t, ttl, 0)
-		ctx := context.Background()
 		for range 5 { // 10:30 to 10:50
-			if _, err := a.Authenticate(ctx, hash); err != nil {
-				t.Fatal(err)
-			}
-			clk.advance(5 * time.Minute)
+			authenticates(t, a, hash, "authenticate")
+			clk.Advance(5 * time.Minute)
 		}
 		if _, u := st.counts(); u != 1 {
 			t.Fatalf("ttl %s: %d use writes within one hour, want 1", ttl, u)
 		}
-		clk.advance(10 * time.Minute) // 11:05
-		if _, err := a.Authenticate(ctx, hash); err != nil {
-			t.Fatal(err)
-		}
+		clk.Advance(10 * time.Minute) // 11:05
+		authenticates(t, a, hash, "authenticate")
 		if _, u := st.counts(); u != 2 {
 			t.Fatalf("ttl %s: %d use writes after the hour turned, want 2", ttl, u)
 		}
@@ -202,12 +176,9 @@ func TestLastUseIsWrittenOncePerHour(t *testing.T) {
 func TestUnknownTokensAreNotCachedAndTheCacheIsBounded(t *testing.T) {
 	t.Parallel()
 	a, st, _, hash := setup(t, time.Hour, 1)
-	ctx := context.Background()
 	_, unknown := tokens.New()
 	for range 3 {
-		if _, err := a.Authenticate(ctx, unknown); !errors.Is(err, tokens.ErrNotFound) {
-			t.Fatalf("unknown token: %v", err)
-		}
+		refuses(t, a, unknown, "unknown token")
 	}
 	if l, _ := st.counts(); l != 3 {
 		t.Fatalf("3 unknown authentications: %d lookups, want 3 (no negative caching)", l)
@@ -218,9 +189,7 @@ func TestUnknownTokensAreNotCachedAndTheCacheIsBounded(t *testing.T) {
 	st.tokens[string(other)] = tokens.Token{ID: uuid.New(), UserID: uuid.New(), Hash: other}
 	st.mu.Unlock()
 	for _, h := range [][]byte{hash, other, hash} {
-		if _, err := a.Authenticate(ctx, h); err != nil {
-			t.Fatal(err)
-		}
+		authenticates(t, a, h, "authenticate")
 	}
 	if l, _ := st.counts(); l != 6 {
 		t.Fatalf("%d lookups, want 6: the size bound evicts", l)

@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
@@ -20,13 +18,7 @@ import (
 // same Idempotency-Key then replays instead of writing twice.
 func TestDatabaseFaultsAnswerHonestly(t *testing.T) {
 	t.Parallel()
-	direct, dbURL := dbtest.NewPool(t)
-	proxied, proxy := sharedtest.ProxyDatabase(t, dbURL)
-	pool, err := pgxpool.New(context.Background(), proxied)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, direct, proxy := apitest.ProxiedPool(t)
 	h := newHarness(t, func(o *httpapi.Options) { o.Store = postgres.New(pool, true) })
 	token, me := h.signUp()
 	todos := func() int {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 func TestErrorShapes(t *testing.T) {
@@ -251,18 +251,14 @@ func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 	}
 	cancel() // SIGTERM
 	// New connections are refused once shutdown has begun.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
 		if err != nil {
-			break
+			return true, ""
 		}
 		_ = c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("listener still accepting after shutdown began")
-		}
-		runtime.Gosched()
-	}
+		return false, "listener still accepting after shutdown began"
+	})
 	close(slow.release)
 	r := <-done
 	if r.err != nil || r.status != http.StatusOK || !strings.Contains(r.body, `"email"`) {

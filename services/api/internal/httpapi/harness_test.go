@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,10 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/password"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // Every response recorded by a harness is validated against the OpenAPI document, so
@@ -65,14 +66,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 // second replica of the deployment would be.
 func (h *harness) replica(opts ...harnessOpt) *harness {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, h.dbURL)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(pool.Close)
-	return newHarnessOn(h.t, pool, h.dbURL, h.users, opts...)
+	return newHarnessOn(h.t, apitest.Pool(h.t, h.dbURL), h.dbURL, h.users, opts...)
 }
 
 func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.Int64, opts ...harnessOpt) *harness {
@@ -81,7 +75,7 @@ func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.
 	o := httpapi.Options{
 		Store:          store,
 		Checks:         []httpapi.Check{{Name: "postgres", Timeout: 2 * time.Second, Fn: store.Ping}},
-		Log:            slog.New(slog.NewJSONHandler(tWriter{t}, nil)),
+		Log:            sharedtest.Logger(t, slog.LevelInfo),
 		Metrics:        prometheus.NewRegistry(),
 		RequestTimeout: 10 * time.Second,
 		MaxBodyBytes:   64 << 10,
@@ -103,14 +97,6 @@ func newHarnessOn(t *testing.T, pool *pgxpool.Pool, dbURL string, users *atomic.
 		t.Fatalf("openapi: %v", err)
 	}
 	return &harness{t: t, srv: srv, pool: pool, dbURL: dbURL, router: router, users: users}
-}
-
-// tWriter sends logs to t.Log, so they show with the failing test only.
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 type response struct {

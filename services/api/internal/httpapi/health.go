@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
+	"github.com/outboxtodo/outboxtodo/services/api/internal/flight"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 )
 
@@ -95,7 +94,7 @@ type syncReports struct {
 	ttl    time.Duration
 	now    func() time.Time
 	log    *slog.Logger
-	group  singleflight.Group
+	group  flight.Group[syncstatus.Report]
 
 	mu   sync.Mutex
 	last *syncstatus.Report
@@ -109,9 +108,7 @@ func (c *syncReports) get(ctx context.Context) (syncstatus.Report, error) {
 	if last != nil && c.now().Sub(at) < c.ttl {
 		return *last, nil
 	}
-	ch := c.group.DoChan("sync", func() (any, error) {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncRefreshTimeout)
-		defer cancel()
+	return c.group.Do(ctx, "sync", syncRefreshTimeout, func(rctx context.Context) (syncstatus.Report, error) {
 		at := c.now()
 		rep := c.report(rctx)
 		for _, f := range rep.Failures {
@@ -123,10 +120,4 @@ func (c *syncReports) get(ctx context.Context) (syncstatus.Report, error) {
 		c.mu.Unlock()
 		return rep, nil
 	})
-	select {
-	case <-ctx.Done():
-		return syncstatus.Report{}, ctx.Err()
-	case res := <-ch:
-		return res.Val.(syncstatus.Report), nil
-	}
 }

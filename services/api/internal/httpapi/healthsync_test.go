@@ -2,9 +2,7 @@ package httpapi_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
@@ -25,18 +23,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
-// closedPort is a local address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // TestHealthSyncHidesFailures: /health/sync is public. With PostgreSQL, NATS and
 // MongoDB unreachable (each at an address, user and database of its own), the body
 // names each failing source and the class of its failure, never the error text: no
@@ -44,14 +30,11 @@ func closedPort(t *testing.T) string {
 // request id.
 func TestHealthSyncHidesFailures(t *testing.T) {
 	t.Parallel()
-	pgAddr, mongoAddr := closedPort(t), closedPort(t)
+	closed := sharedtest.FreePorts(t, 2) // nothing listens on them
+	pgAddr, mongoAddr := "127.0.0.1:"+closed[0], "127.0.0.1:"+closed[1]
 	secrets := []string{pgAddr, mongoAddr, "pgsecretuser", "pgsecretdb", "mongosecretuser", "natssecretuser"}
 
-	pool, err := pgxpool.New(context.Background(), "postgres://pgsecretuser@"+pgAddr+"/pgsecretdb?connect_timeout=2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := apitest.Pool(t, "postgres://pgsecretuser@"+pgAddr+"/pgsecretdb?connect_timeout=2")
 	mc, err := mongo.Connect(options.Client().ApplyURI("mongodb://mongosecretuser:pw@" + mongoAddr + "/?directConnection=true").
 		SetServerSelectionTimeout(500 * time.Millisecond))
 	if err != nil {
@@ -61,7 +44,7 @@ func TestHealthSyncHidesFailures(t *testing.T) {
 	ns := natsserver.NewTest(t, nil)
 	natsAddr := strings.TrimPrefix(ns.ClientURL(), "nats://")
 	secrets = append(secrets, natsAddr)
-	js := connectJetStream(t, "nats://natssecretuser@"+natsAddr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	_, js := natsserver.Connect(t, "nats://natssecretuser@"+natsAddr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	ns.Stop()
 
 	reporter := &syncstatus.Reporter{
@@ -74,7 +57,7 @@ func TestHealthSyncHidesFailures(t *testing.T) {
 	logs := &sharedtest.LogBuffer{}
 	h := newHarness(t, func(o *httpapi.Options) {
 		o.SyncReport = reporter.Report
-		o.Log = slog.New(slog.NewJSONHandler(io.MultiWriter(tWriter{t}, logs), nil))
+		o.Log = slog.New(slog.NewMultiHandler(sharedtest.Logger(t, slog.LevelInfo).Handler(), slog.NewJSONHandler(logs, nil)))
 	})
 	res := h.do(req{method: "GET", path: "/health/sync", header: map[string]string{"X-Request-ID": "sync-probe-1"}})
 	var rep struct {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
@@ -26,11 +25,7 @@ import (
 func BenchmarkLeaderboard(b *testing.B) {
 	const users = 10000
 	srv := ferret.StartTest(b)
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetTimeout(time.Minute))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	client := srv.Client(b)
 	ctx := context.Background()
 	name := "lb_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	db := client.Database(name)
@@ -70,6 +65,7 @@ func BenchmarkLeaderboard(b *testing.B) {
 	var r *readside.Ranking
 	b.Run("refresh", func(b *testing.B) {
 		for b.Loop() {
+			var err error
 			if r, err = store.Ranking(ctx, 100000); err != nil || r.Len() != users {
 				b.Fatalf("ranking of %d lines: %v", r.Len(), err)
 			}

@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
+	"github.com/outboxtodo/outboxtodo/services/api/internal/flight"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -30,7 +29,7 @@ type rankings struct {
 	rm    ReadModel
 	ttl   time.Duration
 	now   func() time.Time
-	group singleflight.Group
+	group flight.Group[*rankingSnapshot]
 
 	mu   sync.Mutex
 	snap *rankingSnapshot
@@ -58,9 +57,7 @@ func (c *rankings) get(ctx context.Context, n int, notBefore time.Time) (*rankin
 	if !notBefore.IsZero() {
 		return readRanking(ctx, c.rm, n)
 	}
-	ch := c.group.DoChan("ranking", func() (any, error) {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rankingRefreshTimeout)
-		defer cancel()
+	return c.group.Do(ctx, "ranking", rankingRefreshTimeout, func(rctx context.Context) (*rankingSnapshot, error) {
 		// The start of the read, not its end: what was applied before it is in it.
 		start := c.now()
 		snap, err := readRanking(rctx, c.rm, rankingCacheUsers)
@@ -73,15 +70,6 @@ func (c *rankings) get(ctx context.Context, n int, notBefore time.Time) (*rankin
 		c.mu.Unlock()
 		return snap, nil
 	})
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*rankingSnapshot), nil
-	}
 }
 
 func readRanking(ctx context.Context, rm ReadModel, limit int) (*rankingSnapshot, error) {

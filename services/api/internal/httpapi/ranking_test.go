@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestLeaderboardCache: one ranking serves every leaderboard request within the TTL,
@@ -71,13 +73,9 @@ func TestLeaderboardCache(t *testing.T) {
 		}
 	}
 	// Once the TTL has passed, a request reads the new state and its watermark.
-	for deadline := time.Now().Add(10 * ttl); ; {
+	sharedtest.Eventually(t, 10*ttl, func() (bool, string) {
 		lb, seq = get()
-		if lb.Top[0].UserID == a.ID && lb.Top[0].Completed == 5 && lb.Me.Rank == 1 && seq == "8" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the TTL: %+v seq %s, want Ada first at sequence 8", lb, seq)
-		}
-	}
+		return lb.Top[0].UserID == a.ID && lb.Top[0].Completed == 5 && lb.Me.Rank == 1 && seq == "8",
+			fmt.Sprintf("after the TTL: %+v seq %s, want Ada first at sequence 8", lb, seq)
+	})
 }

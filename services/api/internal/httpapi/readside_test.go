@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
@@ -35,11 +33,7 @@ type readModelEnv struct {
 func newReadModel(t *testing.T) *readModelEnv {
 	t.Helper()
 	srv := ferret.StartTest(t)
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetServerSelectionTimeout(2 * time.Second).SetTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	client := srv.Client(t)
 	name := "read_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	return &readModelEnv{ferret: srv, client: client, store: readside.New(client, name), db: client.Database(name)}
 }
@@ -51,21 +45,6 @@ func (e *readModelEnv) put(t *testing.T, coll string, docs ...any) {
 	if _, err := e.db.Collection(coll).InsertMany(ctx, docs); err != nil {
 		t.Fatalf("seed %s: %v", coll, err)
 	}
-}
-
-// connectJetStream connects to the NATS server at url for the test's duration.
-func connectJetStream(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 func withReadModel(rm httpapi.ReadModel) harnessOpt {
@@ -175,7 +154,7 @@ func TestHealthSync(t *testing.T) {
 	t.Parallel()
 	rm := newReadModel(t)
 	ns := natsserver.NewTest(t, nil)
-	js := connectJetStream(t, ns.ClientURL())
+	_, js := natsserver.Connect(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The projector's durables are one per partition (projector-p<i>); their state is

@@ -46,6 +46,16 @@ func readBody(r *http.Request, limit int64, accept ...string) ([]byte, error) {
 	return b, nil
 }
 
+// readParsed reads the body (see readBody) and parses it with parse.
+func readParsed[T any](r *http.Request, limit int64, parse func([]byte) (T, error), accept ...string) (T, error) {
+	body, err := readBody(r, limit, accept...)
+	if err != nil {
+		var none T
+		return none, err
+	}
+	return parse(body)
+}
+
 // pathID parses the {id} of the route.
 func pathID(r *http.Request) (uuid.UUID, error) {
 	raw := chi.URLParam(r, "id")
@@ -92,11 +102,7 @@ func readPatch[P any](r *http.Request, limit int64, parse func([]byte) (P, error
 	if err != nil {
 		return 0, none, err
 	}
-	body, err := readBody(r, limit, mediaJSON, mediaMergePatch)
-	if err != nil {
-		return 0, none, err
-	}
-	p, err := parse(body)
+	p, err := readParsed(r, limit, parse, mediaJSON, mediaMergePatch)
 	if err != nil {
 		return 0, none, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // publicRoutes are the only routes served without a token.
@@ -324,7 +325,7 @@ func TestServerCutsOffSlowClients(t *testing.T) {
 		WriteTimeout:      5 * time.Second,
 		IdleTimeout:       300 * time.Millisecond,
 		MaxHeaderBytes:    4 << 10,
-	}, slog.New(slog.NewJSONHandler(tWriter{t}, nil)))
+	}, sharedtest.Logger(t, slog.LevelInfo))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -82,11 +82,7 @@ func (a *api) signIn(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	body, err := readBody(r, a.maxBody, mediaJSON)
-	if err != nil {
-		return err
-	}
-	in, err := users.ParseSignIn(body)
+	in, err := readParsed(r, a.maxBody, users.ParseSignIn, mediaJSON)
 	if err != nil {
 		return err
 	}
@@ -150,11 +146,7 @@ func (a *api) rehash(ctx context.Context, id uuid.UUID, old, pw string) {
 // sign-in (keyed by the user). The user's tokens stay valid; to sign other devices
 // out, revoke their tokens (GET and DELETE /v1/users/me/tokens).
 func (a *api) setPassword(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(r, a.maxBody, mediaJSON)
-	if err != nil {
-		return err
-	}
-	in, err := users.ParseNewPassword(body)
+	in, err := readParsed(r, a.maxBody, users.ParseNewPassword, mediaJSON)
 	if err != nil {
 		return err
 	}

@@ -149,6 +149,25 @@ func (e *ValidationError) Error() string {
 	return "validation failed: " + strings.Join(parts, "; ")
 }
 
+// Parse decodes body into a B (see Decode), then has check read it into a T, adding
+// every invalid field to errs. It returns Decode's error, a *ValidationError with
+// every field error check added, or check's T.
+func Parse[B, T any](body []byte, check func(b B, errs *Errors) T) (T, error) {
+	var (
+		b    B
+		zero T
+		errs Errors
+	)
+	if err := Decode(body, &b); err != nil {
+		return zero, err
+	}
+	v := check(b, &errs)
+	if err := errs.Err(); err != nil {
+		return zero, err
+	}
+	return v, nil
+}
+
 // Errors collects field errors while a parser walks a request.
 type Errors struct {
 	fields []FieldError

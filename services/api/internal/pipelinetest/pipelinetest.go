@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,10 +25,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
@@ -71,26 +68,11 @@ func New(t testing.TB) *Env {
 	e := &Env{Ferret: ferret.StartTest(t), NATS: natsserver.NewTest(t, nil)}
 	e.Pool, e.DBURL = dbtest.NewPool(t)
 	e.Store = postgres.New(e.Pool, false)
+	e.Mongo = e.Ferret.Client(t)
+	e.ReadModel = readmodel.NewStore(e.Mongo, Control)
+	_, e.JS = natsserver.Connect(t, e.NATS.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client, err := mongo.Connect(options.Client().ApplyURI(e.Ferret.URI()).SetServerSelectionTimeout(2 * time.Second))
-	if err != nil {
-		t.Fatalf("mongo connect: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = client.Disconnect(ctx)
-	})
-	e.Mongo, e.ReadModel = client, readmodel.NewStore(client, Control)
-	nc, err := nats.Connect(e.NATS.ClientURL())
-	if err != nil {
-		t.Fatalf("nats connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	if e.JS, err = jetstream.New(nc); err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
 	if _, err := e.JS.CreateStream(ctx, jetstream.StreamConfig{
 		Name:              Stream,
 		Subjects:          []string{event.StreamSubjects(Prefix)},
@@ -254,7 +236,7 @@ type Projector struct {
 // once the projector is ready: a member of MembersBucket with its consumers created.
 func (e *Env) StartProjector(t testing.TB) *Projector {
 	t.Helper()
-	admin := freeAddr(t)
+	admin := "127.0.0.1:" + sharedtest.FreePorts(t, 1)[0]
 	logs := &sharedtest.LogBuffer{}
 	cmd := exec.Command(projectorPath(t))
 	cmd.Env = append(os.Environ(),
@@ -312,16 +294,6 @@ func (p *Projector) Stop() {
 			p.t.Errorf("the projector did not stop within a minute of SIGTERM")
 		}
 	})
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // build is the projector binary Main builds for the package's tests.

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
@@ -39,14 +38,8 @@ func writtenNow(t *testing.T, pool *pgxpool.Pool) written {
 // and an expired idempotency key is replaced, not refused.
 func TestCreateTodoRefusalsLeaveNothing(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, true, postgres.MaxTodosPerUser(2))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	owner := users.SignUp{Email: "r@example.com", DisplayName: "R"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, owner, "", newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, s, pool := newStore(t, true, postgres.MaxTodosPerUser(2))
+	owner := createUser(ctx, t, s, users.SignUp{Email: "r@example.com", DisplayName: "R"})
 	create := func(owner uuid.UUID, idem *idempotency.Record) error {
 		td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner, s.Now())
 		_, err := s.CreateTodo(ctx, td, event.TraceContext{}, idem)

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
@@ -23,31 +23,8 @@ import (
 // on the same database to look at the truth.
 func proxiedStore(t *testing.T) (*postgres.Store, *pgxpool.Pool, *sharedtest.PGProxy) {
 	t.Helper()
-	pool, direct, proxy := proxiedPool(t)
+	pool, direct, proxy := apitest.ProxiedPool(t)
 	return postgres.New(pool, true), direct, proxy
-}
-
-// proxiedPool is a pool on a fresh database whose connections go through a PGProxy,
-// and a direct pool on the same database.
-func proxiedPool(t *testing.T) (*pgxpool.Pool, *pgxpool.Pool, *sharedtest.PGProxy) {
-	t.Helper()
-	direct, dbURL := dbtest.NewPool(t)
-	proxiedURL, proxy := sharedtest.ProxyDatabase(t, dbURL)
-	proxied, err := pgxpool.New(context.Background(), proxiedURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxied.Close)
-	return proxied, direct, proxy
-}
-
-func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // TestLostCommitIsResolved breaks the connection at COMMIT of each kind of write, once
@@ -119,10 +96,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 				s, direct, proxy := proxiedStore(t)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				owner := users.SignUp{Email: "o@example.com", DisplayName: "O"}.User(uuid.New(), s.Now())
-				if err := s.CreateUser(ctx, owner, "", newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-					t.Fatal(err)
-				}
+				owner := createUser(ctx, t, s, users.SignUp{Email: "o@example.com", DisplayName: "O"})
 				todo := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())
 				if _, err := s.CreateTodo(ctx, todo, event.TraceContext{}, nil); err != nil {
 					t.Fatal(err)
@@ -158,10 +132,7 @@ func TestUnresolvableCommitIsUnknown(t *testing.T) {
 	s, direct, proxy := proxiedStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	owner := users.SignUp{Email: "u@example.com", DisplayName: "U"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, owner, "", newToken(owner.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	owner := createUser(ctx, t, s, users.SignUp{Email: "u@example.com", DisplayName: "U"})
 	proxy.Refuse(true)
 	proxy.FailNextCommit(sharedtest.AnswerLost)
 	td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())

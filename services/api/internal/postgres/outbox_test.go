@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -142,25 +143,6 @@ func jsonEqual(a, b any) bool {
 	return string(x) == string(y)
 }
 
-// markListening plays a publisher replica that marks itself idle and listening until
-// ttl from now, refreshing its mark (the publisher's outboxdb.MarkListening); unmark
-// plays it going busy.
-func markListening(ctx context.Context, t *testing.T, pool *pgxpool.Pool, replica string, ttl time.Duration) {
-	t.Helper()
-	if _, err := pool.Exec(ctx, `
-INSERT INTO outbox_listeners (replica_id, expires_at) VALUES ($1, now() + $2::bigint * interval '1 millisecond')
-ON CONFLICT (replica_id) DO UPDATE SET expires_at = excluded.expires_at`, replica, ttl.Milliseconds()); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func unmarkListening(ctx context.Context, t *testing.T, pool *pgxpool.Pool, replica string) {
-	t.Helper()
-	if _, err := pool.Exec(ctx, "DELETE FROM outbox_listeners WHERE replica_id = $1", replica); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // A write notifies only while a publisher replica is marked idle and listening, and
 // until its mark expires: with no mark, a commit pays no pg_notify.
 func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
@@ -168,14 +150,7 @@ func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool, dbURL := dbtest.NewPool(t)
-	listener, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(context.WithoutCancel(ctx))
-	if _, err := listener.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
-		t.Fatal(err)
-	}
+	listener := listen(ctx, t, dbURL)
 
 	// notified signs up a user, a write with one outbox row (insert and notify queued
 	// in one batch), and reports whether its notification arrived. PostgreSQL delivers
@@ -184,10 +159,7 @@ func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
 	s := postgres.New(pool, true)
 	notified := func() bool {
 		t.Helper()
-		u := users.SignUp{Email: uuid.NewString() + "@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
-		if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-			t.Fatal(err)
-		}
+		createUser(ctx, t, s, users.SignUp{Email: uuid.NewString() + "@example.com", DisplayName: "N"})
 		if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'marker')", outbox.Channel); err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +224,7 @@ func TestCommittedResolvesALostCommit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			proxied, direct, proxy := proxiedPool(t)
+			proxied, direct, proxy := apitest.ProxiedPool(t)
 			ctx := context.Background()
 			e := todoEvent(t, uuid.New(), 1)
 			proxy.FailNextCommit(tc.fault)
@@ -393,18 +365,13 @@ SELECT event_id, partition, aggregate_type, aggregate_id, aggregate_version, eve
 
 func waitForLockWait(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		var n int
 		err := pool.QueryRow(context.Background(),
 			`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("the probe never waited on the writer's lock")
+		return n > 0, "the probe never waited on the writer's lock"
+	})
 }

@@ -1,17 +1,11 @@
 package postgres_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
-	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 )
@@ -21,14 +15,8 @@ import (
 // for a user with a password; the hash goes with its user.
 func TestPasswordChangeIsCompareAndSet(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	u := users.SignUp{Email: "p@example.com", DisplayName: "P"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, s, pool := newStore(t, false)
+	u := createUser(ctx, t, s, users.SignUp{Email: "p@example.com", DisplayName: "P"})
 	if _, _, err := s.Credentials(ctx, u.Email); !errors.Is(err, users.ErrNotFound) {
 		t.Fatalf("credentials of a user without a password: %v", err)
 	}

@@ -50,14 +50,8 @@ func stats(t *testing.T, pool *pgxpool.Pool, owner uuid.UUID) event.Stats {
 // write returns the stats version its events carry: its read-your-writes position.
 func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	u := users.SignUp{Email: "c@example.com", DisplayName: "C"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, s, pool := newStore(t, false)
+	u := createUser(ctx, t, s, users.SignUp{Email: "c@example.com", DisplayName: "C"})
 	position := func(step string, got int64, want event.Stats) {
 		t.Helper()
 		if got != want.Version {
@@ -123,15 +117,9 @@ func TestEveryEventCarriesItsOwnersCounts(t *testing.T) {
 // nothing behind.
 func TestTodoCapHoldsUnderConcurrentCreates(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
 	const limit = 5
-	s := postgres.New(pool, false, postgres.MaxTodosPerUser(limit))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	u := users.SignUp{Email: "cap@example.com", DisplayName: "Cap"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, s, pool := newStore(t, false, postgres.MaxTodosPerUser(limit))
+	u := createUser(ctx, t, s, users.SignUp{Email: "cap@example.com", DisplayName: "Cap"})
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -178,10 +166,7 @@ func TestDeletingAUserAtTheCapFitsTheRequestTimeout(t *testing.T) {
 	s := postgres.New(pool, false)
 	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	u := users.SignUp{Email: "big@example.com", DisplayName: "Big"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(setup, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	u := createUser(setup, t, s, users.SignUp{Email: "big@example.com", DisplayName: "Big"})
 	// The todos themselves go in by SQL: only the delete is under test.
 	if _, err := pool.Exec(setup, `
 INSERT INTO todos (id, user_id, title, priority, version, created_at, updated_at)

@@ -8,34 +8,20 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/idempotency"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
-	"github.com/outboxtodo/outboxtodo/services/api/internal/tokens"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 )
 
-// newToken is a token of owner to store.
-func newToken(owner uuid.UUID, now time.Time) tokens.Token {
-	_, hash := tokens.New()
-	return tokens.Token{ID: uuid.New(), UserID: owner, Hash: hash, CreatedAt: now}
-}
-
 func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 	t.Parallel()
-	pool, _ := dbtest.NewPool(t)
-	s := postgres.New(pool, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	u := users.SignUp{Email: "a@example.com", DisplayName: "A"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, s, pool := newStore(t, false)
+	u := createUser(ctx, t, s, users.SignUp{Email: "a@example.com", DisplayName: "A"})
 	for i := range 5 {
 		td := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), u.ID, s.Now())
 		rec := &idempotency.Record{Scope: "s", Key: fmt.Sprint(i), Fingerprint: []byte{1},
@@ -64,23 +50,13 @@ func TestWritesNotifyThePublisher(t *testing.T) {
 	pool, dbURL := dbtest.NewPool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	listener, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(context.Background())
-	if _, err := listener.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
-		t.Fatal(err)
-	}
+	listener := listen(ctx, t, dbURL)
 
 	// Writes notify only while a publisher is marked idle and listening (see
 	// TestNotifyOnlyWhileAListenerIsMarked for the unmarked case).
 	markListening(ctx, t, pool, "publisher", time.Minute)
 	s := postgres.New(pool, true)
-	u := users.SignUp{Email: "n@example.com", DisplayName: "N"}.User(uuid.New(), s.Now())
-	if err := s.CreateUser(ctx, u, "", newToken(u.ID, s.Now()), event.TraceContext{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	createUser(ctx, t, s, users.SignUp{Email: "n@example.com", DisplayName: "N"})
 	n, err := listener.WaitForNotification(ctx)
 	if err != nil {
 		t.Fatalf("no notification after a committed write: %v", err)

@@ -6,31 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/ratelimit"
 )
 
-// clock is a hand-moved clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newKeyed(t *testing.T, perSecond float64, burst, maxKeys int) (*ratelimit.Keyed, *clock) {
+func newKeyed(t *testing.T, perSecond float64, burst, maxKeys int) (*ratelimit.Keyed, *apitest.Clock) {
 	t.Helper()
-	c := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	k, err := ratelimit.New(ratelimit.Config{PerSecond: perSecond, Burst: burst, MaxKeys: maxKeys, Now: c.now})
+	c := apitest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	k, err := ratelimit.New(ratelimit.Config{PerSecond: perSecond, Burst: burst, MaxKeys: maxKeys, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +40,7 @@ func TestBurstThenRetryAfter(t *testing.T) {
 	if !k.Take("b").Allowed {
 		t.Fatal("another key shares a's bucket")
 	}
-	c.advance(500 * time.Millisecond)
+	c.Advance(500 * time.Millisecond)
 	if !k.Take("a").Allowed {
 		t.Fatal("refused after waiting the advertised time")
 	}
@@ -75,7 +58,7 @@ func TestIdleBucketsAreDropped(t *testing.T) {
 	if n, _ := k.Stats(); n != 100 {
 		t.Fatalf("%d keys, want 100", n)
 	}
-	c.advance(500 * time.Millisecond) // burst/rate: every bucket is full again
+	c.Advance(500 * time.Millisecond) // burst/rate: every bucket is full again
 	k.Take("new")
 	if n, ev := k.Stats(); n != 1 || ev != 0 {
 		t.Fatalf("%d keys and %d evictions after the idle time, want 1 and 0", n, ev)
@@ -153,7 +136,7 @@ func TestTakeReportsTheBudget(t *testing.T) {
 			t.Fatalf("take %d: %+v, want %+v", i+1, got, w)
 		}
 	}
-	c.advance(time.Second) // two tokens back
+	c.Advance(time.Second) // two tokens back
 	if got := k.Take("a"); !got.Allowed || got.Remaining != 1 || got.Reset != 1500*time.Millisecond {
 		t.Fatalf("after 1 s: %+v", got)
 	}

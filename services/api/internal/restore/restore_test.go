@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/pipelinetest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
@@ -59,11 +58,7 @@ func TestRestoreCutover(t *testing.T) {
 
 	restoredURL := dbtest.NewEmpty(t)
 	run(t, "pg_restore", "--no-owner", "--dbname="+restoredURL, dump)
-	restored, err := pgxpool.New(ctx, restoredURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restored.Close()
+	restored := apitest.Pool(t, restoredURL)
 	source := postgres.New(restored, false)
 	w.On(source)
 

@@ -12,20 +12,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/restore"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/resync"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/verify"
+	"github.com/outboxtodo/outboxtodo/shared/mongoconn"
+	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
@@ -46,8 +47,9 @@ configuration comes from the environment (DATABASE_URL, NATS_URL, MONGODB_URI, .
 // ErrDrift is returned by verify when the databases differ.
 var ErrDrift = errors.New("read model differs from the source of truth")
 
-// Run runs the command named by args[0], printing results to out.
-func Run(ctx context.Context, args []string, out io.Writer) error {
+// Run runs the command named by args[0], printing results to out. The NATS client
+// logs its disconnections to log.
+func Run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return fmt.Errorf("no command\n%s", usage)
 	}
@@ -66,7 +68,7 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 	case "resync":
 		return runResync(ctx, cfg, args, out)
 	case "restore-cutover":
-		return runRestoreCutover(ctx, cfg, args, out)
+		return runRestoreCutover(ctx, cfg, args, out, log)
 	}
 	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 }
@@ -149,7 +151,7 @@ func parseSelection(args []string) (resync.Selection, error) {
 	return sel, nil
 }
 
-func runRestoreCutover(ctx context.Context, cfg Config, args []string, out io.Writer) error {
+func runRestoreCutover(ctx context.Context, cfg Config, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("restore-cutover", flag.ContinueOnError)
 	yes := fs.Bool("yes", false, "delete the stream, drop the read model and re-emit every aggregate")
 	if err := fs.Parse(args); err != nil {
@@ -160,11 +162,15 @@ func runRestoreCutover(ctx context.Context, cfg Config, args []string, out io.Wr
 		return err
 	}
 	defer c.close()
-	nc, js, err := connectNATS(cfg)
+	nc, err := natsconn.Connect(cfg.NATSURL, cfg.NATS, "todoctl", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	rc := restore.Config{Stream: cfg.Stream, MembersBucket: cfg.MembersBucket}
@@ -223,7 +229,11 @@ func connect(ctx context.Context, cfg Config) (*conns, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := connectMongo(ctx, cfg)
+	// The cut-over's writes are majority-acknowledged and journaled, as the
+	// projector's are by default.
+	journal := true
+	client, err := mongoconn.Connect(ctx, cfg.MongoURI, mongoconn.Options{AppName: "todoctl", Timeout: cfg.MongoTimeout,
+		WriteConcern: &writeconcern.WriteConcern{W: writeconcern.WCMajority, Journal: &journal}, Ping: true})
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -231,51 +241,8 @@ func connect(ctx context.Context, cfg Config) (*conns, error) {
 	return &conns{
 		store:     postgres.New(pool, false),
 		readModel: readmodel.NewStore(client, cfg.MongoDatabase),
-		close:     func() { disconnect(ctx, client); pool.Close() },
+		close:     func() { _ = mongoconn.Disconnect(ctx, client); pool.Close() },
 	}, nil
-}
-
-// connectMongo opens a client and checks the server answers. Its writes (the
-// cut-over's) are majority-acknowledged and journaled, as the projector's are by
-// default.
-func connectMongo(ctx context.Context, cfg Config) (*mongo.Client, error) {
-	journal := true
-	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
-		SetWriteConcern(&writeconcern.WriteConcern{W: writeconcern.WCMajority, Journal: &journal}).
-		SetServerSelectionTimeout(cfg.MongoTimeout).SetConnectTimeout(cfg.MongoTimeout).SetAppName("todoctl"))
-	if err != nil {
-		return nil, fmt.Errorf("mongodb client: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, cfg.MongoTimeout)
-	defer cancel()
-	if err := client.Ping(pctx, nil); err != nil {
-		disconnect(ctx, client)
-		return nil, fmt.Errorf("ping mongodb: %w", err)
-	}
-	return client, nil
-}
-
-func disconnect(ctx context.Context, c *mongo.Client) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = c.Disconnect(dctx)
-}
-
-func connectNATS(cfg Config) (*nats.Conn, jetstream.JetStream, error) {
-	auth, err := cfg.NATS.Options()
-	if err != nil {
-		return nil, nil, err
-	}
-	nc, err := nats.Connect(cfg.NATSURL, append(auth, nats.Name("todoctl"), nats.Timeout(5*time.Second))...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
 }
 
 // multiFlag collects a repeatable string flag.

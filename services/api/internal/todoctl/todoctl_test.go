@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -32,12 +33,18 @@ func operatorsWorld(t *testing.T) (*pipelinetest.Env, context.Context, *pipeline
 	return env, pipelinetest.Context(t, 3*time.Minute), w, u
 }
 
+// run runs todoctl with args, logging to t, and returns what it printed.
+func run(ctx context.Context, t *testing.T, args ...string) (string, error) {
+	var out bytes.Buffer
+	err := todoctl.Run(ctx, args, &out, sharedtest.Logger(t, slog.LevelInfo))
+	return out.String(), err
+}
+
 // verifies is a condition for sharedtest.Eventually: todoctl verify passes.
-func verifies(ctx context.Context) func() (bool, string) {
+func verifies(ctx context.Context, t *testing.T) func() (bool, string) {
 	return func() (bool, string) {
-		var out bytes.Buffer
-		err := todoctl.Run(ctx, []string{"verify"}, &out)
-		return err == nil, fmt.Sprintf("%v: %s", err, out.String())
+		out, err := run(ctx, t, "verify")
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
 	}
 }
 
@@ -49,16 +56,15 @@ func TestVerifyCommand(t *testing.T) {
 	env.RelayOutbox(t, env.Pool)
 	env.StartProjector(t)
 
-	sharedtest.Eventually(t, 60*time.Second, verifies(ctx))
+	sharedtest.Eventually(t, 60*time.Second, verifies(ctx, t))
 
 	if _, err := env.Mongo.Database(pipelinetest.Control).Collection(readmodel.CollUsers).UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: u.String()}}, bson.D{{Key: "$set", Value: bson.D{{Key: "email", Value: "stale@example.com"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	err := todoctl.Run(ctx, []string{"verify"}, &out)
-	if !errors.Is(err, todoctl.ErrDrift) || !strings.Contains(out.String(), "users "+u.String()+": differs") {
-		t.Fatalf("verify after drift = %v:\n%s", err, out.String())
+	out, err := run(ctx, t, "verify")
+	if !errors.Is(err, todoctl.ErrDrift) || !strings.Contains(out, "users "+u.String()+": differs") {
+		t.Fatalf("verify after drift = %v:\n%s", err, out)
 	}
 }
 
@@ -71,23 +77,21 @@ func TestRestoreCutoverCommand(t *testing.T) {
 	env.RelayOutbox(t, env.Pool)
 
 	projector := env.StartProjector(t)
-	sharedtest.Eventually(t, time.Minute, verifies(ctx))
-	var out bytes.Buffer
-	err := todoctl.Run(ctx, []string{"restore-cutover"}, &out)
-	if err == nil || !strings.Contains(out.String(), "running: projector replicas") || !strings.Contains(err.Error(), "drops read model "+pipelinetest.Control+" ") {
-		t.Fatalf("restore-cutover without --yes, projector running = %v:\n%s", err, out.String())
+	sharedtest.Eventually(t, time.Minute, verifies(ctx, t))
+	out, err := run(ctx, t, "restore-cutover")
+	if err == nil || !strings.Contains(out, "running: projector replicas") || !strings.Contains(err.Error(), "drops read model "+pipelinetest.Control+" ") {
+		t.Fatalf("restore-cutover without --yes, projector running = %v:\n%s", err, out)
 	}
 	projector.Stop()
 	// A stopped replica's pull requests and heartbeat go as its connection closes.
 	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
-		out.Reset()
-		err := todoctl.Run(ctx, []string{"restore-cutover", "--yes"}, &out)
-		return err == nil, fmt.Sprintf("%v: %s", err, out.String())
+		out, err = run(ctx, t, "restore-cutover", "--yes")
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
 	})
-	if !strings.Contains(out.String(), "re-emitted 2,") {
-		t.Fatalf("restore-cutover --yes:\n%s", out.String())
+	if !strings.Contains(out, "re-emitted 2,") {
+		t.Fatalf("restore-cutover --yes:\n%s", out)
 	}
 	env.RelayOutbox(t, env.Pool)
 	env.StartProjector(t)
-	sharedtest.Eventually(t, time.Minute, verifies(ctx))
+	sharedtest.Eventually(t, time.Minute, verifies(ctx, t))
 }

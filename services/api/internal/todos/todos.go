@@ -108,38 +108,30 @@ type body struct {
 // ParseNew parses a create body, reporting every invalid field. Priority defaults to
 // normal; notes, due and completed are optional.
 func ParseNew(b []byte) (New, error) {
-	var in body
-	if err := input.Decode(b, &in); err != nil {
-		return New{}, err
-	}
-	var (
-		errs input.Errors
-		n    = New{Priority: Normal}
-	)
-	in.Title.Value = strings.TrimSpace(in.Title.Value)
-	if errs.Text("/title", in.Title, 1, MaxTitleLen, false) {
-		n.Title = in.Title.Value
-	}
-	if errs.Text("/notes", in.Notes, 0, MaxNotesLen, true) {
-		n.Notes = &in.Notes.Value
-	}
-	if in.Completed.Present {
-		if v, ok := parseBool(&errs, "/completed", in.Completed); ok {
-			n.Completed = v
+	return input.Parse(b, func(in body, errs *input.Errors) New {
+		n := New{Priority: Normal}
+		in.Title.Value = strings.TrimSpace(in.Title.Value)
+		if errs.Text("/title", in.Title, 1, MaxTitleLen, false) {
+			n.Title = in.Title.Value
 		}
-	}
-	if in.Due.Present {
-		n.Due, _ = parseDue(&errs, in.Due)
-	}
-	if in.Priority.Present {
-		if p, ok := parsePriority(&errs, in.Priority); ok {
-			n.Priority = p
+		if errs.Text("/notes", in.Notes, 0, MaxNotesLen, true) {
+			n.Notes = &in.Notes.Value
 		}
-	}
-	if err := errs.Err(); err != nil {
-		return New{}, err
-	}
-	return n, nil
+		if in.Completed.Present {
+			if v, ok := parseBool(errs, "/completed", in.Completed); ok {
+				n.Completed = v
+			}
+		}
+		if in.Due.Present {
+			n.Due, _ = parseDue(errs, in.Due)
+		}
+		if in.Priority.Present {
+			if p, ok := parsePriority(errs, in.Priority); ok {
+				n.Priority = p
+			}
+		}
+		return n
+	})
 }
 
 // Patch is a validated JSON merge patch (RFC 7396) of a todo. A nil pointer leaves a
@@ -157,46 +149,38 @@ type Patch struct {
 // ParsePatch parses a merge patch, reporting every invalid field. null clears notes
 // and due; it is invalid for the other fields, which always have a value.
 func ParsePatch(b []byte) (Patch, error) {
-	var in body
-	if err := input.Decode(b, &in); err != nil {
-		return Patch{}, err
-	}
-	var (
-		errs input.Errors
-		p    Patch
-	)
-	if in.Title.Null {
-		errs.Add("/title", "must not be null")
-	} else if in.Title.Present {
-		in.Title.Value = strings.TrimSpace(in.Title.Value)
-		if errs.Text("/title", in.Title, 1, MaxTitleLen, false) {
-			p.Title = &in.Title.Value
+	return input.Parse(b, func(in body, errs *input.Errors) Patch {
+		var p Patch
+		if in.Title.Null {
+			errs.Add("/title", "must not be null")
+		} else if in.Title.Present {
+			in.Title.Value = strings.TrimSpace(in.Title.Value)
+			if errs.Text("/title", in.Title, 1, MaxTitleLen, false) {
+				p.Title = &in.Title.Value
+			}
 		}
-	}
-	if in.Notes.Present {
-		p.SetNotes = in.Notes.Null
-		if errs.Text("/notes", in.Notes, 0, MaxNotesLen, true) {
-			p.SetNotes, p.Notes = true, &in.Notes.Value
+		if in.Notes.Present {
+			p.SetNotes = in.Notes.Null
+			if errs.Text("/notes", in.Notes, 0, MaxNotesLen, true) {
+				p.SetNotes, p.Notes = true, &in.Notes.Value
+			}
 		}
-	}
-	if in.Completed.Present {
-		if v, ok := parseBool(&errs, "/completed", in.Completed); ok {
-			p.Completed = &v
+		if in.Completed.Present {
+			if v, ok := parseBool(errs, "/completed", in.Completed); ok {
+				p.Completed = &v
+			}
 		}
-	}
-	if in.Due.Present {
-		d, ok := parseDue(&errs, in.Due)
-		p.SetDue, p.Due = ok, d
-	}
-	if in.Priority.Present {
-		if v, ok := parsePriority(&errs, in.Priority); ok {
-			p.Priority = &v
+		if in.Due.Present {
+			d, ok := parseDue(errs, in.Due)
+			p.SetDue, p.Due = ok, d
 		}
-	}
-	if err := errs.Err(); err != nil {
-		return Patch{}, err
-	}
-	return p, nil
+		if in.Priority.Present {
+			if v, ok := parsePriority(errs, in.Priority); ok {
+				p.Priority = &v
+			}
+		}
+		return p
+	})
 }
 
 // Apply returns t changed by p at now (truncated to Precision) with its version

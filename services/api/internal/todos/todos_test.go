@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/outboxtodo/outboxtodo/services/api/internal/input"
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 )
 
@@ -75,31 +75,13 @@ var seeds = []string{
 }
 
 func FuzzParseNew(f *testing.F) {
-	for _, s := range seeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		n, err := todos.ParseNew(b)
-		if err != nil {
-			var ve *input.ValidationError
-			if errors.As(err, &ve) && len(ve.Fields) == 0 {
-				t.Fatal("validation error without fields")
-			}
-			return
-		}
+	apitest.FuzzBody(f, seeds, todos.ParseNew, func(t *testing.T, n todos.New) {
 		checkTodo(t, n.Todo(uuid.New(), uuid.New(), time.Now().UTC().Truncate(todos.Precision)))
 	})
 }
 
 func FuzzParsePatch(f *testing.F) {
-	for _, s := range seeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := todos.ParsePatch(b)
-		if err != nil {
-			return
-		}
+	apitest.FuzzBody(f, seeds, todos.ParsePatch, func(t *testing.T, p todos.Patch) {
 		base := todos.New{Title: "base", Priority: todos.Low}.Todo(uuid.New(), uuid.New(), time.Unix(0, 0).UTC())
 		checkTodo(t, base.Apply(p, time.Now().UTC().Truncate(todos.Precision)))
 	})

@@ -69,18 +69,12 @@ type signUpBody struct {
 
 // ParseSignUp parses a sign-up body, reporting every invalid field.
 func ParseSignUp(body []byte) (SignUp, error) {
-	var b signUpBody
-	if err := input.Decode(body, &b); err != nil {
-		return SignUp{}, err
-	}
-	var errs input.Errors
-	email, _ := parseEmail(&errs, b.Email, true)
-	name, _ := parseDisplayName(&errs, b.DisplayName, true)
-	pw, _ := parsePassword(&errs, "/password", b.Password, false)
-	if err := errs.Err(); err != nil {
-		return SignUp{}, err
-	}
-	return SignUp{Email: email, DisplayName: name, Password: pw}, nil
+	return input.Parse(body, func(b signUpBody, errs *input.Errors) SignUp {
+		email, _ := parseEmail(errs, b.Email, true)
+		name, _ := parseDisplayName(errs, b.DisplayName, true)
+		pw, _ := parsePassword(errs, "/password", b.Password, false)
+		return SignUp{Email: email, DisplayName: name, Password: pw}
+	})
 }
 
 // SignIn is a validated sign-in request.
@@ -98,24 +92,18 @@ type signInBody struct {
 // as such: it is simply wrong, like any other, so that the answer does not depend on
 // what the stored one is.
 func ParseSignIn(body []byte) (SignIn, error) {
-	var b signInBody
-	if err := input.Decode(body, &b); err != nil {
-		return SignIn{}, err
-	}
-	var errs input.Errors
-	email, _ := parseEmail(&errs, b.Email, true)
-	switch {
-	case !b.Password.Present, b.Password.Null:
-		errs.Add("/password", "is required")
-	case b.Password.Invalid:
-		errs.Add("/password", "must be a string")
-	case len(b.Password.Value) > 4*password.MaxLen:
-		errs.Add("/password", fmt.Sprintf("must be at most %d characters", password.MaxLen))
-	}
-	if err := errs.Err(); err != nil {
-		return SignIn{}, err
-	}
-	return SignIn{Email: email, Password: b.Password.Value}, nil
+	return input.Parse(body, func(b signInBody, errs *input.Errors) SignIn {
+		email, _ := parseEmail(errs, b.Email, true)
+		switch {
+		case !b.Password.Present, b.Password.Null:
+			errs.Add("/password", "is required")
+		case b.Password.Invalid:
+			errs.Add("/password", "must be a string")
+		case len(b.Password.Value) > 4*password.MaxLen:
+			errs.Add("/password", fmt.Sprintf("must be at most %d characters", password.MaxLen))
+		}
+		return SignIn{Email: email, Password: b.Password.Value}
+	})
 }
 
 // NewPassword is a validated request to set the caller's password.
@@ -132,24 +120,18 @@ type newPasswordBody struct {
 
 // ParseNewPassword parses the body of a password change.
 func ParseNewPassword(body []byte) (NewPassword, error) {
-	var b newPasswordBody
-	if err := input.Decode(body, &b); err != nil {
-		return NewPassword{}, err
-	}
-	var errs input.Errors
-	pw, _ := parsePassword(&errs, "/password", b.Password, true)
-	var current string
-	switch f := b.CurrentPassword; {
-	case !f.Present:
-	case f.Null || f.Invalid:
-		errs.Add("/current_password", "must be a string")
-	default:
-		current = f.Value
-	}
-	if err := errs.Err(); err != nil {
-		return NewPassword{}, err
-	}
-	return NewPassword{Password: pw, Current: current}, nil
+	return input.Parse(body, func(b newPasswordBody, errs *input.Errors) NewPassword {
+		pw, _ := parsePassword(errs, "/password", b.Password, true)
+		var current string
+		switch f := b.CurrentPassword; {
+		case !f.Present:
+		case f.Null || f.Invalid:
+			errs.Add("/current_password", "must be a string")
+		default:
+			current = f.Value
+		}
+		return NewPassword{Password: pw, Current: current}
+	})
 }
 
 // parsePassword checks a new password's length. It is kept exactly as sent: no
@@ -193,24 +175,16 @@ func (u User) Apply(p Patch, now time.Time) User {
 // ParsePatch parses a JSON merge patch of the profile. Neither field may be null: a
 // user always has an email and a display name.
 func ParsePatch(body []byte) (Patch, error) {
-	var b signUpBody
-	if err := input.Decode(body, &b); err != nil {
-		return Patch{}, err
-	}
-	var (
-		errs input.Errors
-		p    Patch
-	)
-	if email, ok := parseEmail(&errs, b.Email, false); ok {
-		p.Email = &email
-	}
-	if name, ok := parseDisplayName(&errs, b.DisplayName, false); ok {
-		p.DisplayName = &name
-	}
-	if err := errs.Err(); err != nil {
-		return Patch{}, err
-	}
-	return p, nil
+	return input.Parse(body, func(b signUpBody, errs *input.Errors) Patch {
+		var p Patch
+		if email, ok := parseEmail(errs, b.Email, false); ok {
+			p.Email = &email
+		}
+		if name, ok := parseDisplayName(errs, b.DisplayName, false); ok {
+			p.DisplayName = &name
+		}
+		return p
+	})
 }
 
 // parseEmail trims and lower-cases the address and accepts it only if it is a bare

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 )
 
@@ -34,28 +35,14 @@ var seeds = []string{
 }
 
 func FuzzParseSignUp(f *testing.F) {
-	for _, s := range seeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := users.ParseSignUp(b)
-		if err != nil {
-			return
-		}
+	apitest.FuzzBody(f, seeds, users.ParseSignUp, func(t *testing.T, s users.SignUp) {
 		checkEmail(t, s.Email)
 		checkName(t, s.DisplayName)
 	})
 }
 
 func FuzzParsePatch(f *testing.F) {
-	for _, s := range seeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := users.ParsePatch(b)
-		if err != nil {
-			return
-		}
+	apitest.FuzzBody(f, seeds, users.ParsePatch, func(t *testing.T, p users.Patch) {
 		if p.Email != nil {
 			checkEmail(t, *p.Email)
 		}
