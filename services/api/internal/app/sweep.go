@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
 // sweepBatch bounds one delete of expired idempotency keys, so that each statement
@@ -16,14 +17,7 @@ const sweepBatch = 1000
 // Failures are logged and retried at the next tick: expired keys are already ignored by
 // lookups, so a late sweep costs only disk.
 func sweepIdempotencyKeys(ctx context.Context, store *postgres.Store, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	process.Every(ctx, interval, func() {
 		var total int64
 		for ctx.Err() == nil {
 			callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -41,5 +35,5 @@ func sweepIdempotencyKeys(ctx context.Context, store *postgres.Store, interval t
 		if total > 0 {
 			log.Info("swept expired idempotency keys", "deleted", total)
 		}
-	}
+	})
 }
