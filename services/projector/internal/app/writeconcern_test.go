@@ -14,6 +14,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // The projector writes the read model with the configured write concern, by default
@@ -22,11 +23,9 @@ import (
 func TestRunWritesWithMajorityJournaled(t *testing.T) {
 	env := projtest.New(t)
 	wire := recordClientBytes(t, env.Ferret.Addr())
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	env.Setenv(t)
 	t.Setenv("MONGODB_URI", "mongodb://"+wire.addr+"/?directConnection=true")
-	t.Setenv("MONGODB_DATABASE", env.Control)
-	t.Setenv("ADMIN_ADDR", freeAddr(t))
-	t.Setenv("FETCH_WAIT", "200ms")
+	setAdminAddr(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -39,7 +38,7 @@ func TestRunWritesWithMajorityJournaled(t *testing.T) {
 	startRun(t, ctx, env)
 
 	todos := env.Mongo.Database(env.Control).Collection(readmodel.CollTodos)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		var ta, tb readmodel.Todo
 		errA := todos.FindOne(ctx, bson.D{{Key: "_id", Value: a.String()}}).Decode(&ta)
 		errB := todos.FindOne(ctx, bson.D{{Key: "_id", Value: b.String()}}).Decode(&tb)

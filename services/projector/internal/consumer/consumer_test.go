@@ -20,6 +20,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 func activeSnapshot(env *projtest.Env) (drift.Snapshot, error) { return env.ActiveSnapshot() }
@@ -93,8 +94,8 @@ func TestTwoReplicasShuffledDuplicatedConverge(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.BatchSize = 10 // many small batches, so the replicas interleave
 	a, b := env.Start(t, cfg), env.Start(t, cfg)
-	projtest.Eventually(t, 90*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 90*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 
 	applied := testutil.ToFloat64(a.Metrics.Events.WithLabelValues(metrics.OutcomeApplied)) +
 		testutil.ToFloat64(b.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
@@ -143,14 +144,14 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 	half := len(w.Events) / 2
 	env.Publish(t, w.Events[:half]...)
 	r := env.Start(t, env.ConsumerConfig("projector"))
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
 		return n == float64(half), fmt.Sprintf("%v of %d applied", n, half)
 	})
 	r.Stop()
 	env.Publish(t, w.Events[half:]...)
 	// The server updates the consumer's pending count as the messages land: poll it.
-	projtest.Eventually(t, 10*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		cons, err := env.JS.Consumer(ctx, env.Stream, "projector")
@@ -165,7 +166,7 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 			fmt.Sprintf("pending %d, ack pending %d while stopped, want %d and 0", info.NumPending, info.NumAckPending, len(w.Events)-half)
 	})
 	env.Start(t, env.ConsumerConfig("projector"))
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
 }
 
 // The MongoDB server stopped mid-run and started again: the projector holds its batch,
@@ -200,7 +201,7 @@ func outageConverges(t *testing.T, env *projtest.Env, outage string, down, up fu
 	cfg.WriteTimeout = time.Second
 	r := env.Start(t, cfg)
 	env.Publish(t, w.Events[:half]...)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
 		return n == float64(half), fmt.Sprintf("%v of %d applied", n, half)
 	})
@@ -208,13 +209,13 @@ func outageConverges(t *testing.T, env *projtest.Env, outage string, down, up fu
 	down()
 	downAt := time.Now()
 	env.Publish(t, w.Events[half:]...)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
 		return n >= 3 && time.Since(downAt) > cfg.AckWait+time.Second, fmt.Sprintf("%v failed attempts", n)
 	})
 	up()
 
-	projtest.Eventually(t, 90*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 90*time.Second, converged(env, w))
 	if dls := deadLetters(t, env); len(dls) != 0 {
 		t.Fatalf("dead letters after %s: %+v", outage, dls)
 	}
@@ -241,7 +242,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	}
 	env.Publish(t, w.Events...)
 	r := env.Start(t, env.ConsumerConfig("projector"))
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
 
 	dls := deadLetters(t, env)
 	if len(dls) != 1 {
@@ -256,7 +257,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered)); n != 1 {
 		t.Fatalf("dead-lettered counter = %v, want 1", n)
 	}
-	projtest.Eventually(t, 10*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.DeadLetters)
 		return n == 1, fmt.Sprintf("dead letters gauge %v", n)
 	})
@@ -330,8 +331,8 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.MaxDeliver = 2
 	r := env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		dls := deadLetters(t, env)
 		return len(dls) == 1, fmt.Sprintf("%d dead letters", len(dls))
 	})
@@ -342,7 +343,7 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed)); n < 1 {
 		t.Fatalf("failed counter = %v, want the first delivery's failure", n)
 	}
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // refusedTodo is a world holding one event MongoDB refuses to apply: a todo of one of

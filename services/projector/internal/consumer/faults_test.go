@@ -18,6 +18,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // setBackendConnections lets FerretDB's PostgreSQL database accept connections or
@@ -191,8 +192,8 @@ func TestOneReplicaActiveStandbyTakesOver(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.AckWait = 3 * time.Second
 	a, b := env.Start(t, cfg), env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 
 	handled := func(r *projtest.Replica) float64 {
 		return testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied)) +
@@ -211,7 +212,7 @@ func TestOneReplicaActiveStandbyTakesOver(t *testing.T) {
 	u := w.CreateUser()
 	w.CreateTodo(u, "after the takeover")
 	env.Publish(t, w.Events[before:]...)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
 	if handled(standby) == 0 {
 		t.Fatal("the standby handled nothing after the active replica stopped")
 	}

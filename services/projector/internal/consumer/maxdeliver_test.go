@@ -16,6 +16,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // The tests here each leave a message unsettled or nacked on its last allowed delivery
@@ -106,14 +107,14 @@ func TestDeadLetterRecordFailsOnLastDelivery(t *testing.T) {
 	attempts, restore := failWrites(t, env, env.Control, readmodel.CollDeadLetters)
 
 	env.Start(t, lastDeliveryConfig(env))
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := attempts()
 		return n > 0, fmt.Sprintf("%d dead-letter writes refused", n)
 	})
 	restore()
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
-	projtest.Eventually(t, 30*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
+	sharedtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // A message that does not decode, whose dead-letter record fails, and the projector
@@ -129,7 +130,7 @@ func TestUndecodableDeadLetterRecordFailsThenShutdown(t *testing.T) {
 	attempts, restore := failWrites(t, env, env.Control, readmodel.CollDeadLetters)
 	cfg := lastDeliveryConfig(env)
 	r := env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := attempts()
 		return n > 0, fmt.Sprintf("%d dead-letter writes refused", n)
 	})
@@ -137,11 +138,11 @@ func TestUndecodableDeadLetterRecordFailsThenShutdown(t *testing.T) {
 	restore()
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
 	if dl := deadLetters(t, env)[0]; !strings.Contains(dl.Error, "malformed event") {
 		t.Errorf("dead letter says %q, want the decode error", dl.Error)
 	}
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // The projector stops while it holds a batch through a read-model outage, on the
@@ -155,7 +156,7 @@ func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 	t.Cleanup(func() { setBackendConnections(t, env, true) })
 
 	r := env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
 		return n >= float64(len(w.Events)), fmt.Sprintf("%v failed attempts", n)
 	})
@@ -163,8 +164,8 @@ func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 	setBackendConnections(t, env, true)
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // A replica takes the messages on their last delivery and dies before settling them:
@@ -186,8 +187,8 @@ func TestCrashOnLastDeliveryKeepsMessages(t *testing.T) {
 	}
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // fetchUnsettled takes up to n messages as a replica of the projector would, and
@@ -217,10 +218,10 @@ func TestDeadlineSpentOnLastDeliveryStillDeadLetters(t *testing.T) {
 	_, unlock := lockCollection(t, env, env.Control, readmodel.CollProjection)
 
 	env.Start(t, lastDeliveryConfig(env))
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
 	unlock()
-	projtest.Eventually(t, 30*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // A durable consumer created by an earlier release, on which JetStream itself drops a
@@ -266,8 +267,8 @@ func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 	}
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	ictx, icancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer icancel()
 	info, err := old.Info(ictx)

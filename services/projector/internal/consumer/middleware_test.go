@@ -80,9 +80,9 @@ func TestPanicRecoveredAndRetried(t *testing.T) {
 		}
 	}
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, seq := range panicked {
@@ -108,8 +108,8 @@ func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 	cfg.MaxDeliver = 2
 	r := env.Start(t, cfg)
 	seq := uint64(len(w.Events) + 1)
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	dl := deadLetters(t, env)[0]
 	if dl.Deliveries != 2 {
 		t.Errorf("dead-lettered on delivery %d, want its last, 2", dl.Deliveries)
@@ -118,7 +118,7 @@ func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed)); n < want {
 		t.Errorf("%v failed attempts, want at least %v: %d deliveries of %d attempts each", n, want, cfg.MaxDeliver, 1+consumer.RejectedRetries)
 	}
-	projtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, converged(env, w))
 }
 
 // A batch stalls past the handler's Timeout (twice WriteTimeout; here the Applied hook
@@ -143,13 +143,13 @@ func TestHandlerTimeoutRetried(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no batch applied")
 	}
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
 		return n > 0, "no handler has timed out yet"
 	})
 	close(resume)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	retriedInProcess(t, env, "a timeout")
 }
 
@@ -168,7 +168,7 @@ func TestCorrelationIDInLogsAndSpans(t *testing.T) {
 	spans, logs := startTraced(t, env, cfg)
 
 	seq := uint64(len(w.Events) + 1)
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
 	lines, err := logs.Lines()
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkSubscribers drains one backlog (500 users, each created with five todos:
@@ -108,7 +109,7 @@ func ours(b *testing.B, env *projtest.Env, cfg consumer.Config, durables []strin
 		c := consumer.New(pc, env.JS, env.Store, m, env.Log)
 		wg.Go(func() { _ = c.Run(ctx) })
 	}
-	projtest.Eventually(b, 10*time.Minute, func() (bool, string) {
+	sharedtest.Eventually(b, 10*time.Minute, func() (bool, string) {
 		return applied.Load() >= int64(n), fmt.Sprintf("%d of %d applied", applied.Load(), n)
 	})
 	cancel()
@@ -174,7 +175,7 @@ func theirs(b *testing.B, env *projtest.Env, durables []string, n int, apply boo
 	}
 	routerDone := make(chan error, 1)
 	go func() { routerDone <- router.Run(ctx) }()
-	projtest.Eventually(b, 10*time.Minute, func() (bool, string) {
+	sharedtest.Eventually(b, 10*time.Minute, func() (bool, string) {
 		return done.Load() >= int64(n), fmt.Sprintf("%d of %d handled", done.Load(), n)
 	})
 	if err := router.Close(); err != nil {

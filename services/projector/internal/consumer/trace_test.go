@@ -53,7 +53,7 @@ func TestApplySpanAndLogCarryTrace(t *testing.T) {
 	spans, logs := startTraced(t, env, env.ConsumerConfig("traced"))
 
 	var line map[string]any
-	projtest.Eventually(t, 20*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 20*time.Second, func() (bool, string) {
 		line = appliedLine(logs, ev.ID)
 		return line != nil, "no log line for the applied event"
 	})

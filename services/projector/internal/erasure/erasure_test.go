@@ -18,6 +18,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // Once a user's deletion is applied, no message of the stream and no document of the
@@ -42,7 +43,7 @@ func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 	email, keptEmail := w.Users[gone].Email, w.Users[kept].Email
 	env.Publish(t, w.Events...)
 	env.StartMember(t, env.GroupConfig("projector", "a"))
-	projtest.Eventually(t, time.Minute, env.Converged(w))
+	sharedtest.Eventually(t, time.Minute, env.Converged(w))
 
 	body, err := created.Encode()
 	if err != nil {
@@ -59,10 +60,10 @@ func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 	n := len(w.Events)
 	w.DeleteUser(gone)
 	env.Publish(t, w.Events[n:]...)
-	projtest.Eventually(t, time.Minute, env.Converged(w))
+	sharedtest.Eventually(t, time.Minute, env.Converged(w))
 	env.PublishRedelivery(t, created)
 
-	projtest.Eventually(t, time.Minute, func() (bool, string) {
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
 		if where := find(t, env, []byte(email), []byte("Secret Name"), []byte("secret todo")); where != "" {
 			return false, "personal data still in " + where
 		}
@@ -121,7 +122,7 @@ func TestErasureIsIdempotent(t *testing.T) {
 	w.DeleteUser(u)
 	env.Publish(t, w.Events...)
 	env.StartMember(t, env.GroupConfig("projector", "a"))
-	projtest.Eventually(t, time.Minute, env.Converged(w))
+	sharedtest.Eventually(t, time.Minute, env.Converged(w))
 
 	e := erasure.New(erasure.Config{Stream: env.Stream, SubjectPrefix: projtest.Prefix, Durable: "eraser"}, env.JS, env.Store, env.Log)
 	version := w.Events[len(w.Events)-1].Version
@@ -236,8 +237,8 @@ func TestErasureSurvivesItsConsumerDeleted(t *testing.T) {
 	env.Publish(t, w.Events...)
 	env.StartMember(t, env.GroupConfig("projector", "a"))
 	startEraser(t, env)
-	projtest.Eventually(t, time.Minute, env.Converged(w))
-	projtest.Eventually(t, time.Minute, func() (bool, string) {
+	sharedtest.Eventually(t, time.Minute, env.Converged(w))
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
 		_, err := env.JS.Consumer(ctx, env.Stream, "projector-erasure")
 		return err == nil, fmt.Sprint(err)
 	})
@@ -247,7 +248,7 @@ func TestErasureSurvivesItsConsumerDeleted(t *testing.T) {
 	n := len(w.Events)
 	w.DeleteUser(u)
 	env.Publish(t, w.Events[n:]...)
-	projtest.Eventually(t, time.Minute, func() (bool, string) {
+	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
 		if where := find(t, env, []byte("Secret Name")); where != "" {
 			return false, "personal data still in " + where
 		}

@@ -16,9 +16,7 @@ import (
 // as it does an old rebuilt database.
 func TestRebuildCommandKeepsTheControlDatabase(t *testing.T) {
 	env := projtest.New(t)
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
-	t.Setenv("MONGODB_DATABASE", env.Control)
+	env.Setenv(t)
 	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkDrain times a backlog of 6,000 events (1,000 users, each created with five
@@ -49,7 +50,7 @@ func BenchmarkDrain(b *testing.B) {
 					cfg.Consumer.BatchSize, cfg.Consumer.MaxAckPending, cfg.Consumer.Concurrency = 100, 1000, 16
 					env.StartMember(b, cfg)
 				}
-				projtest.Eventually(b, 10*time.Minute, env.Converged(w))
+				sharedtest.Eventually(b, 10*time.Minute, env.Converged(w))
 				b.ReportMetric(float64(len(w.Events))/time.Since(start).Seconds(), "events/s")
 				b.StopTimer()
 			}
@@ -86,7 +87,7 @@ func BenchmarkSteady(b *testing.B) {
 				cfg := env.GroupConfig(durable, "r0")
 				cfg.Consumer.BatchSize, cfg.Consumer.MaxAckPending, cfg.Consumer.Concurrency = 100, 1000, 16
 				env.StartMember(b, cfg)
-				projtest.Eventually(b, time.Minute, env.Converged(w))
+				sharedtest.Eventually(b, time.Minute, env.Converged(w))
 				seeded := len(w.Events)
 				for i := 0; len(w.Events)-seeded < rate*seconds; i++ {
 					w.SetCompleted(w.CreateTodo(owners[i%users], fmt.Sprintf("todo %d", i)), true)
@@ -94,7 +95,7 @@ func BenchmarkSteady(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				publishAt(b, env, w.Events[seeded:], rate)
-				projtest.Eventually(b, 10*time.Minute, env.Converged(w))
+				sharedtest.Eventually(b, 10*time.Minute, env.Converged(w))
 				b.ReportMetric(float64(len(w.Events)-seeded)/time.Since(start).Seconds(), "events/s")
 				b.StopTimer()
 			}

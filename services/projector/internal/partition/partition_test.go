@@ -16,6 +16,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/partition"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 const durable = "projector"
@@ -214,13 +215,13 @@ func TestReplicasShareThePartitionsInStreamOrder(t *testing.T) {
 	w := busyWorld(t, 60)
 	rec := newRecorder()
 	members := startMembers(t, env, rec, "a", "b", "c")
-	projtest.Eventually(t, 20*time.Second, spread(members, 2))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 2))
 
 	if err := publishConcurrently(env, w.Events, 6); err != nil {
 		t.Fatal(err)
 	}
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 	rec.inStreamOrder(t)
 	if got := rec.total(); got != len(w.Events) {
 		t.Errorf("%d events applied, want %d", got, len(w.Events))
@@ -253,7 +254,7 @@ func TestKilledReplicasPartitionsMove(t *testing.T) {
 		once.Do(func() { close(inBatch); <-killed })
 	}
 	victim := env.StartMember(t, victimCfg)
-	projtest.Eventually(t, 20*time.Second, spread(append(members, victim), 2))
+	sharedtest.Eventually(t, 20*time.Second, spread(append(members, victim), 2))
 
 	published := publishing(env, w.Events)
 	select {
@@ -263,23 +264,23 @@ func TestKilledReplicasPartitionsMove(t *testing.T) {
 	}
 	killedAt := time.Now()
 	go func() { victim.Kill() }()
-	projtest.Eventually(t, 20*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 20*time.Second, func() (bool, string) {
 		if victim.Group.Ready() {
 			return false, "victim still a member"
 		}
 		return true, ""
 	})
 	close(killed)
-	projtest.Eventually(t, 20*time.Second, spread(members, 3))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 3))
 	if err := published(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("the killed replica's partitions were held again %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 
 	members = append(members, startMembers(t, env, rec, "d")...)
-	projtest.Eventually(t, 20*time.Second, spread(members, 2))
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 2))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 	if got := rec.total(); got != len(w.Events) {
 		t.Errorf("%d distinct events applied, want %d", got, len(w.Events))
 	}
@@ -294,13 +295,13 @@ func TestSigtermHandsOverWithoutRedelivery(t *testing.T) {
 	w := busyWorld(t, 60)
 	rec := newRecorder()
 	members := startMembers(t, env, rec, "a", "b")
-	projtest.Eventually(t, 20*time.Second, spread(members, 4))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 4))
 
 	half := len(w.Events) / 2
 	if err := publishConcurrently(env, w.Events[:half], 6); err != nil {
 		t.Fatal(err)
 	}
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		return rec.of("b") > 0, "replica b has applied nothing yet"
 	})
 	published := publishing(env, w.Events[half:])
@@ -308,9 +309,9 @@ func TestSigtermHandsOverWithoutRedelivery(t *testing.T) {
 	if err := published(); err != nil {
 		t.Fatal(err)
 	}
-	projtest.Eventually(t, 20*time.Second, spread(members[:1], projtest.Partitions))
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 20*time.Second, spread(members[:1], projtest.Partitions))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 
 	rec.inStreamOrder(t)
 	if got := rec.total(); got != len(w.Events) {
@@ -340,7 +341,7 @@ func TestUpgradeFromTheUnpartitionedLayout(t *testing.T) {
 	legacy.Applied = rec.hook("old")
 	env.Publish(t, w.Events...)
 	old := env.Start(t, legacy)
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) { return rec.total() > 0, "nothing applied" })
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) { return rec.total() > 0, "nothing applied" })
 	old.Stop()
 
 	env.Partition(t, projtest.Partitions)
@@ -356,15 +357,15 @@ func TestUpgradeFromTheUnpartitionedLayout(t *testing.T) {
 	env.Publish(t, w.Events[first:]...)
 
 	members := startMembers(t, env, rec, "a", "b")
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := env.JS.Consumer(ctx, env.Stream, durable)
 		return err != nil, fmt.Sprintf("legacy consumer still there (%v)", err)
 	})
-	projtest.Eventually(t, 20*time.Second, spread(members, 4))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 4))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 	rec.inStreamOrder(t)
 	if got := rec.total(); got != len(w.Events) {
 		t.Errorf("%d events applied, want %d", got, len(w.Events))

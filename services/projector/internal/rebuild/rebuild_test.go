@@ -19,6 +19,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
@@ -64,7 +65,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	w.SetCompleted(w.CreateTodo(w.CreateUser(), "after"), true)
 	env.Publish(t, w.Events[len(w.Events)-3:]...)
 	active := env.Mongo.Database("todo_read_rebuilt")
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		diffs, err := projtest.Differences(ctx, w, active)
 		if err != nil {
 			return false, err.Error()
