@@ -77,8 +77,7 @@ func TestRunCommand(t *testing.T) {
 	env.Setenv(t)
 	admin := setAdminAddr(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	w := projtest.NewWorld(t)
 	u := w.CreateUser()
 	w.SetCompleted(w.CreateTodo(u, "a"), true)
@@ -114,8 +113,7 @@ func TestRunCreatesFerretIndexes(t *testing.T) {
 	t.Setenv("MONGODB_DATABASE", fresh)
 	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	startRun(t, ctx, env)
 	awaitReady(t, admin) // once the consumer runs, which is after the indexes
 	gin := env.Ferret.GINIndexes(t)

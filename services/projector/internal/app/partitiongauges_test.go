@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -24,8 +23,7 @@ func TestPartitionGauges(t *testing.T) {
 	t.Parallel()
 	srv := natsserver.NewTest(t, nil)
 	_, js := natsserver.Connect(t, srv.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	const prefix, partitions = event.DefaultSubjectPrefix, 2
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(prefix)},
 		SubjectTransform: event.PartitionTransform(prefix, partitions)})

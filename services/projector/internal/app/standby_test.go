@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,8 +18,7 @@ func TestStandbyIsReady(t *testing.T) {
 	env := projtest.NewUnpartitioned(t)
 	env.Partition(t, 1)
 	env.Setenv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	metricsOf := func(admin string) string { return sharedtest.Fetch(t, ctx, "http://"+admin+"/metrics") }
 	start := func() string {

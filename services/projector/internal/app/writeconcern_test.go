@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -27,8 +26,7 @@ func TestRunWritesWithMajorityJournaled(t *testing.T) {
 	t.Setenv("MONGODB_URI", "mongodb://"+wire.addr+"/?directConnection=true")
 	setAdminAddr(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	w := projtest.NewWorld(t)
 	u := w.CreateUser()
 	a, b := w.CreateTodo(u, "a"), w.CreateTodo(u, "b")

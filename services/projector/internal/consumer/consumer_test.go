@@ -17,26 +17,15 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
-func activeSnapshot(env *projtest.Env) (drift.Snapshot, error) { return env.ActiveSnapshot() }
-
-func converged(env *projtest.Env, w *projtest.World) func() (bool, string) { return env.Converged(w) }
-
 // drained reports whether the consumer has every message delivered and acknowledged.
 func drained(env *projtest.Env, durable string) func() (bool, string) {
 	return func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cons, err := env.JS.Consumer(ctx, env.Stream, durable)
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err := cons.Info(ctx)
+		info, err := env.ConsumerInfo(durable)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -94,7 +83,7 @@ func TestTwoReplicasShuffledDuplicatedConverge(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.BatchSize = 10 // many small batches, so the replicas interleave
 	a, b := env.Start(t, cfg), env.Start(t, cfg)
-	sharedtest.Eventually(t, 90*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 
 	applied := testutil.ToFloat64(a.Metrics.Events.WithLabelValues(metrics.OutcomeApplied)) +
@@ -152,13 +141,7 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 	env.Publish(t, w.Events[half:]...)
 	// The server updates the consumer's pending count as the messages land: poll it.
 	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cons, err := env.JS.Consumer(ctx, env.Stream, "projector")
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err := cons.Info(ctx)
+		info, err := env.ConsumerInfo("projector")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -166,7 +149,7 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 			fmt.Sprintf("pending %d, ack pending %d while stopped, want %d and 0", info.NumPending, info.NumAckPending, len(w.Events)-half)
 	})
 	env.Start(t, env.ConsumerConfig("projector"))
-	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 }
 
 // The MongoDB server stopped mid-run and started again: the projector holds its batch,
@@ -215,7 +198,7 @@ func outageConverges(t *testing.T, env *projtest.Env, outage string, down, up fu
 	})
 	up()
 
-	sharedtest.Eventually(t, 90*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
 	if dls := deadLetters(t, env); len(dls) != 0 {
 		t.Fatalf("dead letters after %s: %+v", outage, dls)
 	}
@@ -231,8 +214,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	env := projtest.New(t)
 	w := simpleWorld(t, 2, 2)
 	subject := projtest.Prefix + ".todo.x.y"
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	msg := nats.NewMsg(subject)
 	msg.Data = []byte(`{"id": "not json`)
 	msg.Header.Set(jetstream.MsgIDHeader, "poison-1")
@@ -242,7 +224,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	}
 	env.Publish(t, w.Events...)
 	r := env.Start(t, env.ConsumerConfig("projector"))
-	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 
 	dls := deadLetters(t, env)
 	if len(dls) != 1 {
@@ -308,7 +290,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	for id, u := range late.Users {
 		w.Users[id], w.Stats[id] = u, late.Stats[id]
 	}
-	if ok, why := converged(env, w)(); !ok {
+	if ok, why := env.Converged(w)(); !ok {
 		t.Fatalf("after redrive: %s", why)
 	}
 	if n, err := store.Count(ctx); err != nil || n != 1 {
@@ -331,7 +313,7 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.MaxDeliver = 2
 	r := env.Start(t, cfg)
-	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		dls := deadLetters(t, env)
 		return len(dls) == 1, fmt.Sprintf("%d dead letters", len(dls))

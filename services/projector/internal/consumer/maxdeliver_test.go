@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -33,22 +32,24 @@ func lastDeliveryConfig(env *projtest.Env) consumer.Config {
 	return cfg
 }
 
-// ownerWithTodos is one user with n todos, none deleted, so that every event's
-// aggregate stays visible in the read model.
-func ownerWithTodos(t *testing.T, n int) *projtest.World {
-	w := projtest.NewWorld(t)
-	u := w.CreateUser()
-	for i := range n {
-		w.CreateTodo(u, fmt.Sprintf("todo %d", i))
-	}
+// publishedOwner is one user with n todos (projtest.UsersWithTodos), their events
+// published.
+func publishedOwner(t *testing.T, env *projtest.Env, n int) *projtest.World {
+	w := projtest.UsersWithTodos(t, 1, n)
+	env.Publish(t, w.Events...)
 	return w
 }
 
-// publishedOwner is ownerWithTodos with its events published.
-func publishedOwner(t *testing.T, env *projtest.Env, n int) *projtest.World {
-	w := ownerWithTodos(t, n)
+// refusedFirst starts servers whose stream holds, at sequence 1, an event MongoDB
+// refuses (refusedTodo), then the events of one user with 2 todos, whose world it
+// returns.
+func refusedFirst(t *testing.T) (*projtest.Env, *projtest.World) {
+	t.Helper()
+	env := projtest.New(t)
+	w := projtest.UsersWithTodos(t, 1, 2)
+	env.Publish(t, refusedTodo(t, w).Events...)
 	env.Publish(t, w.Events...)
-	return w
+	return env, w
 }
 
 // appliedOrDeadLettered reports whether each of events, published in order from stream
@@ -60,7 +61,7 @@ func appliedOrDeadLettered(t *testing.T, env *projtest.Env, events []event.Envel
 		for _, dl := range deadLetters(t, env) {
 			dead[dl.StreamSeq] = true
 		}
-		got, err := activeSnapshot(env)
+		got, err := env.ActiveSnapshot()
 		if err != nil {
 			return false, err.Error()
 		}
@@ -100,10 +101,7 @@ func deadLettered(t *testing.T, env *projtest.Env, seq uint64) func() (bool, str
 // too: it comes back and is dead-lettered once the record can be written.
 func TestDeadLetterRecordFailsOnLastDelivery(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	w := ownerWithTodos(t, 2)
-	env.Publish(t, refusedTodo(t, w).Events...) // stream sequence 1
-	env.Publish(t, w.Events...)
+	env, w := refusedFirst(t)
 	attempts, restore := failWrites(t, env, env.Control, readmodel.CollDeadLetters)
 
 	env.Start(t, lastDeliveryConfig(env))
@@ -113,7 +111,7 @@ func TestDeadLetterRecordFailsOnLastDelivery(t *testing.T) {
 	})
 	restore()
 	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
-	sharedtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
@@ -122,8 +120,7 @@ func TestDeadLetterRecordFailsOnLastDelivery(t *testing.T) {
 func TestUndecodableDeadLetterRecordFailsThenShutdown(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	if _, err := env.JS.Publish(ctx, projtest.Prefix+".todo.x.y", []byte(`{"id": "not json`)); err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +170,9 @@ func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 func TestCrashOnLastDeliveryKeepsMessages(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 3)
+	w := projtest.UsersWithTodos(t, 1, 3)
 	cfg := lastDeliveryConfig(env)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	cons, err := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log).Ensure(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -211,16 +207,13 @@ func fetchUnsettled(t *testing.T, cons jetstream.Consumer, n int) int {
 // dead-lettered.
 func TestDeadlineSpentOnLastDeliveryStillDeadLetters(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	w := ownerWithTodos(t, 2)
-	env.Publish(t, refusedTodo(t, w).Events...) // stream sequence 1
-	env.Publish(t, w.Events...)
+	env, w := refusedFirst(t)
 	_, unlock := lockCollection(t, env, env.Control, readmodel.CollProjection)
 
 	env.Start(t, lastDeliveryConfig(env))
 	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
 	unlock()
-	sharedtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
@@ -231,8 +224,7 @@ func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
 	w := publishedOwner(t, env, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	cfg := env.ConsumerConfig("projector")
 	cfg.AckWait = 2 * time.Second
 	cfg.MaxDeliver = 5
@@ -267,11 +259,9 @@ func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 	}
 
 	env.Start(t, cfg)
-	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
-	ictx, icancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer icancel()
-	info, err := old.Info(ictx)
+	info, err := old.Info(sharedtest.Context(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,13 +27,7 @@ import (
 // redelivered is how many of the durable's messages are being redelivered.
 func redelivered(t *testing.T, env *projtest.Env, durable string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := env.JS.Consumer(ctx, env.Stream, durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
+	info, err := env.ConsumerInfo(durable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +74,7 @@ func TestPanicRecoveredAndRetried(t *testing.T) {
 		}
 	}
 	env.Start(t, cfg)
-	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		mu.Lock()
@@ -118,7 +112,7 @@ func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed)); n < want {
 		t.Errorf("%v failed attempts, want at least %v: %d deliveries of %d attempts each", n, want, cfg.MaxDeliver, 1+consumer.RejectedRetries)
 	}
-	sharedtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, env.Converged(w))
 }
 
 // A batch stalls past the handler's Timeout (twice WriteTimeout; here the Applied hook
@@ -148,7 +142,7 @@ func TestHandlerTimeoutRetried(t *testing.T) {
 		return n > 0, "no handler has timed out yet"
 	})
 	close(resume)
-	sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	retriedInProcess(t, env, "a timeout")
 }

@@ -61,17 +61,11 @@ func TestShutdownFinishesBatchInHand(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 
-	if ok, why := converged(env, w)(); !ok {
+	if ok, why := env.Converged(w)(); !ok {
 		t.Fatalf("read model after the shutdown: %s", why)
 	}
 	sharedtest.Eventually(t, 10*time.Second, drained(env, "projector"))
-	ictx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := env.JS.Consumer(ictx, env.Stream, "projector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ictx)
+	info, err := env.ConsumerInfo("projector")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +93,7 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 			cfg.WriteTimeout = time.Second // the batch in hand is held, retried, kept in progress
 			cfg.ShutdownTimeout = 30 * time.Second
 			c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log)
-			ictx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
+			ictx := sharedtest.Context(t, 2*time.Minute)
 			cons, err := c.Ensure(ictx)
 			if err != nil {
 				t.Fatal(err)
@@ -129,7 +122,7 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 
 			if !sigtermDuringStall {
 				unlock()
-				sharedtest.Eventually(t, 60*time.Second, converged(env, w))
+				sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 				sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 				if got := info(); got.NumRedelivered != 0 || got.Delivered.Consumer != uint64(len(w.Events)) {
 					t.Fatalf("consumer delivered %d times for %d messages (%d redelivered): want each delivered once",

@@ -58,13 +58,7 @@ func BenchmarkSubscribers(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
 				env := projtest.New(b)
-				w := projtest.NewWorld(b)
-				for range 500 {
-					u := w.CreateUser()
-					for j := range 5 {
-						w.CreateTodo(u, fmt.Sprintf("todo %d", j))
-					}
-				}
+				w := projtest.UsersWithTodos(b, 500, 5)
 				env.Publish(b, w.Events...)
 				cfg := env.ConsumerConfig("bench")
 				cfg.BatchSize, cfg.MaxAckPending, cfg.Concurrency = 100, 1000, 16

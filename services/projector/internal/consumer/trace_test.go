@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -44,8 +43,7 @@ func TestApplySpanAndLogCarryTrace(t *testing.T) {
 	msg.Data = body
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID.String())
 	msg.Header.Set("traceparent", "00-"+traceID+"-"+publishSpan+"-01")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	if _, err := env.JS.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}

@@ -28,10 +28,6 @@ import (
 // stream after the deletion is skipped by the projector and erased too.
 func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
 	w := projtest.NewWorld(t)
 	gone, kept := w.CreateUser(), w.CreateUser()
 	created := w.Events[0]
@@ -41,9 +37,8 @@ func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 	w.CreateTodo(gone, "another")
 	w.CreateTodo(kept, "kept todo")
 	email, keptEmail := w.Users[gone].Email, w.Users[kept].Email
-	env.Publish(t, w.Events...)
-	env.StartMember(t, env.GroupConfig("projector", "a"))
-	sharedtest.Eventually(t, time.Minute, env.Converged(w))
+	env := projected(t, w)
+	ctx := sharedtest.Context(t, 3*time.Minute)
 
 	body, err := created.Encode()
 	if err != nil {
@@ -110,9 +105,6 @@ func TestErasureAfterTheDeletionIsApplied(t *testing.T) {
 // no-op.
 func TestErasureIsIdempotent(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	w := projtest.NewWorld(t)
 	u := w.CreateUser()
 	for i := range 5 {
@@ -120,9 +112,8 @@ func TestErasureIsIdempotent(t *testing.T) {
 	}
 	w.CreateTodo(u, "t")
 	w.DeleteUser(u)
-	env.Publish(t, w.Events...)
-	env.StartMember(t, env.GroupConfig("projector", "a"))
-	sharedtest.Eventually(t, time.Minute, env.Converged(w))
+	env := projected(t, w)
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	e := erasure.New(erasure.Config{Stream: env.Stream, SubjectPrefix: projtest.Prefix, Durable: "eraser"}, env.JS, env.Store, env.Log)
 	version := w.Events[len(w.Events)-1].Version
@@ -147,6 +138,17 @@ func TestErasureIsIdempotent(t *testing.T) {
 	if _, err := e.Erase(ctx, u, version+1); !errors.Is(err, erasure.ErrNotApplied) {
 		t.Fatalf("erasing a deletion the read model has not applied: %v, want ErrNotApplied", err)
 	}
+}
+
+// projected starts the servers and one projector replica on w's events, and returns
+// once the read model equals w.
+func projected(t *testing.T, w *projtest.World) *projtest.Env {
+	t.Helper()
+	env := projtest.New(t)
+	env.Publish(t, w.Events...)
+	env.StartMember(t, env.GroupConfig("projector", "a"))
+	sharedtest.Eventually(t, time.Minute, env.Converged(w))
+	return env
 }
 
 func startEraser(t *testing.T, env *projtest.Env) {
@@ -228,16 +230,12 @@ func find(t *testing.T, env *projtest.Env, needles ...[]byte) string {
 // iterator: the eraser creates the consumer again and erases what comes next.
 func TestErasureSurvivesItsConsumerDeleted(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	w := projtest.NewWorld(t)
 	u := w.CreateUser()
 	w.RenameUser(u, "Secret Name")
-	env.Publish(t, w.Events...)
-	env.StartMember(t, env.GroupConfig("projector", "a"))
+	env := projected(t, w)
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	startEraser(t, env)
-	sharedtest.Eventually(t, time.Minute, env.Converged(w))
 	sharedtest.Eventually(t, time.Minute, func() (bool, string) {
 		_, err := env.JS.Consumer(ctx, env.Stream, "projector-erasure")
 		return err == nil, fmt.Sprint(err)

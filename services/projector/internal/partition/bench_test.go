@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
@@ -35,13 +33,7 @@ func BenchmarkDrain(b *testing.B) {
 				if c.layout > 0 {
 					env.Partition(b, c.layout)
 				}
-				w := projtest.NewWorld(b)
-				for range 1000 {
-					u := w.CreateUser()
-					for j := range 5 {
-						w.CreateTodo(u, fmt.Sprintf("todo %d", j))
-					}
-				}
+				w := projtest.UsersWithTodos(b, 1000, 5)
 				env.Publish(b, w.Events...)
 				b.StartTimer()
 				start := time.Now()
@@ -119,15 +111,6 @@ func publishAt(b *testing.B, env *projtest.Env, events []event.Envelope, rate in
 			b.Fatalf("published %d of %d events: %v", i, len(events), ctx.Err())
 		case <-timer.C:
 		}
-		body, err := e.Encode()
-		if err != nil {
-			b.Fatal(err)
-		}
-		msg := nats.NewMsg(event.Subject(projtest.Prefix, e))
-		msg.Data = body
-		msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
-		if _, err := env.JS.PublishMsg(ctx, msg); err != nil {
-			b.Fatalf("publish %s: %v", e.ID, err)
-		}
+		env.Publish(b, e)
 	}
 }

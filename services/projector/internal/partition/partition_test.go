@@ -107,16 +107,7 @@ func busyWorld(t *testing.T, users int) *projtest.World {
 
 // publishConcurrently publishes events from several writers at once, each owner's
 // events in order from one writer, as the publisher's partitions do.
-func publishConcurrently(env *projtest.Env, events []event.Envelope, writers int) error {
-	nc, err := nats.Connect(env.NATS.ClientURL())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+func publishConcurrently(env *projtest.Env, events []event.Envelope, writers int) (err error) {
 	lanes := make([][]event.Envelope, writers)
 	for _, e := range events {
 		k := event.PartitionOf(e.OwnerID, writers)
@@ -133,7 +124,7 @@ func publishConcurrently(env *projtest.Env, events []event.Envelope, writers int
 					msg := nats.NewMsg(event.Subject(projtest.Prefix, e))
 					msg.Data = b
 					msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
-					_, err = js.PublishMsg(ctx, msg)
+					_, err = env.JS.PublishMsg(ctx, msg)
 				}
 				if err != nil {
 					errs <- fmt.Errorf("publish %s: %w", e.ID, err)
@@ -197,6 +188,15 @@ func drained(env *projtest.Env) func() (bool, string) {
 	}
 }
 
+// startGroup starts the servers and members of the group named names, their
+// applied events recorded by a new recorder.
+func startGroup(t *testing.T, names ...string) (*projtest.Env, *recorder, []*projtest.Member) {
+	t.Helper()
+	env := projtest.New(t)
+	rec := newRecorder()
+	return env, rec, startMembers(t, env, rec, names...)
+}
+
 func startMembers(t *testing.T, env *projtest.Env, rec *recorder, names ...string) []*projtest.Member {
 	var out []*projtest.Member
 	for _, name := range names {
@@ -211,10 +211,8 @@ func startMembers(t *testing.T, env *projtest.Env, rec *recorder, names ...strin
 // are applied in stream order.
 func TestReplicasShareThePartitionsInStreamOrder(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
+	env, rec, members := startGroup(t, "a", "b", "c")
 	w := busyWorld(t, 60)
-	rec := newRecorder()
-	members := startMembers(t, env, rec, "a", "b", "c")
 	sharedtest.Eventually(t, 20*time.Second, spread(members, 2))
 
 	if err := publishConcurrently(env, w.Events, 6); err != nil {
@@ -239,10 +237,8 @@ func TestReplicasShareThePartitionsInStreamOrder(t *testing.T) {
 // replica added afterwards takes a share. Nothing is lost and nothing stale remains.
 func TestKilledReplicasPartitionsMove(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
+	env, rec, members := startGroup(t, "a", "b")
 	w := busyWorld(t, 60)
-	rec := newRecorder()
-	members := startMembers(t, env, rec, "a", "b")
 
 	// The victim stops inside its first batch, between the writes and the acks.
 	inBatch, killed := make(chan struct{}), make(chan struct{})
@@ -291,10 +287,8 @@ func TestKilledReplicasPartitionsMove(t *testing.T) {
 // applied in stream order across the hand-over.
 func TestSigtermHandsOverWithoutRedelivery(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
+	env, rec, members := startGroup(t, "a", "b")
 	w := busyWorld(t, 60)
-	rec := newRecorder()
-	members := startMembers(t, env, rec, "a", "b")
 	sharedtest.Eventually(t, 20*time.Second, spread(members, 4))
 
 	half := len(w.Events) / 2

@@ -22,6 +22,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // writePath is one write path, chosen explicitly: the tests run both against FerretDB.
@@ -116,8 +117,7 @@ func requireLeaderboard(t *testing.T, db *mongo.Database, w *projtest.World, cal
 func TestDetectServer(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	got, err := project.DetectServer(ctx, env.Mongo)
 	if err != nil || got != project.FerretDB {
 		t.Fatalf("DetectServer = %v, %v; want ferretdb", got, err)
@@ -318,8 +318,7 @@ func TestRaceOnMissingDocumentHigherVersionWins(t *testing.T) {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
 			db := env.Database(t, path.name+"_race")
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
+			ctx := sharedtest.Context(t, 2*time.Minute)
 			w := projtest.NewWorld(t)
 			for round := range 40 {
 				u := w.CreateUser()

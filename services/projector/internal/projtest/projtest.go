@@ -100,6 +100,17 @@ func (e *Env) Setenv(t testing.TB) {
 	t.Setenv("STATS_INTERVAL", "200ms")
 }
 
+// ConsumerInfo is the server's info on the stream's consumer durable.
+func (e *Env) ConsumerInfo(durable string) (*jetstream.ConsumerInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.JS.Consumer(ctx, e.Stream, durable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
 // Partition adds the partition transform to the stream, as an upgraded publisher does.
 func (e *Env) Partition(t testing.TB, n int) {
 	t.Helper()
@@ -197,10 +208,10 @@ func (e *Env) PublishRedelivery(t testing.TB, events ...event.Envelope) {
 	defer cancel()
 	for _, ev := range events {
 		b, err := ev.Encode()
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			_, err = e.JS.Publish(ctx, event.Subject(Prefix, ev), b)
 		}
-		if _, err := e.JS.Publish(ctx, event.Subject(Prefix, ev), b); err != nil {
+		if err != nil {
 			t.Fatalf("publish %s: %v", ev.ID, err)
 		}
 	}

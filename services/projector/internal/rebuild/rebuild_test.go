@@ -1,7 +1,6 @@
 package rebuild_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,8 +27,7 @@ import (
 func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := projtest.NewWorld(t)
 	for i := range 4 {
@@ -85,8 +83,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := projtest.NewWorld(t)
 	var users []uuid.UUID
@@ -164,8 +161,7 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 3*time.Minute)
 	w := projtest.NewWorld(t)
 	title := strings.Repeat("a long title ", 700) // about 9 kB, and the notes repeat it
 	for range 40 {
@@ -205,8 +201,7 @@ func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 func BenchmarkRebuild(b *testing.B) {
 	const users, todosPerUser = 10000, 9
 	env := projtest.New(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 20*time.Minute)
 	w := projtest.NewWorld(b)
 	for range users {
 		u := w.CreateUser()
