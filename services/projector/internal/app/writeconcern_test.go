@@ -73,11 +73,12 @@ func TestRunWritesWithMajorityJournaled(t *testing.T) {
 }
 
 // wireRecorder is a TCP proxy to a MongoDB-protocol server that keeps every byte each
-// client connection sent.
+// client connection sent, in a LogBuffer per connection (its copier writes while the
+// test reads).
 type wireRecorder struct {
 	addr    string
 	mu      sync.Mutex
-	streams []*bytes.Buffer
+	streams []*sharedtest.LogBuffer
 }
 
 // recordClientBytes starts a wireRecorder in front of target until the end of the test.
@@ -131,9 +132,9 @@ func recordClientBytes(t *testing.T, target string) *wireRecorder {
 				_, _ = client.Close(), server.Close()
 				return
 			}
-			buf := &lockedBuffer{mu: &r.mu}
+			buf := &sharedtest.LogBuffer{}
 			r.mu.Lock()
-			r.streams = append(r.streams, &buf.b)
+			r.streams = append(r.streams, buf)
 			r.mu.Unlock()
 			wg.Add(2)
 			go func() {
@@ -151,17 +152,6 @@ func recordClientBytes(t *testing.T, target string) *wireRecorder {
 	return r
 }
 
-type lockedBuffer struct {
-	mu *sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // opMsg is the wire protocol's OP_MSG opcode.
 const opMsg = 2013
 
@@ -173,7 +163,7 @@ func (r *wireRecorder) commands(t *testing.T) []bson.Raw {
 	defer r.mu.Unlock()
 	var out []bson.Raw
 	for _, s := range r.streams {
-		stream := s.Bytes()
+		stream := []byte(s.String())
 		for len(stream) >= 16 {
 			n := int(binary.LittleEndian.Uint32(stream))
 			if n < 16 || n > len(stream) {
