@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Context is a context that ends after d, or when the test ends (after its subtests).
+// Context returns a context that ends after d, or when t ends: the bound a test puts
+// on a hang, without a cancel for it to defer.
 func Context(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
