@@ -21,6 +21,94 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
+// projected starts the servers and one projector replica on w's events, and returns
+// once the read model equals w.
+func projected(t *testing.T, w *projtest.World) *projtest.Env {
+	t.Helper()
+	env := projtest.New(t)
+	env.Publish(t, w.Events...)
+	env.StartMember(t, env.GroupConfig("projector", "a"))
+	sharedtest.Eventually(t, time.Minute, env.Converged(w))
+	return env
+}
+
+// startEraser runs the projector's eraser (durable projector-erasure, retrying after
+// 100 ms) until the test ends.
+func startEraser(t *testing.T, env *projtest.Env) {
+	t.Helper()
+	e := erasure.New(erasure.Config{Stream: env.Stream, SubjectPrefix: projtest.Prefix, Durable: "projector-erasure", Retry: 100 * time.Millisecond},
+		env.JS, env.Store, env.Log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// find names where the stream or a collection of the read model's databases holds
+// any of the needles, or returns "".
+func find(t *testing.T, env *projtest.Env, needles ...[]byte) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holds := func(b []byte) bool {
+		for _, n := range needles {
+			if bytes.Contains(b, n) {
+				return true
+			}
+		}
+		return false
+	}
+	st, err := env.JS.Stream(ctx, env.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := st.CachedInfo().State
+	for seq := state.FirstSeq; seq <= state.LastSeq && seq > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if holds(m.Data) {
+			return fmt.Sprintf("stream message %d (%s)", seq, m.Subject)
+		}
+	}
+	active, err := env.Store.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []*mongo.Database{active, env.Store.Control()} {
+		names, err := db.ListCollectionNames(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			cur, err := db.Collection(name).Find(ctx, bson.D{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var docs []bson.Raw
+			if err := cur.All(ctx, &docs); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range docs {
+				if holds(d) {
+					return fmt.Sprintf("%s.%s document %s", db.Name(), name, d.Lookup("_id"))
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // Once a user's deletion is applied, no message of the stream and no document of the
 // read model (dead letters included) holds their email or display name; another
 // user's data stays; each of the user's subjects keeps its tombstone, so a rebuild from
@@ -138,92 +226,6 @@ func TestErasureIsIdempotent(t *testing.T) {
 	if _, err := e.Erase(ctx, u, version+1); !errors.Is(err, erasure.ErrNotApplied) {
 		t.Fatalf("erasing a deletion the read model has not applied: %v, want ErrNotApplied", err)
 	}
-}
-
-// projected starts the servers and one projector replica on w's events, and returns
-// once the read model equals w.
-func projected(t *testing.T, w *projtest.World) *projtest.Env {
-	t.Helper()
-	env := projtest.New(t)
-	env.Publish(t, w.Events...)
-	env.StartMember(t, env.GroupConfig("projector", "a"))
-	sharedtest.Eventually(t, time.Minute, env.Converged(w))
-	return env
-}
-
-func startEraser(t *testing.T, env *projtest.Env) {
-	t.Helper()
-	e := erasure.New(erasure.Config{Stream: env.Stream, SubjectPrefix: projtest.Prefix, Durable: "projector-erasure", Retry: 100 * time.Millisecond},
-		env.JS, env.Store, env.Log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		e.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-}
-
-// find names where the stream or a collection of the read model's databases holds
-// any of the needles, or returns "".
-func find(t *testing.T, env *projtest.Env, needles ...[]byte) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	holds := func(b []byte) bool {
-		for _, n := range needles {
-			if bytes.Contains(b, n) {
-				return true
-			}
-		}
-		return false
-	}
-	st, err := env.JS.Stream(ctx, env.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := st.CachedInfo().State
-	for seq := state.FirstSeq; seq <= state.LastSeq && seq > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if holds(m.Data) {
-			return fmt.Sprintf("stream message %d (%s)", seq, m.Subject)
-		}
-	}
-	active, err := env.Store.Active(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, db := range []*mongo.Database{active, env.Store.Control()} {
-		names, err := db.ListCollectionNames(ctx, bson.D{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, name := range names {
-			cur, err := db.Collection(name).Find(ctx, bson.D{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var docs []bson.Raw
-			if err := cur.All(ctx, &docs); err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range docs {
-				if holds(d) {
-					return fmt.Sprintf("%s.%s document %s", db.Name(), name, d.Lookup("_id"))
-				}
-			}
-		}
-	}
-	return ""
 }
 
 // An operator deleting the eraser's consumer (or the stream being recreated) stops its
