@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,16 +17,14 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// setAdminAddr points ADMIN_ADDR at a free loopback port and returns the address.
+func setAdminAddr(t *testing.T) string {
+	admin := "127.0.0.1:" + sharedtest.FreePorts(t, 1)[0]
+	t.Setenv("ADMIN_ADDR", admin)
+	return admin
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -62,22 +59,25 @@ func startRun(t *testing.T, ctx context.Context, env *projtest.Env) {
 	})
 }
 
+// awaitReady waits until the admin server at admin answers /readyz with 200.
+func awaitReady(t *testing.T, admin string) {
+	t.Helper()
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		code, body := get(t, "http://"+admin+"/readyz")
+		return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
+	})
+}
+
 // The projector process in-process, configured from the environment as in production:
 // it applies the stream into the read model, serves its admin endpoints, and leaves no
 // dead letters. (Verify, which compares the read model with PostgreSQL, is tested with
 // the commands that read PostgreSQL.)
 func TestRunCommand(t *testing.T) {
 	env := projtest.New(t)
-	admin := freeAddr(t)
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
-	t.Setenv("MONGODB_DATABASE", env.Control)
-	t.Setenv("ADMIN_ADDR", admin)
-	t.Setenv("FETCH_WAIT", "200ms")
-	t.Setenv("STATS_INTERVAL", "200ms")
+	env.Setenv(t)
+	admin := setAdminAddr(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	w := projtest.NewWorld(t)
 	u := w.CreateUser()
 	w.SetCompleted(w.CreateTodo(u, "a"), true)
@@ -86,11 +86,11 @@ func TestRunCommand(t *testing.T) {
 
 	startRun(t, ctx, env)
 
-	projtest.Eventually(t, 60*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 	if code, body := get(t, "http://"+admin+"/readyz"); code != http.StatusOK {
 		t.Fatalf("readyz = %d %s", code, body)
 	}
-	_, metrics := get(t, "http://"+admin+"/metrics")
+	metrics := sharedtest.Fetch(t, ctx, "http://"+admin+"/metrics")
 	for _, m := range []string{`projector_events_total{outcome="applied"} 4`, "projector_lag_seconds_count 4", "projector_dead_letters 0"} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %q", m)
@@ -107,23 +107,15 @@ func TestRunCommand(t *testing.T) {
 // FerretDB's GIN indexes at start, before it applies anything.
 func TestRunCreatesFerretIndexes(t *testing.T) {
 	env := projtest.New(t)
-	admin := freeAddr(t)
+	env.Setenv(t)
+	admin := setAdminAddr(t)
 	const fresh = "todo_read_fresh"
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
 	t.Setenv("MONGODB_DATABASE", fresh)
 	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
-	t.Setenv("ADMIN_ADDR", admin)
-	t.Setenv("FETCH_WAIT", "200ms")
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	startRun(t, ctx, env)
-	// Ready once the consumer runs, which is after the indexes.
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
-		code, body := get(t, "http://"+admin+"/readyz")
-		return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
-	})
+	awaitReady(t, admin) // once the consumer runs, which is after the indexes
 	gin := env.Ferret.GINIndexes(t)
 	for _, f := range slices.Concat(ferretindex.ReadModelFields, ferretindex.ControlFields) {
 		if gin[fresh+"."+f.Collection+"."+f.Field] == "" {

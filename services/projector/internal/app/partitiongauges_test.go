@@ -1,20 +1,18 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -24,17 +22,8 @@ import (
 func TestPartitionGauges(t *testing.T) {
 	t.Parallel()
 	srv := natsserver.NewTest(t, nil)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	_, js := natsserver.Connect(t, srv.ClientURL())
+	ctx := sharedtest.Context(t, 30*time.Second)
 	const prefix, partitions = event.DefaultSubjectPrefix, 2
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.StreamSubjects(prefix)},
 		SubjectTransform: event.PartitionTransform(prefix, partitions)})
@@ -63,7 +52,7 @@ func TestPartitionGauges(t *testing.T) {
 
 	// The server counts a consumer's pending messages after the PubAck, not before it:
 	// wait until both consumers that match the events have counted all three.
-	projtest.Eventually(t, 10*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		for _, name := range []string{"projector-" + busy, "projector"} {
 			c, err := s.Consumer(ctx, name)
 			if err != nil {

@@ -1,14 +1,13 @@
 package app_test
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestStandbyIsReady: with more replicas than partitions, the replica holding the
@@ -18,32 +17,20 @@ import (
 func TestStandbyIsReady(t *testing.T) {
 	env := projtest.NewUnpartitioned(t)
 	env.Partition(t, 1)
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
-	t.Setenv("MONGODB_DATABASE", env.Control)
-	t.Setenv("FETCH_WAIT", "200ms")
-	t.Setenv("STATS_INTERVAL", "200ms")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	env.Setenv(t)
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
-	metricsOf := func(admin string) string {
-		_, body := get(t, "http://"+admin+"/metrics")
-		return body
-	}
+	metricsOf := func(admin string) string { return sharedtest.Fetch(t, ctx, "http://"+admin+"/metrics") }
 	start := func() string {
-		admin := freeAddr(t)
-		t.Setenv("ADMIN_ADDR", admin)
+		admin := setAdminAddr(t)
 		startRun(t, ctx, env)
 		// Ready, which also means the run has read its configuration: the next one
 		// may change the environment.
-		projtest.Eventually(t, 30*time.Second, func() (bool, string) {
-			code, body := get(t, "http://"+admin+"/readyz")
-			return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
-		})
+		awaitReady(t, admin)
 		return admin
 	}
 	first := start()
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		m := metricsOf(first)
 		return strings.Contains(m, "projector_partitions_held 1") && strings.Contains(m, `projector_partition_pending{partition="p0"} 0`), m
 	})
@@ -56,7 +43,7 @@ func TestStandbyIsReady(t *testing.T) {
 	stands := func(m string) bool {
 		return strings.Contains(m, "projector_partitions_held 0") && !strings.Contains(m, "projector_partition_pending{")
 	}
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		a, b := metricsOf(first), metricsOf(second)
 		return holds(a) && stands(b) || holds(b) && stands(a), "first:\n" + a + "\nsecond:\n" + b
 	})

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // The projector writes the read model with the configured write concern, by default
@@ -22,14 +22,11 @@ import (
 func TestRunWritesWithMajorityJournaled(t *testing.T) {
 	env := projtest.New(t)
 	wire := recordClientBytes(t, env.Ferret.Addr())
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
+	env.Setenv(t)
 	t.Setenv("MONGODB_URI", "mongodb://"+wire.addr+"/?directConnection=true")
-	t.Setenv("MONGODB_DATABASE", env.Control)
-	t.Setenv("ADMIN_ADDR", freeAddr(t))
-	t.Setenv("FETCH_WAIT", "200ms")
+	setAdminAddr(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	w := projtest.NewWorld(t)
 	u := w.CreateUser()
 	a, b := w.CreateTodo(u, "a"), w.CreateTodo(u, "b")
@@ -39,7 +36,7 @@ func TestRunWritesWithMajorityJournaled(t *testing.T) {
 	startRun(t, ctx, env)
 
 	todos := env.Mongo.Database(env.Control).Collection(readmodel.CollTodos)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		var ta, tb readmodel.Todo
 		errA := todos.FindOne(ctx, bson.D{{Key: "_id", Value: a.String()}}).Decode(&ta)
 		errB := todos.FindOne(ctx, bson.D{{Key: "_id", Value: b.String()}}).Decode(&tb)
@@ -76,11 +73,12 @@ func TestRunWritesWithMajorityJournaled(t *testing.T) {
 }
 
 // wireRecorder is a TCP proxy to a MongoDB-protocol server that keeps every byte each
-// client connection sent.
+// client connection sent, in a LogBuffer per connection (its copier writes while the
+// test reads).
 type wireRecorder struct {
 	addr    string
 	mu      sync.Mutex
-	streams []*bytes.Buffer
+	streams []*sharedtest.LogBuffer
 }
 
 // recordClientBytes starts a wireRecorder in front of target until the end of the test.
@@ -134,9 +132,9 @@ func recordClientBytes(t *testing.T, target string) *wireRecorder {
 				_, _ = client.Close(), server.Close()
 				return
 			}
-			buf := &lockedBuffer{mu: &r.mu}
+			buf := &sharedtest.LogBuffer{}
 			r.mu.Lock()
-			r.streams = append(r.streams, &buf.b)
+			r.streams = append(r.streams, buf)
 			r.mu.Unlock()
 			wg.Add(2)
 			go func() {
@@ -154,17 +152,6 @@ func recordClientBytes(t *testing.T, target string) *wireRecorder {
 	return r
 }
 
-type lockedBuffer struct {
-	mu *sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // opMsg is the wire protocol's OP_MSG opcode.
 const opMsg = 2013
 
@@ -176,7 +163,7 @@ func (r *wireRecorder) commands(t *testing.T) []bson.Raw {
 	defer r.mu.Unlock()
 	var out []bson.Raw
 	for _, s := range r.streams {
-		stream := s.Bytes()
+		stream := []byte(s.String())
 		for len(stream) >= 16 {
 			n := int(binary.LittleEndian.Uint32(stream))
 			if n < 16 || n > len(stream) {

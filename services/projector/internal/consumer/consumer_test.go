@@ -17,25 +17,15 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
-	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
-
-func activeSnapshot(env *projtest.Env) (drift.Snapshot, error) { return env.ActiveSnapshot() }
-
-func converged(env *projtest.Env, w *projtest.World) func() (bool, string) { return env.Converged(w) }
 
 // drained reports whether the consumer has every message delivered and acknowledged.
 func drained(env *projtest.Env, durable string) func() (bool, string) {
 	return func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cons, err := env.JS.Consumer(ctx, env.Stream, durable)
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err := cons.Info(ctx)
+		info, err := env.ConsumerInfo(durable)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -93,8 +83,8 @@ func TestTwoReplicasShuffledDuplicatedConverge(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.BatchSize = 10 // many small batches, so the replicas interleave
 	a, b := env.Start(t, cfg), env.Start(t, cfg)
-	projtest.Eventually(t, 90*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 
 	applied := testutil.ToFloat64(a.Metrics.Events.WithLabelValues(metrics.OutcomeApplied)) +
 		testutil.ToFloat64(b.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
@@ -143,21 +133,15 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 	half := len(w.Events) / 2
 	env.Publish(t, w.Events[:half]...)
 	r := env.Start(t, env.ConsumerConfig("projector"))
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
 		return n == float64(half), fmt.Sprintf("%v of %d applied", n, half)
 	})
 	r.Stop()
 	env.Publish(t, w.Events[half:]...)
 	// The server updates the consumer's pending count as the messages land: poll it.
-	projtest.Eventually(t, 10*time.Second, func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cons, err := env.JS.Consumer(ctx, env.Stream, "projector")
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err := cons.Info(ctx)
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		info, err := env.ConsumerInfo("projector")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -165,7 +149,7 @@ func TestProjectorRestartCatchesUp(t *testing.T) {
 			fmt.Sprintf("pending %d, ack pending %d while stopped, want %d and 0", info.NumPending, info.NumAckPending, len(w.Events)-half)
 	})
 	env.Start(t, env.ConsumerConfig("projector"))
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 }
 
 // The MongoDB server stopped mid-run and started again: the projector holds its batch,
@@ -200,7 +184,7 @@ func outageConverges(t *testing.T, env *projtest.Env, outage string, down, up fu
 	cfg.WriteTimeout = time.Second
 	r := env.Start(t, cfg)
 	env.Publish(t, w.Events[:half]...)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied))
 		return n == float64(half), fmt.Sprintf("%v of %d applied", n, half)
 	})
@@ -208,13 +192,13 @@ func outageConverges(t *testing.T, env *projtest.Env, outage string, down, up fu
 	down()
 	downAt := time.Now()
 	env.Publish(t, w.Events[half:]...)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
 		return n >= 3 && time.Since(downAt) > cfg.AckWait+time.Second, fmt.Sprintf("%v failed attempts", n)
 	})
 	up()
 
-	projtest.Eventually(t, 90*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
 	if dls := deadLetters(t, env); len(dls) != 0 {
 		t.Fatalf("dead letters after %s: %+v", outage, dls)
 	}
@@ -230,8 +214,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	env := projtest.New(t)
 	w := simpleWorld(t, 2, 2)
 	subject := projtest.Prefix + ".todo.x.y"
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	msg := nats.NewMsg(subject)
 	msg.Data = []byte(`{"id": "not json`)
 	msg.Header.Set(jetstream.MsgIDHeader, "poison-1")
@@ -241,7 +224,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	}
 	env.Publish(t, w.Events...)
 	r := env.Start(t, env.ConsumerConfig("projector"))
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 
 	dls := deadLetters(t, env)
 	if len(dls) != 1 {
@@ -256,7 +239,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeDeadLettered)); n != 1 {
 		t.Fatalf("dead-lettered counter = %v, want 1", n)
 	}
-	projtest.Eventually(t, 10*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.DeadLetters)
 		return n == 1, fmt.Sprintf("dead letters gauge %v", n)
 	})
@@ -307,7 +290,7 @@ func TestPoisonDeadLetteredAndRedriven(t *testing.T) {
 	for id, u := range late.Users {
 		w.Users[id], w.Stats[id] = u, late.Stats[id]
 	}
-	if ok, why := converged(env, w)(); !ok {
+	if ok, why := env.Converged(w)(); !ok {
 		t.Fatalf("after redrive: %s", why)
 	}
 	if n, err := store.Count(ctx); err != nil || n != 1 {
@@ -330,8 +313,8 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.MaxDeliver = 2
 	r := env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		dls := deadLetters(t, env)
 		return len(dls) == 1, fmt.Sprintf("%d dead letters", len(dls))
 	})
@@ -342,7 +325,7 @@ func TestRejectedWriteDeadLetteredAfterMaxDeliver(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed)); n < 1 {
 		t.Fatalf("failed counter = %v, want the first delivery's failure", n)
 	}
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // refusedTodo is a world holding one event MongoDB refuses to apply: a todo of one of

@@ -18,6 +18,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // setBackendConnections lets FerretDB's PostgreSQL database accept connections or
@@ -101,17 +102,7 @@ func lockCollection(t *testing.T, env *projtest.Env, db, coll string) (waiting f
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	var once sync.Once
-	unlock = func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := tx.Rollback(ctx); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	t.Cleanup(unlock)
+	unlock = undo(t, tx.Rollback)
 	observer := ferretPG(t, env)
 	waiting = func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -123,6 +114,23 @@ func lockCollection(t *testing.T, env *projtest.Env, db, coll string) (waiting f
 		return n > 0
 	}
 	return waiting, unlock
+}
+
+// undo returns a function that runs f once, within 15 s, and reports its error; the
+// end of the test calls it too.
+func undo(t *testing.T, f func(context.Context) error) func() {
+	var once sync.Once
+	u := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := f(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(u)
+	return u
 }
 
 // failWrites makes every insert and update of a collection fail, with the error
@@ -144,17 +152,10 @@ func failWrites(t *testing.T, env *projtest.Env, db, coll string) (attempts func
 			t.Fatal(err)
 		}
 	}
-	var once sync.Once
-	restore = func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if _, err := conn.Exec(ctx, `DROP TRIGGER test_refuse_write ON `+table); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	t.Cleanup(restore)
+	restore = undo(t, func(ctx context.Context) error {
+		_, err := conn.Exec(ctx, `DROP TRIGGER test_refuse_write ON `+table)
+		return err
+	})
 	attempts = func() int64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -191,8 +192,8 @@ func TestOneReplicaActiveStandbyTakesOver(t *testing.T) {
 	cfg := env.ConsumerConfig("projector")
 	cfg.AckWait = 3 * time.Second
 	a, b := env.Start(t, cfg), env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 
 	handled := func(r *projtest.Replica) float64 {
 		return testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeApplied)) +
@@ -211,7 +212,7 @@ func TestOneReplicaActiveStandbyTakesOver(t *testing.T) {
 	u := w.CreateUser()
 	w.CreateTodo(u, "after the takeover")
 	env.Publish(t, w.Events[before:]...)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
 	if handled(standby) == 0 {
 		t.Fatal("the standby handled nothing after the active replica stopped")
 	}

@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // The tests here each leave a message unsettled or nacked on its last allowed delivery
@@ -32,22 +32,24 @@ func lastDeliveryConfig(env *projtest.Env) consumer.Config {
 	return cfg
 }
 
-// ownerWithTodos is one user with n todos, none deleted, so that every event's
-// aggregate stays visible in the read model.
-func ownerWithTodos(t *testing.T, n int) *projtest.World {
-	w := projtest.NewWorld(t)
-	u := w.CreateUser()
-	for i := range n {
-		w.CreateTodo(u, fmt.Sprintf("todo %d", i))
-	}
+// publishedOwner is one user with n todos (projtest.UsersWithTodos), their events
+// published.
+func publishedOwner(t *testing.T, env *projtest.Env, n int) *projtest.World {
+	w := projtest.UsersWithTodos(t, 1, n)
+	env.Publish(t, w.Events...)
 	return w
 }
 
-// publishedOwner is ownerWithTodos with its events published.
-func publishedOwner(t *testing.T, env *projtest.Env, n int) *projtest.World {
-	w := ownerWithTodos(t, n)
+// refusedFirst starts servers whose stream holds, at sequence 1, an event MongoDB
+// refuses (refusedTodo), then the events of one user with 2 todos, whose world it
+// returns.
+func refusedFirst(t *testing.T) (*projtest.Env, *projtest.World) {
+	t.Helper()
+	env := projtest.New(t)
+	w := projtest.UsersWithTodos(t, 1, 2)
+	env.Publish(t, refusedTodo(t, w).Events...)
 	env.Publish(t, w.Events...)
-	return w
+	return env, w
 }
 
 // appliedOrDeadLettered reports whether each of events, published in order from stream
@@ -59,7 +61,7 @@ func appliedOrDeadLettered(t *testing.T, env *projtest.Env, events []event.Envel
 		for _, dl := range deadLetters(t, env) {
 			dead[dl.StreamSeq] = true
 		}
-		got, err := activeSnapshot(env)
+		got, err := env.ActiveSnapshot()
 		if err != nil {
 			return false, err.Error()
 		}
@@ -99,21 +101,18 @@ func deadLettered(t *testing.T, env *projtest.Env, seq uint64) func() (bool, str
 // too: it comes back and is dead-lettered once the record can be written.
 func TestDeadLetterRecordFailsOnLastDelivery(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	w := ownerWithTodos(t, 2)
-	env.Publish(t, refusedTodo(t, w).Events...) // stream sequence 1
-	env.Publish(t, w.Events...)
+	env, w := refusedFirst(t)
 	attempts, restore := failWrites(t, env, env.Control, readmodel.CollDeadLetters)
 
 	env.Start(t, lastDeliveryConfig(env))
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := attempts()
 		return n > 0, fmt.Sprintf("%d dead-letter writes refused", n)
 	})
 	restore()
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
-	projtest.Eventually(t, 30*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
+	sharedtest.Eventually(t, 30*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // A message that does not decode, whose dead-letter record fails, and the projector
@@ -121,15 +120,14 @@ func TestDeadLetterRecordFailsOnLastDelivery(t *testing.T) {
 func TestUndecodableDeadLetterRecordFailsThenShutdown(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	if _, err := env.JS.Publish(ctx, projtest.Prefix+".todo.x.y", []byte(`{"id": "not json`)); err != nil {
 		t.Fatal(err)
 	}
 	attempts, restore := failWrites(t, env, env.Control, readmodel.CollDeadLetters)
 	cfg := lastDeliveryConfig(env)
 	r := env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := attempts()
 		return n > 0, fmt.Sprintf("%d dead-letter writes refused", n)
 	})
@@ -137,11 +135,11 @@ func TestUndecodableDeadLetterRecordFailsThenShutdown(t *testing.T) {
 	restore()
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
 	if dl := deadLetters(t, env)[0]; !strings.Contains(dl.Error, "malformed event") {
 		t.Errorf("dead letter says %q, want the decode error", dl.Error)
 	}
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // The projector stops while it holds a batch through a read-model outage, on the
@@ -155,7 +153,7 @@ func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 	t.Cleanup(func() { setBackendConnections(t, env, true) })
 
 	r := env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
 		return n >= float64(len(w.Events)), fmt.Sprintf("%v failed attempts", n)
 	})
@@ -163,8 +161,8 @@ func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 	setBackendConnections(t, env, true)
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // A replica takes the messages on their last delivery and dies before settling them:
@@ -172,10 +170,9 @@ func TestShutdownOnLastDeliveryKeepsMessages(t *testing.T) {
 func TestCrashOnLastDeliveryKeepsMessages(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	w := ownerWithTodos(t, 3)
+	w := projtest.UsersWithTodos(t, 1, 3)
 	cfg := lastDeliveryConfig(env)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	cons, err := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log).Ensure(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -186,8 +183,8 @@ func TestCrashOnLastDeliveryKeepsMessages(t *testing.T) {
 	}
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, appliedOrDeadLettered(t, env, w.Events, 1))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // fetchUnsettled takes up to n messages as a replica of the projector would, and
@@ -210,17 +207,14 @@ func fetchUnsettled(t *testing.T, cons jetstream.Consumer, n int) int {
 // dead-lettered.
 func TestDeadlineSpentOnLastDeliveryStillDeadLetters(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
-	w := ownerWithTodos(t, 2)
-	env.Publish(t, refusedTodo(t, w).Events...) // stream sequence 1
-	env.Publish(t, w.Events...)
+	env, w := refusedFirst(t)
 	_, unlock := lockCollection(t, env, env.Control, readmodel.CollProjection)
 
 	env.Start(t, lastDeliveryConfig(env))
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, 1))
 	unlock()
-	projtest.Eventually(t, 30*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 }
 
 // A durable consumer created by an earlier release, on which JetStream itself drops a
@@ -230,8 +224,7 @@ func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
 	w := publishedOwner(t, env, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	cfg := env.ConsumerConfig("projector")
 	cfg.AckWait = 2 * time.Second
 	cfg.MaxDeliver = 5
@@ -266,11 +259,9 @@ func TestFiniteMaxDeliverConsumerUpgraded(t *testing.T) {
 	}
 
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
-	ictx, icancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer icancel()
-	info, err := old.Info(ictx)
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	info, err := old.Info(sharedtest.Context(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -9,31 +8,30 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // The tests here show what the router's middleware adds: a panic recovered and
 // retried, a rejected write retried before it is nacked, a handler that times out
-// retried, and the request id as the message's correlation id in logs and spans.
+// retried, and the request id as the message's correlation id in logs and spans; and
+// that the apply span continues the trace of the message's header.
 
 // redelivered is how many of the durable's messages are being redelivered.
 func redelivered(t *testing.T, env *projtest.Env, durable string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := env.JS.Consumer(ctx, env.Stream, durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
+	info, err := env.ConsumerInfo(durable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +78,9 @@ func TestPanicRecoveredAndRetried(t *testing.T) {
 		}
 	}
 	env.Start(t, cfg)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, seq := range panicked {
@@ -108,8 +106,8 @@ func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 	cfg.MaxDeliver = 2
 	r := env.Start(t, cfg)
 	seq := uint64(len(w.Events) + 1)
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	dl := deadLetters(t, env)[0]
 	if dl.Deliveries != 2 {
 		t.Errorf("dead-lettered on delivery %d, want its last, 2", dl.Deliveries)
@@ -118,7 +116,7 @@ func TestRejectedWriteRetriedThenDeadLettered(t *testing.T) {
 	if n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed)); n < want {
 		t.Errorf("%v failed attempts, want at least %v: %d deliveries of %d attempts each", n, want, cfg.MaxDeliver, 1+consumer.RejectedRetries)
 	}
-	projtest.Eventually(t, 30*time.Second, converged(env, w))
+	sharedtest.Eventually(t, 30*time.Second, env.Converged(w))
 }
 
 // A batch stalls past the handler's Timeout (twice WriteTimeout; here the Applied hook
@@ -143,13 +141,13 @@ func TestHandlerTimeoutRetried(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no batch applied")
 	}
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := testutil.ToFloat64(r.Metrics.Events.WithLabelValues(metrics.OutcomeFailed))
 		return n > 0, "no handler has timed out yet"
 	})
 	close(resume)
-	projtest.Eventually(t, 60*time.Second, converged(env, w))
-	projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+	sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 	retriedInProcess(t, env, "a timeout")
 }
 
@@ -168,7 +166,7 @@ func TestCorrelationIDInLogsAndSpans(t *testing.T) {
 	spans, logs := startTraced(t, env, cfg)
 
 	seq := uint64(len(w.Events) + 1)
-	projtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
+	sharedtest.Eventually(t, 60*time.Second, deadLettered(t, env, seq))
 	lines, err := logs.Lines()
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +196,74 @@ func TestCorrelationIDInLogsAndSpans(t *testing.T) {
 	}
 }
 
+// TestApplySpanAndLogCarryTrace publishes an event the way the publisher does (its
+// publish span's traceparent in the header, the API's request id in the event) and
+// checks the last link of the chain: the projector's apply span is a child of the
+// header's span, in the same trace, and its log line for the event carries the
+// request id and trace id.
+func TestApplySpanAndLogCarryTrace(t *testing.T) {
+	t.Parallel()
+	env := projtest.New(t)
+	const (
+		traceID     = "5b8efff798038103d269b633813fc60c"
+		apiSpan     = "eee19b7ec3c1b174"
+		publishSpan = "53995c3f42cd8ad8"
+	)
+	user := uuid.New()
+	now := time.Now().UTC()
+	ev, err := event.New(event.UserCreated, user, user, 1, now,
+		event.TraceContext{TraceParent: "00-" + traceID + "-" + apiSpan + "-01", RequestID: "req-proj-1"},
+		event.UserData{ID: user, Email: "trace@example.com", DisplayName: "T", Version: 1, CreatedAt: now, UpdatedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := ev.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(event.Subject(projtest.Prefix, ev))
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID.String())
+	msg.Header.Set("traceparent", "00-"+traceID+"-"+publishSpan+"-01")
+	ctx := sharedtest.Context(t, 30*time.Second)
+	if _, err := env.JS.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+
+	spans, logs := startTraced(t, env, env.ConsumerConfig("traced"))
+
+	var line map[string]any
+	sharedtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		line = appliedLine(logs, ev.ID)
+		return line != nil, "no log line for the applied event"
+	})
+	if line["request_id"] != "req-proj-1" || line["trace_id"] != traceID || line["outcome"] != "applied" {
+		t.Fatalf("log line %v: want request_id req-proj-1, trace_id %s, outcome applied", line, traceID)
+	}
+	got := spans.GetSpans()
+	if len(got) != 1 {
+		t.Fatalf("%d spans, want one apply span", len(got))
+	}
+	sp := got[0]
+	if sp.Name != "apply user.created" || sp.SpanKind != trace.SpanKindConsumer ||
+		sp.Parent.TraceID().String() != traceID || sp.Parent.SpanID().String() != publishSpan ||
+		line["span_id"] != sp.SpanContext.SpanID().String() {
+		t.Fatalf("span %q kind %s parent %s/%s (log span %v): want a consumer span below the publish span",
+			sp.Name, sp.SpanKind, sp.Parent.TraceID(), sp.Parent.SpanID(), line["span_id"])
+	}
+}
+
+// appliedLine returns the "event applied" log line of event id, if written yet.
+func appliedLine(logs *sharedtest.LogBuffer, id uuid.UUID) map[string]any {
+	lines, _ := logs.Lines() // a line cut mid-write is not the one sought
+	for _, m := range lines {
+		if m["msg"] == "event applied" && m["event_id"] == id.String() {
+			return m
+		}
+	}
+	return nil
+}
+
 // startTraced runs a consumer of cfg until the test ends, its spans recorded in
 // memory and its log lines, debug ones included, in a buffer.
 func startTraced(t *testing.T, env *projtest.Env, cfg consumer.Config) (*tracetest.InMemoryExporter, *sharedtest.LogBuffer) {
@@ -205,16 +271,8 @@ func startTraced(t *testing.T, env *projtest.Env, cfg consumer.Config) (*tracete
 	spans := tracetest.NewInMemoryExporter()
 	logs := &sharedtest.LogBuffer{}
 	cfg.Tracer = telemetry.WithExporter("projector", spans).Tracer("test")
-	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()),
-		slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("consumer: %v", err)
-		}
-	})
+	traced := *env
+	traced.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	traced.Start(t, cfg)
 	return spans, logs
 }

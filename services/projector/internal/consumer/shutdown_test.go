@@ -14,6 +14,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // runUntilSigterm runs c until sigterm, which ends Run's context, then calls
@@ -53,24 +54,18 @@ func TestShutdownFinishesBatchInHand(t *testing.T) {
 	c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log)
 	sigterm := runUntilSigterm(t, c, unlock)
 
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		return waiting(), "no todo write waiting"
 	})
 	if err := sigterm(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 
-	if ok, why := converged(env, w)(); !ok {
+	if ok, why := env.Converged(w)(); !ok {
 		t.Fatalf("read model after the shutdown: %s", why)
 	}
-	projtest.Eventually(t, 10*time.Second, drained(env, "projector"))
-	ictx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := env.JS.Consumer(ictx, env.Stream, "projector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ictx)
+	sharedtest.Eventually(t, 10*time.Second, drained(env, "projector"))
+	info, err := env.ConsumerInfo("projector")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +93,7 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 			cfg.WriteTimeout = time.Second // the batch in hand is held, retried, kept in progress
 			cfg.ShutdownTimeout = 30 * time.Second
 			c := consumer.New(cfg, env.JS, env.Store, metrics.New(prometheus.NewRegistry()), env.Log)
-			ictx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
+			ictx := sharedtest.Context(t, 2*time.Minute)
 			cons, err := c.Ensure(ictx)
 			if err != nil {
 				t.Fatal(err)
@@ -117,19 +111,19 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 			// The batch in hand and the one fetched ahead; a fetch may answer with fewer
 			// messages than a batch (the pull ahead expires quickly), so the second is
 			// only known to hold some.
-			projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+			sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 				n := info().NumAckPending
 				return waiting() && n > cfg.BatchSize, fmt.Sprintf("%d messages delivered and unacknowledged, want a batch and more", n)
 			})
 			held := time.Now()
-			projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+			sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 				return time.Since(held) > cfg.AckWait+time.Second, "the batches have not outlived AckWait yet"
 			})
 
 			if !sigtermDuringStall {
 				unlock()
-				projtest.Eventually(t, 60*time.Second, converged(env, w))
-				projtest.Eventually(t, 30*time.Second, drained(env, "projector"))
+				sharedtest.Eventually(t, 60*time.Second, env.Converged(w))
+				sharedtest.Eventually(t, 30*time.Second, drained(env, "projector"))
 				if got := info(); got.NumRedelivered != 0 || got.Delivered.Consumer != uint64(len(w.Events)) {
 					t.Fatalf("consumer delivered %d times for %d messages (%d redelivered): want each delivered once",
 						got.Delivered.Consumer, len(w.Events), got.NumRedelivered)
@@ -144,7 +138,7 @@ func TestPrefetchedBatchThroughStall(t *testing.T) {
 			// lag them. Nothing pulls any more: a message left unsettled stays pending and
 			// fails the check below.
 			var got *jetstream.ConsumerInfo
-			projtest.Eventually(t, 10*time.Second, func() (bool, string) {
+			sharedtest.Eventually(t, 10*time.Second, func() (bool, string) {
 				got = info()
 				return got.NumAckPending == 0, fmt.Sprintf("%d messages unacknowledged", got.NumAckPending)
 			})

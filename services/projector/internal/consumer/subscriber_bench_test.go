@@ -21,6 +21,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/project"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkSubscribers drains one backlog (500 users, each created with five todos:
@@ -57,13 +58,7 @@ func BenchmarkSubscribers(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
 				env := projtest.New(b)
-				w := projtest.NewWorld(b)
-				for range 500 {
-					u := w.CreateUser()
-					for j := range 5 {
-						w.CreateTodo(u, fmt.Sprintf("todo %d", j))
-					}
-				}
+				w := projtest.UsersWithTodos(b, 500, 5)
 				env.Publish(b, w.Events...)
 				cfg := env.ConsumerConfig("bench")
 				cfg.BatchSize, cfg.MaxAckPending, cfg.Concurrency = 100, 1000, 16
@@ -108,7 +103,7 @@ func ours(b *testing.B, env *projtest.Env, cfg consumer.Config, durables []strin
 		c := consumer.New(pc, env.JS, env.Store, m, env.Log)
 		wg.Go(func() { _ = c.Run(ctx) })
 	}
-	projtest.Eventually(b, 10*time.Minute, func() (bool, string) {
+	sharedtest.Eventually(b, 10*time.Minute, func() (bool, string) {
 		return applied.Load() >= int64(n), fmt.Sprintf("%d of %d applied", applied.Load(), n)
 	})
 	cancel()
@@ -174,7 +169,7 @@ func theirs(b *testing.B, env *projtest.Env, durables []string, n int, apply boo
 	}
 	routerDone := make(chan error, 1)
 	go func() { routerDone <- router.Run(ctx) }()
-	projtest.Eventually(b, 10*time.Minute, func() (bool, string) {
+	sharedtest.Eventually(b, 10*time.Minute, func() (bool, string) {
 		return done.Load() >= int64(n), fmt.Sprintf("%d of %d handled", done.Load(), n)
 	})
 	if err := router.Close(); err != nil {

@@ -70,20 +70,17 @@ func deadLetters(ctx context.Context, cfg config.Config, args []string, out io.W
 		ids = append(ids, id)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	client, err := app.ConnectMongo(ctx, cfg)
+	store, disconnect, err := parseAndConnect(ctx, cfg, fs, args)
 	if err != nil {
 		return err
 	}
-	defer mongoconn.Disconnect(ctx, client)
-	store := deadletter.New(readmodel.NewStore(client, cfg.MongoDatabase).Control())
+	defer disconnect()
+	dead := deadletter.New(store.Control())
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	switch sub {
 	case "list":
-		dls, err := store.List(ctx, *all)
+		dls, err := dead.List(ctx, *all)
 		if err != nil {
 			return err
 		}
@@ -98,11 +95,11 @@ func deadLetters(ctx context.Context, cfg config.Config, args []string, out io.W
 		fmt.Fprintf(out, "%d dead letters\n", len(dls))
 		return nil
 	case "redrive":
-		active, err := readmodel.NewStore(client, cfg.MongoDatabase).Active(ctx)
+		active, err := store.Active(ctx)
 		if err != nil {
 			return err
 		}
-		outcomes, err := store.Redrive(ctx, project.New(active, 1).ApplyRaw, ids)
+		outcomes, err := dead.Redrive(ctx, project.New(active, 1).ApplyRaw, ids)
 		failed := 0
 		for _, o := range outcomes {
 			if o.Err != nil {
@@ -123,6 +120,19 @@ func deadLetters(ctx context.Context, cfg config.Config, args []string, out io.W
 	return fmt.Errorf("deadletters: unknown subcommand %q", sub)
 }
 
+// parseAndConnect parses a command's flags from args, then connects to MongoDB as a
+// replica does and returns the read model; disconnect ends the connection.
+func parseAndConnect(ctx context.Context, cfg config.Config, fs *flag.FlagSet, args []string) (_ *readmodel.Store, disconnect func(), _ error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	client, err := app.ConnectMongo(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return readmodel.NewStore(client, cfg.MongoDatabase), func() { _ = mongoconn.Disconnect(ctx, client) }, nil
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -137,14 +147,11 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 	settle := fs.Duration("settle", cfg.FetchWait+cfg.MongoTimeout+time.Second, "time live projectors may keep using the old pointer")
 	timeout := fs.Duration("timeout", time.Hour, "bound on the whole rebuild")
 	batch := fs.Int("batch-size", rebuild.DefaultBatchSize, "messages per fetch of the rebuild consumer")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	client, err := app.ConnectMongo(ctx, cfg)
+	store, disconnect, err := parseAndConnect(ctx, cfg, fs, args)
 	if err != nil {
 		return err
 	}
-	defer mongoconn.Disconnect(ctx, client)
+	defer disconnect()
 	nc, js, err := app.ConnectNATS(cfg, log)
 	if err != nil {
 		return err
@@ -153,7 +160,6 @@ func runRebuild(ctx context.Context, cfg config.Config, log *slog.Logger, args [
 	if *batch < 1 {
 		return fmt.Errorf("rebuild: --batch-size %d: want at least 1", *batch)
 	}
-	store := readmodel.NewStore(client, cfg.MongoDatabase)
 	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: app.ConsumerConfig(cfg), BatchSize: *batch, Database: *name, Settle: *settle, Timeout: *timeout,
 		FerretDBPostgreSQLURL: cfg.FerretDBPostgreSQLURL}, js, store, log)
 	if err != nil {

@@ -2,13 +2,13 @@ package operate_test
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/operate"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // The first rebuild switches the readers away from the control database, which keeps
@@ -16,13 +16,10 @@ import (
 // as it does an old rebuilt database.
 func TestRebuildCommandKeepsTheControlDatabase(t *testing.T) {
 	env := projtest.New(t)
-	t.Setenv("NATS_URL", env.NATS.ClientURL())
-	t.Setenv("MONGODB_URI", env.Ferret.URI())
-	t.Setenv("MONGODB_DATABASE", env.Control)
+	env.Setenv(t)
 	t.Setenv("FERRETDB_POSTGRESQL_URL", env.Ferret.PostgreSQLURL())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 3*time.Minute)
 	w := projtest.NewWorld(t)
 	w.CreateTodo(w.CreateUser(), "a")
 	env.Publish(t, w.Events...)

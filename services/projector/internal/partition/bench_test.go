@@ -7,11 +7,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkDrain times a backlog of 6,000 events (1,000 users, each created with five
@@ -34,13 +33,7 @@ func BenchmarkDrain(b *testing.B) {
 				if c.layout > 0 {
 					env.Partition(b, c.layout)
 				}
-				w := projtest.NewWorld(b)
-				for range 1000 {
-					u := w.CreateUser()
-					for j := range 5 {
-						w.CreateTodo(u, fmt.Sprintf("todo %d", j))
-					}
-				}
+				w := projtest.UsersWithTodos(b, 1000, 5)
 				env.Publish(b, w.Events...)
 				b.StartTimer()
 				start := time.Now()
@@ -49,7 +42,7 @@ func BenchmarkDrain(b *testing.B) {
 					cfg.Consumer.BatchSize, cfg.Consumer.MaxAckPending, cfg.Consumer.Concurrency = 100, 1000, 16
 					env.StartMember(b, cfg)
 				}
-				projtest.Eventually(b, 10*time.Minute, env.Converged(w))
+				sharedtest.Eventually(b, 10*time.Minute, env.Converged(w))
 				b.ReportMetric(float64(len(w.Events))/time.Since(start).Seconds(), "events/s")
 				b.StopTimer()
 			}
@@ -86,7 +79,7 @@ func BenchmarkSteady(b *testing.B) {
 				cfg := env.GroupConfig(durable, "r0")
 				cfg.Consumer.BatchSize, cfg.Consumer.MaxAckPending, cfg.Consumer.Concurrency = 100, 1000, 16
 				env.StartMember(b, cfg)
-				projtest.Eventually(b, time.Minute, env.Converged(w))
+				sharedtest.Eventually(b, time.Minute, env.Converged(w))
 				seeded := len(w.Events)
 				for i := 0; len(w.Events)-seeded < rate*seconds; i++ {
 					w.SetCompleted(w.CreateTodo(owners[i%users], fmt.Sprintf("todo %d", i)), true)
@@ -94,7 +87,7 @@ func BenchmarkSteady(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				publishAt(b, env, w.Events[seeded:], rate)
-				projtest.Eventually(b, 10*time.Minute, env.Converged(w))
+				sharedtest.Eventually(b, 10*time.Minute, env.Converged(w))
 				b.ReportMetric(float64(len(w.Events)-seeded)/time.Since(start).Seconds(), "events/s")
 				b.StopTimer()
 			}
@@ -118,15 +111,6 @@ func publishAt(b *testing.B, env *projtest.Env, events []event.Envelope, rate in
 			b.Fatalf("published %d of %d events: %v", i, len(events), ctx.Err())
 		case <-timer.C:
 		}
-		body, err := e.Encode()
-		if err != nil {
-			b.Fatal(err)
-		}
-		msg := nats.NewMsg(event.Subject(projtest.Prefix, e))
-		msg.Data = body
-		msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
-		if _, err := env.JS.PublishMsg(ctx, msg); err != nil {
-			b.Fatalf("publish %s: %v", e.ID, err)
-		}
+		env.Publish(b, e)
 	}
 }

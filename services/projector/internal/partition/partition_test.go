@@ -16,6 +16,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/partition"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/projtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 const durable = "projector"
@@ -106,16 +107,7 @@ func busyWorld(t *testing.T, users int) *projtest.World {
 
 // publishConcurrently publishes events from several writers at once, each owner's
 // events in order from one writer, as the publisher's partitions do.
-func publishConcurrently(env *projtest.Env, events []event.Envelope, writers int) error {
-	nc, err := nats.Connect(env.NATS.ClientURL())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+func publishConcurrently(env *projtest.Env, events []event.Envelope, writers int) (err error) {
 	lanes := make([][]event.Envelope, writers)
 	for _, e := range events {
 		k := event.PartitionOf(e.OwnerID, writers)
@@ -132,7 +124,7 @@ func publishConcurrently(env *projtest.Env, events []event.Envelope, writers int
 					msg := nats.NewMsg(event.Subject(projtest.Prefix, e))
 					msg.Data = b
 					msg.Header.Set(jetstream.MsgIDHeader, e.ID.String())
-					_, err = js.PublishMsg(ctx, msg)
+					_, err = env.JS.PublishMsg(ctx, msg)
 				}
 				if err != nil {
 					errs <- fmt.Errorf("publish %s: %w", e.ID, err)
@@ -196,6 +188,15 @@ func drained(env *projtest.Env) func() (bool, string) {
 	}
 }
 
+// startGroup starts the servers and members of the group named names, their
+// applied events recorded by a new recorder.
+func startGroup(t *testing.T, names ...string) (*projtest.Env, *recorder, []*projtest.Member) {
+	t.Helper()
+	env := projtest.New(t)
+	rec := newRecorder()
+	return env, rec, startMembers(t, env, rec, names...)
+}
+
 func startMembers(t *testing.T, env *projtest.Env, rec *recorder, names ...string) []*projtest.Member {
 	var out []*projtest.Member
 	for _, name := range names {
@@ -210,17 +211,15 @@ func startMembers(t *testing.T, env *projtest.Env, rec *recorder, names ...strin
 // are applied in stream order.
 func TestReplicasShareThePartitionsInStreamOrder(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
+	env, rec, members := startGroup(t, "a", "b", "c")
 	w := busyWorld(t, 60)
-	rec := newRecorder()
-	members := startMembers(t, env, rec, "a", "b", "c")
-	projtest.Eventually(t, 20*time.Second, spread(members, 2))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 2))
 
 	if err := publishConcurrently(env, w.Events, 6); err != nil {
 		t.Fatal(err)
 	}
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 	rec.inStreamOrder(t)
 	if got := rec.total(); got != len(w.Events) {
 		t.Errorf("%d events applied, want %d", got, len(w.Events))
@@ -238,10 +237,8 @@ func TestReplicasShareThePartitionsInStreamOrder(t *testing.T) {
 // replica added afterwards takes a share. Nothing is lost and nothing stale remains.
 func TestKilledReplicasPartitionsMove(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
+	env, rec, members := startGroup(t, "a", "b")
 	w := busyWorld(t, 60)
-	rec := newRecorder()
-	members := startMembers(t, env, rec, "a", "b")
 
 	// The victim stops inside its first batch, between the writes and the acks.
 	inBatch, killed := make(chan struct{}), make(chan struct{})
@@ -253,7 +250,7 @@ func TestKilledReplicasPartitionsMove(t *testing.T) {
 		once.Do(func() { close(inBatch); <-killed })
 	}
 	victim := env.StartMember(t, victimCfg)
-	projtest.Eventually(t, 20*time.Second, spread(append(members, victim), 2))
+	sharedtest.Eventually(t, 20*time.Second, spread(append(members, victim), 2))
 
 	published := publishing(env, w.Events)
 	select {
@@ -263,23 +260,23 @@ func TestKilledReplicasPartitionsMove(t *testing.T) {
 	}
 	killedAt := time.Now()
 	go func() { victim.Kill() }()
-	projtest.Eventually(t, 20*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 20*time.Second, func() (bool, string) {
 		if victim.Group.Ready() {
 			return false, "victim still a member"
 		}
 		return true, ""
 	})
 	close(killed)
-	projtest.Eventually(t, 20*time.Second, spread(members, 3))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 3))
 	if err := published(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("the killed replica's partitions were held again %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 
 	members = append(members, startMembers(t, env, rec, "d")...)
-	projtest.Eventually(t, 20*time.Second, spread(members, 2))
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 2))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 	if got := rec.total(); got != len(w.Events) {
 		t.Errorf("%d distinct events applied, want %d", got, len(w.Events))
 	}
@@ -290,17 +287,15 @@ func TestKilledReplicasPartitionsMove(t *testing.T) {
 // applied in stream order across the hand-over.
 func TestSigtermHandsOverWithoutRedelivery(t *testing.T) {
 	t.Parallel()
-	env := projtest.New(t)
+	env, rec, members := startGroup(t, "a", "b")
 	w := busyWorld(t, 60)
-	rec := newRecorder()
-	members := startMembers(t, env, rec, "a", "b")
-	projtest.Eventually(t, 20*time.Second, spread(members, 4))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 4))
 
 	half := len(w.Events) / 2
 	if err := publishConcurrently(env, w.Events[:half], 6); err != nil {
 		t.Fatal(err)
 	}
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		return rec.of("b") > 0, "replica b has applied nothing yet"
 	})
 	published := publishing(env, w.Events[half:])
@@ -308,9 +303,9 @@ func TestSigtermHandsOverWithoutRedelivery(t *testing.T) {
 	if err := published(); err != nil {
 		t.Fatal(err)
 	}
-	projtest.Eventually(t, 20*time.Second, spread(members[:1], projtest.Partitions))
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 20*time.Second, spread(members[:1], projtest.Partitions))
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 
 	rec.inStreamOrder(t)
 	if got := rec.total(); got != len(w.Events) {
@@ -340,7 +335,7 @@ func TestUpgradeFromTheUnpartitionedLayout(t *testing.T) {
 	legacy.Applied = rec.hook("old")
 	env.Publish(t, w.Events...)
 	old := env.Start(t, legacy)
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) { return rec.total() > 0, "nothing applied" })
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) { return rec.total() > 0, "nothing applied" })
 	old.Stop()
 
 	env.Partition(t, projtest.Partitions)
@@ -356,15 +351,15 @@ func TestUpgradeFromTheUnpartitionedLayout(t *testing.T) {
 	env.Publish(t, w.Events[first:]...)
 
 	members := startMembers(t, env, rec, "a", "b")
-	projtest.Eventually(t, 90*time.Second, env.Converged(w))
-	projtest.Eventually(t, 30*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 90*time.Second, env.Converged(w))
+	sharedtest.Eventually(t, 30*time.Second, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := env.JS.Consumer(ctx, env.Stream, durable)
 		return err != nil, fmt.Sprintf("legacy consumer still there (%v)", err)
 	})
-	projtest.Eventually(t, 20*time.Second, spread(members, 4))
-	projtest.Eventually(t, 30*time.Second, drained(env))
+	sharedtest.Eventually(t, 20*time.Second, spread(members, 4))
+	sharedtest.Eventually(t, 30*time.Second, drained(env))
 	rec.inStreamOrder(t)
 	if got := rec.total(); got != len(w.Events) {
 		t.Errorf("%d events applied, want %d", got, len(w.Events))

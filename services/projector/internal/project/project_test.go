@@ -22,6 +22,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/drift"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // writePath is one write path, chosen explicitly: the tests run both against FerretDB.
@@ -116,8 +117,7 @@ func requireLeaderboard(t *testing.T, db *mongo.Database, w *projtest.World, cal
 func TestDetectServer(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	got, err := project.DetectServer(ctx, env.Mongo)
 	if err != nil || got != project.FerretDB {
 		t.Fatalf("DetectServer = %v, %v; want ferretdb", got, err)
@@ -186,7 +186,6 @@ func TestGuards(t *testing.T) {
 				}
 				requireConverged(t, db, w)
 				var tomb readmodel.Todo
-				ctx := context.Background()
 				find(t, db, readmodel.CollTodos, gone, &tomb)
 				if !tomb.Deleted || tomb.Version != 3 || tomb.Title != "" {
 					t.Fatalf("tombstone = %+v, want deleted v3 without data", tomb)
@@ -196,7 +195,7 @@ func TestGuards(t *testing.T) {
 					t.Fatalf("stats = %+v, want the kept todo only, at version %d", st, w.Stats[u].Version)
 				}
 				var kept readmodel.Todo
-				if err := db.Collection(readmodel.CollTodos).FindOne(ctx, bson.D{{Key: "_id", Value: keep.String()}, readmodel.NotDeleted}).Decode(&kept); err != nil || kept.Title != "keep" {
+				if err := db.Collection(readmodel.CollTodos).FindOne(context.Background(), bson.D{{Key: "_id", Value: keep.String()}, readmodel.NotDeleted}).Decode(&kept); err != nil || kept.Title != "keep" {
 					t.Fatalf("kept todo = %+v, %v", kept, err)
 				}
 			})
@@ -272,14 +271,13 @@ func TestGuards(t *testing.T) {
 			t.Run("stats of older releases", func(t *testing.T) {
 				t.Parallel()
 				db, p, w := newDB(t, "upgrade")
-				ctx := context.Background()
 				u := w.CreateUser()
 				created := last(w)
 				// A stats document as the recounting release wrote it: source_version, no
 				// version, deleted left out.
 				old := bson.D{{Key: "_id", Value: u.String()}, {Key: "open", Value: 3}, {Key: "completed", Value: 4}, {Key: "total", Value: 7},
 					{Key: "source_version", Value: 40}, {Key: "updated_at", Value: time.Now()}}
-				if _, err := db.Collection(readmodel.CollStats).InsertOne(ctx, old); err != nil {
+				if _, err := db.Collection(readmodel.CollStats).InsertOne(context.Background(), old); err != nil {
 					t.Fatal(err)
 				}
 				// An event written before events carried stats leaves them alone.
@@ -318,8 +316,7 @@ func TestRaceOnMissingDocumentHigherVersionWins(t *testing.T) {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
 			db := env.Database(t, path.name+"_race")
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
+			ctx := sharedtest.Context(t, 2*time.Minute)
 			w := projtest.NewWorld(t)
 			for round := range 40 {
 				u := w.CreateUser()

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -40,14 +39,7 @@ type Member struct {
 // StartMember runs a replica of the group until Stop, Kill or the end of the test.
 func (e *Env) StartMember(t testing.TB, cfg partition.Config) *Member {
 	t.Helper()
-	nc, err := nats.Connect(e.NATS.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("nats connect: %v", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := e.Connect(t)
 	m := metrics.New(prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	mb := &Member{Group: partition.New(cfg, js, e.Store, m, e.Log.With("member", cfg.Member)), Metrics: m, nc: nc, cancel: cancel,

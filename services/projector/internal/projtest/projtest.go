@@ -9,7 +9,6 @@ package projtest
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
@@ -60,30 +58,12 @@ func NewUnpartitioned(t testing.TB) *Env { return newEnv(t, 0) }
 
 func newEnv(t testing.TB, partitions int) *Env {
 	t.Helper()
-	log := Logger(t)
-	e := &Env{Ferret: ferret.StartTest(t), NATS: natsserver.NewTest(t, nil), Stream: "TODO_EVENTS", Control: "todo_read", Log: log}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	client, err := mongo.Connect(options.Client().ApplyURI(e.Ferret.URI()).SetServerSelectionTimeout(2 * time.Second))
-	if err != nil {
-		t.Fatalf("mongo connect: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = client.Disconnect(ctx)
-	})
-	e.Mongo = client
-	e.Store = readmodel.NewStore(client, e.Control)
+	e := &Env{Ferret: ferret.StartTest(t), NATS: natsserver.NewTest(t, nil), Stream: "TODO_EVENTS", Control: "todo_read",
+		Log: sharedtest.Logger(t, slog.LevelWarn)}
+	e.Mongo = e.Ferret.Client(t)
+	e.Store = readmodel.NewStore(e.Mongo, e.Control)
 	e.Database(t, e.Control)
-	nc, err := nats.Connect(e.NATS.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("nats connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	if e.JS, err = jetstream.New(nc); err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
+	_, e.JS = e.Connect(t)
 	cfg := jetstream.StreamConfig{
 		Name:              e.Stream,
 		Subjects:          []string{event.StreamSubjects(Prefix)},
@@ -94,10 +74,41 @@ func newEnv(t testing.TB, partitions int) *Env {
 	if partitions > 0 {
 		cfg.SubjectTransform = event.PartitionTransform(Prefix, partitions)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if _, err := e.JS.CreateStream(ctx, cfg); err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
 	return e
+}
+
+// Connect opens a connection of the test's own to its NATS server, one that
+// reconnects forever and soon, as the projector's does, closed when the test ends.
+func (e *Env) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return natsserver.Connect(t, e.NATS.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+}
+
+// Setenv points the projector's configuration (package config reads it from the
+// environment) at the test's servers and its control database, with the short waits
+// of ConsumerConfig.
+func (e *Env) Setenv(t testing.TB) {
+	t.Setenv("NATS_URL", e.NATS.ClientURL())
+	t.Setenv("MONGODB_URI", e.Ferret.URI())
+	t.Setenv("MONGODB_DATABASE", e.Control)
+	t.Setenv("FETCH_WAIT", "200ms")
+	t.Setenv("STATS_INTERVAL", "200ms")
+}
+
+// ConsumerInfo is the server's info on the stream's consumer durable.
+func (e *Env) ConsumerInfo(durable string) (*jetstream.ConsumerInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.JS.Consumer(ctx, e.Stream, durable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
 }
 
 // Partition adds the partition transform to the stream, as an upgraded publisher does.
@@ -197,29 +208,11 @@ func (e *Env) PublishRedelivery(t testing.TB, events ...event.Envelope) {
 	defer cancel()
 	for _, ev := range events {
 		b, err := ev.Encode()
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			_, err = e.JS.Publish(ctx, event.Subject(Prefix, ev), b)
 		}
-		if _, err := e.JS.Publish(ctx, event.Subject(Prefix, ev), b); err != nil {
+		if err != nil {
 			t.Fatalf("publish %s: %v", ev.ID, err)
 		}
 	}
-}
-
-// Eventually is sharedtest.Eventually, under the name the projector's tests call.
-func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	sharedtest.Eventually(t, timeout, cond)
-}
-
-// Logger logs warnings and errors to the test log.
-func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -63,6 +63,20 @@ func newID(t testing.TB) uuid.UUID {
 	return id
 }
 
+// UsersWithTodos is a world of users, each signed up then given todos open todos
+// ("todo 0", "todo 1", ...): nothing is deleted, so every event's aggregate stays
+// visible in the read model.
+func UsersWithTodos(t testing.TB, users, todos int) *World {
+	w := NewWorld(t)
+	for range users {
+		u := w.CreateUser()
+		for j := range todos {
+			w.CreateTodo(u, fmt.Sprintf("todo %d", j))
+		}
+	}
+	return w
+}
+
 // CreateUser signs up a user.
 func (w *World) CreateUser() uuid.UUID {
 	id := newID(w.t)

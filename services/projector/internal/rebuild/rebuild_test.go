@@ -19,16 +19,27 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/rebuild"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
+
+// rebuildFrom rebuilds a read model from env's stream as cfg says, and fails t if the
+// rebuild fails.
+func rebuildFrom(t testing.TB, ctx context.Context, env *projtest.Env, cfg rebuild.Config) rebuild.Result {
+	t.Helper()
+	res, err := rebuild.Run(ctx, cfg, env.JS, env.Store, env.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
 
 // A rebuild fills a fresh read model equal to the source from the stream alone, flips
 // readers to it while the live projector runs, and the live projector follows.
 func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := projtest.NewWorld(t)
 	for i := range 4 {
@@ -45,10 +56,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	live := env.ConsumerConfig("projector")
 	env.Start(t, live)
 
-	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: live, Database: "todo_read_rebuilt", Settle: time.Second, Timeout: time.Minute}, env.JS, env.Store, env.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := rebuildFrom(t, ctx, env, rebuild.Config{Consumer: live, Database: "todo_read_rebuilt", Settle: time.Second, Timeout: time.Minute})
 	if res.Previous != env.Control || res.Events != uint64(len(w.Events)) {
 		t.Fatalf("result = %+v, want from %s with %d events", res, env.Control, len(w.Events))
 	}
@@ -64,7 +72,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 	w.SetCompleted(w.CreateTodo(w.CreateUser(), "after"), true)
 	env.Publish(t, w.Events[len(w.Events)-3:]...)
 	active := env.Mongo.Database("todo_read_rebuilt")
-	projtest.Eventually(t, 60*time.Second, func() (bool, string) {
+	sharedtest.Eventually(t, 60*time.Second, func() (bool, string) {
 		diffs, err := projtest.Differences(ctx, w, active)
 		if err != nil {
 			return false, err.Error()
@@ -84,8 +92,7 @@ func TestRebuildFillsFreshReadModelAndSwitches(t *testing.T) {
 func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := projtest.NewWorld(t)
 	var users []uuid.UUID
@@ -118,11 +125,8 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 	}
 
 	const target = "todo_read_newest"
-	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: env.ConsumerConfig("projector"), BatchSize: 25, Database: target,
-		FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(), Settle: 100 * time.Millisecond, Timeout: time.Minute}, env.JS, env.Store, env.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := rebuildFrom(t, ctx, env, rebuild.Config{Consumer: env.ConsumerConfig("projector"), BatchSize: 25, Database: target,
+		FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(), Settle: 100 * time.Millisecond, Timeout: time.Minute})
 	t.Logf("rebuild: %d messages of %d events on %d subjects in %s", res.Messages, res.Events, len(subjects), res.CatchUp)
 	if res.Events != uint64(len(w.Events)) {
 		t.Errorf("rebuild reached stream sequence %d, want %d", res.Events, len(w.Events))
@@ -163,8 +167,7 @@ func TestRebuildReadsNewestMessagePerSubject(t *testing.T) {
 func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	t.Parallel()
 	env := projtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 3*time.Minute)
 	w := projtest.NewWorld(t)
 	title := strings.Repeat("a long title ", 700) // about 9 kB, and the notes repeat it
 	for range 40 {
@@ -178,11 +181,8 @@ func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 	const target = "todo_read_large"
 	cc := env.ConsumerConfig("projector")
 	cc.WriteTimeout = 30 * time.Second // batches of 5 MB, on a machine that may be busy
-	res, err := rebuild.Run(ctx, rebuild.Config{Consumer: cc, BatchSize: 500, Database: target,
-		Settle: 100 * time.Millisecond, Timeout: 2 * time.Minute}, env.JS, env.Store, env.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := rebuildFrom(t, ctx, env, rebuild.Config{Consumer: cc, BatchSize: 500, Database: target,
+		Settle: 100 * time.Millisecond, Timeout: 2 * time.Minute})
 	diffs, err := projtest.Differences(ctx, w, env.Mongo.Database(target))
 	if err != nil {
 		t.Fatal(err)
@@ -204,8 +204,7 @@ func TestRebuildKeepsEveryAggregateWhenPullsExpire(t *testing.T) {
 func BenchmarkRebuild(b *testing.B) {
 	const users, todosPerUser = 10000, 9
 	env := projtest.New(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 20*time.Minute)
 	w := projtest.NewWorld(b)
 	for range users {
 		u := w.CreateUser()
@@ -262,11 +261,8 @@ func BenchmarkRebuild(b *testing.B) {
 
 	for i := 0; b.Loop(); i++ {
 		before := ceilings("before", i)
-		res, err := rebuild.Run(ctx, rebuild.Config{Consumer: cc, Database: fmt.Sprintf("rebuilt_%d", i),
-			FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(), Settle: 100 * time.Millisecond, Timeout: 15 * time.Minute}, env.JS, env.Store, env.Log)
-		if err != nil {
-			b.Fatal(err)
-		}
+		res := rebuildFrom(b, ctx, env, rebuild.Config{Consumer: cc, Database: fmt.Sprintf("rebuilt_%d", i),
+			FerretDBPostgreSQLURL: env.Ferret.PostgreSQLURL(), Settle: 100 * time.Millisecond, Timeout: 15 * time.Minute})
 		after := ceilings("after", i)
 		if res.Messages < uint64(aggregates) {
 			b.Errorf("rebuild got %d messages for %.0f aggregates", res.Messages, aggregates)
