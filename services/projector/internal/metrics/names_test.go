@@ -3,9 +3,10 @@ package metrics_test
 import (
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outboxtodo/outboxtodo/deploy/observability"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
-	"github.com/outboxtodo/outboxtodo/shared/admin"
 )
 
 // TestObservabilityReferencesExist checks that every projector metric the dashboards
@@ -13,12 +14,5 @@ import (
 // the same registry its admin server exposes.
 func TestObservabilityReferencesExist(t *testing.T) {
 	t.Parallel()
-	reg := admin.NewRegistry()
-	rec := observability.NewRecorder(reg)
-	metrics.New(rec)
-	names, err := rec.Names(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	observability.Check(t, "projector", names)
+	observability.CheckRegistered(t, "projector", func(reg prometheus.Registerer) { metrics.New(reg) })
 }
