@@ -103,12 +103,24 @@ func TestTracingOffCostsNoMoreThanTheMessage(t *testing.T) {
 	if got := msg.Header.Get(HeaderTraceParent); got != tp || msg.Header.Get(HeaderTraceState) != ts {
 		t.Fatalf("traceparent %q tracestate %q, want the stored %q and %q", got, msg.Header.Get(HeaderTraceState), tp, ts)
 	}
-	message := testing.AllocsPerRun(100, func() { r.message(rw) })
-	extract := testing.AllocsPerRun(100, func() { telemetry.Extract(ctx, tp, ts) })
-	traced := testing.AllocsPerRun(100, func() { r.traced(ctx, rw) })
+	message := fewestAllocs(func() { r.message(rw) })
+	extract := fewestAllocs(func() { telemetry.Extract(ctx, tp, ts) })
+	traced := fewestAllocs(func() { r.traced(ctx, rw) })
 	// Starting the span takes six: its name, options, context and the span itself. The
 	// attributes and a rendered trace context took eight more.
 	if traced > message+extract+6 {
 		t.Fatalf("a traced message takes %v allocations with tracing off; its message %v, reading the trace context %v", traced, message, extract)
 	}
+}
+
+// fewestAllocs is the fewest allocations per call of f over a few measurements.
+// testing.AllocsPerRun counts every allocation of the process, so a goroutine of an
+// earlier test still winding down (a pool's health check, a NATS client's reader) can add
+// one to a measurement; it cannot remove any, so the fewest is f's own.
+func fewestAllocs(f func()) float64 {
+	fewest := testing.AllocsPerRun(100, f)
+	for range 4 {
+		fewest = min(fewest, testing.AllocsPerRun(100, f))
+	}
+	return fewest
 }
