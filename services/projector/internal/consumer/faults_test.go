@@ -34,8 +34,7 @@ func setBackendConnections(t *testing.T, env *projtest.Env, allow bool) {
 	if admin == "" {
 		admin = dbtest.DefaultAdminURL
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 15*time.Second)
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
@@ -56,8 +55,7 @@ func setBackendConnections(t *testing.T, env *projtest.Env, allow bool) {
 // is a schema and each collection a table.
 func ferretPG(t *testing.T, env *projtest.Env) *pgx.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 15*time.Second)
 	conn, err := pgx.Connect(ctx, env.Ferret.PostgreSQLURL())
 	if err != nil {
 		t.Fatal(err)
@@ -72,8 +70,7 @@ func ferretPG(t *testing.T, env *projtest.Env) *pgx.Conn {
 func backingTable(t *testing.T, env *projtest.Env, db, coll string) (*pgx.Conn, string) {
 	t.Helper()
 	conn := ferretPG(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 15*time.Second)
 	var ce mongo.CommandError
 	if err := env.Mongo.Database(db).CreateCollection(ctx, coll); err != nil && !(errors.As(err, &ce) && ce.Code == 48) { // 48: NamespaceExists
 		t.Fatal(err)
@@ -139,8 +136,7 @@ func undo(t *testing.T, f func(context.Context) error) func() {
 func failWrites(t *testing.T, env *projtest.Env, db, coll string) (attempts func() int64, restore func()) {
 	t.Helper()
 	conn, table := backingTable(t, env, db, coll)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 15*time.Second)
 	// A sequence, because nextval survives the rollback of the refused write.
 	for _, q := range []string{
 		`CREATE SEQUENCE test_refused_writes`,

@@ -72,9 +72,7 @@ func find(t *testing.T, db *mongo.Database, coll string, id uuid.UUID, out any) 
 
 func requireConverged(t *testing.T, db *mongo.Database, w *projtest.World) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	got, err := drift.FromMongo(ctx, db)
+	got, err := drift.FromMongo(sharedtest.Context(t, 30*time.Second), db)
 	if err != nil {
 		t.Fatal(err)
 	}
