@@ -1,11 +1,18 @@
 // Package apitest holds the test helpers the API's packages share: a clock moved by
 // hand, pools closed with the test (one through a proxy that breaks connections at a
-// commit), and a fuzz target for the parsers of request bodies. Only tests import it.
+// commit), a fuzz target for the parsers of request bodies, and the module's parsed
+// source for the tests that audit it. Only tests import it.
 package apitest
 
 import (
 	"context"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,4 +88,38 @@ func FuzzBody[T any](f *testing.F, seeds []string, parse func([]byte) (T, error)
 		}
 		check(t, v)
 	})
+}
+
+// ModuleSource parses every non-test Go file below root, the module's directory,
+// testdata left out, grouped by package directory relative to root, for tests that
+// check the source itself. A file that does not parse fails the test.
+func ModuleSource(t testing.TB, root string) (*token.FileSet, map[string][]*ast.File) {
+	t.Helper()
+	fset := token.NewFileSet()
+	byDir := map[string][]*ast.File{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == "testdata" {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		dir, err := filepath.Rel(root, filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		byDir[dir] = append(byDir[dir], f)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fset, byDir
 }

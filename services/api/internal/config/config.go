@@ -116,9 +116,6 @@ type Config struct {
 	// TrustedProxyPrefixes is TrustedProxies parsed.
 	TrustedProxyPrefixes []netip.Prefix `env:"-"`
 
-	// Limits against slow and oversized requests. ReadHeaderTimeout cuts off a
-	// client that dribbles its headers (slowloris); REQUEST_TIMEOUT also bounds
-	// reading the whole request. MaxHeaderBytes bounds the request line and headers.
 	// The read side: the MongoDB read model the projector writes (leaderboard, stats,
 	// /health/sync) and the stream and consumer /health/sync reports on. The API only
 	// reads both; writes never depend on them.
@@ -146,6 +143,9 @@ type Config struct {
 	SyncPendingWarn   int64         `env:"SYNC_PENDING_WARN" envDefault:"10000"`
 	SyncPendingCrit   int64         `env:"SYNC_PENDING_CRIT" envDefault:"1000000"`
 
+	// Limits against slow and oversized requests. ReadHeaderTimeout cuts off a
+	// client that dribbles its headers (slowloris); REQUEST_TIMEOUT also bounds
+	// reading the whole request. MaxHeaderBytes bounds the request line and headers.
 	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
 	IdleTimeout       time.Duration `env:"IDLE_TIMEOUT" envDefault:"2m"`
 	MaxHeaderBytes    int           `env:"MAX_HEADER_BYTES" envDefault:"16384"`

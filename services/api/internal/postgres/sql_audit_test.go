@@ -2,12 +2,11 @@ package postgres_test
 
 import (
 	"go/ast"
-	"go/parser"
 	"go/token"
-	"io/fs"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/outboxtodo/outboxtodo/services/api/internal/apitest"
 )
 
 // TestSQLIsConstant reads every non-test Go file of the module and checks that each
@@ -15,29 +14,7 @@ import (
 // package constants, so no client value can reach SQL except as a parameter.
 func TestSQLIsConstant(t *testing.T) {
 	t.Parallel()
-	root := filepath.Join("..", "..")
-	fset := token.NewFileSet()
-	byDir := map[string][]*ast.File{}
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && d.Name() == "testdata" {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, path, nil, 0)
-		if err != nil {
-			return err
-		}
-		byDir[filepath.Dir(path)] = append(byDir[filepath.Dir(path)], f)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fset, byDir := apitest.ModuleSource(t, filepath.Join("..", ".."))
 	calls := 0
 	for _, files := range byDir {
 		consts := map[string]bool{}
