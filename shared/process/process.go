@@ -81,8 +81,8 @@ type App interface {
 	Close() error
 }
 
-// RunApp builds a service with build from the configuration load returns, runs it
-// until ctx ends, and closes it. It returns every error on the way, for Main to log
+// RunApp logs the configuration load returns (its LogValue masks the secrets), builds
+// a service from it with build, runs it until ctx ends, and closes it. It returns every error on the way, for Main to log
 // once. A service's main passes its config.Load; end-to-end tests pass a config of
 // their own and run the service exactly as main does.
 func RunApp[C any, A App](ctx context.Context, log *slog.Logger, load func() (C, error),
@@ -91,6 +91,7 @@ func RunApp[C any, A App](ctx context.Context, log *slog.Logger, load func() (C,
 	if err != nil {
 		return err
 	}
+	log.Info("starting", "config", cfg)
 	a, err := build(ctx, cfg, log)
 	if err != nil {
 		return err

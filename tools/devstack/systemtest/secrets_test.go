@@ -41,7 +41,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		wants []string
 	}{
 		{"api", apiCase, []string{`"msg":"starting"`, `"msg":"request"`, `"status":401`, `"msg":"exiting on error"`}},
-		{"publisher", publisherCase, []string{`"msg":"starting publisher"`, `"msg":"event published"`,
+		{"publisher", publisherCase, []string{`"msg":"starting"`, `"msg":"event published"`,
 			`"request_id":"` + requestID + `"`, `"msg":"exiting on error"`, "Authorization Violation"}},
 		{"projector", projectorCase, []string{`"msg":"starting"`, `"msg":"event applied"`,
 			`"request_id":"` + requestID + `"`, `"msg":"exiting on error"`, "Authorization Violation"}},

@@ -45,7 +45,6 @@ type App struct {
 // New builds the API from cfg. It connects to PostgreSQL, which must answer; MongoDB
 // and NATS need not (see readSide). On error, what was opened is closed again.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
-	log.Info("starting", "config", cfg)
 	a := &App{cfg: cfg, log: log}
 	defer a.closer.CloseOnError(&err)
 	if a.tracing, err = telemetry.FromEnv(ctx, "api", log); err != nil {

@@ -56,7 +56,6 @@ type App struct {
 // the read model's indexes (and FerretDB's, with FERRETDB_POSTGRESQL_URL), and
 // connects to NATS. On error, what was opened is closed again.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
-	log.Info("starting", "config", cfg)
 	a := &App{cfg: cfg, log: log}
 	defer a.closer.CloseOnError(&err)
 	if a.tracing, err = telemetry.FromEnv(ctx, "projector", log); err != nil {

@@ -55,7 +55,6 @@ type App struct {
 // must answer, creates or updates the stream and chooses the wake-up mode. On error,
 // what was opened is closed again.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
-	log.Info("starting publisher", "config", cfg)
 	a := &App{cfg: cfg, log: log}
 	defer a.closer.CloseOnError(&err)
 	if a.tracing, err = telemetry.FromEnv(ctx, "publisher", log); err != nil {
