@@ -79,6 +79,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/outboxtodo/outboxtodo/shared v0.0.0
+	github.com/outboxtodo/outboxtodo/tools/devstack v0.0.0
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.72.1
@@ -92,8 +93,10 @@ require (
 )
 
 // Resolved from the workspace (go.work); the replacements let this module be tidied
-// and tested on its own too (migrations: shared/postgres's tests import it).
+// and tested on its own too (migrations: shared/postgres's tests import it;
+// tools/devstack: the NATS test's client connects through natsserver.Connect).
 replace (
 	github.com/outboxtodo/outboxtodo/migrations => ../migrations
 	github.com/outboxtodo/outboxtodo/shared => ../shared
+	github.com/outboxtodo/outboxtodo/tools/devstack => ../tools/devstack
 )

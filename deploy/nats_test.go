@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
 // TestOperatorPermissions runs a NATS server whose operator user has the permissions of
@@ -66,15 +67,7 @@ authorization {
 
 	// The services' side: the stream as the publisher makes it, an event, a partition's
 	// durable and the membership bucket as the projector makes them.
-	svc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("svc", "svc"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	sjs, err := jetstream.New(svc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sjs := natsserver.Connect(t, srv.ClientURL(), nats.UserInfo("svc", "svc"))
 	const prefix = "todo.events"
 	stream, err := sjs.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "TODO_EVENTS", Subjects: []string{event.StreamSubjects(prefix)},
@@ -101,20 +94,12 @@ authorization {
 	// The operator's side. A refused publish is answered by the server with an
 	// asynchronous -ERR, which the handler passes on.
 	violations := make(chan string, 16)
-	op, err := nats.Connect(srv.ClientURL(), nats.UserInfo("operator", "op"),
+	op, ojs := natsserver.Connect(t, srv.ClientURL(), nats.UserInfo("operator", "op"),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				violations <- err.Error()
 			}
 		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(op.Close)
-	ojs, err := jetstream.New(op)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	t.Run("reads", func(t *testing.T) {
 		s, err := ojs.Stream(ctx, "TODO_EVENTS")

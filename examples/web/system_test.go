@@ -114,5 +114,5 @@ func dropFerretDatabase(t *testing.T, dbURL string) {
 	}
 	name := strings.Trim(u.Path, "/") + "_ferretdb"
 	u.Path = "/postgres"
-	sharedtest.DropDatabases(t, u.String(), name)
+	dbtest.Drop(t, u.String(), name)
 }

@@ -59,19 +59,7 @@ func NewEmpty(t testing.TB) string {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatalf("dbtest: create database: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("dbtest: connect to drop %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("dbtest: drop %s: %v", name, err)
-		}
-	})
+	Drop(t, admin, name)
 
 	u, err := url.Parse(admin)
 	if err != nil {
@@ -79,6 +67,27 @@ func NewEmpty(t testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// Drop drops the named databases of adminURL's server (with FORCE, when they exist)
+// once the test has ended, and reports a failure to drop as a test error. Cleanups
+// registered after it run before it, so they may still use the databases.
+func Drop(t testing.TB, adminURL string, names ...string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, adminURL)
+		if err != nil {
+			t.Errorf("dbtest: connect to drop %v: %v", names, err)
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		for _, name := range names {
+			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+				t.Errorf("dbtest: drop %s: %v", name, err)
+			}
+		}
+	})
 }
 
 // NewPool is New plus a pool on the database, closed at the end of the test.

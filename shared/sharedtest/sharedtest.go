@@ -19,8 +19,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // LogBuffer collects log output written from many goroutines (a server's, a child
@@ -158,24 +156,4 @@ func Environ(overrides map[string]string, drop ...string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
-}
-
-// DropDatabases drops the named databases of adminURL's server (with FORCE, when they
-// exist) once the test has ended, and reports a failure to drop as a test error.
-func DropDatabases(t testing.TB, adminURL string, names ...string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, adminURL)
-		if err != nil {
-			t.Errorf("connect to drop %v: %v", names, err)
-			return
-		}
-		defer conn.Close(context.WithoutCancel(ctx))
-		for _, name := range names {
-			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-				t.Errorf("drop %s: %v", name, err)
-			}
-		}
-	})
 }

@@ -20,13 +20,7 @@ func TestEnsureDatabaseCreatesOnceAndKeeps(t *testing.T) {
 	defer cancel()
 	name := "pgadmin_" + strings.ToLower(rand.Text()[:10])
 	url := fmt.Sprintf("postgres://postgres@127.0.0.1:5432/%s?sslmode=disable", name)
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), dbtest.DefaultAdminURL)
-		if err == nil {
-			_, _ = conn.Exec(context.Background(), `DROP DATABASE IF EXISTS "`+name+`" WITH (FORCE)`)
-			conn.Close(context.Background())
-		}
-	})
+	dbtest.Drop(t, dbtest.DefaultAdminURL, name)
 	for range 2 { // the second call finds it and does nothing
 		if err := pgadmin.EnsureDatabase(ctx, url); err != nil {
 			t.Fatal(err)

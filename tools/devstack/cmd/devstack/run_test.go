@@ -202,7 +202,7 @@ func scratchDatabase(t *testing.T) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "makerun_" + hex.EncodeToString(b)
-	sharedtest.DropDatabases(t, admin, name, name+"_ferretdb")
+	dbtest.Drop(t, admin, name, name+"_ferretdb")
 	u.Path = "/" + name
 	q := u.Query()
 	q.Set("sslmode", "disable")
