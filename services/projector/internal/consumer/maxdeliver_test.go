@@ -191,15 +191,26 @@ func TestCrashOnLastDeliveryKeepsMessages(t *testing.T) {
 // settles none of them: the replica died.
 func fetchUnsettled(t *testing.T, cons jetstream.Consumer, n int) int {
 	t.Helper()
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(consumer.PinGroup))
-	if err != nil {
-		t.Fatal(err)
+	// One pull can end short of messages the server is about to hand out: a message nacked
+	// a moment ago comes back only once the server has processed the nak, apart from the
+	// pull request, and a loaded server may take longer than one pull waits. Messages are
+	// counted once each, by stream sequence, since one left unsettled past AckWait comes
+	// again.
+	taken := map[uint64]bool{}
+	for deadline := time.Now().Add(20 * time.Second); len(taken) < n && time.Now().Before(deadline); {
+		batch, err := cons.Fetch(n-len(taken), jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(consumer.PinGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			taken[md.Sequence.Stream] = true
+		}
 	}
-	got := 0
-	for range batch.Messages() {
-		got++
-	}
-	return got
+	return len(taken)
 }
 
 // The batch's write deadline is spent (here by a watermark write that waits) before
