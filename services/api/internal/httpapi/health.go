@@ -102,13 +102,14 @@ type syncReports struct {
 }
 
 func (c *syncReports) get(ctx context.Context) (syncstatus.Report, error) {
-	c.mu.Lock()
-	last, at := c.last, c.at
-	c.mu.Unlock()
-	if last != nil && c.now().Sub(at) < c.ttl {
-		return *last, nil
+	if rep, ok := c.cached(); ok {
+		return rep, nil
 	}
 	return c.group.Do(ctx, "sync", syncRefreshTimeout, func(rctx context.Context) (syncstatus.Report, error) {
+		// A gathering that ended between the check above and this one is fresh too.
+		if rep, ok := c.cached(); ok {
+			return rep, nil
+		}
 		at := c.now()
 		rep := c.report(rctx)
 		for _, f := range rep.Failures {
@@ -120,4 +121,14 @@ func (c *syncReports) get(ctx context.Context) (syncstatus.Report, error) {
 		c.mu.Unlock()
 		return rep, nil
 	})
+}
+
+// cached returns the last report while it is younger than the ttl.
+func (c *syncReports) cached() (syncstatus.Report, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil || c.now().Sub(c.at) >= c.ttl {
+		return syncstatus.Report{}, false
+	}
+	return *c.last, true
 }

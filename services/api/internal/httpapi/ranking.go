@@ -48,16 +48,17 @@ func (c *rankings) get(ctx context.Context, n int, notBefore time.Time) (*rankin
 	if c.ttl <= 0 {
 		return readRanking(ctx, c.rm, n)
 	}
-	c.mu.Lock()
-	snap := c.snap
-	c.mu.Unlock()
-	if snap != nil && c.now().Sub(snap.readAt) < c.ttl && !snap.readAt.Before(notBefore) {
+	if snap := c.cached(notBefore); snap != nil {
 		return snap, nil
 	}
 	if !notBefore.IsZero() {
 		return readRanking(ctx, c.rm, n)
 	}
 	return c.group.Do(ctx, "ranking", rankingRefreshTimeout, func(rctx context.Context) (*rankingSnapshot, error) {
+		// A refresh that ended between the check above and this one is fresh too.
+		if snap := c.cached(time.Time{}); snap != nil {
+			return snap, nil
+		}
 		// The start of the read, not its end: what was applied before it is in it.
 		start := c.now()
 		snap, err := readRanking(rctx, c.rm, rankingCacheUsers)
@@ -70,6 +71,17 @@ func (c *rankings) get(ctx context.Context, n int, notBefore time.Time) (*rankin
 		c.mu.Unlock()
 		return snap, nil
 	})
+}
+
+// cached returns the cached ranking while it is younger than the ttl and was begun no
+// earlier than notBefore; nil otherwise.
+func (c *rankings) cached(notBefore time.Time) *rankingSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap == nil || c.now().Sub(c.snap.readAt) >= c.ttl || c.snap.readAt.Before(notBefore) {
+		return nil
+	}
+	return c.snap
 }
 
 func readRanking(ctx context.Context, rm ReadModel, limit int) (*rankingSnapshot, error) {
