@@ -29,7 +29,7 @@ help: ## Show this help
 .PHONY: build
 build: ## Build every command into ./bin
 	@mkdir -p bin
-	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./tools/devstack/cmd/... ./tools/loadgen/cmd/projload
+	go build -o bin/ ./services/api/cmd/... ./services/publisher/cmd/... ./services/projector/cmd/... ./migrations/cmd/... ./tools/devstack/cmd/...
 
 .PHONY: run
 run: build ## Run the whole system locally (API on http://localhost:8080, open to the app of `make web`); Ctrl-C stops it
@@ -98,9 +98,9 @@ bench: build bench-loadgen ## Benchmark API, pipeline at 10k and 100k todos, pro
 	LOADGEN_RESULTS_DIR=$(BENCH_RESULTS) LOADGEN_COMMAND="make bench" ./bin/loadgen
 
 .PHONY: bench-loadgen
-bench-loadgen: ## Build the load generator into ./bin
+bench-loadgen: ## Build the load generator and projload into ./bin
 	@mkdir -p bin
-	go build -o bin/ ./tools/loadgen/cmd/loadgen
+	go build -o bin/ ./tools/loadgen/cmd/...
 
 .PHONY: bench-smoke
 bench-smoke: build bench-loadgen ## A short run of `make bench` with tiny phases and read models, to check the harness

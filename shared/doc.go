@@ -11,7 +11,8 @@
 //     and tests that prepare a FerretDB as it does.
 //   - drift: the comparison of a read model with the state it must show, for the
 //     write side's verify and the projector's tests.
-//   - postgres: the pool, the query interface and the one transaction helper.
+//   - postgres: the pool, the query interface, the transaction helpers (WithTx,
+//     WithBatch) and the classification of their errors.
 //   - natsconn: the one NATS connect, with the credential and TLS options of every
 //     connection.
 //   - mongoconn: the one MongoDB connect and its bounded disconnect.
@@ -27,6 +28,7 @@
 //     it.
 //
 // It makes no compatibility promises outside this repository: its API changes together
-// with the services that import it. It holds no domain rules, no service config and
-// nothing only one module uses.
+// with the services that import it. It holds no domain rules and no service config;
+// what only the API uses of postgres (WithBatch, the commit-outcome probe) stays here
+// beside WithTx, whose retry loop and error classification it shares.
 package shared

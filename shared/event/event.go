@@ -132,6 +132,12 @@ type Tombstone struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
 
+// NewTombstone builds the delete event (eventType UserDeleted or TodoDeleted) that
+// leaves version as the aggregate's last, deleted at now.
+func NewTombstone(eventType string, id, owner uuid.UUID, version int64, now time.Time, trace TraceContext) (Envelope, error) {
+	return New(eventType, id, owner, version, now, trace, Tombstone{ID: id, OwnerID: owner, Version: version, DeletedAt: now})
+}
+
 // New builds an envelope for a change of an aggregate, encoding data (a UserData,
 // TodoData or Tombstone) as its payload. The event id is a fresh UUIDv7.
 func New(eventType string, aggregateID, ownerID uuid.UUID, version int64, occurredAt time.Time, trace TraceContext, data any) (Envelope, error) {

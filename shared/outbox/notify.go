@@ -13,6 +13,13 @@ import (
 // it also polls.
 const Channel = "outbox"
 
+// NotifySQL is the wake-up a write queues after its outbox rows, with Channel as its
+// parameter: one notification at commit, sent only while a publisher replica is marked
+// listening (an unexpired row of outbox_listeners, which the publisher writes). The API
+// sends it (services/api/internal/postgres, where its costs are explained); the
+// publisher's tests send the same statement.
+const NotifySQL = "SELECT pg_notify($1, '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1"
+
 // NotifySupported probes, once at start, whether the database can send notifications:
 // PostgreSQL can, CockroachDB cannot. It sends one empty notification on Channel (a
 // spurious wake-up costs the publisher one empty poll). A connection failure is an

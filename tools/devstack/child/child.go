@@ -30,27 +30,31 @@ func Command(ctx context.Context, path string, env []string, stdout, stderr io.W
 }
 
 // WaitHealthy polls url every 200ms until it answers 200 OK. It gives up when ctx ends
-// or after a minute, and says so.
+// or after a minute, and says so with the last answer or error.
 func WaitHealthy(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	var last error
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
 		}
-		if resp, err := client.Do(req); err == nil {
+		resp, err := client.Do(req)
+		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
 		}
+		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", url, ctx.Err())
+			return fmt.Errorf("wait for %s: %w (last: %v)", url, ctx.Err(), last)
 		case <-t.C:
 		}
 	}

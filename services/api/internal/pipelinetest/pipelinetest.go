@@ -86,13 +86,6 @@ func New(t testing.TB) *Env {
 	return e
 }
 
-// Context is a context that ends after d, or with the test.
-func Context(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // ToolsEnv points todoctl at env and at the source of truth dbURL, as an operator's
 // environment would.
 func (e *Env) ToolsEnv(t *testing.T, dbURL string) {

@@ -37,21 +37,6 @@ FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[],
 LEFT JOIN user_stats s ON s.user_id = e.owner`
 	publishedSQL = `SELECT EXISTS (SELECT 1 FROM outbox_published WHERE event_id = $1)`
 
-	// notifySQL wakes the publisher at commit, at most once, and only while a
-	// publisher replica is marked idle and listening (an unexpired row of
-	// outbox_listeners, which the publisher writes): pg_notify takes a lock that
-	// serializes every notifying commit of the database, which halved commit
-	// throughput at 32 clients, and a busy publisher polls at its shortest interval
-	// anyway. pg_notify is transactional (a rolled-back transaction sends nothing, and
-	// PostgreSQL folds the identical notifications of one transaction into one). It
-	// goes after the outbox insert, so that the transaction has its id when it reads
-	// the listeners: a publisher drains once more after it marks itself listening, and
-	// finds a write that read the listeners before the mark committed. On CockroachDB
-	// pg_notify does not exist and the statement fails the transaction: queue it only
-	// where outbox.NotifySupported said yes. The publisher does not depend on it for
-	// correctness: it also polls. Its parameter is outbox.Channel.
-	notifySQL = "SELECT pg_notify($1, '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1"
-
 	// The operator tools' statements (see Tx): the outbox allows one row per
 	// aggregate version.
 	deletePublishedVersionSQL = `DELETE FROM outbox WHERE aggregate_type = $1 AND aggregate_id = $2 AND aggregate_version = $3 AND published_at IS NOT NULL`
@@ -71,7 +56,20 @@ func (c *change) events(events ...event.Envelope) error {
 	}
 	c.b.Queue(insertOutboxSQL, args...)
 	if c.notify {
-		c.b.Queue(notifySQL, outbox.Channel)
+		// outbox.NotifySQL wakes the publisher at commit, at most once, and only while a
+		// publisher replica is marked idle and listening (an unexpired row of
+		// outbox_listeners, which the publisher writes): pg_notify takes a lock that
+		// serializes every notifying commit of the database, which halved commit
+		// throughput at 32 clients, and a busy publisher polls at its shortest interval
+		// anyway. pg_notify is transactional (a rolled-back transaction sends nothing, and
+		// PostgreSQL folds the identical notifications of one transaction into one). It
+		// goes after the outbox insert, so that the transaction has its id when it reads
+		// the listeners: a publisher drains once more after it marks itself listening, and
+		// finds a write that read the listeners before the mark committed. On CockroachDB
+		// pg_notify does not exist and the statement fails the transaction: queue it only
+		// where outbox.NotifySupported said yes. The publisher does not depend on it for
+		// correctness: it also polls. Its parameter is outbox.Channel.
+		c.b.Queue(outbox.NotifySQL, outbox.Channel)
 	}
 	if c.committed == nil {
 		first, pool := events[0], c.pool

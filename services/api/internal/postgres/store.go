@@ -48,7 +48,7 @@ func MaxTodosPerUser(n int64) Option { return func(s *Store) { s.maxTodos = n } 
 
 // New returns a store on pool. With notify, every writing transaction also queues the
 // outbox notification that wakes an idle publisher at commit (PostgreSQL only: see
-// outbox.NotifySupported and notifySQL); without it the publisher finds the rows by
+// outbox.NotifySupported and outbox.NotifySQL); without it the publisher finds the rows by
 // polling.
 func New(pool *pgxpool.Pool, notify bool, opts ...Option) *Store {
 	s := &Store{pool: pool, notify: notify, maxTodos: todos.DefaultMaxPerUser, now: time.Now}
@@ -219,11 +219,6 @@ func (s *Store) IDs(ctx context.Context, aggType string) ([]uuid.UUID, error) {
 		return nil, fmt.Errorf("list %s ids: %w", aggType, err)
 	}
 	return ids, nil
-}
-
-func tombstone(eventType string, id, owner uuid.UUID, version int64, now time.Time, trace event.TraceContext) (event.Envelope, error) {
-	return event.New(eventType, id, owner, version, now, trace,
-		event.Tombstone{ID: id, OwnerID: owner, Version: version, DeletedAt: now})
 }
 
 type scanner interface{ Scan(dest ...any) error }

@@ -176,7 +176,7 @@ func (s *Store) DeleteTodo(ctx context.Context, owner, id uuid.UUID, ifMatch int
 			return todos.ErrVersionMismatch
 		}
 		version = current + 1
-		ev, err := tombstone(event.TodoDeleted, id, owner, version, s.Now(), trace)
+		ev, err := event.NewTombstone(event.TodoDeleted, id, owner, version, s.Now(), trace)
 		if err != nil {
 			return err
 		}

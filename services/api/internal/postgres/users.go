@@ -132,14 +132,14 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, ifMatch int64, tra
 		var todoID uuid.UUID
 		var version int64
 		_, err = pgx.ForEachRow(rows, []any{&todoID, &version}, func() error {
-			ev, err := tombstone(event.TodoDeleted, todoID, id, version+1, now, trace)
+			ev, err := event.NewTombstone(event.TodoDeleted, todoID, id, version+1, now, trace)
 			events = append(events, ev)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("delete todos: %w", err)
 		}
-		ev, err := tombstone(event.UserDeleted, id, id, u.Version+1, now, trace)
+		ev, err := event.NewTombstone(event.UserDeleted, id, id, u.Version+1, now, trace)
 		if err != nil {
 			return err
 		}

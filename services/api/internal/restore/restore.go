@@ -33,7 +33,7 @@
 // serves the API's lost-commit probe of writes made after the restore.
 //
 // It is the one package of the API module that writes MongoDB (the read model is the
-// projector's; cmd/api's TestAPINeverWritesMongoDB lists the exception), and no part
+// projector's; internal/app's TestAPINeverWritesMongoDB lists the exception), and no part
 // of the API service: only todoctl runs it.
 package restore
 
@@ -208,8 +208,7 @@ func emitDeletedUsers(ctx context.Context, source *postgres.Store) (int, error) 
 		events := make([]event.Envelope, 0, batch)
 		for _, u := range users[i:min(i+batch, len(users))] {
 			now, v := time.Now(), u.Newest+1
-			e, err := event.New(event.UserDeleted, u.ID, u.ID, v, now, event.TraceContext{RequestID: "restore-cutover"},
-				event.Tombstone{ID: u.ID, OwnerID: u.ID, Version: v, DeletedAt: now})
+			e, err := event.NewTombstone(event.UserDeleted, u.ID, u.ID, v, now, event.TraceContext{RequestID: "restore-cutover"})
 			if err != nil {
 				return i, err
 			}

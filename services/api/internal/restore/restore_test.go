@@ -32,7 +32,7 @@ func TestRestoreCutover(t *testing.T) {
 	t.Parallel()
 	env := pipelinetest.New(t)
 	pool, dbURL := env.Pool, env.DBURL
-	ctx := pipelinetest.Context(t, 3*time.Minute)
+	ctx := sharedtest.Context(t, 3*time.Minute)
 	cfg := restore.Config{Stream: pipelinetest.Stream, MembersBucket: pipelinetest.MembersBucket}
 
 	w := pipelinetest.NewWriter(t, env.Store)

@@ -196,7 +196,7 @@ func tombstone(ctx context.Context, tx *postgres.Tx, readModel *mongo.Database, 
 	}
 	now := time.Now()
 	v := max(doc.Version+1, newest)
-	e, err := event.New(typ, id, owner, v, now, trace, event.Tombstone{ID: id, OwnerID: owner, Version: v, DeletedAt: now})
+	e, err := event.NewTombstone(typ, id, owner, v, now, trace)
 	return e, err == nil, err
 }
 

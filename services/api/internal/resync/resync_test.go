@@ -33,7 +33,7 @@ func pick(events []event.Envelope, keep func(event.Envelope) bool) []event.Envel
 func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 	t.Parallel()
 	env := pipelinetest.New(t)
-	ctx := pipelinetest.Context(t, 2*time.Minute)
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := pipelinetest.NewWriter(t, env.Store)
 	u1, u2 := w.CreateUser(), w.CreateUser()
@@ -93,7 +93,7 @@ func TestResyncRepairsThroughTheNormalPath(t *testing.T) {
 func TestResyncRepairsLostDeletesWithinRetention(t *testing.T) {
 	t.Parallel()
 	env := pipelinetest.New(t)
-	ctx := pipelinetest.Context(t, 2*time.Minute)
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := pipelinetest.NewWriter(t, env.Store)
 	u1, u2 := w.CreateUser(), w.CreateUser()

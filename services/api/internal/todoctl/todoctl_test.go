@@ -30,7 +30,7 @@ func operatorsWorld(t *testing.T) (*pipelinetest.Env, context.Context, *pipeline
 	w := pipelinetest.NewWriter(t, env.Store)
 	u := w.CreateUser()
 	w.SetCompleted(w.CreateTodo(u, "a"), true)
-	return env, pipelinetest.Context(t, 3*time.Minute), w, u
+	return env, sharedtest.Context(t, 3*time.Minute), w, u
 }
 
 // run runs todoctl with args, logging to t, and returns what it printed.

@@ -17,7 +17,7 @@ import (
 // REPEATABLE READ transaction (one snapshot for users, todos and stats); run it after
 // writes stop, or differences still in flight through the pipeline show as drift.
 func Run(ctx context.Context, store *postgres.Store, readModel *mongo.Database) ([]drift.Difference, error) {
-	want, err := FromPostgres(ctx, store)
+	want, err := fromPostgres(ctx, store)
 	if err != nil {
 		return nil, err
 	}
@@ -28,8 +28,8 @@ func Run(ctx context.Context, store *postgres.Store, readModel *mongo.Database) 
 	return drift.Compare(want, got), nil
 }
 
-// FromPostgres is the snapshot the read model must show for the source of truth.
-func FromPostgres(ctx context.Context, store *postgres.Store) (drift.Snapshot, error) {
+// fromPostgres is the snapshot the read model must show for the source of truth.
+func fromPostgres(ctx context.Context, store *postgres.Store) (drift.Snapshot, error) {
 	s := drift.NewSnapshot()
 	src, err := store.Source(ctx)
 	if err != nil {

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { pipelinetest.Main(m) }
 func TestVerifyDetectsPlantedDrift(t *testing.T) {
 	t.Parallel()
 	env := pipelinetest.New(t)
-	ctx := pipelinetest.Context(t, 2*time.Minute)
+	ctx := sharedtest.Context(t, 2*time.Minute)
 
 	w := pipelinetest.NewWriter(t, env.Store)
 	u1, u2, u3, gone := w.CreateUser(), w.CreateUser(), w.CreateUser(), w.CreateUser()

@@ -70,8 +70,8 @@ func awaitReady(t *testing.T, admin string) {
 
 // The projector process in-process, configured from the environment as in production:
 // it applies the stream into the read model, serves its admin endpoints, and leaves no
-// dead letters. (Verify, which compares the read model with PostgreSQL, is tested with
-// the commands that read PostgreSQL.)
+// dead letters. (Verify, which compares the read model with PostgreSQL, is todoctl's,
+// tested in the API module.)
 func TestRunCommand(t *testing.T) {
 	env := projtest.New(t)
 	env.Setenv(t)

@@ -9,27 +9,23 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
 // partitionGauges keeps the per-partition gauges of the partitions this replica holds
 // (held, as partition.Group.Held reports them) until ctx ends, refreshing them every
 // interval.
 func partitionGauges(ctx context.Context, js jetstream.JetStream, stream, durable string, held func() []string, m *metrics.Metrics, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	reported := map[string]bool{}
-	for {
+	refresh := func() {
 		qctx, cancel := context.WithTimeout(ctx, interval)
+		defer cancel()
 		if err := refreshPartitionGauges(qctx, js, stream, durable, held(), reported, m); err != nil && ctx.Err() == nil {
 			log.Debug("partition gauges not refreshed", "error", err)
 		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
+	refresh()
+	process.Every(ctx, interval, refresh)
 }
 
 // refreshPartitionGauges sets the gauges of the held units from their durables'

@@ -105,6 +105,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 )
 
@@ -571,10 +572,9 @@ func (c *Consumer) refreshGauges(ctx context.Context, cons jetstream.Consumer) {
 // has 5 seconds; a gauge whose read fails keeps its value.
 func MirrorGauges(ctx context.Context, interval time.Duration, m *metrics.Metrics, dead *deadletter.Store,
 	counts func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	refresh := func() {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		if pending, ackPending, redelivered, err := counts(qctx); err == nil {
 			m.Pending.Set(float64(pending))
 			m.AckPending.Set(float64(ackPending))
@@ -583,13 +583,9 @@ func MirrorGauges(ctx context.Context, interval time.Duration, m *metrics.Metric
 		if n, err := dead.Count(qctx); err == nil {
 			m.DeadLetters.Set(float64(n))
 		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
+	refresh()
+	process.Every(ctx, interval, refresh)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

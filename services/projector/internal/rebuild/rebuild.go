@@ -199,6 +199,8 @@ func rebuildConsumer(cfg Config) consumer.Config {
 	// Room for the batch being applied and the one fetched ahead.
 	cc.MaxAckPending = max(cc.MaxAckPending, 2*cc.BatchSize)
 	cc.FetchWait = max(cc.FetchWait, minFetchWait)
+	// Its gauges would go to a registry nobody reads (Run's metrics.New).
+	cc.StatsInterval = 0
 	return cc
 }
 

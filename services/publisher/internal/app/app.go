@@ -237,12 +237,10 @@ func ready(pool *pgxpool.Pool, nc *nats.Conn) admin.ReadyFunc {
 // refreshStats keeps the outbox gauges current. Every replica reports the same
 // whole-outbox figures; dashboards take the max.
 func refreshStats(ctx context.Context, pool *pgxpool.Pool, m *metrics.Metrics, every time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	refresh := func() {
 		qctx, cancel := context.WithTimeout(ctx, every)
+		defer cancel()
 		s, err := outbox.ReadStats(qctx, pool)
-		cancel()
 		switch {
 		case err == nil:
 			m.Backlog.Set(float64(s.Backlog))
@@ -252,10 +250,8 @@ func refreshStats(ctx context.Context, pool *pgxpool.Pool, m *metrics.Metrics, e
 		case ctx.Err() == nil:
 			log.Warn("read outbox stats", "error", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
 	}
+	refresh()
+	process.Every(ctx, every, refresh)
+	return nil
 }

@@ -37,7 +37,7 @@ func (h Held) Partitions() []int32 {
 }
 
 // Manager keeps this replica's share of leases. Create it with New, run Run in one
-// goroutine; Held and Changed are safe to call from others.
+// goroutine; Held and Acquired are safe to call from others.
 type Manager struct {
 	pool       *pgxpool.Pool
 	owner      string

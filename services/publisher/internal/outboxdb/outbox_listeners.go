@@ -11,7 +11,7 @@ import (
 
 // The statements on outbox_listeners, and LISTEN. The API's writes notify on
 // outbox.Channel only while a row here has not expired (services/api/internal/
-// postgres, notifySQL).
+// postgres, outbox.NotifySQL).
 const (
 	markListeningSQL = `
 INSERT INTO outbox_listeners (replica_id, expires_at) VALUES ($1, now() + $2::bigint * interval '1 millisecond')

@@ -49,11 +49,6 @@ func Event(t testing.TB, owner, todo uuid.UUID, v int64, notes string) event.Env
 	return e
 }
 
-// notifySQL is the API's wake-up (services/api/internal/postgres): a notification on
-// outbox.Channel, sent at commit only while a publisher replica is marked idle and
-// listening.
-const notifySQL = "SELECT pg_notify($1, '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1"
-
 // Write commits events in one transaction, as the API does, and sends the wake-up
 // notification when notify is set.
 func Write(ctx context.Context, pool *pgxpool.Pool, notify bool, events ...event.Envelope) error {
@@ -67,7 +62,7 @@ func WriteIn(ctx context.Context, tx pgx.Tx, notify bool, events ...event.Envelo
 		return err
 	}
 	if notify {
-		if _, err := tx.Exec(ctx, notifySQL, outbox.Channel); err != nil {
+		if _, err := tx.Exec(ctx, outbox.NotifySQL, outbox.Channel); err != nil {
 			return fmt.Errorf("notify: %w", err)
 		}
 	}

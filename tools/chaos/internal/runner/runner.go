@@ -36,6 +36,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/child"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/pgserver"
 	"github.com/outboxtodo/outboxtodo/tools/chaos/internal/workload"
+	devchild "github.com/outboxtodo/outboxtodo/tools/devstack/child"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
@@ -248,7 +249,7 @@ func (s *stack) start(ctx context.Context) error {
 	if err := s.ensureRunning(); err != nil {
 		return err
 	}
-	return waitHTTP(ctx, s.apiURL+"/health", time.Minute)
+	return devchild.WaitHealthy(ctx, s.apiURL+"/health")
 }
 
 // build builds the services' binaries from the workspace into the work dir, and
@@ -556,33 +557,6 @@ func (s *stack) shutdown() {
 	if s.pg != nil {
 		if err := s.pg.Stop(); err != nil {
 			s.log.Warn("stop postgresql", "error", err)
-		}
-	}
-}
-
-func waitHTTP(ctx context.Context, u string, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	var last error
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w (last: %v)", u, ctx.Err(), last)
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
