@@ -58,8 +58,7 @@ func TestMakeRun(t *testing.T) {
 	// Build first, without the banner's deadline: on a cold build cache, beside the
 	// rest of the suite compiling, the build alone can take minutes. `make run` then
 	// finds the binaries up to date, and the deadline below measures the start.
-	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancelBuild()
+	buildCtx := sharedtest.Context(t, 10*time.Minute)
 	if b, err := exec.CommandContext(buildCtx, "make", "-C", root, "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, b)
 	}
@@ -221,8 +220,7 @@ func checkFerretBackend(t *testing.T, dbURL string) {
 		t.Fatal(err)
 	}
 	u.Path += "_ferretdb"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	conn, err := pgx.Connect(ctx, u.String())
 	if err != nil {
 		t.Fatalf("connect to FerretDB's database: %v", err)
