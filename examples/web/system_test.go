@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"net/url"
 	"os"
 	"os/exec"
@@ -38,8 +37,7 @@ func startSystem(t *testing.T, env map[string]string) string {
 	root := repoRoot(t)
 	// Not under the stack's deadline: on a cold build cache, beside the rest of the
 	// suite compiling, the build alone can take minutes.
-	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancelBuild()
+	buildCtx := sharedtest.Context(t, 10*time.Minute)
 	if b, err := exec.CommandContext(buildCtx, "make", "-C", root, "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, b)
 	}
