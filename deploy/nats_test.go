@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -62,8 +62,7 @@ authorization {
 		t.Fatal("server not ready")
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds a hang
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute) // bounds a hang
 
 	// The services' side: the stream as the publisher makes it, an event, a partition's
 	// durable and the membership bucket as the projector makes them.

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // screenshot is where the browser test leaves its picture of the app (gitignored).
@@ -55,8 +57,7 @@ func TestAgainstMakeRun(t *testing.T) {
 		shot := filepath.Join(root, screenshot)
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
+		ctx := sharedtest.Context(t, 5*time.Minute)
 		cmd := exec.CommandContext(ctx, "node", filepath.Join(root, "examples", "web", "e2e", "browser.mjs"))
 		cmd.Env = append(os.Environ(),
 			"WEB_URL="+webOrigin+"/?api="+url.QueryEscape(apiURL),

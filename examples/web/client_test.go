@@ -2,7 +2,6 @@ package web
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,8 +33,7 @@ func checkGeneratedClient(t *testing.T, apiURL string) {
 	t.Helper()
 	dir := t.TempDir()
 	doc := filepath.Join(dir, "openapi.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	if err := os.WriteFile(doc, []byte(sharedtest.Fetch(t, ctx, apiURL+"/openapi.json")), 0o644); err != nil {
 		t.Fatal(err)
 	}

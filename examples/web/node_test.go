@@ -1,12 +1,13 @@
 package web
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // requireNode fails the test, with what to install, unless Node.js, npm and the
@@ -29,8 +30,7 @@ func requireNode(t *testing.T) {
 func npm(t *testing.T, args ...string) string {
 	t.Helper()
 	requireNode(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 5*time.Minute)
 	cmd := exec.CommandContext(ctx, "npm", args...)
 	cmd.Dir = repoRoot(t)
 	b, err := cmd.CombinedOutput()

@@ -1,7 +1,7 @@
 package web
 
 import (
-	"context"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack"
 )
 
 // repoRoot is the repository's root: this package is examples/web.
@@ -38,31 +39,17 @@ func startSystem(t *testing.T, env map[string]string) string {
 	root := repoRoot(t)
 	// Not under the stack's deadline: on a cold build cache, beside the rest of the
 	// suite compiling, the build alone can take minutes.
-	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancelBuild()
+	buildCtx := sharedtest.Context(t, 10*time.Minute)
 	if b, err := exec.CommandContext(buildCtx, "make", "-C", root, "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, b)
 	}
 
 	dbURL := dbtest.NewEmpty(t)
 	dropFerretDatabase(t, dbURL)
-	ports := sharedtest.FreePorts(t, 6)
-	apiAddr := "127.0.0.1:" + ports[0]
-	overrides := map[string]string{
-		"DATA_DIR":             t.TempDir(),
-		"BIN_DIR":              filepath.Join(root, "bin"),
-		"DATABASE_URL":         dbURL,
-		"API_ADDR":             apiAddr,
-		"API_ADMIN_ADDR":       "127.0.0.1:" + ports[1],
-		"PUBLISHER_ADMIN_ADDR": "127.0.0.1:" + ports[2],
-		"PROJECTOR_ADMIN_ADDR": "127.0.0.1:" + ports[3],
-		"DEVSTACK_NATS_PORT":   ports[4],
-		"FERRETDB_ADDR":        "127.0.0.1:" + ports[5],
-		"LOG_LEVEL":            "warn",
-	}
-	for k, v := range env {
-		overrides[k] = v
-	}
+	overrides, listeners := devstack.TestEnv(t, dbURL)
+	overrides["BIN_DIR"] = filepath.Join(root, "bin")
+	overrides["LOG_LEVEL"] = "warn"
+	maps.Copy(overrides, env)
 
 	out := &sharedtest.LogBuffer{}
 	cmd := exec.Command(filepath.Join(root, "bin", "devstack"))
@@ -101,7 +88,7 @@ func startSystem(t *testing.T, env map[string]string) string {
 		}
 		return strings.Contains(out.String(), "\nready in "), "devstack printed no ready banner"
 	})
-	return "http://" + apiAddr
+	return "http://" + listeners["api"]
 }
 
 // dropFerretDatabase drops, when the test ends, the database devstack creates beside

@@ -3,5 +3,6 @@
 // protocol over PostgreSQL). Tests use it to get servers of their own on free ports;
 // `make run` uses it for the local stack, starting the service binaries through
 // package child, as the black-box tests of those binaries in package systemtest do.
-// Production never imports it.
+// TestEnv gives a test a whole stack of its own (`make run`, bin/devstack) on free
+// ports. Production never imports it.
 package devstack

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -103,8 +104,7 @@ func TestRecipes(t *testing.T) {
 func seedStream(t *testing.T, url string) map[string]string {
 	t.Helper()
 	_, js := natsserver.Connect(t, url)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	// services/publisher/internal/stream.Spec.Config with the publisher's defaults.
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              streamName,
@@ -369,8 +369,7 @@ func natsCLI(t *testing.T, root string) string {
 	if out, err := exec.Command(bin, "--version").CombinedOutput(); err == nil && strings.TrimSpace(string(out)) == NatsCLIVersion {
 		return bin
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Minute)
 	cmd := exec.CommandContext(ctx, "go", "install", "github.com/nats-io/natscli/nats@"+NatsCLIVersion)
 	// Outside the workspace: the CLI's own go.mod decides its dependencies.
 	cmd.Dir = t.TempDir()

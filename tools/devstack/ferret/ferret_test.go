@@ -17,8 +17,7 @@ import (
 func TestRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	srv := ferret.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	coll := srv.Client(t).Database("restart").Collection("docs")
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "n", Value: 1}}); err != nil {
 		t.Fatalf("insert: %v", err)

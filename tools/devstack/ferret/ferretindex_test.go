@@ -29,8 +29,7 @@ import (
 func TestFerretIndexesServeLookups(t *testing.T) {
 	t.Parallel()
 	srv := ferret.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	client := srv.Client(t)
 	rm, ctl := client.Database("rm"), client.Database("ctl")
 	todos := rm.Collection(readmodel.CollTodos)
@@ -170,8 +169,7 @@ func insertTodos(ctx context.Context, t testing.TB, coll *mongo.Collection, n in
 //	go test -run '^$' -bench FerretIndexes -benchtime 2000x ./tools/devstack/ferret/
 func BenchmarkFerretIndexes(b *testing.B) {
 	const docs = 20000
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 10*time.Minute)
 	for _, mode := range []struct {
 		name     string
 		asyncOff bool

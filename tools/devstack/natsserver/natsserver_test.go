@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
 
@@ -49,8 +50,7 @@ func streamMsgs(ctx context.Context, t *testing.T, js jetstream.JetStream, name 
 
 func TestServerRestartKeepsPortAndData(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	srv := natsserver.NewTest(t, nil)
 	url := srv.ClientURL()
 	_, js := natsserver.Connect(t, url, reconnect...)
@@ -77,8 +77,7 @@ func TestServerRestartKeepsPortAndData(t *testing.T) {
 
 func TestClusterSurvivesANodeRestart(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 60*time.Second)
 	c := natsserver.NewTestCluster(t, nil)
 	if len(c.Servers) != 3 {
 		t.Fatalf("%d nodes, want 3", len(c.Servers))

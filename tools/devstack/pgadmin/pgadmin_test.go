@@ -1,7 +1,6 @@
 package pgadmin_test
 
 import (
-	"context"
 	"crypto/rand"
 	"fmt"
 	"strings"
@@ -11,13 +10,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/pgadmin"
 )
 
 func TestEnsureDatabaseCreatesOnceAndKeeps(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	name := "pgadmin_" + strings.ToLower(rand.Text()[:10])
 	url := fmt.Sprintf("postgres://postgres@127.0.0.1:5432/%s?sslmode=disable", name)
 	dbtest.Drop(t, dbtest.DefaultAdminURL, name)

@@ -209,8 +209,7 @@ func publisherCase(t *testing.T, n natsAuth) secretsCase {
 			"WAKE_MODE": "poll", "POLL_MAX": "50ms"},
 		secrets: []string{n.password, dbPassword, n.seed},
 		exercise: func(t *testing.T, p *proc) []string {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+			ctx := sharedtest.Context(t, 10*time.Second)
 			ev := userCreated(t)
 			if err := sharedtest.WriteOutbox(ctx, pool, ev); err != nil {
 				t.Fatal(err)
@@ -230,8 +229,7 @@ func publisherCase(t *testing.T, n natsAuth) secretsCase {
 func projectorCase(t *testing.T, n natsAuth) secretsCase {
 	mongoPassword, keyPassphrase := "mp-"+rand.Text(), "kp-"+rand.Text()
 	readModel := ferret.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	_, js := natsserver.Connect(t, n.url)
 	// The stream as the publisher would have made it, before the projector binds to it.
 	stream := jetstream.StreamConfig{Name: "TODO_EVENTS", Subjects: []string{event.StreamSubjects(event.DefaultSubjectPrefix)}}
@@ -243,8 +241,7 @@ func projectorCase(t *testing.T, n natsAuth) secretsCase {
 			"MONGODB_TIMEOUT": "1s", "FETCH_WAIT": "100ms"},
 		secrets: []string{n.password, mongoPassword, keyPassphrase, n.seed},
 		exercise: func(t *testing.T, p *proc) []string {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+			ctx := sharedtest.Context(t, 10*time.Second)
 			ev := userCreated(t)
 			body, err := ev.Encode()
 			if err != nil {

@@ -20,8 +20,7 @@ import (
 // Check passes a consistent run, then reports each kind of broken expectation.
 func TestCheckFindsEachViolation(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, _ := dbtest.NewPool(t)
 	_, js := natsserver.Connect(t, natsserver.NewTest(t, nil).ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{event.StreamSubjects("t")}}); err != nil {

@@ -1,11 +1,12 @@
 package runner
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestShortRun is the short fault run of `make test`: about 50 seconds of writes with
@@ -23,8 +24,7 @@ func TestShortRun(t *testing.T) {
 		Projectors:   2,
 		QuietTimeout: 3 * time.Minute,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 8*time.Minute)
 	rep, err := Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	if err != nil {
 		t.Fatalf("run: %v", err)

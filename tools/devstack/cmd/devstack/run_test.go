@@ -26,6 +26,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
+	"github.com/outboxtodo/outboxtodo/tools/devstack"
 )
 
 // TestMakeRun drives the README's `make run` as a user would: start it, sign up,
@@ -42,24 +43,12 @@ func TestMakeRun(t *testing.T) {
 	}
 
 	dbURL := scratchDatabase(t)
-	ports := sharedtest.FreePorts(t, 6)
-	apiAddr := "127.0.0.1:" + ports[0]
-	env := map[string]string{
-		"DATA_DIR":             t.TempDir(),
-		"DATABASE_URL":         dbURL,
-		"API_ADDR":             apiAddr,
-		"API_ADMIN_ADDR":       "127.0.0.1:" + ports[1],
-		"PUBLISHER_ADMIN_ADDR": "127.0.0.1:" + ports[2],
-		"PROJECTOR_ADMIN_ADDR": "127.0.0.1:" + ports[3],
-		"DEVSTACK_NATS_PORT":   ports[4],
-		"FERRETDB_ADDR":        "127.0.0.1:" + ports[5],
-	}
+	env, listeners := devstack.TestEnv(t, dbURL)
 
 	// Build first, without the banner's deadline: on a cold build cache, beside the
 	// rest of the suite compiling, the build alone can take minutes. `make run` then
 	// finds the binaries up to date, and the deadline below measures the start.
-	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancelBuild()
+	buildCtx := sharedtest.Context(t, 10*time.Minute)
 	if b, err := exec.CommandContext(buildCtx, "make", "-C", root, "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, b)
 	}
@@ -107,7 +96,7 @@ func TestMakeRun(t *testing.T) {
 	})
 	t.Logf("make run: API ready %s after start (build up to date)", time.Since(started).Round(time.Millisecond))
 
-	api := &client{t: t, base: "http://" + apiAddr}
+	api := &client{t: t, base: "http://" + listeners["api"]}
 	var signup struct {
 		User struct {
 			ID string `json:"id"`
@@ -177,11 +166,11 @@ func TestMakeRun(t *testing.T) {
 			t.Errorf("%s (pid %d) still alive after make exited (kill -0: %v)", name, pid, err)
 		}
 	}
-	for name, p := range map[string]string{"api": ports[0], "api admin": ports[1], "publisher admin": ports[2], "projector admin": ports[3], "nats": ports[4], "ferretdb": ports[5]} {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second)
+	for name, addr := range listeners {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			conn.Close()
-			t.Errorf("%s port %s still accepts connections after make exited", name, p)
+			t.Errorf("%s address %s still accepts connections after make exited", name, addr)
 		}
 	}
 }
@@ -221,8 +210,7 @@ func checkFerretBackend(t *testing.T, dbURL string) {
 		t.Fatal(err)
 	}
 	u.Path += "_ferretdb"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	conn, err := pgx.Connect(ctx, u.String())
 	if err != nil {
 		t.Fatalf("connect to FerretDB's database: %v", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 )
 
@@ -17,8 +18,7 @@ import (
 // deltas.
 func TestProfilePostgres(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	dbURL := dbtest.NewEmpty(t)
 	pool, err := sharedpg.Connect(ctx, dbURL, sharedpg.PoolConfig{MaxConns: 1, AppName: "profiler"})
 	if err != nil {

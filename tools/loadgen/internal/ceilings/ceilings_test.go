@@ -1,13 +1,13 @@
 package ceilings
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/loadgen/internal/report"
 )
@@ -17,8 +17,7 @@ import (
 func TestCeilingsOnFerretDB(t *testing.T) {
 	t.Parallel()
 	srv := ferret.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, 2*time.Minute)
 	coll := srv.Client(t).Database("projload_test").Collection(readmodel.CollTodos)
 	if _, err := coll.InsertOne(ctx, todoDoc("resident", "someone", 3)); err != nil {
 		t.Fatal(err)

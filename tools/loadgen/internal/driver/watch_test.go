@@ -1,13 +1,13 @@
 package driver
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 )
 
@@ -16,8 +16,7 @@ import (
 func TestWatcherOnFerretDB(t *testing.T) {
 	t.Parallel()
 	srv := ferret.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	coll := srv.Client(t).Database("watch_test").Collection("todos")
 	if _, err := coll.InsertMany(ctx, []any{
 		bson.D{{Key: "_id", Value: "b"}, {Key: "version", Value: 2}}, // as written

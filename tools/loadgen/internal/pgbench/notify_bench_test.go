@@ -1,12 +1,12 @@
 package pgbench
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // BenchmarkNotifyCost measures what the publisher's wake-up costs the API's create at
@@ -27,8 +27,7 @@ func BenchmarkNotifyCost(b *testing.B) {
 		{"conditional_marked", Script, true},
 	} {
 		b.Run(v.name, func(b *testing.B) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
+			ctx := sharedtest.Context(b, 2*time.Minute)
 			pool, dbURL := dbtest.NewPool(b)
 			if _, err := pool.Exec(ctx, SetupSQL(clients)); err != nil {
 				b.Fatal(err)

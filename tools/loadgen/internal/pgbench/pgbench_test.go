@@ -1,11 +1,11 @@
 package pgbench
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 const output = `transaction type: /tmp/x/create.sql
@@ -48,8 +48,7 @@ func TestParseRejectsIncompleteOutput(t *testing.T) {
 // todo, its owner's counts and an outbox row carrying them, once per transaction.
 func TestScriptWritesACreate(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, dbURL := dbtest.NewPool(t)
 	if _, err := pool.Exec(ctx, SetupSQL(2)); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // outboxEvents decodes the payloads of the outbox rows of one event type, in order.
@@ -41,8 +42,7 @@ func outboxEvents(ctx context.Context, t *testing.T, db sharedpg.DBTX, eventType
 // the counts, bumps the stats version and writes todo.updated events.
 func TestCreateAndComplete(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, err := sharedpg.Connect(ctx, dbtest.New(t), sharedpg.PoolConfig{})
 	if err != nil {
 		t.Fatal(err)
