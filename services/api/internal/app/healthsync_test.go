@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestHealthSyncRunsOnItsOwnPool runs the API as main does and asks /health/sync: its
@@ -22,8 +23,7 @@ func TestHealthSyncRunsOnItsOwnPool(t *testing.T) {
 	logs, done := startWithReadSideDown(t, map[string]string{"DATABASE_URL": dbURL})
 	base := "http://" + listeningAddr(t, logs, done)
 
-	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer rcancel()
+	rctx := sharedtest.Context(t, 20*time.Second)
 	r, err := http.NewRequestWithContext(rctx, "GET", base+"/health/sync", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +17,7 @@ func TestMetricsExportThePools(t *testing.T) {
 	logs, done := startWithReadSideDown(t, map[string]string{"DATABASE_URL": dbtest.New(t), "DB_MAX_CONNS": "7"})
 	addr := loggedAddr(t, logs, done, "admin server listening")
 
-	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer rcancel()
+	rctx := sharedtest.Context(t, 20*time.Second)
 	body := sharedtest.Fetch(t, rctx, "http://"+addr+admin.MetricsPath)
 	for _, want := range []string{`pgxpool_max_conns{pool="api"} 7`, `pgxpool_max_conns{pool="api-sync"} 2`, `pgxpool_acquired_conns{pool="api"} `} {
 		if !strings.Contains(body, want) {

@@ -18,6 +18,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/problem"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // outboxRow is one outbox row, decoded.
@@ -31,8 +32,7 @@ type outboxRow struct {
 
 func (h *harness) outbox(aggregateID string) []outboxRow {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(h.t, 10*time.Second)
 	rows, err := h.pool.Query(ctx, `SELECT event_type, aggregate_version, partition_key::text, partition, payload::text
 FROM outbox WHERE aggregate_id = $1 ORDER BY aggregate_version`, aggregateID)
 	if err != nil {
@@ -194,8 +194,7 @@ func TestAtomicity(t *testing.T) {
 	}
 	state := func() string {
 		var s string
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+		ctx := sharedtest.Context(t, 5*time.Second)
 		err := h.pool.QueryRow(ctx, `SELECT
 			(SELECT count(*) FROM users)::text || '/' || (SELECT count(*) FROM todos)::text || '/' ||
 			(SELECT count(*) FROM outbox)::text || '/' || (SELECT count(*) FROM api_tokens)::text || '/' ||

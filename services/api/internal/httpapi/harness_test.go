@@ -264,8 +264,7 @@ func (h *harness) createTodo(token string, body any) todo {
 // count runs a COUNT query.
 func (h *harness) count(sql string, args ...any) int {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(h.t, 10*time.Second)
 	var n int
 	if err := h.pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
 		h.t.Fatalf("%s: %v", sql, err)
@@ -275,8 +274,7 @@ func (h *harness) count(sql string, args ...any) int {
 
 func (h *harness) exec(sql string, args ...any) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(h.t, 10*time.Second)
 	if _, err := h.pool.Exec(ctx, sql, args...); err != nil {
 		h.t.Fatalf("%s: %v", sql, err)
 	}

@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // TestOpenAPIDocument: every problem type the API answers is in the document's enum
@@ -69,8 +69,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	if err := served.Validate(ctx); err != nil || len(served.Servers) != 1 || served.Servers[0].URL != "https://todo.example.com" {
 		t.Fatalf("served document: %v, servers %+v", err, served.Servers)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/ferret"
 	"github.com/outboxtodo/outboxtodo/tools/devstack/natsserver"
 )
@@ -40,8 +41,7 @@ func newReadModel(t *testing.T) *readModelEnv {
 
 func (e *readModelEnv) put(t *testing.T, coll string, docs ...any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	if _, err := e.db.Collection(coll).InsertMany(ctx, docs); err != nil {
 		t.Fatalf("seed %s: %v", coll, err)
 	}
@@ -155,8 +155,7 @@ func TestHealthSync(t *testing.T) {
 	rm := newReadModel(t)
 	ns := natsserver.NewTest(t, nil)
 	_, js := natsserver.Connect(t, ns.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	// The projector's durables are one per partition (projector-p<i>); their state is
 	// summed and shown one by one, with the replica holding each (its claim in the
 	// membership bucket), and other consumers of the stream are not counted.

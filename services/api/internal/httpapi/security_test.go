@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -413,8 +412,7 @@ func TestServerCutsOffSlowClients(t *testing.T) {
 	})
 
 	// The server still serves well-behaved clients.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 10*time.Second)
 	r, _ := http.NewRequestWithContext(ctx, "GET", "http://"+ln.Addr().String()+"/health", nil)
 	res, err := http.DefaultClient.Do(r)
 	if err != nil || res.StatusCode != http.StatusOK {

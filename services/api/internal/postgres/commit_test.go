@@ -94,8 +94,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				s, direct, proxy := proxiedStore(t)
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
+				ctx := sharedtest.Context(t, 30*time.Second)
 				owner := createUser(ctx, t, s, users.SignUp{Email: "o@example.com", DisplayName: "O"})
 				todo := todos.New{Title: "t", Priority: todos.Normal}.Todo(uuid.New(), owner.ID, s.Now())
 				if _, err := s.CreateTodo(ctx, todo, event.TraceContext{}, nil); err != nil {
@@ -130,8 +129,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 func TestUnresolvableCommitIsUnknown(t *testing.T) {
 	t.Parallel()
 	s, direct, proxy := proxiedStore(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	owner := createUser(ctx, t, s, users.SignUp{Email: "u@example.com", DisplayName: "U"})
 	proxy.Refuse(true)
 	proxy.FailNextCommit(sharedtest.AnswerLost)

@@ -15,6 +15,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // newToken is a token of owner to store.
@@ -28,8 +29,7 @@ func newToken(owner uuid.UUID, now time.Time) tokens.Token {
 func newStore(t *testing.T, notify bool, opts ...postgres.Option) (context.Context, *postgres.Store, *pgxpool.Pool) {
 	t.Helper()
 	pool, _ := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
+	ctx := sharedtest.Context(t, 30*time.Second)
 	return ctx, postgres.New(pool, notify, opts...), pool
 }
 

@@ -147,8 +147,7 @@ func jsonEqual(a, b any) bool {
 // until its mark expires: with no mark, a commit pays no pg_notify.
 func TestNotifyOnlyWhileAListenerIsMarked(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	pool, dbURL := dbtest.NewPool(t)
 	listener := listen(ctx, t, dbURL)
 

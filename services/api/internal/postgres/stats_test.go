@@ -15,6 +15,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/todos"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // lastEvent decodes the newest outbox event of an aggregate.
@@ -164,8 +165,7 @@ func TestDeletingAUserAtTheCapFitsTheRequestTimeout(t *testing.T) {
 	t.Parallel()
 	pool, _ := dbtest.NewPool(t)
 	s := postgres.New(pool, false)
-	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	setup := sharedtest.Context(t, 60*time.Second)
 	u := createUser(setup, t, s, users.SignUp{Email: "big@example.com", DisplayName: "Big"})
 	// The todos themselves go in by SQL: only the delete is under test.
 	if _, err := pool.Exec(setup, `
@@ -176,8 +176,7 @@ SELECT gen_random_uuid(), $1, 'todo ' || i, 'normal', 1, now(), now() FROM gener
 	if _, err := pool.Exec(setup, `UPDATE user_stats SET open = $2, version = 2 WHERE user_id = $1`, u.ID, todos.DefaultMaxPerUser); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancelReq := context.WithTimeout(context.Background(), 10*time.Second) // REQUEST_TIMEOUT's default
-	defer cancelReq()
+	ctx := sharedtest.Context(t, 10*time.Second) // REQUEST_TIMEOUT's default
 	if _, err := s.DeleteUser(ctx, u.ID, 0, event.TraceContext{}); err != nil {
 		t.Fatalf("delete a user with %d todos: %v", todos.DefaultMaxPerUser, err)
 	}

@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/outboxtodo/outboxtodo/services/api/internal/users"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
@@ -48,8 +48,7 @@ func TestSweepDeletesOnlyExpiredKeysInBatches(t *testing.T) {
 func TestWritesNotifyThePublisher(t *testing.T) {
 	t.Parallel()
 	pool, dbURL := dbtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	listener := listen(ctx, t, dbURL)
 
 	// Writes notify only while a publisher is marked idle and listening (see

@@ -1,7 +1,6 @@
 package restore_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -114,8 +113,7 @@ func TestRestoreCutover(t *testing.T) {
 
 func run(t *testing.T, name string, args ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(t, time.Minute)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stderr = os.Stderr
 	if out, err := cmd.Output(); err != nil {

@@ -89,8 +89,7 @@ func backingTable(t *testing.T, env *projtest.Env, db, coll string) (*pgx.Conn, 
 func lockCollection(t *testing.T, env *projtest.Env, db, coll string) (waiting func() bool, unlock func()) {
 	t.Helper()
 	conn, table := backingTable(t, env, db, coll)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 15*time.Second)
 	// The transaction outlives ctx: a deadline only applies to the statements.
 	tx, err := conn.Begin(ctx)
 	if err != nil {

@@ -128,8 +128,7 @@ func theirs(b *testing.B, env *projtest.Env, durables []string, n int, apply boo
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 10*time.Minute)
 	db, err := env.Store.Active(ctx)
 	if err != nil {
 		b.Fatal(err)

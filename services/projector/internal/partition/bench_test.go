@@ -1,7 +1,6 @@
 package partition_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -98,8 +97,7 @@ func BenchmarkSteady(b *testing.B) {
 // publishAt publishes events in order at rate per second.
 func publishAt(b *testing.B, env *projtest.Env, events []event.Envelope, rate int) {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ctx := sharedtest.Context(b, 10*time.Minute)
 	start := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()

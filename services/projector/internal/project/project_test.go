@@ -41,8 +41,7 @@ var (
 
 func apply(t *testing.T, p *project.Projector, events ...event.Envelope) []project.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	res := p.Apply(ctx, events)
 	for i, r := range res {
 		if r.Err != nil {
