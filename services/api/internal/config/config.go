@@ -47,7 +47,6 @@ type Config struct {
 	CORSAllowedOrigins []string      `env:"CORS_ALLOWED_ORIGINS" envSeparator:","`
 	// IdempotencySweepInterval is how often expired idempotency keys are deleted.
 	IdempotencySweepInterval time.Duration `env:"IDEMPOTENCY_SWEEP_INTERVAL" envDefault:"5m"`
-	LogLevel                 string        `env:"LOG_LEVEL" envDefault:"info"`
 	// LeaderboardCacheTTL is how long one read of the ranking serves every
 	// leaderboard request of a replica (0 reads per request): on the FerretDB
 	// stand-in the query sorts every user's stats in memory.
@@ -216,10 +215,6 @@ func (c Config) validateServer() []error {
 	case "auto", "on", "off":
 	default:
 		errs = append(errs, fmt.Errorf("OUTBOX_NOTIFY %q: want auto, on or off", c.OutboxNotify))
-	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
 	}
 	return errs
 }

@@ -89,7 +89,6 @@ type Config struct {
 	// ShutdownTimeout bounds finishing the batch in flight at SIGTERM; keep it below the
 	// pod's termination grace period.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"15s"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 }
 
 // Load reads the configuration from the environment and validates it.
@@ -238,10 +237,6 @@ func (c Config) validateHousekeeping(add report) {
 	}
 	if c.ShutdownTimeout < time.Second || c.ShutdownTimeout > 5*time.Minute {
 		add("SHUTDOWN_TIMEOUT %s: want 1s..5m", c.ShutdownTimeout)
-	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
 }
 
