@@ -50,16 +50,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.Trac
 	if err := a.openPostgres(ctx); err != nil {
 		return nil, err
 	}
-	if a.read, err = openReadSide(ctx, cfg, a.syncPool, log); err != nil {
+	if a.read, err = a.openReadSide(ctx); err != nil {
 		return nil, err
 	}
-	a.closer.Add(func(ctx context.Context) error {
-		// Nothing of the API's is lost with a read side that does not close cleanly.
-		if err := a.read.Close(ctx); err != nil {
-			log.Warn("close read side", "error", err)
-		}
-		return nil
-	})
 	a.metrics = admin.NewRegistry()
 	a.metrics.MustRegister(sharedpg.PoolCollector(a.pool, "api"), sharedpg.PoolCollector(a.syncPool, "api-sync"))
 	if a.handler, err = httpapi.New(a.handlerOptions()); err != nil {

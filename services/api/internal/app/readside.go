@@ -3,58 +3,58 @@ package app
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/readside"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/syncstatus"
 	"github.com/outboxtodo/outboxtodo/shared/mongoconn"
 	"github.com/outboxtodo/outboxtodo/shared/natsconn"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
-	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
 // readSide is the API's read-only view of MongoDB and JetStream. Neither has to be up
 // for the API to start or to take writes: both clients connect lazily and reconnect on
 // their own, and /health/databases says when they are down.
 type readSide struct {
-	mongo     *mongo.Client
-	nats      *nats.Conn
 	readModel *readside.Store
 	reporter  *syncstatus.Reporter
 	checks    []httpapi.Check
 }
 
-func openReadSide(ctx context.Context, cfg config.Config, db postgres.DBTX, log *slog.Logger) (*readSide, error) {
+// openReadSide connects the read side, registering each release on a.closer. Nothing
+// of the API's is lost with a read side that does not close cleanly: a failed release
+// is logged, not returned.
+func (a *App) openReadSide(ctx context.Context) (*readSide, error) {
+	cfg, log := a.cfg, a.log
 	client, err := mongoconn.Connect(ctx, cfg.MongoURI,
 		mongoconn.Options{AppName: "api", Timeout: cfg.MongoTimeout, OperationTimeout: cfg.MongoTimeout})
 	if err != nil {
 		return nil, err
 	}
+	a.closer.Add(func(ctx context.Context) error {
+		if err := mongoconn.Disconnect(ctx, client); err != nil {
+			log.Warn("close read side", "error", err)
+		}
+		return nil
+	})
 	nc, err := natsconn.Connect(cfg.NATSURL, cfg.NATS, "api", log, nats.RetryOnFailedConnect(true))
 	if err != nil {
-		_ = mongoconn.Disconnect(ctx, client)
 		return nil, err
 	}
+	a.closer.Add(func(context.Context) error { nc.Close(); return nil })
 	js, err := jetstream.New(nc)
 	if err != nil {
-		nc.Close()
-		_ = mongoconn.Disconnect(ctx, client)
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	rm := readside.New(client, cfg.MongoDatabase)
 	return &readSide{
-		mongo:     client,
-		nats:      nc,
 		readModel: rm,
 		reporter: &syncstatus.Reporter{
-			Outbox:    func(ctx context.Context) (outbox.Stats, error) { return outbox.ReadStats(ctx, db) },
+			Outbox:    func(ctx context.Context) (outbox.Stats, error) { return outbox.ReadStats(ctx, a.syncPool) },
 			JetStream: js,
 			Stream:    cfg.Stream,
 			Consumer:  cfg.Consumer,
@@ -81,9 +81,4 @@ func openReadSide(ctx context.Context, cfg config.Config, db postgres.DBTX, log 
 			}},
 		},
 	}, nil
-}
-
-func (rs *readSide) Close(ctx context.Context) error {
-	rs.nats.Close()
-	return mongoconn.Disconnect(ctx, rs.mongo)
 }
