@@ -1,9 +1,8 @@
 // Package app is the API's composition root: New builds every dependency from the
 // configuration and the tracer provider process.RunApp started (the two PostgreSQL
-// pools, the store, the read side, the HTTP handler), Run serves the API and admin
-// ports and sweeps expired idempotency keys until its context ends, and Close releases
-// what New opened. cmd/api and the end-to-end tests build the API through it, the same
-// way.
+// pools, the store, the read side, the HTTP handler), Run serves the API and admin ports and sweeps expired idempotency keys
+// until its context ends, and Close releases what New opened. cmd/api and the
+// end-to-end tests build the API through it, the same way.
 package app
 
 import (

@@ -1,10 +1,9 @@
 // Package app is the projector's composition root: New builds every dependency of one
-// replica, with the tracer provider process.RunApp started (the MongoDB client and the
-// read model's indexes, FerretDB's when configured, the NATS connection, the metrics,
-// the partition group and the erasure of deleted users), Run runs its tasks until the
-// context ends, and Close releases what New opened. cmd/projector and the end-to-end
-// tests build the projector through it; the operator commands connect through
-// ConnectMongo and ConnectNATS as it does.
+// replica, with the tracer provider process.RunApp started (the MongoDB client and the read model's indexes, FerretDB's when
+// configured, the NATS connection, the metrics, the partition group and the erasure of
+// deleted users), Run runs its tasks until the context ends, and Close releases what
+// New opened. cmd/projector and the end-to-end tests build the projector through it;
+// the operator commands connect through ConnectMongo and ConnectNATS as it does.
 package app
 
 import (

@@ -1,9 +1,8 @@
 // Package app is the publisher's composition root: New builds every dependency of one
-// replica, with the tracer provider process.RunApp started (the database pool, the NATS
-// connection and the stream, the wake-up mode, leases, relay, cleanup and the metrics),
-// Run runs its tasks until the context ends, and Close releases what New opened.
-// cmd/publisher and the component tests, which run several replicas in one process,
-// build the publisher through it.
+// replica, with the tracer provider process.RunApp started (the database pool, the NATS connection and the stream, the
+// wake-up mode, leases, relay, cleanup and the metrics), Run runs its tasks until the
+// context ends, and Close releases what New opened. cmd/publisher and the component
+// tests, which run several replicas in one process, build the publisher through it.
 package app
 
 import (
