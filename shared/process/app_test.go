@@ -7,8 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/outboxtodo/outboxtodo/shared/process"
 )
 
@@ -41,14 +39,11 @@ func TestRunApp(t *testing.T) {
 			t.Parallel()
 			var calls []string
 			tt.app.calls = &calls
-			err := process.RunApp(context.Background(), "test", slog.New(slog.DiscardHandler),
+			err := process.RunApp(context.Background(), slog.New(slog.DiscardHandler),
 				func() (int, error) { return 7, tt.load },
-				func(_ context.Context, cfg int, _ *slog.Logger, tp trace.TracerProvider) (fakeApp, error) {
+				func(_ context.Context, cfg int, _ *slog.Logger) (fakeApp, error) {
 					if cfg != 7 {
 						t.Errorf("built from config %d, want the loaded 7", cfg)
-					}
-					if tp == nil {
-						t.Error("built without a tracer provider")
 					}
 					calls = append(calls, "build")
 					return tt.app, tt.build

@@ -18,10 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // Main runs fn with a context that is cancelled on SIGINT or SIGTERM and exits with
@@ -85,33 +81,22 @@ type App interface {
 	Close() error
 }
 
-// RunApp logs the configuration load returns (its LogValue masks the secrets), starts
-// the service's tracing (telemetry.FromEnv), builds a service from both with build,
-// runs it until ctx ends, closes it and then flushes the spans still buffered, so that
-// the spans of the shutdown are sent too. It returns every error on the way, for Main
-// to log once. A service's main passes its config.Load; end-to-end tests pass a config
-// of their own and run the service exactly as main does.
-func RunApp[C any, A App](ctx context.Context, service string, log *slog.Logger, load func() (C, error),
-	build func(context.Context, C, *slog.Logger, trace.TracerProvider) (A, error)) error {
+// RunApp logs the configuration load returns (its LogValue masks the secrets), builds
+// a service from it with build, runs it until ctx ends, and closes it. It returns every error on the way, for Main to log
+// once. A service's main passes its config.Load; end-to-end tests pass a config of
+// their own and run the service exactly as main does.
+func RunApp[C any, A App](ctx context.Context, log *slog.Logger, load func() (C, error),
+	build func(context.Context, C, *slog.Logger) (A, error)) error {
 	cfg, err := load()
 	if err != nil {
 		return err
 	}
 	log.Info("starting", "config", cfg)
-	tracing, err := telemetry.FromEnv(ctx, service, log)
+	a, err := build(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	flush := func() error {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
-		defer cancel()
-		return tracing.Shutdown(ctx)
-	}
-	a, err := build(ctx, cfg, log, tracing.Provider)
-	if err != nil {
-		return errors.Join(err, flush())
-	}
-	return errors.Join(a.Run(ctx), a.Close(), flush())
+	return errors.Join(a.Run(ctx), a.Close())
 }
 
 // closeTimeout bounds each release of a Closer, so that a server that does not answer

@@ -14,6 +14,6 @@ import (
 
 func main() {
 	process.Main("api", func(ctx context.Context, log *slog.Logger) error {
-		return process.RunApp(ctx, "api", log, config.Load, app.New)
+		return process.RunApp(ctx, log, config.Load, app.New)
 	})
 }

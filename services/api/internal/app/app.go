@@ -1,6 +1,6 @@
 // Package app is the API's composition root: New builds every dependency from the
-// configuration and the tracer provider process.RunApp started (the two PostgreSQL
-// pools, the store, the read side, the HTTP handler), Run serves the API and admin ports and sweeps expired idempotency keys
+// configuration (tracing, the two PostgreSQL pools, the store, the read side, the HTTP
+// handler), Run serves the API and admin ports and sweeps expired idempotency keys
 // until its context ends, and Close releases what New opened. cmd/api and the
 // end-to-end tests build the API through it, the same way.
 package app
@@ -16,7 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/api/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/api/internal/httpapi"
@@ -26,13 +25,14 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	sharedpg "github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // App is one API process, built and not yet running.
 type App struct {
 	cfg      config.Config
 	log      *slog.Logger
-	tracing  trace.TracerProvider
+	tracing  *telemetry.Tracing
 	pool     *pgxpool.Pool // the writes and reads of the routes
 	syncPool *pgxpool.Pool // /health/sync's outbox statistics
 	store    *postgres.Store
@@ -44,9 +44,13 @@ type App struct {
 
 // New builds the API from cfg. It connects to PostgreSQL, which must answer; MongoDB
 // and NATS need not (see readSide). On error, what was opened is closed again.
-func New(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, tracing: tp}
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
 	defer a.closer.CloseOnError(&err)
+	if a.tracing, err = telemetry.FromEnv(ctx, "api", log); err != nil {
+		return nil, err
+	}
+	a.closer.Add(a.tracing.Shutdown) // flushes the spans still buffered
 	if err := a.openPostgres(ctx); err != nil {
 		return nil, err
 	}
@@ -141,7 +145,7 @@ func (a *App) handlerOptions() httpapi.Options {
 		RateLimitPerToken:   httpapi.RateLimit{PerSecond: cfg.RateLimitPerToken, Burst: cfg.RateLimitPerTokenBurst},
 		RateLimitKeys:       cfg.RateLimitKeys,
 		TrustedProxies:      cfg.TrustedProxyPrefixes,
-		TracerProvider:      a.tracing,
+		TracerProvider:      a.tracing.Provider,
 		PasswordHash: password.Params{
 			Memory: cfg.PasswordHashMemory, Time: cfg.PasswordHashTime, Threads: cfg.PasswordHashThreads,
 		},

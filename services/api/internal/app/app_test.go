@@ -19,7 +19,7 @@ import (
 // run runs the API as main does, configured from environ instead of the process
 // environment.
 func run(ctx context.Context, log *slog.Logger, environ map[string]string) error {
-	return process.RunApp(ctx, "api", log, func() (config.Config, error) { return config.FromMap(environ) }, app.New)
+	return process.RunApp(ctx, log, func() (config.Config, error) { return config.FromMap(environ) }, app.New)
 }
 
 // startWithReadSideDown runs the API as main does until the test ends, with the

@@ -23,7 +23,7 @@ func main() {
 	process.Main("projector", func(ctx context.Context, log *slog.Logger) error {
 		switch cmd {
 		case "run":
-			return process.RunApp(ctx, "projector", log, config.Load, app.New)
+			return process.RunApp(ctx, log, config.Load, app.New)
 		}
 		return operate.Run(ctx, cmd, args, os.Stdout, log)
 	})

@@ -1,5 +1,5 @@
 // Package app is the projector's composition root: New builds every dependency of one
-// replica, with the tracer provider process.RunApp started (the MongoDB client and the read model's indexes, FerretDB's when
+// replica (tracing, the MongoDB client and the read model's indexes, FerretDB's when
 // configured, the NATS connection, the metrics, the partition group and the erasure of
 // deleted users), Run runs its tasks until the context ends, and Close releases what
 // New opened. cmd/projector and the end-to-end tests build the projector through it;
@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/config"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
@@ -34,13 +33,14 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/process"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel/ferretindex"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // App is one projector replica, built and not yet running.
 type App struct {
 	cfg      config.Config
 	log      *slog.Logger
-	tracing  trace.TracerProvider
+	tracing  *telemetry.Tracing
 	client   *mongo.Client
 	store    *readmodel.Store
 	nc       *nats.Conn
@@ -55,9 +55,13 @@ type App struct {
 // New builds a replica from cfg: it connects to MongoDB, which must answer, creates
 // the read model's indexes (and FerretDB's, with FERRETDB_POSTGRESQL_URL), and
 // connects to NATS. On error, what was opened is closed again.
-func New(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, tracing: tp}
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
 	defer a.closer.CloseOnError(&err)
+	if a.tracing, err = telemetry.FromEnv(ctx, "projector", log); err != nil {
+		return nil, err
+	}
+	a.closer.Add(a.tracing.Shutdown) // flushes the spans still buffered
 	if a.client, err = ConnectMongo(ctx, cfg); err != nil {
 		return nil, err
 	}

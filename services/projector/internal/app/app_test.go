@@ -50,7 +50,7 @@ func startRun(t *testing.T, ctx context.Context, env *projtest.Env) {
 	t.Helper()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- process.RunApp(runCtx, "projector", env.Log, config.Load, app.New) }()
+	go func() { done <- process.RunApp(runCtx, env.Log, config.Load, app.New) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {

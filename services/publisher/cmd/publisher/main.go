@@ -26,7 +26,7 @@ func main() {
 	switch cmd {
 	case "":
 		process.Main("publisher", func(ctx context.Context, log *slog.Logger) error {
-			return process.RunApp(ctx, "publisher", log, config.Load, app.New)
+			return process.RunApp(ctx, log, config.Load, app.New)
 		})
 	case "list-parked", "retry-parked":
 		process.Main("publisher", func(ctx context.Context, log *slog.Logger) error {

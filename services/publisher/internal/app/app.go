@@ -1,5 +1,5 @@
 // Package app is the publisher's composition root: New builds every dependency of one
-// replica, with the tracer provider process.RunApp started (the database pool, the NATS connection and the stream, the
+// replica (tracing, the database pool, the NATS connection and the stream, the
 // wake-up mode, leases, relay, cleanup and the metrics), Run runs its tasks until the
 // context ends, and Close releases what New opened. cmd/publisher and the component
 // tests, which run several replicas in one process, build the publisher through it.
@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/cleanup"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/config"
@@ -31,13 +30,14 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 	"github.com/outboxtodo/outboxtodo/shared/process"
+	"github.com/outboxtodo/outboxtodo/shared/telemetry"
 )
 
 // App is one publisher replica, built and not yet running.
 type App struct {
 	cfg      config.Config
 	log      *slog.Logger
-	tracing  trace.TracerProvider
+	tracing  *telemetry.Tracing
 	pool     *pgxpool.Pool
 	nc       *nats.Conn
 	registry *prometheus.Registry
@@ -54,9 +54,13 @@ type App struct {
 // New builds a replica from cfg: it connects to the database and NATS, both of which
 // must answer, creates or updates the stream and chooses the wake-up mode. On error,
 // what was opened is closed again.
-func New(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, tracing: tp}
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
 	defer a.closer.CloseOnError(&err)
+	if a.tracing, err = telemetry.FromEnv(ctx, "publisher", log); err != nil {
+		return nil, err
+	}
+	a.closer.Add(a.tracing.Shutdown) // flushes the spans still buffered
 	a.pool, err = postgres.Connect(ctx, cfg.DatabaseURL, postgres.PoolConfig{MaxConns: cfg.DBMaxConns, AppName: "publisher", NoJIT: true})
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)

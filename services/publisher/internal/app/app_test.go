@@ -25,7 +25,7 @@ import (
 
 // run runs a replica configured by cfg as main does.
 func run(ctx context.Context, log *slog.Logger, cfg config.Config) error {
-	return process.RunApp(ctx, "publisher", log, func() (config.Config, error) { return cfg, nil }, app.New)
+	return process.RunApp(ctx, log, func() (config.Config, error) { return cfg, nil }, app.New)
 }
 
 const streamName = "TODO_EVENTS"
