@@ -3,7 +3,7 @@ module github.com/outboxtodo/outboxtodo/services/api
 go 1.26.8
 
 require (
-	github.com/caarlos0/env/v11 v11.4.2
+	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/go-chi/cors v1.2.2
 	github.com/google/uuid v1.6.0

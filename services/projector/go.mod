@@ -98,7 +98,6 @@ require (
 	github.com/oklog/ulid v1.3.1 // indirect
 	github.com/outboxtodo/outboxtodo/deploy v0.0.0
 	github.com/pkg/errors v0.9.1 // indirect
-	github.com/sony/gobreaker v1.0.0 // indirect
 )
 
 replace (
