@@ -186,10 +186,6 @@ func (a *App) Run(ctx context.Context) error {
 	err = process.RunTasks(ctx,
 		process.Task{Name: "consumer", Run: a.consume},
 		process.Task{Name: "erasure", Run: func(ctx context.Context) error { a.eraser.Run(ctx); return nil }},
-		process.Task{Name: "partition gauges", Run: func(ctx context.Context) error {
-			partitionGauges(ctx, a.js, a.cfg.Stream, a.cfg.Durable, a.group.Held, a.metrics, a.cfg.StatsInterval, a.log)
-			return nil
-		}},
 		process.Task{Name: "admin server", Run: func(ctx context.Context) error {
 			return admin.Serve(ctx, ln, admin.Handler(a.registry, a.ready, a.log), a.log)
 		}},

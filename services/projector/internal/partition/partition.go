@@ -72,7 +72,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/consumer"
-	"github.com/outboxtodo/outboxtodo/services/projector/internal/deadletter"
 	"github.com/outboxtodo/outboxtodo/services/projector/internal/metrics"
 	"github.com/outboxtodo/outboxtodo/shared/event"
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
@@ -616,31 +615,4 @@ func (g *Group) leave(st *state) {
 	}
 	clear(st.workers)
 	g.publishHeld(st)
-}
-
-// refreshGauges sums the state of the group's durables (every partition's and the
-// legacy one) into the consumer gauges, and counts the dead letters, until ctx ends.
-func (g *Group) refreshGauges(ctx context.Context) {
-	consumer.MirrorGauges(ctx, g.cfg.StatsInterval, g.metrics, deadletter.New(g.store.Control()), func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
-		return Totals(ctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable)
-	})
-}
-
-// Totals sums pending, ack-pending and redelivered messages over durable and its
-// partitions' durables (<durable>-p<i>).
-func Totals(ctx context.Context, js jetstream.JetStream, stream, durable string) (pending, ackPending, redelivered uint64, _ error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	infos := s.ListConsumers(ctx)
-	for ci := range infos.Info() {
-		if !event.IsConsumerOf(ci.Name, durable) {
-			continue
-		}
-		pending += ci.NumPending
-		ackPending += uint64(ci.NumAckPending)
-		redelivered += uint64(ci.NumRedelivered)
-	}
-	return pending, ackPending, redelivered, infos.Err()
 }

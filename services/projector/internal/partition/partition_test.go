@@ -180,10 +180,11 @@ func drained(env *projtest.Env) func() (bool, string) {
 	return func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		pending, ackPending, _, err := partition.Totals(ctx, env.JS, env.Stream, durable)
+		units, err := partition.Durables(ctx, env.JS, env.Stream, durable)
 		if err != nil {
 			return false, err.Error()
 		}
+		pending, ackPending, _ := partition.Totals(units)
 		return pending == 0 && ackPending == 0, fmt.Sprintf("pending %d, ack pending %d", pending, ackPending)
 	}
 }

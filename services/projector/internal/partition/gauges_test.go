@@ -1,4 +1,4 @@
-package app
+package partition
 
 import (
 	"fmt"
@@ -71,9 +71,15 @@ func TestPartitionGauges(t *testing.T) {
 
 	m := metrics.New(prometheus.NewRegistry())
 	reported := map[string]bool{}
-	if err := refreshPartitionGauges(ctx, js, "EVENTS", "projector", []string{busy}, reported, m); err != nil {
-		t.Fatal(err)
+	refresh := func(held ...string) {
+		t.Helper()
+		units, err := Durables(ctx, js, "EVENTS", "projector")
+		if err != nil {
+			t.Fatal(err)
+		}
+		setUnitGauges(m, units, held, reported)
 	}
+	refresh(busy)
 	if n := testutil.CollectAndCount(m.PartitionPending); n != 1 {
 		t.Fatalf("holding %s: %d pending series, want 1", busy, n)
 	}
@@ -83,9 +89,7 @@ func TestPartitionGauges(t *testing.T) {
 
 	// The partition moved to another replica; this one took the other partition and
 	// the unpartitioned layout's durable.
-	if err := refreshPartitionGauges(ctx, js, "EVENTS", "projector", []string{idle, "legacy"}, reported, m); err != nil {
-		t.Fatal(err)
-	}
+	refresh(idle, "legacy")
 	if n := testutil.CollectAndCount(m.PartitionPending); n != 2 {
 		t.Fatalf("holding %s and legacy: %d pending series, want 2", idle, n)
 	}
@@ -97,9 +101,7 @@ func TestPartitionGauges(t *testing.T) {
 	}
 
 	// A standby reports none.
-	if err := refreshPartitionGauges(ctx, js, "EVENTS", "projector", nil, reported, m); err != nil {
-		t.Fatal(err)
-	}
+	refresh()
 	if n := testutil.CollectAndCount(m.PartitionPending) + testutil.CollectAndCount(m.PartitionAckPending); n != 0 {
 		t.Fatalf("standby: %d partition series, want none", n)
 	}
