@@ -99,6 +99,22 @@ func (r Report) Log(log *slog.Logger) {
 	}
 }
 
+// EnsureAll gives a read model every index it needs before its first write: the
+// read model's own (readmodel.EnsureIndexes, on readModel and control) and, when
+// postgresqlURL is set, that is on a FerretDB v1 read model, FerretDB's GIN indexes
+// (Ensure), whose report it logs. Against MongoDB postgresqlURL is empty.
+func EnsureAll(ctx context.Context, postgresqlURL string, readModel, control *mongo.Database, log *slog.Logger) error {
+	if err := readmodel.EnsureIndexes(ctx, readModel, control); err != nil || postgresqlURL == "" {
+		return err
+	}
+	rep, err := Ensure(ctx, postgresqlURL, readModel, control)
+	if err != nil {
+		return err
+	}
+	rep.Log(log)
+	return nil
+}
+
 // Ensure makes CustomPlans the default of the PostgreSQL database at postgresqlURL
 // (the one FerretDB stores its data in) and creates there a GIN index for each of
 // ReadModelFields in readModel and each of ControlFields in control (the same database

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
@@ -29,10 +30,7 @@ func BenchmarkLeaderboard(b *testing.B) {
 	ctx := context.Background()
 	name := "lb_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	db := client.Database(name)
-	if err := readmodel.EnsureIndexes(ctx, db, db); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := ferretindex.Ensure(ctx, srv.PostgreSQLURL(), db, db); err != nil {
+	if err := ferretindex.EnsureAll(ctx, srv.PostgreSQLURL(), db, db, slog.New(slog.DiscardHandler)); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now().UTC()

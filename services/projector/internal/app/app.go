@@ -90,31 +90,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 }
 
 // ensureIndexes creates the indexes of the active read model and of the control
-// database, then FerretDB's when its PostgreSQL database is configured.
+// database, and FerretDB's when its PostgreSQL database is configured.
 func (a *App) ensureIndexes(ctx context.Context) error {
-	ictx, cancel := context.WithTimeout(ctx, a.cfg.MongoTimeout)
-	active, err := a.store.Active(ictx)
-	if err == nil {
-		err = readmodel.EnsureIndexes(ictx, active, a.store.Control())
-	}
+	actx, cancel := context.WithTimeout(ctx, a.cfg.MongoTimeout)
+	active, err := a.store.Active(actx)
 	cancel()
-	if err != nil || a.cfg.FerretDBPostgreSQLURL == "" {
+	if err != nil {
 		return err
 	}
 	// Longer than one MongoDB operation: an index over an existing large collection
 	// takes a while to build.
-	fctx, cancel := context.WithTimeout(ctx, ferretIndexTimeout)
+	ictx, cancel := context.WithTimeout(ctx, indexTimeout)
 	defer cancel()
-	rep, err := ferretindex.Ensure(fctx, a.cfg.FerretDBPostgreSQLURL, active, a.store.Control())
-	if err != nil {
-		return err
-	}
-	rep.Log(a.log)
-	return nil
+	return ferretindex.EnsureAll(ictx, a.cfg.FerretDBPostgreSQLURL, active, a.store.Control(), a.log)
 }
 
-// ferretIndexTimeout bounds the creation of the FerretDB indexes at start.
-const ferretIndexTimeout = 5 * time.Minute
+// indexTimeout bounds the creation of the indexes at start.
+const indexTimeout = 5 * time.Minute
 
 // ConnectMongo opens the process's one pooled MongoDB client, writing with the read
 // model's write concern (config.Config.WriteConcern), and checks that a server answers

@@ -135,11 +135,8 @@ func (e *Env) Database(t testing.TB, name string) *mongo.Database {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	db, control := e.Mongo.Database(name), e.Mongo.Database(e.Control)
-	if err := readmodel.EnsureIndexes(ctx, db, control); err != nil {
+	if err := ferretindex.EnsureAll(ctx, e.Ferret.PostgreSQLURL(), db, control, e.Log); err != nil {
 		t.Fatalf("indexes: %v", err)
-	}
-	if _, err := ferretindex.Ensure(ctx, e.Ferret.PostgreSQLURL(), db, control); err != nil {
-		t.Fatalf("ferretdb indexes: %v", err)
 	}
 	return db
 }

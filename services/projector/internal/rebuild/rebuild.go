@@ -175,17 +175,7 @@ func prepare(ctx context.Context, cfg Config, store *readmodel.Store, log *slog.
 			return fmt.Errorf("database %s already holds %s: rebuild into a fresh database", cfg.Database, c)
 		}
 	}
-	if err := readmodel.EnsureIndexes(ctx, target, store.Control()); err != nil {
-		return err
-	}
-	if cfg.FerretDBPostgreSQLURL != "" {
-		rep, err := ferretindex.Ensure(ctx, cfg.FerretDBPostgreSQLURL, target, store.Control())
-		if err != nil {
-			return err
-		}
-		rep.Log(log)
-	}
-	return nil
+	return ferretindex.EnsureAll(ctx, cfg.FerretDBPostgreSQLURL, target, store.Control(), log)
 }
 
 // rebuildConsumer is the live consumer's config made the rebuild's (see
