@@ -15,13 +15,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 
 	"github.com/outboxtodo/outboxtodo/deploy/observability"
-	"github.com/outboxtodo/outboxtodo/shared/admin"
 	"github.com/outboxtodo/outboxtodo/shared/postgres"
 )
 
@@ -272,14 +272,9 @@ func TestPoolSeriesExist(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	reg := admin.NewRegistry()
-	rec := observability.NewRecorder(reg)
-	rec.MustRegister(postgres.PoolCollector(pool, "test"))
-	names, err := rec.Names(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	observability.Check(t, "postgres", names)
+	observability.CheckRegistered(t, "postgres", func(r prometheus.Registerer) {
+		r.MustRegister(postgres.PoolCollector(pool, "test"))
+	})
 }
 
 var updateRules = flag.Bool("update-rules", false, "rewrite the monitoring component's PrometheusRule from observability/alerts.yml")

@@ -9,7 +9,6 @@ import (
 	"github.com/outboxtodo/outboxtodo/shared/mongoconn"
 )
 
-// closedAddr is an address where nothing listens.
 // down is an address where nothing listens: port 1 is privileged and unused.
 const down = "127.0.0.1:1"
 

@@ -10,9 +10,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/migrations/dbtest"
+	"github.com/outboxtodo/outboxtodo/shared/mongoconn"
 )
 
 // StartTest starts a FerretDB of the test's own on a free port, backed by a fresh
@@ -38,15 +38,11 @@ func StartTest(t testing.TB) *Server {
 // Client is a client of the server for the test, disconnected when the test ends.
 func (s *Server) Client(t testing.TB) *mongo.Client {
 	t.Helper()
-	client, err := mongo.Connect(options.Client().ApplyURI(s.URI()).SetServerSelectionTimeout(5 * time.Second))
+	client, err := mongoconn.Connect(context.Background(), s.URI(), mongoconn.Options{AppName: "test", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("ferret: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = client.Disconnect(ctx)
-	})
+	t.Cleanup(func() { _ = mongoconn.Disconnect(context.Background(), client) })
 	return client
 }
 

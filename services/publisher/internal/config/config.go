@@ -215,7 +215,7 @@ func (c Config) validateRelay(add report) {
 	}
 }
 
-// validateHousekeeping checks cleanup, vacuum, gauges, shutdown and logging.
+// validateHousekeeping checks cleanup, vacuum, gauges and shutdown.
 func (c Config) validateHousekeeping(add report) {
 	if c.Retention < time.Minute {
 		add("RETENTION %s: want at least 1m", c.Retention)

@@ -1,5 +1,6 @@
 // Package outboxdb holds every statement the publisher runs on PostgreSQL (or
-// CockroachDB), by table: the claim, mark and failure of outbox rows and the operator's
+// CockroachDB) but the outbox statistics, which shared/outbox reads for the API too, by
+// table: the claim, mark and failure of outbox rows and the operator's
 // parked rows (outbox.go), the cleanup of published records (outbox_published.go), the
 // leases and heartbeats (publisher_leases.go), the idle-listener marks and LISTEN
 // (outbox_listeners.go), and the maintenance of the outbox tables (maintenance.go). The

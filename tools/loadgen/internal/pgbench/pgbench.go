@@ -34,12 +34,12 @@ type Result struct {
 // row, bumping its version, under the cap of todos per user (MAX_TODOS_PER_USER's
 // default); insert its outbox row, with a payload of the envelope's size plus the
 // stats snapshot read from that row; notify the publisher if one is idle and listening
-// (the API's notifySQL; the benchmark's publisher is busy); commit. Each pgbench client
+// (outbox.NotifySQL; the benchmark's publisher is busy); commit. Each pgbench client
 // writes for a user of its own (client_id + 1), as each API client of the benchmark
 // signs up its own user, so that neither waits on another's stats row. (A space
 // follows every colon of the JSON: pgbench reads ":name" as a variable.) SetupSQL
 // creates the users beforehand.
-var Script = ScriptWith("SELECT pg_notify('" + outbox.Channel + "', '') FROM outbox_listeners WHERE expires_at > now() LIMIT 1")
+var Script = ScriptWith(strings.ReplaceAll(outbox.NotifySQL, "$1", "'"+outbox.Channel+"'"))
 
 // ScriptWith is Script with another notification statement in place of the conditional
 // one (empty: none), to measure what notifying costs the commit.
