@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -24,18 +23,9 @@ func TestHealthSyncRunsOnItsOwnPool(t *testing.T) {
 	base := "http://" + listeningAddr(t, logs, done)
 
 	rctx := sharedtest.Context(t, 20*time.Second)
-	r, err := http.NewRequestWithContext(rctx, "GET", base+"/health/sync", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	_ = res.Body.Close()
-	if res.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("health/sync with the read side down: %d %s", res.StatusCode, body)
+	status, body := sharedtest.Request(t, rctx, "GET", base+"/health/sync", nil, nil)
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("health/sync with the read side down: %d %s", status, body)
 	}
 
 	conn, err := pgx.Connect(rctx, dbURL)

@@ -197,8 +197,14 @@ func (c Config) validateServer() []error {
 	if c.ShutdownTimeout < time.Second || c.ShutdownTimeout > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT %s: want 1s..5m", c.ShutdownTimeout))
 	}
-	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 16<<20 {
-		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES %d: want 1024..16777216", c.MaxBodyBytes))
+	if c.ReadHeaderTimeout < 100*time.Millisecond || c.ReadHeaderTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("READ_HEADER_TIMEOUT %s: want 100ms..1m", c.ReadHeaderTimeout))
+	}
+	if c.IdleTimeout < time.Second || c.IdleTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("IDLE_TIMEOUT %s: want 1s..1h", c.IdleTimeout))
+	}
+	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20 {
+		errs = append(errs, fmt.Errorf("MAX_HEADER_BYTES %d: want 1024..1048576", c.MaxHeaderBytes))
 	}
 	for _, o := range c.CORSAllowedOrigins {
 		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
@@ -244,14 +250,8 @@ func (c Config) validateLimits() []error {
 	if _, err := clientaddr.ParsePrefixes(c.TrustedProxies); err != nil {
 		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES entry %w", err))
 	}
-	if c.ReadHeaderTimeout < 100*time.Millisecond || c.ReadHeaderTimeout > time.Minute {
-		errs = append(errs, fmt.Errorf("READ_HEADER_TIMEOUT %s: want 100ms..1m", c.ReadHeaderTimeout))
-	}
-	if c.IdleTimeout < time.Second || c.IdleTimeout > time.Hour {
-		errs = append(errs, fmt.Errorf("IDLE_TIMEOUT %s: want 1s..1h", c.IdleTimeout))
-	}
-	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20 {
-		errs = append(errs, fmt.Errorf("MAX_HEADER_BYTES %d: want 1024..1048576", c.MaxHeaderBytes))
+	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 16<<20 {
+		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES %d: want 1024..16777216", c.MaxBodyBytes))
 	}
 	return errs
 }

@@ -41,12 +41,12 @@ import (
 
 // The stream's and the projector's names in the tests: the services' defaults.
 const (
-	Prefix        = event.DefaultSubjectPrefix
+	subjectPrefix = event.DefaultSubjectPrefix
 	Stream        = "TODO_EVENTS"
 	Control       = "todo_read"
 	MembersBucket = "projector-members"
-	// Partitions is the partition count of the test streams.
-	Partitions = 8
+	// partitions is the partition count of the test streams.
+	partitions = 8
 )
 
 // Env is one test's servers and clients.
@@ -75,8 +75,8 @@ func New(t testing.TB) *Env {
 	defer cancel()
 	if _, err := e.JS.CreateStream(ctx, jetstream.StreamConfig{
 		Name:              Stream,
-		Subjects:          []string{event.StreamSubjects(Prefix)},
-		SubjectTransform:  event.PartitionTransform(Prefix, Partitions),
+		Subjects:          []string{event.StreamSubjects(subjectPrefix)},
+		SubjectTransform:  event.PartitionTransform(subjectPrefix, partitions),
 		MaxMsgsPerSubject: 100,
 		Duplicates:        2 * time.Minute,
 		Storage:           jetstream.FileStorage,
@@ -86,11 +86,11 @@ func New(t testing.TB) *Env {
 	return e
 }
 
-// ToolsEnv points todoctl at env and at the source of truth dbURL, as an operator's
-// environment would.
-func (e *Env) ToolsEnv(t *testing.T, dbURL string) {
+// ToolsEnv points todoctl at env and its source of truth, as an operator's environment
+// would.
+func (e *Env) ToolsEnv(t *testing.T) {
 	t.Helper()
-	t.Setenv("DATABASE_URL", dbURL)
+	t.Setenv("DATABASE_URL", e.DBURL)
 	t.Setenv("NATS_URL", e.NATS.ClientURL())
 	t.Setenv("MONGODB_URI", e.Ferret.URI())
 	t.Setenv("MONGODB_DATABASE", Control)
@@ -130,7 +130,7 @@ func (e *Env) Verified(t testing.TB, store *postgres.Store) func() (bool, string
 // Publish publishes events as the publisher does (sharedtest.PublishEvents).
 func (e *Env) Publish(t testing.TB, events ...event.Envelope) {
 	t.Helper()
-	sharedtest.PublishEvents(t, e.JS, Prefix, events...)
+	sharedtest.PublishEvents(t, e.JS, subjectPrefix, events...)
 }
 
 // Outbox returns the events of every outbox row of db, published or not, oldest
@@ -234,7 +234,7 @@ func (e *Env) StartProjector(t testing.TB) *Projector {
 	cmd := exec.Command(projectorPath(t))
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+e.NATS.ClientURL(), "MONGODB_URI="+e.Ferret.URI(), "MONGODB_DATABASE="+Control,
-		"FERRETDB_POSTGRESQL_URL="+e.Ferret.PostgreSQLURL(), "STREAM_NAME="+Stream, "SUBJECT_PREFIX="+Prefix,
+		"FERRETDB_POSTGRESQL_URL="+e.Ferret.PostgreSQLURL(), "STREAM_NAME="+Stream, "SUBJECT_PREFIX="+subjectPrefix,
 		"MEMBERS_BUCKET="+MembersBucket, "MEMBER_TTL=2s", "ADMIN_ADDR="+admin, "FETCH_WAIT=200ms",
 		"STATS_INTERVAL=200ms", "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = logs, logs

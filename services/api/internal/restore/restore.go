@@ -164,8 +164,8 @@ func Run(ctx context.Context, cfg Config, source *postgres.Store, js jetstream.J
 	return rep, err
 }
 
-// clearDeadLetters deletes every dead letter of the control database, the projector's
-// (see its package deadletter), and returns how many.
+// clearDeadLetters deletes every dead letter of the control database (collection
+// readmodel.CollDeadLetters, which the projector writes), and returns how many.
 func clearDeadLetters(ctx context.Context, store *readmodel.Store) (int64, error) {
 	res, err := store.Control().Collection(readmodel.CollDeadLetters).DeleteMany(ctx, bson.D{})
 	if err != nil {

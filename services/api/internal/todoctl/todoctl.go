@@ -175,7 +175,7 @@ func runRestoreCutover(ctx context.Context, cfg Config, args []string, out io.Wr
 	defer cancel()
 	rc := restore.Config{Stream: cfg.Stream, MembersBucket: cfg.MembersBucket}
 	if !*yes {
-		return showCutover(ctx, cfg, rc, c.store, js, c.readModel, out)
+		return showCutover(ctx, rc, c.store, js, c.readModel, out)
 	}
 	rep, err := restore.Run(ctx, rc, c.store, js, c.readModel)
 	if rep.StreamAbsent {
@@ -196,7 +196,7 @@ func runRestoreCutover(ctx context.Context, cfg Config, args []string, out io.Wr
 
 // showCutover is restore-cutover without --yes: it lists what runs and what the
 // cut-over would replace, and changes nothing.
-func showCutover(ctx context.Context, cfg Config, rc restore.Config, store *postgres.Store, js jetstream.JetStream, readModel *readmodel.Store, out io.Writer) error {
+func showCutover(ctx context.Context, rc restore.Config, store *postgres.Store, js jetstream.JetStream, readModel *readmodel.Store, out io.Writer) error {
 	live, err := restore.Live(ctx, rc, store, js)
 	if err != nil {
 		return err
@@ -211,7 +211,7 @@ func showCutover(ctx context.Context, cfg Config, rc restore.Config, store *post
 		return err
 	}
 	return fmt.Errorf("restore-cutover: nothing done; with --yes it deletes and recreates stream %s, deletes the dead letters, drops read model %s (the active one), and re-emits every aggregate through the outbox",
-		cfg.Stream, active)
+		rc.Stream, active)
 }
 
 // conns are what every tool reads: the API's store on the source of truth and the

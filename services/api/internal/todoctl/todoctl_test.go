@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { pipelinetest.Main(m) }
 func operatorsWorld(t *testing.T) (*pipelinetest.Env, context.Context, *pipelinetest.Writer, uuid.UUID) {
 	t.Helper()
 	env := pipelinetest.New(t)
-	env.ToolsEnv(t, env.DBURL)
+	env.ToolsEnv(t)
 	w := pipelinetest.NewWriter(t, env.Store)
 	u := w.CreateUser()
 	w.SetCompleted(w.CreateTodo(u, "a"), true)

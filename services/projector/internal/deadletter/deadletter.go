@@ -177,12 +177,3 @@ func (s *Store) DeleteOwner(ctx context.Context, owner uuid.UUID) (int, error) {
 	}
 	return n, nil
 }
-
-// Clear deletes every dead letter and returns how many.
-func (s *Store) Clear(ctx context.Context) (int64, error) {
-	res, err := s.coll.DeleteMany(ctx, bson.D{})
-	if err != nil {
-		return 0, fmt.Errorf("clear dead letters: %w", err)
-	}
-	return res.DeletedCount, nil
-}

@@ -18,20 +18,20 @@ import (
 func (g *Group) refreshGauges(ctx context.Context) {
 	reported := map[string]bool{}
 	consumer.MirrorGauges(ctx, g.cfg.StatsInterval, g.metrics, deadletter.New(g.store.Control()), func(ctx context.Context) (pending, ackPending, redelivered uint64, _ error) {
-		units, err := Durables(ctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable)
+		units, err := durables(ctx, g.js, g.cfg.Consumer.Stream, g.cfg.Consumer.Durable)
 		setUnitGauges(g.metrics, units, g.Held(), reported)
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		pending, ackPending, redelivered = Totals(units)
+		pending, ackPending, redelivered = totals(units)
 		return pending, ackPending, redelivered, nil
 	})
 }
 
-// Durables lists the stream's consumers once and returns the state of durable's, by
+// durables lists the stream's consumers once and returns the state of durable's, by
 // unit (event.ConsumerUnit): its partitions' durables (<durable>-p<i>) and durable
 // itself.
-func Durables(ctx context.Context, js jetstream.JetStream, stream, durable string) (map[string]*jetstream.ConsumerInfo, error) {
+func durables(ctx context.Context, js jetstream.JetStream, stream, durable string) (map[string]*jetstream.ConsumerInfo, error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, err
@@ -46,8 +46,8 @@ func Durables(ctx context.Context, js jetstream.JetStream, stream, durable strin
 	return units, infos.Err()
 }
 
-// Totals sums pending, ack-pending and redelivered messages over units.
-func Totals(units map[string]*jetstream.ConsumerInfo) (pending, ackPending, redelivered uint64) {
+// totals sums pending, ack-pending and redelivered messages over units.
+func totals(units map[string]*jetstream.ConsumerInfo) (pending, ackPending, redelivered uint64) {
 	for _, ci := range units {
 		pending += ci.NumPending
 		ackPending += uint64(ci.NumAckPending)

@@ -73,7 +73,7 @@ func TestPartitionGauges(t *testing.T) {
 	reported := map[string]bool{}
 	refresh := func(held ...string) {
 		t.Helper()
-		units, err := Durables(ctx, js, "EVENTS", "projector")
+		units, err := durables(ctx, js, "EVENTS", "projector")
 		if err != nil {
 			t.Fatal(err)
 		}

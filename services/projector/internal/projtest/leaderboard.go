@@ -1,7 +1,6 @@
 package projtest
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/outboxtodo/outboxtodo/shared/readmodel"
+	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
 )
 
 // LeaderboardLine is one live user's stats with their display name.
@@ -25,8 +25,7 @@ type LeaderboardLine struct {
 // whether the projector's writes make the leaderboard they should.
 func Leaderboard(t testing.TB, db *mongo.Database) []LeaderboardLine {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := sharedtest.Context(t, 30*time.Second)
 	cur, err := db.Collection(readmodel.CollStats).Find(ctx, bson.D{readmodel.LiveStats}, options.Find().SetSort(readmodel.LeaderboardSort))
 	if err != nil {
 		t.Fatalf("read the leaderboard: %v", err)

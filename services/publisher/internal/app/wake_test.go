@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxtodo/outboxtodo/services/publisher/internal/outboxdb"
 	"github.com/outboxtodo/outboxtodo/services/publisher/internal/pubtest"
 	"github.com/outboxtodo/outboxtodo/shared/outbox"
 	"github.com/outboxtodo/outboxtodo/shared/sharedtest"
@@ -35,7 +36,7 @@ func TestWritesNotifyOnlyAnIdlePublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer listener.Close(context.WithoutCancel(ctx))
-	if _, err := listener.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
+	if err := outboxdb.Listen(ctx, listener); err != nil {
 		t.Fatal(err)
 	}
 	marked := func() bool {

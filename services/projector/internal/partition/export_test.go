@@ -1,0 +1,7 @@
+package partition
+
+// The gauges' readings, for the group's tests.
+var (
+	Durables = durables
+	Totals   = totals
+)
