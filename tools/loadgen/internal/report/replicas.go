@@ -141,7 +141,7 @@ func (r *Results) replicaTargets(p func(string, ...any)) {
 		// Like with like: the backlog is creates, which the projector writes as one
 		// insertMany per fetched batch; the raw ceiling times that insertMany alone.
 		ceil := r.Ceilings.Best(OpInsertMany, 1)
-		p("| 1 replica on the Watermill router / raw insertMany ceiling (projload, one batch at a time) | %s / %s per s | %s | reported | |\n",
+		p("| 1 replica on the Watermill router / raw insertMany ceiling (package ceilings, one batch at a time) | %s / %s per s | %s | reported | |\n",
 			f0(one.EventsPerSec), f0(ceil), f(Ratio(one.EventsPerSec, ceil)))
 	}
 }

@@ -25,7 +25,7 @@ func TestReplicasMarkdown(t *testing.T) {
 		"| kill -9 one of 3 replicas under 200 writes/s: until its partitions are applied again | 3.40 s (partitions held again after 3.05 s; load 0.0) | | ≤ 5 s | met |",
 		"| aggregate apply rate, 3 replicas / 1 replica, on the same backlog | 5050 / 4040 per s | 1.25 | ≥ 1.0 | met |",
 		// Against the sample's insertMany one batch at a time (5000/s).
-		"| 1 replica on the Watermill router / raw insertMany ceiling (projload, one batch at a time) | 4040 / 5000 per s | 0.81 | reported | |",
+		"| 1 replica on the Watermill router / raw insertMany ceiling (package ceilings, one batch at a time) | 4040 / 5000 per s | 0.81 | reported | |",
 		"## Projector replicas (16 partitions)",
 		"| projector-3 | 12 | 5 | 3200 | 26.7% | 2.0 |",
 		"applied again after: p2 3.10 s, p7 3.40 s (resumed: true",

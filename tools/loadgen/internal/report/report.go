@@ -518,7 +518,7 @@ func (r *Results) writeSideTargets(p func(string, ...any)) {
 // user deletion in full.
 func (r *Results) readSideTables(p func(string, ...any)) {
 	if c := r.Ceilings; c != nil {
-		p("\n## Raw ceilings of the MongoDB-protocol server (projload, on %s with %d documents; load %.1f)\n\n| operation | in flight | batch | documents | seconds | documents/s |\n|---|---|---|---|---|---|\n", c.Collection, c.CollectionDocs, c.Load1)
+		p("\n## Raw ceilings of the MongoDB-protocol server (package ceilings, on %s with %d documents; load %.1f)\n\n| operation | in flight | batch | documents | seconds | documents/s |\n|---|---|---|---|---|---|\n", c.Collection, c.CollectionDocs, c.Load1)
 		for _, cl := range c.Ceilings {
 			batch := ""
 			if cl.Batch > 0 {
